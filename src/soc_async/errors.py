@@ -1,0 +1,79 @@
+"""The project's own exceptions, and the exit code each one maps to.
+
+    SocError                     base; ``exit_code`` says how the CLI ends
+    ├── InputError (2)           bad usage or bad input: config, seeds, files, arguments
+    │   ├── ConfigError          a config file or flag; names the file, the key, the expectation
+    │   ├── SeedError            a seed data file
+    │   └── RunDirError          a run directory that cannot be used or resumed
+    ├── ServerError (1)          a vLLM server that will not start, dies, or cannot be reached
+    │   └── ServerStartError     start failed; carries the tail of the server's log
+    ├── RequestError (1)         one request that failed for good (after retries, or a 4xx)
+    │   └── RetriesExhausted     transient failures outlasted the retry budget
+    └── Interrupted (130)        SIGINT/SIGTERM after a clean flush
+
+Library errors are wrapped at the boundary with ``raise ... from exc``; the CLI turns a
+``SocError`` into one line on stderr and its exit code, in one place.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class SocError(Exception):
+    """Base of every error soc-async raises on purpose."""
+
+    exit_code: int = EXIT_FAILED
+
+
+class InputError(SocError):
+    """Bad usage or bad input: the user must change something before running again."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(InputError):
+    """A config file or command-line value is unknown, mistyped or out of range."""
+
+
+class SeedError(InputError):
+    """A seed data file (regions, names, hand-written cards) is missing or malformed."""
+
+
+class RunDirError(InputError):
+    """A run directory is missing, belongs to another run, or cannot be resumed."""
+
+
+class ServerError(SocError):
+    """A vLLM server will not start, died, or cannot be reached."""
+
+
+class ServerStartError(ServerError):
+    """A managed server failed to become healthy; the message ends with its log tail."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        self.log_tail = log_tail
+        text = message if not log_tail else f"{message}\n--- server log (last lines) ---\n{log_tail}"
+        super().__init__(text)
+
+
+class RequestError(SocError):
+    """One request failed for good: a 4xx other than 429, or an unusable reply."""
+
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1) -> None:
+        self.status = status
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class RetriesExhausted(RequestError):
+    """Transient failures (connection, timeout, 429, 5xx) outlasted the retry budget."""
+
+
+class Interrupted(SocError):
+    """The run was stopped by SIGINT or SIGTERM after flushing what it had."""
+
+    exit_code = EXIT_INTERRUPTED
