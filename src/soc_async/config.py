@@ -87,6 +87,10 @@ class ClientConfig(_Section):
     probe_interval_s: PosFloat = 2.0  # how often a server taken out is probed
     # Pause the run when every endpoint has been down this long; 0 waits forever.
     down_timeout_s: NonNegFloat = 600.0
+    # Send each request's priority to the server. Only for servers started with
+    # --scheduling-policy priority: under the default FCFS policy vLLM refuses the field.
+    send_priority: bool = False
+    shutdown_grace_s: NonNegFloat = 20.0  # in-flight calls get this long after SIGINT/SIGTERM
 
 
 class ServerConfig(_Section):
@@ -280,8 +284,8 @@ def override(config: RunConfig, changes: dict[str, Any], source: str = "command 
 def dump(config: RunConfig) -> str:
     """The effective config as TOML, as written to a run directory and by --print-config."""
     data = msgspec.to_builtins(config)
-    if data.get("api_key"):
-        data["api_key"] = "***"
+    # The key stays out of files and terminals; a resumed run takes it from the environment.
+    data.pop("api_key", None)
     return msgspec.toml.encode(_drop_none(data)).decode()
 
 

@@ -1,0 +1,71 @@
+"""Config loading: defaults, overrides, and one clear line for every kind of bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from soc_async import config as cfg
+from soc_async.errors import ConfigError
+
+
+def test_defaults_round_trip_through_toml(tmp_path):
+    """The dumped effective config loads back to the same config."""
+    path = tmp_path / "c.toml"
+    default = cfg.RunConfig()
+    path.write_text(cfg.dump(default))
+    assert cfg.load(path) == default
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "expected"),
+    [
+        ("[targets]\nchats = 'many'\n", "targets.chats", "expected `int`"),
+        ("[targets]\nchatz = 3\n", "targets.chatz", "unknown key"),
+        ("bogus = 1\n", "bogus", "unknown key"),
+        ("[chat]\ninstant_event_p = 1.5\n", "chat.instant_event_p", "<= 1.0"),
+        ("[calls.turn]\ntemperature = -1\n", "calls.turn.temperature", ">= 0.0"),
+        ("[concurrency]\nmin = 10\nmax = 5\n", "concurrency.min", "<= concurrency.max"),
+        ("[chat]\nfold = 30\n", "chat.fold", "< chat.active_window"),
+        ("[chat]\nstart_date = '15.03.2026'\n", "chat.start_date", "ISO date"),
+        ("shard = '3/2'\n", "shard", "0 <= i < n"),
+        ("endpoints = ['localhost:8000']\n", "endpoints", "http(s)://"),
+        ("[targets\n", "", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path, toml, key, expected):
+    """Each bad config raises one line naming the file, the key and what was expected."""
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        cfg.load(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    assert key in message
+    assert expected in message
+    assert info.value.exit_code == 2
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    """A config path that does not exist is named in the error."""
+    with pytest.raises(ConfigError, match="nope.toml"):
+        cfg.load(tmp_path / "nope.toml")
+
+
+def test_override_applies_dotted_keys_and_revalidates():
+    """Flags override the file; an out-of-range flag is refused like a file value."""
+    base = cfg.RunConfig()
+    changed = cfg.override(base, {"targets.chats": 2, "concurrency.fixed": 16, "seed": None})
+    assert changed.targets.chats == 2
+    assert changed.concurrency.fixed == 16
+    assert changed.seed == base.seed
+    with pytest.raises(ConfigError, match="concurrency.fixed"):
+        cfg.override(base, {"concurrency.fixed": 0})
+
+
+def test_api_key_is_not_dumped(monkeypatch):
+    """The effective config never shows the API key."""
+    monkeypatch.setenv("SOC_ASYNC_API_KEY", "sekrit")
+    loaded = cfg.load(None)
+    assert loaded.api_key == "sekrit"
+    assert "sekrit" not in cfg.dump(loaded)
