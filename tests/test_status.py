@@ -1,0 +1,144 @@
+"""soc-async status: counts, failures and retries by reason, journal, throughput."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from soc_async.errors import RunDirError
+from soc_async.records import (
+    Conversation,
+    Failure,
+    Persona,
+    PersonaMeta,
+    TopicSlot,
+    Usage,
+    encode_line,
+)
+from soc_async.status import collect, render
+from soc_async.store import (
+    CONVERSATIONS,
+    FAILURES,
+    JOURNAL,
+    PERSONAS,
+    RunDir,
+    RunIdentity,
+)
+
+CONFIG_TEXT = """seed = 5
+
+[targets]
+personas = 10
+experiences = 6
+chats = 4
+"""
+
+
+def persona(i: int) -> Persona:
+    meta = PersonaMeta(
+        iteration=i,
+        model="m",
+        region="r",
+        subregion="s",
+        name="n",
+        gender="m",
+        age=40,
+        time_taken=1.0,
+    )
+    return Persona(id=f"p-{i}", persona_text="card", meta=meta)
+
+
+def chat(i: int, retries: dict[str, int]) -> Conversation:
+    return Conversation(
+        chat_id=f"c-{i}",
+        experience_id="e-1",
+        persona_ids=["p-1", "p-2"],
+        style="freeform",
+        cadence="realtime",
+        topics=[TopicSlot(title="t", turns=2, primary=True)],
+        turns=[],
+        summary="",
+        ended_by="max_turns",
+        model="m",
+        usage=Usage(prompt=10, completion=5),
+        retries=retries,
+    )
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "run"
+    run = RunDir.create(path, CONFIG_TEXT, RunIdentity.new(5))
+    lines = [encode_line(persona(i)) for i in range(3)]
+    run.file(PERSONAS).write_bytes(b"".join(lines) + b'{"kind":"persona","id":"p-9"')
+    run.file(CONVERSATIONS).write_bytes(
+        encode_line(chat(1, {"clock_backwards": 2}))
+        + encode_line(chat(2, {"clock_backwards": 1, "bad_state": 1}))
+    )
+    failures = [
+        Failure(id="p-7", stage="personas", reason="bad_card", attempts=4),
+        Failure(
+            id="c-3", stage="chats", reason="retries_exhausted:bad_state", attempts=4,
+            retries={"bad_state": 3},
+        ),
+        Failure(id="c-4", stage="chats", reason="http_400", attempts=1),
+    ]  # fmt: skip
+    run.file(FAILURES).write_bytes(b"".join(encode_line(f) for f in failures))
+    run.file(JOURNAL).write_bytes(
+        b'{"id":"c-5","seq":0,"data":{}}\n'
+        b'{"id":"c-6","seq":0,"data":{}}\n'
+        b'{"id":"c-6","seq":1,"done":true}\n'
+        b'{"id":"c-1","seq":0,"data":{}}\n'  # finished already: not in progress
+    )
+    run.append_metrics({"requests_done": 120, "tokens_per_s": 812.5, "capacity": 48})
+    run.append_metrics({"requests_done": 180, "tokens_per_s": 905.25, "capacity": 64})
+    return path
+
+
+def test_collect_counts_stages_failures_retries_journal_and_metrics(run_dir: Path) -> None:
+    """Every figure comes from the files: torn tails left out, retries summed over
+    conversations and failures, finished items not counted as in progress."""
+    status = collect(run_dir)
+    by_stage = {s.stage: (s.finished, s.failed, s.target) for s in status.stages}
+    assert by_stage == {"personas": (3, 1, 10), "experiences": (0, 0, 6), "chats": (2, 2, 4)}
+    assert status.failures == {"bad_card": 1, "retries_exhausted:bad_state": 1, "http_400": 1}
+    assert status.retries == {"bad_state": 4, "clock_backwards": 3}
+    assert status.in_progress == 1
+    assert status.metrics is not None and status.metrics["tokens_per_s"] == 905.25
+    assert status.seed == 5
+
+
+def test_collect_never_writes(run_dir: Path) -> None:
+    """Reading the status of a directory leaves every file as it was (a live run may be
+    appending to it)."""
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    collect(run_dir)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_render_shows_the_figures(run_dir: Path) -> None:
+    """The rendered table names the stages, targets, failure reasons and throughput."""
+    console = Console(record=True, width=120)
+    console.print(render(collect(run_dir)))
+    text = console.export_text()
+    for expected in ("personas", "10", "http_400", "clock_backwards", "905.2", "in progress"):
+        assert expected in text
+
+
+def test_missing_config_and_metrics_still_render(tmp_path: Path) -> None:
+    """A run without targets or metrics reports what it has."""
+    run = RunDir.create(tmp_path / "run", "", RunIdentity.new(1))
+    run.file("config.toml").unlink()
+    status = collect(run.path)
+    assert all(s.target is None and s.finished == 0 for s in status.stages)
+    console = Console(record=True, width=100)
+    console.print(render(status))
+    assert "no metrics recorded yet" in console.export_text()
+
+
+def test_not_a_run_dir_is_an_input_error(tmp_path: Path) -> None:
+    """status on a directory that is not a run fails with RunDirError (exit code 2)."""
+    with pytest.raises(RunDirError):
+        collect(tmp_path)
