@@ -1,0 +1,168 @@
+"""The chat clock: ``t="HH:MM" d="DD.MM"`` stamps as datetimes, and the gaps allowed between them.
+
+A turn's messages carry a time and a day but no year, because that is how chat apps show
+them and what a model writes naturally. The year is inferred from the clock: a stamp means
+the first matching day on or after the previous message's day, so ``31.12`` followed by
+``01.01`` moves into the next year and a stamp can never land before the clock's own day
+by accident. Whether it lands before the clock's *time* is the state machine's question.
+
+Everything here is pure and works on naive datetimes (a chat has one local wall clock).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta
+
+import msgspec
+
+MINUTES_PER_DAY = 24 * 60
+
+_TIME_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+_DAY_RE = re.compile(r"(\d\d)\.(\d\d)")
+
+# A leap day recurs every 4 years, or 8 across a skipped century leap year (2100).
+_LEAP_SEARCH_YEARS = 9
+
+
+class Gap(msgspec.Struct, frozen=True, kw_only=True):
+    """Minutes allowed between consecutive messages for one cadence.
+
+    ``min_minutes`` bounds the reply delay (a turn's first message after the previous
+    turn's last); ``max_minutes`` bounds every step between consecutive messages.
+    """
+
+    min_minutes: int = 0
+    max_minutes: int
+
+    def __post_init__(self) -> None:
+        # Stamps carry no year, so a gap of a year or more would make "DD.MM" ambiguous.
+        if not 0 <= self.min_minutes <= self.max_minutes < 365 * MINUTES_PER_DAY:
+            raise ValueError(
+                f"gap must satisfy 0 <= min <= max < one year in minutes, "
+                f"got [{self.min_minutes}, {self.max_minutes}]"
+            )
+
+    @property
+    def min(self) -> timedelta:
+        return timedelta(minutes=self.min_minutes)
+
+    @property
+    def max(self) -> timedelta:
+        return timedelta(minutes=self.max_minutes)
+
+
+def parse_time(t: str) -> time | None:
+    """``"HH:MM"`` (24-hour, zero-padded) as a time, or None when it is not one."""
+    match = _TIME_RE.fullmatch(t)
+    return time(int(match.group(1)), int(match.group(2))) if match else None
+
+
+def parse_day(d: str) -> tuple[int, int] | None:
+    """``"DD.MM"`` as (day, month) when some year has that date (29.02 included), else None."""
+    match = _DAY_RE.fullmatch(d)
+    if not match:
+        return None
+    day, month = int(match.group(1)), int(match.group(2))
+    try:
+        date(2000, month, day)  # a leap year: every real day/month exists in it
+    except ValueError:
+        return None
+    return day, month
+
+
+def parse_stamp(t: str, d: str, after: datetime) -> datetime | None:
+    """The datetime a stamp means when it follows ``after``; None when the stamp is invalid.
+
+    The year is the one that puts ``d`` on the earliest day on or after ``after``'s day:
+    ``01.01`` after 31.12.2026 is 2027, ``29.02`` waits for the next leap year. The time
+    may still fall before ``after`` on that same day; callers check that.
+    """
+    clock = parse_time(t)
+    day_month = parse_day(d)
+    if clock is None or day_month is None:
+        return None
+    day, month = day_month
+    for year in range(after.year, after.year + _LEAP_SEARCH_YEARS):
+        try:
+            candidate = date(year, month, day)
+        except ValueError:
+            continue  # 29.02 in a common year
+        if candidate >= after.date():
+            return datetime.combine(candidate, clock)
+    return None
+
+
+def parse_stamp_before(t: str, d: str, before: datetime) -> datetime | None:
+    """The latest datetime on or before ``before``'s day that the stamp could mean, or None.
+
+    Used to tell a stamp that went back a day (``15.03`` after 16.03) from one that jumped
+    almost a year ahead, which is what :func:`parse_stamp` reads it as.
+    """
+    clock = parse_time(t)
+    day_month = parse_day(d)
+    if clock is None or day_month is None:
+        return None
+    day, month = day_month
+    for year in range(before.year, before.year - _LEAP_SEARCH_YEARS, -1):
+        try:
+            candidate = date(year, month, day)
+        except ValueError:
+            continue
+        if candidate <= before.date():
+            return datetime.combine(candidate, clock)
+    return None
+
+
+def format_stamp(dt: datetime) -> tuple[str, str]:
+    """``(t, d)`` as a message writes them: ``("22:51", "15.03")``."""
+    return dt.strftime("%H:%M"), dt.strftime("%d.%m")
+
+
+def format_day(day: date) -> str:
+    """A day as ``"DD.MM"``."""
+    return day.strftime("%d.%m")
+
+
+def minute_of_day(dt: datetime) -> int:
+    """Minutes since midnight, 0..1439."""
+    return dt.hour * 60 + dt.minute
+
+
+def day_windows(earliest: datetime, latest: datetime) -> list[tuple[date, int, int]]:
+    """The days from ``earliest`` to ``latest`` with the minutes of each inside that span.
+
+    Each item is ``(day, first_minute, last_minute)``, minutes since midnight, both
+    inclusive: the first day starts at ``earliest``'s minute, the last ends at
+    ``latest``'s, the days between are whole. Empty when ``latest < earliest``.
+    """
+    if latest < earliest:
+        return []
+    windows = []
+    day = earliest.date()
+    while day <= latest.date():
+        first = minute_of_day(earliest) if day == earliest.date() else 0
+        last = minute_of_day(latest) if day == latest.date() else MINUTES_PER_DAY - 1
+        windows.append((day, first, last))
+        day += timedelta(days=1)
+    return windows
+
+
+def describe_stamp(dt: datetime) -> str:
+    """A stamp as people read it in a violation's detail: ``"14:02 on 15.03"``."""
+    t, d = format_stamp(dt)
+    return f"{t} on {d}"
+
+
+def minutes_between(earlier: datetime, later: datetime) -> int:
+    """Whole minutes from ``earlier`` to ``later`` (negative when they are the other way)."""
+    return int((later - earlier).total_seconds() // 60)
+
+
+def describe_span(minutes: int) -> str:
+    """A length of time for a violation's detail: ``"50 min"``, ``"3 h 05 min"``, ``"2 d 4 h"``."""
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < MINUTES_PER_DAY:
+        return f"{minutes // 60} h {minutes % 60:02d} min"
+    return f"{minutes // MINUTES_PER_DAY} d {minutes % MINUTES_PER_DAY // 60} h"

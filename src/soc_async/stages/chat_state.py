@@ -1,0 +1,549 @@
+"""The chat state machine: what a conversation may say next, and whether a reply said it.
+
+One model writes both sides of a chat, one turn at a time. It is good at the words and
+bad at bookkeeping, so the bookkeeping lives here, as plain data and pure functions:
+
+- the topic tracker: the experience's roadmap as slots with turn budgets. Turn by turn
+  the tracker says which state line the reply must carry ("topic; N turns remaining;
+  next"), N counting down to 0 on a slot's last turn. The model cannot skip ahead;
+- the clock: the last message's time. Stamps never go backwards, and the steps between
+  messages stay inside the cadence's gap;
+- who speaks: the opener, then the other, alternating; every turn records its sender;
+- how it ends: a freeform chat runs to its turn limit; a structured or semi-structured
+  one may end with ``<predefined_topics_exhausted/>`` once every slot is spent, and runs
+  to ``max_turns`` otherwise;
+- memory: turns folded into a rolling summary, so the prompt shows ``turns[folded:]``.
+
+A :class:`ChatState` is journal-able data. :func:`apply_turn` takes a parsed reply and
+returns the *next* state or a :class:`Violation` naming the broken rule; it never
+mutates its input and does no I/O. The rollout driver (``stages/chats.py``) owns the
+prompts, the model calls, the retries and the journal.
+
+Lifecycle, one :class:`Phase` at a time (the allowed moves are :data:`MOVES`)::
+
+    OPENING --turn--> TALKING --turn--> ... --turn--> OVERTIME --turn--> ...
+       |                 |                               |
+       +-----------------+------ last turn or ending ----+--> ENDED
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+from datetime import date, datetime, time
+from enum import StrEnum
+from typing import cast
+
+import msgspec
+
+from soc_async.config import ChatConfig
+from soc_async.formats.clock import (
+    Gap,
+    describe_span,
+    describe_stamp,
+    minutes_between,
+    parse_stamp,
+    parse_stamp_before,
+)
+from soc_async.formats.turn import ParsedTurn, RawMessage, Reason, TurnError
+from soc_async.records import (
+    MESSAGE_TYPES,
+    Cadence,
+    EndedBy,
+    Experience,
+    Message,
+    MessageType,
+    Style,
+    Turn,
+)
+
+
+class Phase(StrEnum):
+    """Where a chat stands between two turns."""
+
+    OPENING = "opening"  # no turn yet: the first message must fall on the start date
+    TALKING = "talking"  # on the roadmap: the current slot has turns left
+    OVERTIME = "overtime"  # every slot spent, the chat goes on ("<last>; 0 turns remaining; end")
+    ENDED = "ended"  # ``ended_by`` says why; no turn may follow
+
+
+# The one table of allowed moves: the phases a single accepted turn may lead to.
+MOVES: dict[Phase, frozenset[Phase]] = {
+    Phase.OPENING: frozenset({Phase.TALKING, Phase.OVERTIME, Phase.ENDED}),
+    Phase.TALKING: frozenset({Phase.TALKING, Phase.OVERTIME, Phase.ENDED}),
+    Phase.OVERTIME: frozenset({Phase.OVERTIME, Phase.ENDED}),
+    Phase.ENDED: frozenset(),
+}
+
+ENDING_STYLES: tuple[str, ...] = ("structured", "semi-structured")  # may end on the tag
+FREE_TALK = "free talk"  # the one slot of an experience that came without a roadmap
+END = "end"  # the "next topic" of the last slot
+
+
+class IllegalMove(RuntimeError):
+    """The caller asked for a move the table forbids, e.g. a turn after the chat ended.
+
+    A bug in the caller or a journal from another run, never the model's fault: the
+    model's mistakes are :class:`Violation` values, returned rather than raised.
+    """
+
+
+class Violation(TurnError, frozen=True):
+    """A well-formed reply that breaks a rule of this chat; ``detail`` is one line."""
+
+
+class ChatRules(msgspec.Struct, frozen=True, kw_only=True):
+    """The rules one chat is held to: the run's ``[chat]`` section, for the chat's cadence."""
+
+    max_turns: int = 50  # caps every style; freeform also stops at the roadmap's end
+    min_messages: int = 1
+    max_messages: int = 3
+    allowed_types: tuple[str, ...] = MESSAGE_TYPES
+    gap_min: int = 0  # minutes a reply waits at least after the previous turn
+    gap_max: int = 45  # minutes at most between consecutive messages
+    instant_event_p: float = 0.05
+    max_text_chars: int = 300  # the grammar's bound on one message; the validator has none
+
+    def __post_init__(self) -> None:
+        Gap(min_minutes=self.gap_min, max_minutes=self.gap_max)  # refuses impossible bounds
+        if not 1 <= self.min_messages <= self.max_messages:
+            raise ValueError(f"need 1 <= min_messages <= max_messages, got {self}")
+
+    @classmethod
+    def from_config(cls, chat: ChatConfig, cadence: str) -> ChatRules:
+        """The rules a run's ``[chat]`` section sets for a chat of ``cadence``."""
+        gap_min, gap_max = chat.gaps[cadence]
+        return cls(
+            max_turns=chat.max_turns,
+            min_messages=chat.min_messages,
+            max_messages=chat.max_messages,
+            gap_min=gap_min,
+            gap_max=gap_max,
+            instant_event_p=chat.instant_event_p,
+        )
+
+    @property
+    def gap(self) -> Gap:
+        """The gap bounds as a :class:`Gap`, for clock arithmetic."""
+        return Gap(min_minutes=self.gap_min, max_minutes=self.gap_max)
+
+
+class ChatState(msgspec.Struct, frozen=True, kw_only=True):
+    """One conversation between two turns: plain data, journaled as it is."""
+
+    chat_id: str
+    style: Style
+    cadence: Cadence
+    speakers: list[str]  # [opener_id, other_id]; turn k is spoken by speakers[k % 2]
+    speaker_names: list[str]  # their names, same order; a message may not start with one
+    slots: list[tuple[str, int]]  # the roadmap: (title, turn budget) in order
+    turn_limit: int  # turns after which the chat ends as "max_turns"
+    start_date: date  # the first message falls on this day
+    turn_index: int = 0  # turns accepted so far
+    slot_index: int = 0  # the slot the next turn belongs to
+    turns_left_in_slot: int  # of the current slot, before the next turn; 0 only in overtime
+    clock: datetime | None = None  # the last message's time; None before the first
+    turns: list[Turn] = []
+    summary: str = ""  # the rolling summary of turns[:folded]
+    folded: int = 0  # turns folded into the summary so far
+    ended_by: EndedBy | None = None
+    phase: Phase = Phase.OPENING
+
+    def __repr__(self) -> str:
+        title = self.slots[self.slot_index][0]
+        clock = self.clock.isoformat(" ", "minutes") if self.clock else "-"
+        ended = f" ended_by={self.ended_by}" if self.ended_by else ""
+        return (
+            f"<ChatState {self.chat_id} {self.phase} turn {self.turn_index}/{self.turn_limit} "
+            f"slot {self.slot_index + 1}/{len(self.slots)} {title!r} "
+            f"left={self.turns_left_in_slot} clock={clock}{ended}>"
+        )
+
+
+# --- Starting a chat --------------------------------------------------------------------
+
+
+def initial_state(
+    experience: Experience,
+    *,
+    chat_id: str,
+    names: dict[str, str],
+    rules: ChatRules,
+    start_date: date,
+) -> ChatState:
+    """The state before the first turn of a chat grounded in ``experience``.
+
+    Raises ``ValueError`` for an experience the experience stage should have refused:
+    an opener that is not one of two distinct personas, a budget below 1, a missing name.
+    """
+    first, second = _pair(experience)
+    other = second if experience.opener == first else first
+    missing = [p for p in (experience.opener, other) if p not in names]
+    if missing:
+        raise ValueError(f"{experience.id}: no name given for persona {missing[0]}")
+    slots = [(_clean_title(s.title, i), s.turns) for i, s in enumerate(experience.topics)]
+    slots = slots or [(FREE_TALK, rules.max_turns)]
+    if any(budget < 1 for _, budget in slots):
+        raise ValueError(f"{experience.id}: every topic needs a turn budget of at least 1")
+    roadmap = sum(budget for _, budget in slots)
+    limit = rules.max_turns if experience.style in ENDING_STYLES else min(rules.max_turns, roadmap)
+    return ChatState(
+        chat_id=chat_id,
+        style=experience.style,
+        cadence=experience.cadence,
+        speakers=[experience.opener, other],
+        speaker_names=[names[experience.opener], names[other]],
+        slots=slots,
+        turn_limit=limit,
+        start_date=start_date,
+        turns_left_in_slot=slots[0][1],
+    )
+
+
+def _pair(experience: Experience) -> tuple[str, str]:
+    ids = experience.persona_ids
+    if len(ids) != 2 or ids[0] == ids[1] or experience.opener not in ids:
+        raise ValueError(
+            f"{experience.id}: expected two distinct personas with the opener among them, "
+            f"got {ids} opened by {experience.opener}"
+        )
+    return ids[0], ids[1]
+
+
+def _clean_title(title: str, index: int) -> str:
+    # The title goes into a one-line, ';'-separated state line and a grammar literal.
+    cleaned = " ".join(title.replace(";", ",").replace("<", "").replace(">", "").split())
+    return cleaned or f"topic {index + 1}"
+
+
+# --- What the next turn must be --------------------------------------------------------
+
+
+def turn_limit(state: ChatState) -> int:
+    """How many turns the chat has at most (it may end sooner on the tag)."""
+    return state.turn_limit
+
+
+def current_speaker(state: ChatState) -> str:
+    """The persona id who writes the next turn."""
+    return state.speakers[state.turn_index % 2]
+
+
+def expected_state_line(state: ChatState) -> str:
+    """The state line the next turn must carry: ``"topic; N turns remaining; next"``."""
+    title = state.slots[state.slot_index][0]
+    after = max(state.turns_left_in_slot - 1, 0)  # left in this slot once the turn is in
+    following = state.slots[state.slot_index + 1][0] if not _on_last_slot(state) else END
+    return f"{title}; {_turns(after)} remaining; {following}"
+
+
+def ending_allowed(state: ChatState) -> bool:
+    """Whether the next turn may carry ``<predefined_topics_exhausted/>``."""
+    return (
+        state.style in ENDING_STYLES
+        and not is_done(state)
+        and _on_last_slot(state)
+        and state.turns_left_in_slot <= 1  # after this turn every slot is spent
+    )
+
+
+def is_done(state: ChatState) -> bool:
+    """Whether the chat has ended; ``state.ended_by`` says how."""
+    return state.phase is Phase.ENDED
+
+
+def time_window(state: ChatState, rules: ChatRules) -> tuple[datetime, datetime]:
+    """The earliest and latest times the next turn's first message may carry.
+
+    Later messages of the turn may not go before the one before them, and each step stays
+    within the cadence's gap; the grammar keeps the whole turn inside this window.
+    """
+    if state.clock is None:
+        start = datetime.combine(state.start_date, time())
+        return start, datetime.combine(state.start_date, time(23, 59))
+    gap = rules.gap
+    return state.clock + gap.min, state.clock + gap.max
+
+
+def _turns(count: int) -> str:
+    return f"{count} turn" if count == 1 else f"{count} turns"  # "1 turn", "0 turns", "2 turns"
+
+
+def _on_last_slot(state: ChatState) -> bool:
+    return state.slot_index == len(state.slots) - 1
+
+
+def _roadmap_left_after_next(state: ChatState) -> int:
+    later = sum(budget for _, budget in state.slots[state.slot_index + 1 :])
+    return max(state.turns_left_in_slot - 1, 0) + later
+
+
+# --- Taking a turn ---------------------------------------------------------------------
+
+
+def apply_turn(
+    state: ChatState,
+    parsed: ParsedTurn,
+    rules: ChatRules,
+    *,
+    instant_event: str | None = None,
+) -> ChatState | Violation:
+    """The state after ``parsed`` is accepted as the next turn, or the rule it breaks.
+
+    ``instant_event`` is the event woven into this speaker's prompt, recorded on the turn.
+    Raises :class:`IllegalMove` when the chat has already ended.
+    """
+    _require_open(state)
+    problem = (
+        _check_state_line(state, parsed.state_line)
+        or _check_ending(state, parsed.ended)
+        or _check_count(parsed.messages, rules)
+        or _check_texts(state, parsed.messages, rules)
+    )
+    if problem:
+        return problem
+    stamps = _place_in_time(state, parsed.messages, rules.gap)
+    if isinstance(stamps, Violation):
+        return stamps
+    turn = Turn(
+        sender=current_speaker(state),
+        state=expected_state_line(state),  # the canonical spelling of what the model wrote
+        messages=[
+            Message(t=m.t, d=m.d, type=cast(MessageType, m.type), text=m.text.strip())
+            for m in parsed.messages
+        ],
+        instant_event=instant_event,
+    )
+    return _advance(state, turn, stamps[-1], parsed.ended)
+
+
+def replay(state: ChatState, turn: Turn, ended: bool, rules: ChatRules | None = None) -> ChatState:
+    """The state after a turn accepted in an earlier run, read back from the journal.
+
+    With ``rules`` every check runs again; without, the tracker, the sender, the ending
+    and the timestamps are still checked. A journal this chat would not have accepted
+    raises :class:`IllegalMove`: it belongs to another run or another config.
+    """
+    _require_open(state)
+    where = f"{state.chat_id} turn {state.turn_index + 1}"
+    if turn.sender != current_speaker(state):
+        raise IllegalMove(f"{where}: journal says {turn.sender} spoke, expected the other")
+    raw = [RawMessage(t=m.t, d=m.d, type=m.type, text=m.text) for m in turn.messages]
+    if rules is not None:
+        parsed = ParsedTurn(state_line=turn.state, ended=ended, messages=raw)
+        after = apply_turn(state, parsed, rules, instant_event=turn.instant_event)
+        if isinstance(after, Violation):
+            raise IllegalMove(f"{where}: journal turn breaks a rule: {after}")
+        return after
+    problem = _check_state_line(state, turn.state) or _check_ending(state, ended)
+    stamps = _place_in_time(state, raw, _ANY_GAP)
+    if problem or isinstance(stamps, Violation):
+        raise IllegalMove(f"{where}: journal turn breaks a rule: {problem or stamps}")
+    return _advance(state, turn, stamps[-1], ended)
+
+
+# Without the run's rules, replay checks that time moves forward, not how fast.
+_ANY_GAP = Gap(max_minutes=365 * 24 * 60 - 1)
+
+
+def _require_open(state: ChatState) -> None:
+    if is_done(state):
+        raise IllegalMove(f"{state.chat_id} ended ({state.ended_by}); no turn may follow")
+
+
+def _advance(state: ChatState, turn: Turn, clock: datetime, ended: bool) -> ChatState:
+    """Count the turn down the tracker, move the clock, and settle the phase."""
+    slot_index, left = state.slot_index, state.turns_left_in_slot - 1
+    if left <= 0 and not _on_last_slot(state):
+        slot_index, left = slot_index + 1, state.slots[slot_index + 1][1]
+    left = max(left, 0)  # overtime stays on the last slot at 0
+    turn_index = state.turn_index + 1
+    ended_by: EndedBy | None = None
+    if ended:
+        ended_by = "exhausted"
+    elif turn_index >= state.turn_limit:
+        ended_by = "max_turns"
+    spent = slot_index == len(state.slots) - 1 and left == 0
+    phase = Phase.ENDED if ended_by else Phase.OVERTIME if spent else Phase.TALKING
+    if phase not in MOVES[state.phase]:
+        raise IllegalMove(f"{state.chat_id}: no move from {state.phase} to {phase}")
+    return msgspec.structs.replace(
+        state,
+        turn_index=turn_index,
+        slot_index=slot_index,
+        turns_left_in_slot=left,
+        clock=clock,
+        turns=[*state.turns, turn],
+        ended_by=ended_by,
+        phase=phase,
+    )
+
+
+# --- The checks, one rule each ---------------------------------------------------------
+
+
+def _normalise(line: str) -> str:
+    return re.sub(r"\s*;\s*", "; ", " ".join(line.split())).casefold()
+
+
+def _check_state_line(state: ChatState, line: str) -> Violation | None:
+    expected = expected_state_line(state)
+    if _normalise(line) == _normalise(expected):
+        return None
+    detail = f"expected state {expected!r}, got {line!r}"
+    topic = _normalise(line).split(";")[0].strip()
+    later = {_normalise(title) for title, _ in state.slots[state.slot_index + 1 :]}
+    if topic in later:
+        title, left = state.slots[state.slot_index][0], state.turns_left_in_slot
+        detail += f"; it tries to move on early: {title!r} has {_turns(left)} left"
+    return Violation(Reason.STATE_MISMATCH, detail)
+
+
+def _check_ending(state: ChatState, ended: bool) -> Violation | None:
+    if not ended or ending_allowed(state):
+        return None
+    if state.style not in ENDING_STYLES:
+        why = f"a {state.style} chat runs to its turn limit and never ends on the tag"
+    else:
+        why = f"{_turns(_roadmap_left_after_next(state))} of the topic roadmap would remain"
+    return Violation(Reason.EARLY_ENDING, f"<predefined_topics_exhausted/> too early: {why}")
+
+
+def _check_count(messages: list[RawMessage], rules: ChatRules) -> Violation | None:
+    count, bounds = len(messages), f"{rules.min_messages} to {rules.max_messages}"
+    if count == 0:
+        return Violation(Reason.NO_MESSAGES, f"the turn has no message; write {bounds}")
+    if count < rules.min_messages:
+        return Violation(Reason.TOO_FEW_MESSAGES, f"the turn has {count} messages; write {bounds}")
+    if count > rules.max_messages:
+        return Violation(Reason.TOO_MANY_MESSAGES, f"the turn has {count} messages; write {bounds}")
+    return None
+
+
+_TAG_IN_TEXT = re.compile(r"<[A-Za-z/][^>]{0,30}>?")
+
+
+def _check_texts(
+    state: ChatState, messages: list[RawMessage], rules: ChatRules
+) -> Violation | None:
+    prefix = _speaker_prefix(tuple(state.speaker_names))
+    for number, message in enumerate(messages, start=1):
+        if message.type not in rules.allowed_types:
+            allowed = ", ".join(rules.allowed_types)
+            detail = f"message {number} has type {message.type!r}; allowed: {allowed}"
+            return Violation(Reason.UNKNOWN_TYPE, detail)
+        if not message.text.strip():
+            return Violation(Reason.EMPTY_TEXT, f"message {number} has no text")
+        tag = _TAG_IN_TEXT.search(message.text)
+        if tag:
+            detail = f"message {number} contains markup {tag.group(0)!r}"
+            return Violation(Reason.LEFTOVER_TAG, detail)
+        name = prefix.match(message.text)
+        if name:
+            detail = f"message {number} starts with a speaker's name {name.group(0).strip()!r}"
+            return Violation(Reason.SPEAKER_PREFIX, detail)
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _speaker_prefix(names: tuple[str, ...]) -> re.Pattern[str]:
+    """Matches a message that opens like a script line: "Mia:", "mia chen -", "MIA :"."""
+    variants = {n.strip() for n in names} | {n.split()[0] for n in names if n.split()}
+    spelled = "|".join(re.escape(v) for v in sorted(variants, key=len, reverse=True) if v)
+    return re.compile(rf"\s*(?:{spelled})(?:\s*[:：]|\s+[-–—])", re.IGNORECASE)
+
+
+def _place_in_time(
+    state: ChatState, messages: list[RawMessage], gap: Gap
+) -> list[datetime] | Violation:
+    """Each message's datetime, checked against the one before it, or the first problem."""
+    stamps: list[datetime] = []
+    previous = state.clock
+    for number, message in enumerate(messages, start=1):
+        where = f"message {number} at {message.t} on {message.d}"
+        if previous is None:  # the first message of the chat
+            stamp = parse_stamp(message.t, message.d, datetime.combine(state.start_date, time()))
+            if stamp is not None and stamp.date() != state.start_date:
+                start = state.start_date.strftime("%d.%m")
+                return Violation(Reason.WRONG_DATE_START, f"{where}; the chat starts on {start}")
+        else:
+            stamp = parse_stamp(message.t, message.d, previous)
+        if stamp is None:
+            return Violation(Reason.BAD_TIMESTAMP, f"{where} is not a real time and day")
+        if previous is not None:
+            problem = _check_step(where, previous, stamp, message, gap, reply=number == 1)
+            if problem:
+                return problem
+        stamps.append(stamp)
+        previous = stamp
+    return stamps
+
+
+def _check_step(
+    where: str, previous: datetime, stamp: datetime, message: RawMessage, gap: Gap, reply: bool
+) -> Violation | None:
+    before = f"the previous {describe_stamp(previous)}"
+    if stamp < previous:
+        return Violation(Reason.CLOCK_BACKWARDS, f"{where} is before {before}")
+    step = stamp - previous
+    span = describe_span(minutes_between(previous, stamp))
+    if step > gap.max:
+        # A day/month earlier than the clock's reads as next year; say what was meant.
+        back = parse_stamp_before(message.t, message.d, previous)
+        if back is not None and back < previous and previous - back < step:
+            return Violation(Reason.CLOCK_BACKWARDS, f"{where} is before {before}")
+        limit = describe_span(gap.max_minutes)
+        return Violation(Reason.GAP_TOO_LONG, f"{where} is {span} after {before}; max {limit}")
+    if reply and step < gap.min:
+        limit = describe_span(gap.min_minutes)
+        return Violation(Reason.GAP_TOO_SHORT, f"{where} is {span} after {before}; min {limit}")
+    return None
+
+
+# --- Instant events ---------------------------------------------------------------------
+
+
+def instant_event_for(
+    run_seed: int, chat_id: str, turn_index: int, events: list[str], p: float
+) -> str | None:
+    """The instant event woven into turn ``turn_index``'s prompt, drawn with probability ``p``.
+
+    Seeded by the run, the chat and the turn (a string seed hashes the same in every
+    process), so retries of a turn and a resumed run draw exactly what the first did.
+    """
+    if not events:
+        return None
+    rng = random.Random(f"{run_seed}:{chat_id}:{turn_index}")
+    return rng.choice(events) if rng.random() < p else None
+
+
+# --- Memory: the rolling summary ---------------------------------------------------------
+
+
+def recent_turns(state: ChatState) -> list[Turn]:
+    """The turns the prompt shows verbatim: those not yet folded into the summary."""
+    return state.turns[state.folded :]
+
+
+def fold_due(state: ChatState, window: int, fold: int) -> bool:
+    """Whether more than ``window`` turns are unfolded (and the chat still needs a prompt)."""
+    unfolded = len(state.turns) - state.folded
+    return not is_done(state) and unfolded > window and unfolded >= fold
+
+
+def turns_to_fold(state: ChatState, fold: int) -> list[Turn]:
+    """The oldest ``fold`` unfolded turns, to be summarised together with ``state.summary``."""
+    return state.turns[state.folded : state.folded + fold]
+
+
+def apply_fold(state: ChatState, summary: str, count: int) -> ChatState:
+    """The state once ``count`` more turns live in ``summary`` (which replaces the old one).
+
+    Turns may have been accepted while the summary call ran; they stay unfolded. One
+    fold at a time: ``count`` is what :func:`turns_to_fold` returned for this fold.
+    """
+    unfolded = len(state.turns) - state.folded
+    if not 0 <= count <= unfolded:
+        raise ValueError(f"{state.chat_id}: cannot fold {count} turns, {unfolded} are unfolded")
+    return msgspec.structs.replace(state, summary=summary, folded=state.folded + count)
