@@ -1,0 +1,133 @@
+"""One run from start to finish: the run directory, the server, the event loop, the end.
+
+The CLI hands over a validated config; this module prepares the run directory (so a bad
+config never leaves files behind), starts the embedded vLLM server when no endpoint is
+given, runs the pipeline on uvloop when it is installed, and turns a requested stop into
+:class:`~soc_async.errors.Interrupted` once everything finished has been flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from soc_async import config as config_mod
+from soc_async import logs
+from soc_async.config import RunConfig
+from soc_async.engine import Engine
+from soc_async.errors import ConfigError, Interrupted
+from soc_async.pipeline import Pipeline
+from soc_async.progress import LiveView, RunStats
+from soc_async.records import Conversation, Experience, Failure, Persona, id_index
+from soc_async.scheduler.runner import StopSignal
+from soc_async.store import RunDir, run_identity
+
+log = logs.get("app")
+
+
+def execute(
+    config: RunConfig,
+    *,
+    imports: dict[str, Path] | None = None,
+    resume: bool = False,
+    chats_from_imports: bool = False,
+) -> str:
+    """Runs ``config`` to completion and returns a one-line summary of what was written."""
+    run_dir = _prepare(config, imports or {}, resume, chats_from_imports)
+    if chats_from_imports:
+        config = config_mod.override(
+            config, {"targets.chats": _chat_target(run_dir)}, "imported experiences"
+        )
+    with _server(config) as (endpoints, send_priority):
+        if endpoints:
+            config = config_mod.override(config, {"endpoints": endpoints}, "managed server")
+        stats = RunStats()
+        _run_loop(config, run_dir, stats, send_priority)
+    return _summary(run_dir, stats)
+
+
+def _prepare(
+    config: RunConfig, imports: dict[str, Path], resume: bool, chats_from_imports: bool
+) -> RunDir:
+    chats_follow_experiences = not (chats_from_imports or resume or imports.get("experiences"))
+    if chats_follow_experiences and config.targets.chats > config.targets.experiences:
+        raise ConfigError(
+            f"targets.chats: chat j is rolled out from experience j, so it must be <= "
+            f"targets.experiences ({config.targets.experiences}), got {config.targets.chats}"
+        )
+    text = config_mod.dump(config)
+    identity = run_identity(config)
+    path = Path(config.out)
+    run_dir = RunDir.open(path, config_text=text) if resume else RunDir.create(path, text, identity)
+    for stage, source in imports.items():
+        run_dir.import_records(stage, source)
+    return run_dir
+
+
+def _chat_target(run_dir: RunDir) -> int:
+    indices = [id_index(r.id) for r in run_dir.load("experiences") if isinstance(r, Experience)]
+    return max(indices) + 1 if indices else 0
+
+
+@contextlib.contextmanager
+def _server(config: RunConfig) -> Iterator[tuple[list[str], bool]]:
+    """The endpoints to use: the configured ones, or a managed embedded vLLM server's."""
+    if config.endpoints:
+        yield [], config.client.send_priority
+        return
+    from soc_async.llm.server import ManagedServer, spec_for
+
+    spec = spec_for(config.server)
+    log.info("starting vLLM", model=spec.model or "embedded SmolLM2-135M-Instruct")
+    t0 = time.monotonic()
+    with ManagedServer(spec) as server:
+        log.info("vLLM ready", url=server.base_url, seconds=round(time.monotonic() - t0, 1))
+        yield [server.base_url], server.priority_scheduling
+
+
+def _run_loop(config: RunConfig, run_dir: RunDir, stats: RunStats, send_priority: bool) -> None:
+    async def main() -> None:
+        stop = StopSignal(grace_s=config.client.shutdown_grace_s)
+        with stop.installed(), LiveView(stats) as view:
+            async with Engine(config, stats) as engine:
+                pipeline = Pipeline(
+                    config,
+                    run_dir,
+                    engine,
+                    model_name=engine.model,
+                    stop=stop,
+                    stats=stats,
+                    send_priority=send_priority,
+                )
+                async with stop.guard():
+                    await pipeline.run_with_view(view)
+        if stop.requested:
+            raise Interrupted(
+                f"stopped by {stop.signal_name}; everything finished is in {run_dir.path}"
+            )
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
+def _summary(run_dir: RunDir, stats: RunStats) -> str:
+    counts = {s: 0 for s in ("personas", "experiences", "conversations", "failures")}
+    for name in counts:
+        counts[name] = sum(
+            1
+            for r in run_dir.load(name)
+            if isinstance(r, Persona | Experience | Conversation | Failure)
+        )
+    rate = stats.snapshot()
+    return (
+        f"{run_dir.path}: {counts['personas']} personas, {counts['experiences']} experiences, "
+        f"{counts['conversations']} conversations, {counts['failures']} failures; "
+        f"{rate['completion_tokens']} tokens generated in {rate['elapsed_s']:.0f}s"
+    )

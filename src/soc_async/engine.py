@@ -1,0 +1,128 @@
+"""The model side of a run: clients, the request limiter and its adaptive controller.
+
+:class:`Engine` is the :class:`~soc_async.llm.types.Completer` the stages call. Every
+request, whatever its stage, takes a slot of one :class:`PriorityLimiter` first, so the
+whole process keeps one bound on requests in flight; the controller moves that bound from
+the servers' /metrics when the concurrency is adaptive.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AsyncExitStack
+
+import anyio
+
+from soc_async import logs
+from soc_async.config import CALL_KINDS, RunConfig
+from soc_async.errors import RequestError
+from soc_async.llm.client import LLMClient
+from soc_async.llm.metrics import MetricsReader
+from soc_async.llm.types import ChatRequest, Completion
+from soc_async.progress import RunStats
+from soc_async.scheduler.controller import AdaptiveController, Bounds, MetricsView
+from soc_async.scheduler.limiter import PriorityLimiter
+
+log = logs.get("engine")
+
+
+class Engine:
+    """Clients per endpoint set, one limiter, and (when adaptive) its controller."""
+
+    def __init__(self, config: RunConfig, stats: RunStats) -> None:
+        self.config = config
+        self.stats = stats
+        c = config.concurrency
+        self.limiter = PriorityLimiter(c.fixed or c.initial)
+        self.controller: AdaptiveController | None = None
+        self._clients: dict[tuple[str, ...], LLMClient] = {}
+        self._by_kind: dict[str, LLMClient] = {}
+        self._stack = AsyncExitStack()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._reader: MetricsReader | None = None
+        self.model = config.model
+
+    async def __aenter__(self) -> Engine:
+        cfg = self.config
+        pool = cfg.concurrency.fixed or cfg.concurrency.max
+        for kind in CALL_KINDS:
+            urls = tuple(cfg.endpoints_for(kind))
+            if urls not in self._clients:
+                client = LLMClient(
+                    list(urls),
+                    api_key=cfg.api_key,
+                    config=cfg.client,
+                    pool_size=pool,
+                    default_model=cfg.model,
+                )
+                self._clients[urls] = await self._stack.enter_async_context(client)
+            self._by_kind[kind] = self._clients[urls]
+        if not self.model:
+            self.model = await self._by_kind["turn"].served_model()
+        self.stats.capacity = self.limiter.capacity
+        if cfg.concurrency.fixed is None:
+            main = self._by_kind["turn"]
+            self._reader = MetricsReader(main.session, list(cfg.endpoints_for("turn")))
+            self.controller = AdaptiveController(
+                self.limiter,
+                self._read_metrics,
+                Bounds(min=cfg.concurrency.min, max=cfg.concurrency.max),
+                cfg.concurrency.interval_s,
+            )
+            self._tg = await self._stack.enter_async_context(anyio.create_task_group())
+            self._tg.start_soon(self.controller.run)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        await self._stack.aclose()
+
+    async def _read_metrics(self) -> MetricsView:
+        assert self._reader is not None
+        snap = await self._reader.read()
+        self.stats.capacity = self.limiter.capacity
+        return MetricsView(
+            time=snap.time,
+            running=snap.running,
+            waiting=snap.waiting,
+            kv_cache_usage=snap.kv_cache_usage,
+            preemptions=snap.preemptions,
+            generation_tokens=snap.generation_tokens,
+            in_flight=self.limiter.in_flight,
+            queued=self.limiter.waiting,
+            capacity=self.limiter.capacity,
+        )
+
+    def model_for(self, kind: str) -> str:
+        return self.config.model_for(kind) or self.model
+
+    async def complete(
+        self,
+        kind: str,
+        request: ChatRequest,
+        *,
+        affinity: str | None = None,
+        priority: int = 0,
+    ) -> Completion:
+        """One completion under the run's limit; the time spent waiting for a slot is kept
+        apart from the server's latency in every figure."""
+        if not request.model:
+            request.model = self.model_for(kind)
+        t0 = time.monotonic()
+        async with self.limiter.slot(priority):
+            queued = time.monotonic() - t0
+            self.stats.in_flight += 1
+            try:
+                reply = await self._by_kind[kind].chat(request, affinity=affinity)
+            except RequestError:
+                self.stats.request_errors += 1
+                raise
+            finally:
+                self.stats.in_flight -= 1
+        reply.queue_s = queued
+        self.stats.capacity = self.limiter.capacity
+        self.stats.on_reply(
+            reply.usage.prompt, reply.usage.completion, reply.usage.cached, reply.latency_s, queued
+        )
+        return reply
