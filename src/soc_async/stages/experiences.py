@@ -1,0 +1,244 @@
+"""The experience stage: why two personas talk today, written by the model and checked.
+
+One :meth:`ExperienceStage.write` call turns a pair of personas into an ``Experience``
+record or a ``Failure``: it renders the prompt (both cards, few-shot examples from the
+experience ring, the style monitor's hint), asks the model (with a grammar when the
+config enables it), parses and validates the reply, and retries an invalid one with a
+one-line correction. It knows nothing of HTTP: a ``Completer`` does the asking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from importlib import resources
+
+from rapidfuzz import fuzz
+
+from soc_async.config import RunConfig
+from soc_async.errors import RequestError, RetriesExhausted, SeedError
+from soc_async.fewshot import FewShotRing
+from soc_async.formats.experience import (
+    ParsedExperience,
+    Rejection,
+    experience_grammar,
+    parse_experience,
+)
+from soc_async.llm.types import ChatRequest, Completer, Completion
+from soc_async.prompts import render
+from soc_async.records import Experience, ExperienceMeta, Failure, Persona
+from soc_async.stages.style_monitor import StyleMonitor
+
+# Bounds the prompt states and the grammar enforces; the parser itself accepts any
+# positive budget and any number of topics, so old records stay valid if these change.
+MAX_TOPICS = 5
+MAX_BUDGET = 20
+
+_SEED_DIR = ("seeds", "experiences")
+
+
+def seed_experiences() -> list[str]:
+    """The hand-written `<experience>` texts shipped in ``soc_async/seeds/experiences``.
+
+    They seed the experience few-shot ring. Raises ``SeedError`` when none can be read.
+    """
+    folder = resources.files("soc_async").joinpath(*_SEED_DIR)
+    try:
+        files = sorted(
+            (f for f in folder.iterdir() if f.name.endswith(".txt")), key=lambda f: f.name
+        )
+        texts = [f.read_text(encoding="utf-8").strip() for f in files]
+    except OSError as exc:
+        raise SeedError(
+            f"cannot read seed experiences in soc_async/{'/'.join(_SEED_DIR)}: {exc}"
+        ) from exc
+    if not texts:
+        raise SeedError(f"no seed experiences (*.txt) in soc_async/{'/'.join(_SEED_DIR)}")
+    return texts
+
+
+class ExperienceStage:
+    """Writes one experience per call; shares its ring and style monitor across calls."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        completer: Completer,
+        ring: FewShotRing[str],
+        monitor: StyleMonitor,
+        model_name: str,
+        *,
+        priority: int = 0,  # lower is served first; the pipeline decides against chat turns
+    ) -> None:
+        self.config = config
+        self.completer = completer
+        self.ring = ring
+        self.monitor = monitor
+        self.model_name = model_name
+        self.priority = priority
+        self._call = config.call("experience")
+        # Rendered once: byte-identical for every call, so vLLM's prefix cache shares it.
+        self._system = render(
+            "experience_system.j2",
+            min_events=config.experience.min_events,
+            max_events=config.experience.max_events,
+            max_topics=MAX_TOPICS,
+            max_budget=MAX_BUDGET,
+        )
+
+    async def write(
+        self, index: int, item_id: str, pair: tuple[Persona, Persona], region_matched: bool
+    ) -> Experience | Failure:
+        """The experience ``item_id`` (the ``index``-th) for ``pair``, or why there is none.
+
+        Invalid replies (unparseable, truncated, a near-copy of a reference) are retried
+        up to the call's ``retries``; a ``RequestError`` becomes a failure at once; a
+        ``ServerError`` propagates, since a dead server is the run's problem, not the item's.
+        """
+        a, b = pair
+        names = (a.meta.name, b.meta.name)
+        exp = self.config.experience
+        hint = self.monitor.hint()
+        rng = random.Random(f"{self.config.seed}:experience-fewshot:{index}")
+        references = list(self.ring.draw(exp.few_shot, rng)) if exp.few_shot else []
+        grammar = (
+            experience_grammar(
+                names,
+                min_events=exp.min_events,
+                max_events=exp.max_events,
+                max_topics=MAX_TOPICS,
+                max_budget=MAX_BUDGET,
+                style=hint,
+            )
+            if self._call.grammar
+            else None
+        )
+
+        started = time.perf_counter()
+        prompt_tokens = completion_tokens = 0
+        rejections: dict[str, int] = {}
+        correction = ""
+        last: Rejection | None = None
+        attempts = 0
+        for attempt in range(self._call.retries + 1):
+            attempts = attempt + 1
+            request = self._request(index, attempt, pair, references, hint, correction, grammar)
+            try:
+                completion = await self.completer.complete(
+                    "experience", request, priority=self.priority
+                )
+            except RequestError as exc:
+                return Failure(
+                    id=item_id,
+                    stage="experiences",
+                    reason=f"request:{_request_reason(exc)}",
+                    attempts=attempts,
+                    detail=str(exc)[:300],
+                    retries=rejections,
+                )
+            prompt_tokens += completion.usage.prompt
+            completion_tokens += completion.usage.completion
+            result = self._check(completion, names, references)
+            if isinstance(result, ParsedExperience):
+                await self.ring.push(result.text)
+                self.monitor.observe(result.style)
+                return Experience(
+                    id=item_id,
+                    persona_ids=[a.id, b.id],
+                    experience_text=result.text,
+                    style=result.style,  # one of records.STYLES: the parser checked it
+                    cadence=result.cadence,
+                    topics=result.topics,
+                    initial_state=result.initial_state,
+                    instant_events=result.instant_events,
+                    opener=a.id if result.opener_name == names[0] else b.id,
+                    meta=ExperienceMeta(
+                        iteration=index,
+                        model=self.model_name,
+                        time_taken=round(time.perf_counter() - started, 3),
+                        region_matched=region_matched,
+                        style_hint=hint,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                    ),
+                )
+            last = result
+            rejections[result.reason] = rejections.get(result.reason, 0) + 1
+            correction = result.detail
+        assert last is not None  # the loop runs at least once and only falls through on one
+        return Failure(
+            id=item_id,
+            stage="experiences",
+            reason=f"retries_exhausted:{last.reason}",
+            attempts=attempts,
+            detail=last.detail,
+            retries=rejections,
+        )
+
+    def _request(
+        self,
+        index: int,
+        attempt: int,
+        pair: tuple[Persona, Persona],
+        references: list[str],
+        hint: str | None,
+        correction: str,
+        grammar: str | None,
+    ) -> ChatRequest:
+        user = render(
+            "experience_user.j2",
+            people=[{"name": p.meta.name, "card": p.persona_text.strip()} for p in pair],
+            examples=references,
+            style_hint=hint,
+            correction=correction,
+        )
+        return ChatRequest(
+            messages=[
+                {"role": "system", "content": self._system},
+                {"role": "user", "content": user},
+            ],
+            model=self.config.model_for("experience"),
+            max_tokens=self._call.max_tokens,
+            temperature=self._call.temperature,
+            top_p=self._call.top_p,
+            seed=_request_seed(self.config.seed, index, attempt),
+            grammar=grammar,
+        )
+
+    def _check(
+        self, completion: Completion, names: tuple[str, str], references: list[str]
+    ) -> ParsedExperience | Rejection:
+        exp = self.config.experience
+        if completion.finish_reason == "length":
+            return Rejection(
+                reason="truncated",
+                detail="the reply was cut off at the token limit; write a shorter experience",
+            )
+        parsed = parse_experience(
+            completion.text, names, min_events=exp.min_events, max_events=exp.max_events
+        )
+        if isinstance(parsed, Rejection):
+            return parsed
+        cutoff = exp.similarity_threshold * 100
+        for reference in references:
+            if fuzz.ratio(parsed.text, reference, score_cutoff=cutoff) > cutoff:
+                return Rejection(
+                    reason="near_duplicate",
+                    detail="it is too close to one of the examples; invent a different situation",
+                )
+        return parsed
+
+
+def _request_seed(seed: int, index: int, attempt: int) -> int:
+    """A sampling seed per (run, item, attempt): a rerun asks the same questions."""
+    digest = hashlib.blake2b(f"{seed}:experience:{index}:{attempt}".encode(), digest_size=4)
+    return int.from_bytes(digest.digest(), "big") >> 1  # non-negative 31-bit
+
+
+def _request_reason(exc: RequestError) -> str:
+    if isinstance(exc, RetriesExhausted):
+        return "retries_exhausted"
+    if exc.status is not None:
+        return f"http_{exc.status}"
+    return "error"

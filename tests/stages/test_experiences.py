@@ -1,0 +1,362 @@
+"""The experience stage against a scripted model: accept, correct and retry, fail."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+from xgrammar.testing import _is_grammar_accept_string
+
+from soc_async.config import RunConfig, from_dict
+from soc_async.errors import RequestError, RetriesExhausted, ServerError
+from soc_async.fewshot import FewShotRing
+from soc_async.formats.experience import ParsedExperience, experience_grammar, parse_experience
+from soc_async.llm.types import ChatRequest, Completion, TokenUsage
+from soc_async.records import Experience, Failure, Persona, PersonaMeta
+from soc_async.stages.experiences import ExperienceStage, seed_experiences
+from soc_async.stages.style_monitor import StyleMonitor
+
+
+def persona(pid: str, name: str, region: str) -> Persona:
+    meta = PersonaMeta(
+        iteration=0,
+        model="m",
+        region=region,
+        subregion="somewhere",
+        name=name,
+        gender="male",
+        age=30,
+        time_taken=0.0,
+    )
+    card = f"<character>\n**Basic Information**\n**Name:** {name}\n</character>"
+    return Persona(id=pid, persona_text=card, meta=meta)
+
+
+RAFAEL = persona("p-rafael", "Rafael", "South America")
+INES = persona("p-ines", "Inês", "Southern Europe")
+PAIR = (RAFAEL, INES)
+
+GOOD = """<experience>
+Rafael and Inês met on a volunteer translation forum where he checks Portuguese
+subtitles for a documentary project and she proofreads them from Porto.
+
+It is Monday; the project lead just moved the deadline for episode four forward by a week.
+
+Conversation style: structured
+Message cadence: async (four hours apart, replies around work)
+Opens: Inês
+
+The conversation will likely cover the following topics:
+- The deadline: who takes which half of episode four (4 turns) ← PRIMARY
+- Glossary: the fishing terms they keep translating differently (3 turns)
+
+Initial state: The deadline; 4; Glossary
+
+Possible instant events:
+- Rafael's neighbour starts drilling through the wall
+- Inês gets a call from the dentist to move her appointment
+</experience>"""
+
+OTHER = """<experience>
+Inês sold Rafael her old road bike through a marketplace app last summer, and since
+then they swap route tips now and then.
+
+This morning the bike's rear derailleur snapped on a climb outside Niterói.
+
+Conversation style: freeform
+Message cadence: realtime (Rafael waits for a bus, Inês on her lunch break)
+Opens: Rafael
+
+Possible instant events:
+- the bus arrives earlier than the timetable said
+- a colleague sits down at Inês's table with a tray
+</experience>"""
+
+SEED = """<experience>
+Two colleagues plan a leaving card for a third one.
+
+Conversation style: freeform
+Message cadence: realtime (both at their desks)
+Opens: Rafael
+
+Possible instant events:
+- a meeting reminder pops up
+- the office wifi drops
+</experience>"""
+
+
+class ScriptedCompleter:
+    """Answers each request with the next scripted reply and records what it was asked."""
+
+    def __init__(self, replies: list[Completion | BaseException]) -> None:
+        self.replies = list(replies)
+        self.calls: list[tuple[str, ChatRequest, int]] = []
+
+    async def complete(
+        self,
+        kind: str,
+        request: ChatRequest,
+        *,
+        affinity: str | None = None,
+        priority: int = 0,
+    ) -> Completion:
+        self.calls.append((kind, request, priority))
+        reply = self.replies.pop(0)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+
+def reply(text: str, finish: str = "stop", prompt: int = 100, completion: int = 50) -> Completion:
+    return Completion(
+        text=text,
+        finish_reason=finish,
+        usage=TokenUsage(prompt=prompt, completion=completion),
+        model="served-model",
+    )
+
+
+def config(**experience: object) -> RunConfig:
+    return from_dict(
+        {
+            "seed": 9,
+            "calls": {"experience": {"retries": 2, "temperature": 0.8, "top_p": 0.95}},
+            "experience": {"few_shot": 1, **experience},
+        }
+    )
+
+
+def make_stage(
+    replies: list[Completion | BaseException],
+    cfg: RunConfig | None = None,
+    monitor: StyleMonitor | None = None,
+    seeds: list[str] | None = None,
+) -> tuple[ExperienceStage, ScriptedCompleter, FewShotRing[str], StyleMonitor]:
+    cfg = cfg or config()
+    completer = ScriptedCompleter(replies)
+    ring: FewShotRing[str] = FewShotRing(
+        seeds or [SEED],
+        capacity=cfg.experience.ring_capacity,
+        reset_every=cfg.experience.reset_every,
+    )
+    monitor = monitor or StyleMonitor(cfg.experience.style_window, cfg.experience.style_min_pool)
+    return ExperienceStage(cfg, completer, ring, monitor, "test-model"), completer, ring, monitor
+
+
+def user_prompt(request: ChatRequest) -> str:
+    return request.messages[-1]["content"]
+
+
+async def test_valid_reply_becomes_an_experience_record() -> None:
+    """A valid first reply is parsed into the record, with the opener's persona id and meta."""
+    stage, completer, _, monitor = make_stage([reply(GOOD)])
+    result = await stage.write(3, "e-3", PAIR, True)
+    assert isinstance(result, Experience)
+    assert result.id == "e-3"
+    assert result.persona_ids == ["p-rafael", "p-ines"]
+    assert result.opener == "p-ines"
+    assert result.style == "structured" and result.cadence == "async"
+    assert [(t.title, t.turns, t.primary) for t in result.topics] == [
+        ("The deadline", 4, True),
+        ("Glossary", 3, False),
+    ]
+    assert result.initial_state == "The deadline; 4; Glossary"
+    assert len(result.instant_events) == 2
+    assert result.experience_text == GOOD
+    assert result.meta.iteration == 3 and result.meta.model == "test-model"
+    assert result.meta.region_matched is True and result.meta.style_hint is None
+    assert (result.meta.prompt_tokens, result.meta.completion_tokens) == (100, 50)
+    assert result.meta.time_taken >= 0
+    assert repr(monitor).startswith("StyleMonitor(seen=1")
+    assert len(completer.calls) == 1
+
+
+async def test_request_carries_prompt_sampling_and_grammar_from_config() -> None:
+    """Kind, sampling, both cards, a seed example and a grammar for these names are sent."""
+    stage, completer, _, _ = make_stage([reply(GOOD)])
+    await stage.write(0, "e-0", PAIR, False)
+    kind, request, _ = completer.calls[0]
+    assert kind == "experience"
+    assert (request.temperature, request.top_p) == (0.8, 0.95)
+    assert request.max_tokens == config().call("experience").max_tokens
+    assert (
+        request.messages[0]["role"] == "system" and "<experience>" in request.messages[0]["content"]
+    )
+    user = user_prompt(request)
+    assert "**Name:** Rafael" in user and "**Name:** Inês" in user
+    assert "Two colleagues plan a leaving card" in user  # the seed, drawn as an example
+    assert request.grammar is not None
+    assert _is_grammar_accept_string(request.grammar, GOOD)
+    assert not _is_grammar_accept_string(request.grammar, GOOD.replace("Opens: Inês", "Opens: Bo"))
+
+
+async def test_no_grammar_when_config_disables_it() -> None:
+    """With calls.experience.grammar = false the request has no grammar."""
+    cfg = from_dict({"calls": {"experience": {"grammar": False}}})
+    stage, completer, _, _ = make_stage([reply(GOOD)], cfg=cfg)
+    assert isinstance(await stage.write(0, "e-0", PAIR, False), Experience)
+    assert completer.calls[0][1].grammar is None
+
+
+async def test_system_prompt_is_identical_across_calls() -> None:
+    """The system message is byte-identical between items, for vLLM's prefix cache."""
+    stage, completer, _, _ = make_stage([reply(GOOD), reply(OTHER)])
+    await stage.write(0, "e-0", PAIR, False)
+    await stage.write(1, "e-1", (INES, RAFAEL), False)
+    first, second = (call[1].messages[0]["content"] for call in completer.calls)
+    assert first == second
+
+
+async def test_invalid_then_valid_is_corrected_and_accepted() -> None:
+    """An invalid reply is retried with a one-line correction; tokens of both are counted."""
+    bad = GOOD.replace("Opens: Inês", "Opens: Maria")
+    stage, completer, _, _ = make_stage([reply(bad), reply(GOOD, prompt=120, completion=60)])
+    result = await stage.write(1, "e-1", PAIR, False)
+    assert isinstance(result, Experience)
+    assert len(completer.calls) == 2
+    assert "not accepted" not in user_prompt(completer.calls[0][1])
+    correction = user_prompt(completer.calls[1][1])
+    assert "not accepted" in correction and "'Opens:' must be" in correction
+    assert (result.meta.prompt_tokens, result.meta.completion_tokens) == (220, 110)
+    assert completer.calls[0][1].seed != completer.calls[1][1].seed
+
+
+async def test_always_invalid_becomes_a_failure_with_reason_and_attempts() -> None:
+    """Past the retry budget the item is a Failure naming the last reason and the attempts."""
+    bad = GOOD.replace("structured", "poetic")
+    stage, completer, _, monitor = make_stage([reply(bad)] * 3)
+    result = await stage.write(2, "e-2", PAIR, False)
+    assert isinstance(result, Failure)
+    assert result.stage == "experiences" and result.id == "e-2"
+    assert result.reason == "retries_exhausted:bad_style"
+    assert result.attempts == 3 and len(completer.calls) == 3
+    assert result.retries == {"bad_style": 3}
+    assert result.detail
+    assert monitor.hint() is None and repr(monitor).startswith("StyleMonitor(seen=0")
+
+
+async def test_truncated_reply_is_invalid_even_if_it_parses() -> None:
+    """finish_reason "length" means the reply was cut: it is retried, never accepted."""
+    stage, completer, _, _ = make_stage([reply(GOOD, finish="length"), reply(GOOD)])
+    result = await stage.write(0, "e-0", PAIR, False)
+    assert isinstance(result, Experience)
+    assert "cut off" in user_prompt(completer.calls[1][1])
+
+
+async def test_near_copy_of_a_reference_is_rejected() -> None:
+    """A reply too close to the example it was shown is invalid ("near_duplicate")."""
+    copy = GOOD.replace("Monday", "Sunday")
+    stage, _, _, _ = make_stage([reply(copy)] * 3, seeds=[GOOD])
+    result = await stage.write(0, "e-0", PAIR, False)
+    assert isinstance(result, Failure)
+    assert result.reason == "retries_exhausted:near_duplicate"
+
+
+async def test_near_copy_is_accepted_when_the_threshold_allows_it() -> None:
+    """The similarity threshold comes from config: at 1.0 only an exact copy could trip it."""
+    copy = GOOD.replace("Monday", "Sunday")
+    cfg = config(similarity_threshold=1.0)
+    stage, _, _, _ = make_stage([reply(copy)], cfg=cfg, seeds=[GOOD])
+    assert isinstance(await stage.write(0, "e-0", PAIR, False), Experience)
+
+
+async def test_accepted_text_joins_the_ring() -> None:
+    """An accepted experience is pushed into the ring, after the seeds, as a later example."""
+    other = GOOD.replace("episode four", "episode nine").replace("Glossary", "Credits")
+    stage, _, ring, _ = make_stage([reply(other)])
+    await stage.write(0, "e-0", PAIR, False)
+    assert ring.items() == [SEED, other]
+
+
+async def test_style_hint_forces_the_grammar_and_is_recorded() -> None:
+    """When one style dominates, the prompt asks for the least used one, the grammar
+    allows only it, and the record notes the hint."""
+    monitor = StyleMonitor(30, 6)
+    for _ in range(6):
+        monitor.observe("semi-structured")
+    hinted = monitor.hint()
+    assert hinted == "freeform"
+    freeform = GOOD.replace("structured", "freeform")
+    stage, completer, _, _ = make_stage([reply(freeform)], monitor=monitor)
+    result = await stage.write(0, "e-0", PAIR, False)
+    assert isinstance(result, Experience)
+    request = completer.calls[0][1]
+    assert "make this one freeform" in user_prompt(request)
+    assert request.grammar is not None
+    assert _is_grammar_accept_string(request.grammar, freeform)
+    assert not _is_grammar_accept_string(request.grammar, GOOD)
+    assert result.meta.style_hint == "freeform"
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (RequestError("bad request", status=400), "request:http_400"),
+        (RetriesExhausted("gave up", attempts=7), "request:retries_exhausted"),
+        (RequestError("no body"), "request:error"),
+    ],
+)
+async def test_request_error_becomes_a_failure(error: RequestError, reason: str) -> None:
+    """A request that failed for good ends the item as a Failure at once, without retrying."""
+    stage, completer, _, _ = make_stage([error])
+    result = await stage.write(0, "e-0", PAIR, False)
+    assert isinstance(result, Failure)
+    assert result.reason == reason and result.attempts == 1
+    assert len(completer.calls) == 1
+
+
+async def test_request_error_after_an_invalid_reply_counts_both_attempts() -> None:
+    """The failure's attempts include the invalid replies that came before the error."""
+    stage, _, _, _ = make_stage([reply("nonsense"), RequestError("x", status=422)])
+    result = await stage.write(0, "e-0", PAIR, False)
+    assert isinstance(result, Failure)
+    assert (result.reason, result.attempts) == ("request:http_422", 2)
+    assert result.retries == {"no_element": 1}
+
+
+async def test_server_error_propagates() -> None:
+    """A dead server is the run's problem: ServerError is not turned into a Failure."""
+    stage, _, _, _ = make_stage([ServerError("all endpoints down")])
+    with pytest.raises(ServerError):
+        await stage.write(0, "e-0", PAIR, False)
+
+
+# The two personas (names as in seeds/personas) each hand-written seed experience is for.
+SEED_NAMES = {
+    "Agnieszka Wójcik": ("Agnieszka Wójcik", "Lukas Brandt"),
+    "Phạm Minh Đức": ("Phạm Minh Đức", "Haruka Sato"),
+    "Kayla Brooks": ("Kayla Brooks", "Rhea Villanueva"),
+    "Rohit Verma": ("Rohit Verma", "Mostafa Abdelrahman"),
+}
+
+
+def test_seed_experiences_parse_and_fit_the_grammar() -> None:
+    """Every shipped seed is a valid experience (it is shown to the model as an example),
+    there are at least three, and together they show every style."""
+    seeds = seed_experiences()
+    assert len(seeds) >= 3
+    styles = set()
+    for text in seeds:
+        opener = text.split("Opens: ", 1)[1].split("\n", 1)[0]
+        names = SEED_NAMES[opener]
+        result = parse_experience(text, names, min_events=2, max_events=5)
+        assert isinstance(result, ParsedExperience), (opener, result)
+        assert result.text == text
+        grammar = experience_grammar(names, min_events=2, max_events=5)
+        assert _is_grammar_accept_string(grammar, text)
+        styles.add(result.style)
+    assert styles == {"freeform", "semi-structured", "structured"}
+
+
+def test_seed_experiences_are_about_seed_personas() -> None:
+    """The people of the seed experiences are hand-written seed personas, by exact name."""
+    folder = resources.files("soc_async").joinpath("seeds", "personas")
+    cards = [f.read_text(encoding="utf-8") for f in folder.iterdir() if f.name.endswith(".md")]
+    names = {
+        line.removeprefix("**Name:**").strip()
+        for card in cards
+        for line in card.splitlines()
+        if line.startswith("**Name:**")
+    }
+    for pair in SEED_NAMES.values():
+        assert set(pair) <= names, pair
