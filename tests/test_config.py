@@ -69,3 +69,14 @@ def test_api_key_is_not_dumped(monkeypatch):
     loaded = cfg.load(None)
     assert loaded.api_key == "sekrit"
     assert "sekrit" not in cfg.dump(loaded)
+
+
+def test_partial_call_table_keeps_the_kinds_other_defaults(tmp_path):
+    """Setting one key of [calls.turn] leaves that kind's other defaults as they were."""
+    path = tmp_path / "c.toml"
+    path.write_text("[calls.turn]\nretries = 5\n[calls.summary]\nmax_tokens = 99\n")
+    loaded = cfg.load(path)
+    assert loaded.calls.turn.retries == 5
+    assert loaded.calls.turn.max_tokens == cfg.RunConfig().calls.turn.max_tokens
+    assert loaded.calls.summary.temperature == cfg.RunConfig().calls.summary.temperature
+    assert loaded.calls.summary.max_tokens == 99

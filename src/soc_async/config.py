@@ -45,15 +45,30 @@ class CallConfig(_Section):
     retries: NonNegInt = 3  # corrections after an invalid reply before it is a failure
 
 
-def _call(max_tokens: int, temperature: float = 1.0) -> CallConfig:
-    return CallConfig(max_tokens=max_tokens, temperature=temperature)
+# One subclass per call kind so its defaults hold key by key: a table that sets only
+# ``retries`` keeps the kind's own ``max_tokens``.
+class PersonaCall(CallConfig):
+    max_tokens: PosInt = 900  # a 12-section card
+
+
+class ExperienceCall(CallConfig):
+    max_tokens: PosInt = 700
+
+
+class TurnCall(CallConfig):
+    max_tokens: PosInt = 256  # one turn of at most 3 short messages
+
+
+class SummaryCall(CallConfig):
+    max_tokens: PosInt = 200  # 3-6 sentences
+    temperature: Temperature = 0.7  # a summary should be faithful more than varied
 
 
 class Calls(_Section):
-    persona: CallConfig = msgspec.field(default_factory=lambda: _call(900))
-    experience: CallConfig = msgspec.field(default_factory=lambda: _call(700))
-    turn: CallConfig = msgspec.field(default_factory=lambda: _call(256))
-    summary: CallConfig = msgspec.field(default_factory=lambda: _call(200, 0.7))
+    persona: PersonaCall = msgspec.field(default_factory=PersonaCall)
+    experience: ExperienceCall = msgspec.field(default_factory=ExperienceCall)
+    turn: TurnCall = msgspec.field(default_factory=TurnCall)
+    summary: SummaryCall = msgspec.field(default_factory=SummaryCall)
 
 
 class Targets(_Section):

@@ -35,8 +35,8 @@ from soc_async.records import (
 )
 from soc_async.scheduler.runner import StopSignal
 from soc_async.stages.chats import ChatEvent, ChatStage, StartEvent, decode_event, encode_event
-from soc_async.stages.experiences import ExperienceStage
-from soc_async.stages.pairing import pair_for
+from soc_async.stages.experiences import ExperienceStage, seed_experiences
+from soc_async.stages.pairing import PersonaPool, pair_for
 from soc_async.stages.personas import PersonaStage
 from soc_async.stages.style_monitor import StyleMonitor
 from soc_async.stats import StatsEngine, load_stats_engine
@@ -225,22 +225,26 @@ class Pipeline:
     async def _experience_stage(self, out, personas, todo, send, wanted: set[int]) -> None:
         cfg = self.config
         ring: FewShotRing[str] = FewShotRing(
-            seed_cards("experiences"),
+            seed_experiences(),
             capacity=cfg.experience.ring_capacity,
             reset_every=cfg.experience.reset_every,
         )
         monitor = StyleMonitor(cfg.experience.style_window, cfg.experience.style_min_pool)
-        for r in sorted(
+        # Rebuild the ring and the style monitor as the interrupted run left them.
+        earlier = sorted(
             (r for r in self.run_dir.load("experiences") if isinstance(r, Experience)),
             key=lambda r: id_index(r.id),
-        )[-cfg.experience.ring_capacity :]:
+        )
+        for r in earlier[-cfg.experience.ring_capacity :]:
             await ring.push(r.experience_text)
+        for r in earlier[-cfg.experience.style_window :]:
             monitor.observe(r.style)
         stage = ExperienceStage(cfg, self.completer, ring, monitor, self.model_name)
         by_id = {p.id: p for p in personas}
+        pool = PersonaPool(personas)
 
         async def one(i: int) -> Experience | Failure:
-            pair = pair_for(i, cfg.seed, personas, cfg.experience.region_match)
+            pair = pair_for(i, cfg.seed, pool, cfg.experience.region_match)
             record = await stage.write(
                 i,
                 make_id(cfg.seed, "experiences", i),

@@ -205,3 +205,6 @@ def _stamp(t: str, d: str) -> datetime:
 
 reply = ScriptedModel()
 """The default instance for ``--reply soc_async.testing.scripted:reply``: never broken."""
+
+flaky = ScriptedModel(seed=7, error_rate=0.1)
+"""Breaks about one reply in ten, for tests of the retries: ``scripted:flaky``."""

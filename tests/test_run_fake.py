@@ -1,0 +1,181 @@
+"""Whole runs of ``soc-async`` against the fake server over real HTTP, in child processes.
+
+Every saved record is checked by tests/dataset_check.py, which shares no code with the
+state machine or the parsers.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from dataset_check import check_run_dir, read_jsonl
+from fakeproc import FakeProcess, run_soc_async, soc_async
+
+CONFIG = """
+seed = 3
+[client]
+timeout_s = 3.0
+backoff_base_s = 0.05
+backoff_max_s = 0.5
+max_retries = 8
+probe_interval_s = 0.2
+[chat]
+max_turns = 6
+"""
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "run.toml"
+    path.write_text(CONFIG + extra)
+    return path
+
+
+def test_run_with_faults_and_invalid_replies(tmp_path):
+    """Under HTTP faults and invalid model replies every item ends finished or failed with
+    a reason, nothing twice, and every saved record passes the independent check."""
+    out = tmp_path / "run"
+    with FakeProcess("--reply", "soc_async.testing.scripted:flaky", "--faults", "0.1",
+                     "--stall-s", "5") as fake:  # fmt: skip
+        result = run_soc_async(
+            "run", "--config", str(write_config(tmp_path)), "--endpoint", fake.url,
+            "--out", str(out), "--personas", "10", "--experiences", "12", "--chats", "12",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = check_run_dir(out, max_turns=6)
+    failures = read_jsonl(out / "failures.jsonl")
+    by_stage = {s: 0 for s in ("personas", "experiences", "chats")}
+    for f in failures:
+        by_stage[f["stage"]] += 1
+    assert counts["personas"] + by_stage["personas"] == 10
+    assert counts["experiences"] + by_stage["experiences"] == 12
+    # chat j needs experience j: chats of failed experiences are not attempted.
+    assert counts["conversations"] + by_stage["chats"] == counts["experiences"]
+    retried = sum(sum(c["retries"].values()) for c in read_jsonl(out / "conversations.jsonl"))
+    assert retried > 0, "the flaky model should have forced some corrections"
+
+
+@pytest.mark.slow
+def test_two_thousand_conversations_interleaved(tmp_path):
+    """2,000 conversations against a server with latency: all end complete or failed with a
+    reason, instant events land on 5% +- 1 of all turns, every conversation passes."""
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path, "[concurrency]\nfixed = 512\n")
+    with FakeProcess("--reply", "soc_async.testing.scripted:flaky", "--ttft-s", "0.002",
+                     "--tpot-s", "0.0002", "--no-record") as fake:  # fmt: skip
+        result = run_soc_async(
+            "run", "--config", str(cfg), "--endpoint", fake.url, "--out", str(out),
+            "--personas", "40", "--experiences", "2000", "--chats", "2000",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = check_run_dir(out, max_turns=6)
+    failures = read_jsonl(out / "failures.jsonl")
+    chat_failures = [f for f in failures if f["stage"] == "chats"]
+    assert counts["conversations"] + len(chat_failures) == counts["experiences"]
+    assert counts["conversations"] > 1500
+    assert all(f["reason"] for f in failures)
+    turns = [t for c in read_jsonl(out / "conversations.jsonl") for t in c["turns"]]
+    rate = sum(t["instant_event"] is not None for t in turns) / len(turns)
+    assert 0.04 <= rate <= 0.06, rate
+
+
+def _wait_for_lines(path: Path, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never reached {n} lines")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, sig):
+    """A run killed mid-write (SIGKILL) or interrupted (SIGINT: exit 130 after a flush)
+    resumes to a complete directory: no torn line, no id twice, nothing finished lost."""
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path, "[concurrency]\nfixed = 8\n")
+    with FakeProcess("--reply", "soc_async.testing.scripted:reply", "--ttft-s", "0.01",
+                     "--tpot-s", "0.001") as fake:  # fmt: skip
+        args = ("run", "--config", str(cfg), "--endpoint", fake.url, "--out", str(out),
+                "--personas", "6", "--experiences", "30", "--chats", "30")  # fmt: skip
+        proc = soc_async(*args)
+        _wait_for_lines(out / "conversations.jsonl", 3)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+        if sig == signal.SIGINT:
+            assert proc.returncode == 130, stderr.decode()[-2000:]
+            assert b"--resume" in stderr
+        else:
+            assert proc.returncode == -signal.SIGKILL
+        before = {c["chat_id"] for c in _readable(out / "conversations.jsonl")}
+        result = run_soc_async("run", "--resume", str(out), "--endpoint", fake.url)
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = check_run_dir(out, max_turns=6)
+    after = {c["chat_id"] for c in read_jsonl(out / "conversations.jsonl")}
+    assert before <= after
+    failures = read_jsonl(out / "failures.jsonl")
+    assert counts["conversations"] + sum(f["stage"] == "chats" for f in failures) == 30
+
+
+def _readable(path: Path) -> list[dict]:
+    """The whole lines of a file another process may have cut mid-line."""
+    data = path.read_bytes()
+    return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
+
+
+def test_server_down_for_ten_seconds_mid_run(tmp_path):
+    """The only server stops for 10 s and comes back on the same port: the run completes."""
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path, "[concurrency]\nfixed = 8\n")
+    fake = FakeProcess("--reply", "soc_async.testing.scripted:reply", "--ttft-s", "0.01",
+                       "--tpot-s", "0.001").start()  # fmt: skip
+    try:
+        proc = soc_async("run", "--config", str(cfg), "--endpoint", fake.url, "--out", str(out),
+                         "--personas", "6", "--experiences", "20", "--chats", "20")  # fmt: skip
+        _wait_for_lines(out / "conversations.jsonl", 2)
+        fake.stop()
+        time.sleep(10)
+        fake.start()
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        fake.stop()
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    counts = check_run_dir(out, max_turns=6)
+    failures = read_jsonl(out / "failures.jsonl")
+    assert counts["conversations"] + sum(f["stage"] == "chats" for f in failures) == 20
+    assert not [f for f in failures if f["reason"].startswith("request:")], failures
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("run", "--concurrency", "0"), "concurrency.fixed"),
+        (("run", "--chats", "-1"), "targets.chats"),
+        (("run", "--shard", "2/2"), "shard"),
+        (("run", "--personas", "1", "--experiences", "1", "--chats", "3"), "targets.chats"),
+        (("run", "--bogus"), "unrecognized arguments"),
+        (("run", "--resume", "/nonexistent/run"), "not a run directory"),
+        (("chats", "--experiences", "/nonexistent.jsonl", "--out", "x"), "--experiences"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
+    """Bad usage or input: exit code 2, one line naming what is wrong, nothing written."""
+    result = run_soc_async(*args, "--endpoint", "http://127.0.0.1:9", timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_config_file_exits_2_and_writes_nothing(tmp_path):
+    """A config with an unknown key: exit 2, the file and key named, no run directory."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[chat]\nmax_turnz = 4\n")
+    out = tmp_path / "out"
+    result = run_soc_async("run", "--config", str(cfg), "--out", str(out), timeout=60)
+    assert result.returncode == 2
+    assert str(cfg) in result.stderr and "chat.max_turnz" in result.stderr
+    assert not out.exists()
