@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from soc_async import config as config_mod
+from soc_async import merge as merge_cmd
 from soc_async import logs
 from soc_async.errors import (
     EXIT_INTERRUPTED,
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="counts, failures by reason, throughput")
     status.add_argument("dir", metavar="DIR")
+
+    merge_cmd.add_parser(sub)
 
     serve = sub.add_parser("serve", help="a local vLLM server in the foreground")
     serve.add_argument("--model", default="", help="name or path; default: embedded (CPU)")
@@ -147,6 +150,8 @@ def _main(argv: Sequence[str] | None) -> int:
     logs.configure(verbose=getattr(args, "verbose", False))
     if args.command == "status":
         return _status(args.dir)
+    if args.command == "merge":
+        return merge_cmd.run(args)
     if args.command == "serve":
         from soc_async.serve import serve_foreground
 

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Submits one logical run as a job array of SHARDS GPU nodes (task i writes shard i/SHARDS
+# into RUN_DIR/shard-i) and a merge job that starts once every task has finished.
+#
+# Launch:  SHARDS=8 RUN_DIR=$SCRATCH/soc/run1 CONFIG=$PWD/run.toml MODEL=Qwen/Qwen2.5-7B-Instruct \
+#            bash deploy/slurm/submit-array.sh [more sbatch flags for the array, e.g. -p gpu]
+# Dry-run: DRY_RUN=1 SHARDS=8 RUN_DIR=... bash deploy/slurm/submit-array.sh
+#          (prints the two sbatch commands, submits nothing)
+#
+# Every other setting of soc-async.sbatch (MODEL, SERVERS, TP_SIZE, VENV, ...) is passed
+# on from this environment (--export=ALL). Each task resumes its own shard when requeued.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SHARDS=${SHARDS:?set SHARDS to the number of array tasks (shards)}
+RUN_DIR=${RUN_DIR:?set RUN_DIR to the run directory on shared storage}
+[[ $SHARDS =~ ^[1-9][0-9]*$ ]] || { echo "submit-array.sh: SHARDS must be >= 1" >&2; exit 2; }
+# Absolute paths: the jobs start in their own directories.
+case $RUN_DIR in /*) ;; *) RUN_DIR=$PWD/$RUN_DIR ;; esac
+if [[ -n ${CONFIG:-} ]]; then
+  case $CONFIG in /*) ;; *) CONFIG=$PWD/$CONFIG ;; esac
+fi
+export RUN_DIR CONFIG
+
+array=(sbatch --parsable --array="0-$((SHARDS - 1))" --export=ALL "$@" "$here/soc-async.sbatch")
+if [[ ${DRY_RUN:-0} == 1 ]]; then
+  printf '%q' "${array[0]}"
+  printf ' %q' "${array[@]:1}"
+  printf '\nsbatch --dependency=afterok:<array job id> --export=ALL %q\n' "$here/merge.sbatch"
+  exit 0
+fi
+job=$("${array[@]}")
+job=${job%%;*}  # "id;cluster" on federated clusters
+merge=$(sbatch --parsable --dependency="afterok:$job" --export=ALL "$here/merge.sbatch")
+echo "array job ${job} (${SHARDS} shards in ${RUN_DIR}); merge job ${merge%%;*} -> ${RUN_DIR}/merged"
+echo "watch: squeue -j ${job},${merge%%;*}; progress: soc-async status ${RUN_DIR}/shard-0"

@@ -1,0 +1,350 @@
+"""``soc-async merge``: the shard directories of one job array joined into one dataset.
+
+Shard ``i/n`` of a run writes only the items whose index is ``i`` modulo ``n`` (ids come
+from ``records.make_id(seed, stage, index)``), so the shards of one run hold disjoint
+ids and their union is the run. Merging checks that promise instead of trusting it:
+
+- every input belongs to the same run (run key and seed of its run.json) and is split the
+  same way (the same ``n``); a shard given twice, or a shard of another run, is refused;
+- every record's index belongs to the shard it was found in, and no id appears twice;
+- shards missing from the inputs are refused unless ``--allow-partial``.
+
+Planning (:func:`plan_merge`, :func:`check_ids`) is pure logic over identities and id
+lists, so it is property-tested without files; :func:`merge` does the reading and writing.
+Inputs are only read: a torn last line (a job killed mid-write) is left out of the output,
+not cut off the shard. The output gets the data files, a run.json of the whole run
+(shard ``0/1``, so ``soc-async status`` reads it) and ``merge.json``, written last as
+the mark that the merge is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from soc_async.errors import EXIT_OK, RunDirError
+from soc_async.records import Record, decode_line, id_index, record_id
+from soc_async.store import DATA_FILES, RUN, RunIdentity
+
+__all__ = [
+    "MergePlan",
+    "MergeSummary",
+    "ShardInput",
+    "add_parser",
+    "check_ids",
+    "merge",
+    "parse_shard",
+    "plan_merge",
+    "run",
+]
+
+SUMMARY = "merge.json"
+
+_SHARD_RE = re.compile(r"(\d+)/(\d+)")
+
+
+class ShardInput(msgspec.Struct, frozen=True, kw_only=True):
+    """One input directory as its run.json describes it."""
+
+    path: str
+    key: str  # the run key: equal for every shard of one run
+    seed: int
+    index: int  # i of "i/n"
+    count: int  # n of "i/n"
+
+    @property
+    def shard(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+class MergePlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What a merge will join: the shards in index order and the ones not given."""
+
+    key: str
+    seed: int
+    count: int
+    shards: tuple[ShardInput, ...]
+    missing: tuple[int, ...]
+
+
+class MergeSummary(msgspec.Struct, kw_only=True):
+    """What ``merge.json`` holds."""
+
+    key: str
+    seed: int
+    count: int  # n: how many shards the run was split into
+    merged: list[str]  # "i/n" of every shard joined
+    missing: list[str]  # "i/n" of every shard not given (only with --allow-partial)
+    inputs: dict[str, str]  # "i/n" -> the directory it was read from (absolute)
+    counts: dict[str, int]  # data file -> records written
+    per_shard: dict[str, dict[str, int]]  # "i/n" -> data file -> records
+    dropped_torn_lines: int  # torn last lines of inputs left out
+    torn: list[str]  # where they were: "file:line"
+    created: str
+
+    def line(self, out: Path) -> str:
+        """The one-line summary printed after a merge."""
+        counts = ", ".join(f"{n} {name.removesuffix('.jsonl')}" for name, n in self.counts.items())
+        partial = f" ({len(self.missing)} missing)" if self.missing else ""
+        return (
+            f"merged {len(self.merged)}/{self.count} shards{partial} of run {self.key} "
+            f"(seed {self.seed}) into {out}: {counts}"
+        )
+
+
+# -- pure planning -----------------------------------------------------------------------
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` as ``(i, n)``; raises ``ValueError`` unless ``0 <= i < n``."""
+    m = _SHARD_RE.fullmatch(text.strip())
+    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise ValueError(f"expected a shard as i/n with 0 <= i < n, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def plan_merge(inputs: Sequence[ShardInput], *, allow_partial: bool = False) -> MergePlan:
+    """The merge of ``inputs``, or a :class:`RunDirError` saying why they cannot be joined.
+
+    The first input sets the run (key, seed, n); every other must match it and name a
+    shard no earlier input named.
+    """
+    if not inputs:
+        raise RunDirError("merge: no input directories given")
+    first = inputs[0]
+    seen: dict[int, ShardInput] = {}
+    for item in inputs:
+        if item.key != first.key or item.seed != first.seed:
+            raise RunDirError(
+                f"{item.path}: belongs to another run (seed {item.seed}, key {item.key}) "
+                f"than {first.path} (seed {first.seed}, key {first.key}); "
+                "merge only the shards of one run"
+            )
+        if item.count != first.count:
+            raise RunDirError(
+                f"{item.path}: is shard {item.shard} but {first.path} is shard {first.shard}; "
+                "the shards of one run share n"
+            )
+        if item.index in seen:
+            raise RunDirError(
+                f"{item.path}: shard {item.shard} given twice (also {seen[item.index].path})"
+            )
+        seen[item.index] = item
+    missing = tuple(i for i in range(first.count) if i not in seen)
+    if missing and not allow_partial:
+        names = ", ".join(f"{i}/{first.count}" for i in missing)
+        raise RunDirError(
+            f"merge: shard(s) {names} not given; add them, or pass --allow-partial "
+            "to merge what is there"
+        )
+    return MergePlan(
+        key=first.key,
+        seed=first.seed,
+        count=first.count,
+        shards=tuple(seen[i] for i in sorted(seen)),
+        missing=missing,
+    )
+
+
+def check_ids(
+    plan: MergePlan, ids: Mapping[str, Mapping[str, Sequence[str]]]
+) -> dict[str, dict[str, int]]:
+    """Records per shard and data file, once every id is shown to be the shard's own and
+    unique across all inputs; a :class:`RunDirError` names the first that is not.
+
+    ``ids`` maps an input path to its data files' ids, in file order.
+    """
+    counts: dict[str, dict[str, int]] = {}
+    for name in DATA_FILES:
+        owner: dict[str, str] = {}  # id -> the input it was first seen in
+        for shard in plan.shards:
+            file_ids = ids.get(shard.path, {}).get(name, ())
+            where = os.path.join(shard.path, name)
+            for item_id in file_ids:
+                try:
+                    index = id_index(item_id)
+                except (IndexError, ValueError):
+                    raise RunDirError(f"{where}: {item_id!r} is not an id soc-async made") from None
+                if index % plan.count != shard.index:
+                    raise RunDirError(
+                        f"{where}: {item_id} (index {index}) is not of shard {shard.shard}; "
+                        "was this directory written by another shard or run?"
+                    )
+                if item_id in owner:
+                    other = os.path.join(owner[item_id], name)
+                    raise RunDirError(f"{where}: id {item_id} appears twice (also in {other})")
+                owner[item_id] = shard.path
+            counts.setdefault(shard.shard, {})[name] = len(file_ids)
+    return counts
+
+
+# -- reading and writing -----------------------------------------------------------------
+
+
+def read_input(path: str | os.PathLike[str]) -> ShardInput:
+    """The identity of the run directory at ``path``, from its run.json."""
+    p = Path(path)
+    try:
+        identity = msgspec.json.decode((p / RUN).read_bytes(), type=RunIdentity)
+    except FileNotFoundError:
+        raise RunDirError(f"{p}: not a soc-async run directory (no {RUN})") from None
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RunDirError(f"{p / RUN}: unreadable ({exc})") from exc
+    try:
+        index, count = parse_shard(identity.shard)
+    except ValueError as exc:
+        raise RunDirError(f"{p / RUN}: shard: {exc}") from None
+    return ShardInput(path=str(p), key=identity.key, seed=identity.seed, index=index, count=count)
+
+
+def _good_lines(path: Path, torn: list[str]) -> Iterator[tuple[bytes, Record]]:
+    """Every record line of a data file with its decoded record, newline-terminated.
+
+    A last line without its newline, or that does not decode, is a write cut short: it
+    is left out and noted in ``torn``. A bad line anywhere else is an error.
+    """
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return  # a stage the shard never reached
+    with f:
+        pending: tuple[int, bytes] | None = None
+        for lineno, line in enumerate(f, 1):
+            if pending is not None:
+                yield pending[1], _checked(path, *pending)
+                pending = None
+            if line.strip():
+                pending = (lineno, line)
+        if pending is None:
+            return
+        lineno, line = pending
+        if line.endswith(b"\n"):
+            try:
+                record = decode_line(line)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
+            else:
+                yield line, record
+                return
+        torn.append(f"{path}:{lineno}")
+
+
+def _checked(path: Path, lineno: int, line: bytes) -> Record:
+    try:
+        return decode_line(line)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RunDirError(f"{path}:{lineno}: not a valid record ({exc}); fix or remove it") from exc
+
+
+def _scan_ids(path: Path, torn: list[str]) -> list[str]:
+    return [record_id(record) for _, record in _good_lines(path, torn)]
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunDirError(f"{out}: exists and is not empty; merge into a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_file(path: Path, lines: Iterator[bytes]) -> None:
+    """Write ``path`` whole or not at all: a .part file, fsync, rename."""
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("wb") as f:
+        for line in lines:
+            f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def merge(
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    allow_partial: bool = False,
+) -> MergeSummary:
+    """Joins the shard directories ``inputs`` into the new directory ``out``.
+
+    Everything is checked before anything is written, so a refused merge leaves ``out``
+    as it was (absent or empty).
+    """
+    plan = plan_merge([read_input(p) for p in inputs], allow_partial=allow_partial)
+    out_path = Path(out)
+    for shard in plan.shards:
+        if Path(shard.path).resolve() == out_path.resolve():
+            raise RunDirError(f"{out_path}: is one of the inputs; merge into a new directory")
+    torn: list[str] = []
+    ids = {
+        s.path: {name: _scan_ids(Path(s.path) / name, torn) for name in DATA_FILES}
+        for s in plan.shards
+    }
+    per_shard = check_ids(plan, ids)
+    _prepare_out(out_path)
+    counts: dict[str, int] = {}
+    for name in DATA_FILES:
+        _write_file(
+            out_path / name,
+            (line for s in plan.shards for line, _ in _good_lines(Path(s.path) / name, [])),
+        )
+        counts[name] = sum(per_shard[s.shard][name] for s in plan.shards)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    whole = RunIdentity(seed=plan.seed, shard="0/1", key=plan.key, created=now)
+    (out_path / RUN).write_bytes(msgspec.json.encode(whole) + b"\n")
+    summary = MergeSummary(
+        key=plan.key,
+        seed=plan.seed,
+        count=plan.count,
+        merged=[s.shard for s in plan.shards],
+        missing=[f"{i}/{plan.count}" for i in plan.missing],
+        inputs={s.shard: str(Path(s.path).resolve()) for s in plan.shards},
+        counts=counts,
+        per_shard=per_shard,
+        dropped_torn_lines=len(torn),
+        torn=torn,
+        created=now,
+    )
+    _write_file(
+        out_path / SUMMARY, iter([msgspec.json.format(msgspec.json.encode(summary)) + b"\n"])
+    )
+    return summary
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    """Adds ``merge`` to the CLI's subcommands."""
+    p = sub.add_parser(
+        "merge",
+        help="join the shard directories of one run into one dataset",
+        description="Join the shard directories of one run (a job array) into one dataset.",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="shard run directories")
+    p.add_argument("--out", required=True, metavar="OUT", help="new directory for the dataset")
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="merge even if some shards of the run are not given (they are listed as missing)",
+    )
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``merge`` command; errors are raised as :class:`RunDirError` (exit code 2)."""
+    summary = merge(args.dirs, args.out, allow_partial=args.allow_partial)
+    for where in summary.torn:
+        print(f"soc-async merge: warning: left out a torn last line at {where}", file=sys.stderr)
+    if summary.missing:
+        print(
+            f"soc-async merge: warning: shard(s) {', '.join(summary.missing)} missing",
+            file=sys.stderr,
+        )
+    print(summary.line(Path(args.out)))
+    return EXIT_OK
