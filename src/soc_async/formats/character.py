@@ -1,0 +1,318 @@
+"""The `<character>` card: parsing, validation, near-duplicate check and grammar.
+
+A card is markdown inside a ``<character>`` element: twelve sections, each opened by a
+``**Header**`` line, in a fixed order, the first stating the sampled name, age and
+location. :func:`parse_character` finds the element with lxml's HTML parser (it takes
+stray text around the element, unescaped ``&`` and ``<3`` in stride), checks the
+sections and the facts, and returns either a :class:`CharacterCard` whose ``text`` is the
+card rewritten in one canonical layout, or a :class:`Rejection` with a short stable
+reason code. It never raises.
+
+:func:`character_grammar` is the xgrammar EBNF sent with a request so that even a small
+model's card has that shape: headers as literals in order, the name, age and location
+as literals, and free text that can hold neither ``<`` nor ``*``, so no section can be
+skipped, faked or closed early. Any card the grammar accepts has the shape the parser
+wants; length and near-duplicates are still the parser's and the stage's to check.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+import lxml.etree
+import lxml.html
+import msgspec
+from rapidfuzz import fuzz
+
+from soc_async.formats.ebnf import literal
+from soc_async.stats import PersonaSample
+
+SECTIONS: tuple[str, ...] = (
+    "Basic Information",
+    "Physical & Lifestyle",
+    "Personality Overview",
+    "Core Traits",
+    "Emotional Profile",
+    "Relationships",
+    "Values",
+    "Motivations & Fears",
+    "Behavioral Patterns",
+    "Communication Style",
+    "Example Messages",
+    "Summary",
+)
+
+
+class CharacterCard(msgspec.Struct, kw_only=True, frozen=True):
+    """A valid card, rewritten canonically: headers as ``**Header**``, one blank line apart."""
+
+    text: str  # "<character>\n**Basic Information**\n...\n</character>"
+    sections: dict[str, str]  # header -> its markdown, in SECTIONS order
+    name: str  # the Name field as written, e.g. "Liu Yifan (刘一帆)"
+    age: int
+    location: str  # the Location field as written ("" when the card has none)
+
+
+class Rejection(msgspec.Struct, kw_only=True, frozen=True):
+    """Why a reply is not a valid card; ``detail`` is one line a model can act on."""
+
+    reason: str  # "missing_section:Values", "name_mismatch", "too_long", ...
+    detail: str
+
+
+# Characters XML cannot carry (lxml refuses them) and lone surrogates (unencodable).
+_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+# "<?xml ... encoding=...?>" makes lxml refuse a str; no declaration or PI matters here.
+_PI = re.compile(r"<\?.*?\?>", re.DOTALL)
+_OPEN = re.compile(r"<\s*character\b", re.IGNORECASE)
+_CLOSE = re.compile(r"<\s*/\s*character\s*>", re.IGNORECASE)
+_HEADER = re.compile(r"^[ \t]{0,3}(?:#{1,6}[ \t]*)?\*\*[ \t]*([^*\n]+?)[ \t]*\*\*[ \t]*:?[ \t]*$")
+
+
+# Letters that Unicode does not decompose into a base letter and an accent.
+_PLAIN = str.maketrans(
+    {
+        "Đ": "D",
+        "đ": "d",
+        "Ł": "L",
+        "ł": "l",
+        "Ø": "O",
+        "ø": "o",
+        "ı": "i",
+        "Ħ": "H",
+        "ħ": "h",
+        "ß": "ss",
+        "Æ": "Ae",
+        "æ": "ae",
+        "Œ": "Oe",
+        "œ": "oe",
+        "Þ": "Th",
+        "þ": "th",
+        "ð": "d",
+        "’": "'",
+        "ʼ": "'",
+    }
+)
+
+
+def _fold(text: str) -> str:
+    """Case-, accent- and spacing-insensitive form, for comparing names and headers."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_PLAIN))
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(stripped.casefold().split())
+
+
+def _header_key(text: str) -> str:
+    key = _fold(text.rstrip(":").strip())
+    return re.sub(r"\s+and\s+", " & ", key)
+
+
+_CANONICAL = {_header_key(h): h for h in SECTIONS}
+
+
+def _field(label: str) -> re.Pattern[str]:
+    # "**Name:** x", "**Name**: x", "- **Name:** x", "Name: x"
+    return re.compile(
+        rf"^[ \t]*(?:[-*][ \t]+)?(?:\*\*)?[ \t]*{label}[ \t]*(?::[ \t]*\*\*|\*\*[ \t]*:|:)"
+        r"[ \t]*(?P<value>[^\n]*)$",
+        re.IGNORECASE | re.MULTILINE,
+    )
+
+
+_NAME, _AGE, _LOCATION = _field("Name"), _field("Age"), _field("Location")
+
+
+def _reject(reason: str, detail: str) -> Rejection:
+    return Rejection(reason=reason, detail=detail)
+
+
+def _element_text(text: str) -> str | Rejection:
+    """The text of the `<character>` element holding the most section headers."""
+    try:
+        root = lxml.html.document_fromstring(text)
+        elements = list(root.iter("character"))
+    except (lxml.etree.LxmlError, ValueError) as exc:
+        return _reject("no_character_element", f"the reply could not be read as markup ({exc})")
+    if not elements:
+        return _reject(
+            "no_character_element",
+            "no <character> element: write the whole card between <character> and </character>",
+        )
+    bodies = [el.text_content() for el in elements]
+    return max(bodies, key=lambda body: sum(bool(_HEADER.match(x)) for x in body.splitlines()))
+
+
+def _sections(body: str) -> tuple[dict[str, str], list[str]] | Rejection:
+    """Section contents by canonical header, and the headers in the order they came."""
+    order: list[str] = []
+    contents: dict[str, list[str]] = {}
+    current: list[str] | None = None  # text before the first header is dropped
+    # Lines end at "\n" only, as in the grammar; str.splitlines() would also split on
+    # \x85, \u2028 and other separators a model's prose may carry.
+    for line in body.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        match = _HEADER.match(line)
+        header = _CANONICAL.get(_header_key(match.group(1))) if match else None
+        if header is None:
+            if current is not None:
+                current.append(line.rstrip())
+            continue
+        if header in contents:
+            return _reject(
+                f"duplicate_section:{header}",
+                f"the card has two **{header}** sections: write each section once",
+            )
+        order.append(header)
+        current = contents[header] = []
+    for header in SECTIONS:
+        if header not in contents:
+            return _reject(
+                f"missing_section:{header}",
+                f"the card has no **{header}** section: write all twelve sections in order, "
+                "each header alone on its line",
+            )
+    if order != list(SECTIONS):
+        return _reject(
+            "sections_out_of_order",
+            "the sections are out of order: write them in the order the format lists them",
+        )
+    sections = {h: "\n".join(contents[h]).strip("\n") for h in SECTIONS}
+    for header, content in sections.items():
+        if not content.strip():
+            return _reject(f"empty_section:{header}", f"the **{header}** section is empty")
+    return sections, order
+
+
+def canonical_text(sections: dict[str, str]) -> str:
+    """The card in the layout the project stores: one blank line between sections."""
+    parts = [f"**{h}**\n{sections[h]}" for h in SECTIONS]
+    return "<character>\n" + "\n\n".join(parts) + "\n</character>"
+
+
+def parse_character(
+    text: str, sample: PersonaSample, *, min_chars: int, max_chars: int
+) -> CharacterCard | Rejection:
+    """The card in ``text`` if it is a valid card for ``sample``, else why not.
+
+    Length bounds apply to the card's content (the element's text, stripped). Never
+    raises: any input gives a value.
+    """
+    clean = _PI.sub("", _INVALID.sub("", text))
+    # A reply far over the bound is refused before the parser spends time on it.
+    if len(clean) > 4 * max_chars + 4096:
+        return _reject("too_long", f"the reply is far longer than {max_chars} characters")
+    if not _OPEN.search(clean):
+        return _reject(
+            "no_character_element",
+            "no <character> element: write the whole card between <character> and </character>",
+        )
+    if not _CLOSE.search(clean):
+        return _reject("unclosed_character", "the card is not closed: end it with </character>")
+    body = _element_text(clean)
+    if isinstance(body, Rejection):
+        return body
+    if _OPEN.search(body) or _CLOSE.search(body):
+        return _reject(
+            "nested_character", "the card contains another <character> tag: write exactly one"
+        )
+    size = len(body.strip())
+    if size < min_chars:
+        return _reject(
+            "too_short",
+            f"the card has {size} characters, fewer than {min_chars}: give each "
+            "section a few full sentences",
+        )
+    if size > max_chars:
+        return _reject(
+            "too_long", f"the card has {size} characters, more than {max_chars}: shorten it"
+        )
+    found = _sections(body)
+    if isinstance(found, Rejection):
+        return found
+    sections, _ = found
+    basic = sections["Basic Information"]
+    name = _NAME.search(basic)
+    if name is None:
+        return _reject(
+            "missing_field:Name",
+            f"Basic Information has no **Name:** line: write **Name:** {sample.name}",
+        )
+    written = _fold(name.group("value"))
+    wanted = _fold(sample.name)
+    parts = (_fold(sample.first_name), _fold(sample.last_name))
+    if wanted not in written and not all(p and p in written for p in parts):
+        return _reject(
+            "name_mismatch", f"the Name line must give the name {sample.name}, exactly as written"
+        )
+    age = _AGE.search(basic)
+    if age is None:
+        return _reject(
+            "missing_field:Age",
+            f"Basic Information has no **Age:** line: write **Age:** {sample.age}",
+        )
+    number = re.search(r"\d+", age.group("value"))
+    if number is None or int(number.group()) != sample.age:
+        return _reject("age_mismatch", f"the Age line must give the age {sample.age}")
+    location = _LOCATION.search(basic)
+    return CharacterCard(
+        text=canonical_text(sections),
+        sections=sections,
+        name=name.group("value").strip(),
+        age=sample.age,
+        location=location.group("value").strip() if location else "",
+    )
+
+
+def is_near_duplicate(card: str, references: Iterable[str], threshold: float) -> bool:
+    """True when ``card`` is at least ``threshold`` (0..1) similar to any reference.
+
+    Similarity is rapidfuzz's normalised Indel ratio over the whole texts: independent
+    cards share their headers but little else, and land far below the usual 0.9.
+    """
+    cutoff = threshold * 100
+    return any(fuzz.ratio(card, ref, score_cutoff=cutoff) >= cutoff for ref in references)
+
+
+# --- grammar ----------------------------------------------------------------------------
+
+# Free text holds no "<" (nothing can open or close an element), no "*" (no line can read
+# as a header or a Name/Age field), no "&" but "& " (no character reference can turn into
+# either once the HTML parser decodes it) and no control or line-separator characters.
+# Every line starts with a visible character, or "- " and one, so no section is blank.
+_GRAMMAR_RULES = r"""
+field ::= "**" label ":** " lead rest "\n"
+label ::= [A-Za-z] [A-Za-z &/'()-]*
+body ::= line ("\n"? line)*
+line ::= ("- ")? lead rest "\n"
+lead ::= [^<*&#\- \x00-\x1f\x7f-\x9f\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]
+rest ::= ([^<*&\x00-\x1f\x7f-\x9f\u2028\u2029] | "& ")*
+name_extra ::= " (" ([^<*&()\x00-\x1f\x7f-\x9f\u2028\u2029] | "& ")+ ")"
+"""
+
+
+def character_grammar(sample: PersonaSample) -> str:
+    """xgrammar EBNF for a card about ``sample`` (root rule ``root``)."""
+    rules = {h: f"s{i}" for i, h in enumerate(SECTIONS)}
+    order = ' "\\n" '.join(rules[h] for h in SECTIONS)
+    lines = [f'root ::= "<character>\\n" {order} "</character>"']
+    lines.append(
+        f's0 ::= {literal("**Basic Information**")} "\\n" '
+        f'"**Name:** " {literal(sample.name)} name_extra? "\\n" '
+        f'"**Age:** " {literal(str(sample.age))} "\\n" '
+        f'"**Location:** " {literal(sample.subregion)} "\\n" field*'
+    )
+    for header in SECTIONS[1:]:
+        lines.append(f'{rules[header]} ::= {literal(f"**{header}**")} "\\n" body')
+    return "\n".join(lines) + "\n" + _GRAMMAR_RULES.lstrip("\n")
+
+
+__all__ = [
+    "SECTIONS",
+    "CharacterCard",
+    "Rejection",
+    "canonical_text",
+    "character_grammar",
+    "is_near_duplicate",
+    "parse_character",
+]

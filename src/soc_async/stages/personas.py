@@ -1,0 +1,190 @@
+"""The persona stage: one `<character>` card per index, written by the model and checked.
+
+:meth:`PersonaStage.write` samples who the persona is (a pure function of the run seed
+and the index), draws do-not-imitate references from the shared ring, asks the model
+(with a grammar when the config enables it), and validates the reply. An invalid reply is
+retried with a one-line correction; an accepted card is pushed into the ring and becomes
+a ``Persona`` record. It knows nothing of HTTP: a ``Completer`` does the asking.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from soc_async.config import RunConfig
+from soc_async.errors import RequestError, RetriesExhausted
+from soc_async.fewshot import FewShotRing
+from soc_async.formats.character import (
+    CharacterCard,
+    Rejection,
+    character_grammar,
+    is_near_duplicate,
+    parse_character,
+)
+from soc_async.llm.types import ChatRequest, Completer, Completion
+from soc_async.prompts import render
+from soc_async.records import Failure, Persona, PersonaMeta
+from soc_async.stats import PersonaSample, StatsEngine
+
+# Words per token of English prose, roughly: the system prompt asks for a card that fits
+# the call's max_tokens, so that a reply is not cut off mid-card.
+_WORDS_PER_TOKEN = 0.6
+
+
+class PersonaStage:
+    """Writes one persona per call; shares its ring and stats engine across calls."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        completer: Completer,
+        stats: StatsEngine,
+        ring: FewShotRing[str],
+        model_name: str,
+        *,
+        priority: int = 0,  # lower is served first; the pipeline decides against chat turns
+    ) -> None:
+        self.config = config
+        self.completer = completer
+        self.stats = stats
+        self.ring = ring
+        self.model_name = model_name
+        self.priority = priority
+        self._call = config.call("persona")
+        max_words = max(150, round(self._call.max_tokens * _WORDS_PER_TOKEN, -1))
+        # Rendered once: byte-identical for every call, so vLLM's prefix cache shares it.
+        self._system = render("persona_system.j2", max_words=int(max_words))
+
+    def sample(self, index: int) -> tuple[PersonaSample, random.Random]:
+        """Who persona ``index`` is, and the generator the rest of its call draws from."""
+        rng = random.Random(f"{self.config.seed}:persona:{index}")
+        return self.stats.sample(rng), rng
+
+    async def write(self, index: int, item_id: str) -> Persona | Failure:
+        """The persona ``item_id`` (the ``index``-th of the run), or why there is none.
+
+        Invalid replies (unparseable, truncated, a near-copy of a reference) are retried
+        up to the call's ``retries``; a ``RequestError`` becomes a failure at once; a
+        ``ServerError`` propagates, since a dead server is the run's problem, not the item's.
+        """
+        cfg = self.config.persona
+        sample, rng = self.sample(index)
+        seeds_only = index < cfg.seed_only_iterations
+        references = self.ring.draw(cfg.few_shot, rng, seeds_only=seeds_only)
+        grammar = character_grammar(sample) if self._call.grammar else None
+        base_seed = rng.getrandbits(31)
+
+        started = time.perf_counter()
+        prompt_tokens = completion_tokens = 0
+        rejections: dict[str, int] = {}
+        correction = ""
+        last: Rejection | None = None
+        attempts = 0
+        for attempt in range(self._call.retries + 1):
+            attempts = attempt + 1
+            request = self._request(sample, references, correction, grammar, base_seed + attempt)
+            try:
+                completion = await self.completer.complete(
+                    "persona", request, priority=self.priority
+                )
+            except RequestError as exc:
+                return Failure(
+                    id=item_id,
+                    stage="personas",
+                    reason=f"request:{_request_reason(exc)}",
+                    attempts=attempts,
+                    detail=str(exc)[:300],
+                    retries=rejections,
+                )
+            prompt_tokens += completion.usage.prompt
+            completion_tokens += completion.usage.completion
+            result = self._check(completion, sample, references)
+            if isinstance(result, CharacterCard):
+                await self.ring.push(result.text)
+                return Persona(
+                    id=item_id,
+                    persona_text=result.text,
+                    meta=PersonaMeta(
+                        iteration=index,
+                        model=completion.model or request.model,
+                        region=sample.region,
+                        subregion=sample.subregion,
+                        name=sample.name,
+                        gender=sample.gender,
+                        age=sample.age,
+                        time_taken=round(time.perf_counter() - started, 3),
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                    ),
+                )
+            last = result
+            rejections[result.reason] = rejections.get(result.reason, 0) + 1
+            correction = result.detail
+        assert last is not None  # the loop ran at least once and only falls through on one
+        return Failure(
+            id=item_id,
+            stage="personas",
+            reason=f"retries_exhausted:{last.reason}",
+            attempts=attempts,
+            detail=last.detail,
+            retries=rejections,
+        )
+
+    def _request(
+        self,
+        sample: PersonaSample,
+        references: list[str],
+        correction: str,
+        grammar: str | None,
+        seed: int,
+    ) -> ChatRequest:
+        user = render(
+            "persona_user.j2", sample=sample, references=references, correction=correction
+        )
+        return ChatRequest(
+            messages=[
+                {"role": "system", "content": self._system},
+                {"role": "user", "content": user},
+            ],
+            model=self._call.model or self.model_name,
+            max_tokens=self._call.max_tokens,
+            temperature=self._call.temperature,
+            top_p=self._call.top_p,
+            seed=seed % 2**31,
+            grammar=grammar,
+        )
+
+    def _check(
+        self, completion: Completion, sample: PersonaSample, references: list[str]
+    ) -> CharacterCard | Rejection:
+        cfg = self.config.persona
+        if completion.finish_reason == "length":
+            return Rejection(
+                reason="truncated",
+                detail="the card was cut off at the length limit; write a shorter card and "
+                "close it with </character>",
+            )
+        card = parse_character(
+            completion.text, sample, min_chars=cfg.min_chars, max_chars=cfg.max_chars
+        )
+        if isinstance(card, Rejection):
+            return card
+        if is_near_duplicate(card.text, references, cfg.similarity_threshold):
+            return Rejection(
+                reason="near_duplicate",
+                detail="the card is too close to one of the example cards; write a different "
+                "life in your own words",
+            )
+        return card
+
+
+def _request_reason(exc: RequestError) -> str:
+    if isinstance(exc, RetriesExhausted):
+        return "retries_exhausted"
+    if exc.status is not None:
+        return f"http_{exc.status}"
+    return "error"
+
+
+__all__ = ["PersonaStage"]

@@ -1,0 +1,286 @@
+"""StatsEngine: who a persona is before the model writes a word of them.
+
+One sample draws, in order: a world region weighted by population, a country of it
+weighted by population, a subregion (a real city or province from ``seeds/``), a gender,
+a given and a family name native to the place, and an age. The region feeds the prompt
+so cultural details stay coherent rather than generic.
+
+Names come from Faker's locale providers where Faker has gendered, Latin-script names
+for the place, else from a names list in ``seeds/names``. Faker instances are made once
+per locale and reseeded from the caller's ``random.Random`` on every draw, so a sample is
+a pure function of that generator's state: the same seed gives the same persona on any
+run, whatever was sampled before.
+
+Ages follow N(mean, sd) rounded to whole years and restricted to [age_min, age_max]:
+the normal's mass on each allowed year, renormalised (the same law as resampling until
+the age fits, without a loop that could spin when the range sits far in a tail).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from bisect import bisect_right
+from collections.abc import Callable
+from itertools import accumulate
+from statistics import NormalDist
+
+import msgspec
+from faker import Faker
+from faker.config import AVAILABLE_LOCALES
+
+from soc_async.config import PersonaConfig
+from soc_async.errors import SeedError
+from soc_async.seeds import Gender, NameList, SeedData, load_seed_data
+
+
+class PersonaSample(msgspec.Struct, kw_only=True, frozen=True):
+    """The facts a persona card must state; the prompt, grammar and validator use them."""
+
+    region: str  # "East Asia"
+    country: str  # "China"
+    subregion: str  # "Wuhan, Hubei, China": the card's Location, word for word
+    gender: Gender
+    first_name: str  # given name
+    last_name: str  # family name
+    name: str  # display name, in the order the country writes it in English
+    age: int
+    locale: str  # the place's locale tag, e.g. "zh_CN"
+
+
+class _Place(msgspec.Struct, frozen=True):
+    """One subregion with everything its samples need, resolved once at start."""
+
+    region: str
+    country: str
+    location: str
+    locale: str
+    names: str | None  # names-list key, or None for Faker with ``locale``
+    romanized: bool
+    family_first: bool
+
+
+def _person_provider(fake: Faker) -> object:
+    for provider in fake.providers:
+        if provider.__provider__ == "faker.providers.person":
+            return provider
+    raise LookupError("no person provider")
+
+
+def _faker_problem(fake: Faker | None, locale: str, romanized: bool) -> str | None:
+    """Why Faker cannot give gendered names for ``locale``, or None when it can."""
+    if fake is None:
+        return f"{locale!r} is not a Faker locale (give a names list instead)"
+    provider = _person_provider(fake)
+    female = getattr(provider, "first_names_female", None)
+    male = getattr(provider, "first_names_male", None)
+    if not female or not male or female == male:
+        return f"Faker's {locale} names are not split by gender (give a names list instead)"
+    if romanized and not hasattr(provider, "first_romanized_names_female"):
+        return f"Faker's {locale} has no gendered romanized names"
+    return None
+
+
+def _clean(name: str) -> str:
+    """Faker's zh_TW romanizations are upper case ("HSIU-FENG"): write them as names."""
+    name = " ".join(name.split())
+    return name.title() if name.isupper() and len(name) > 1 else name
+
+
+class StatsEngine:
+    """Samples persona facts from validated seed data; see the module docstring."""
+
+    def __init__(
+        self,
+        data: SeedData,
+        age_min: int = 18,
+        age_max: int = 70,
+        age_mean: float = 25.0,
+        age_sd: float = 5.0,
+    ) -> None:
+        if not 0 < age_min <= age_max:
+            raise SeedError(f"age range [{age_min}, {age_max}] is empty or not positive")
+        if age_sd <= 0:
+            raise SeedError(f"age_sd must be positive, got {age_sd}")
+        self.data = data
+        self.age_min, self.age_max = age_min, age_max
+        self.age_mean, self.age_sd = age_mean, age_sd
+        # Faker instances are costly to make and carry their own random state: one per
+        # locale, reseeded per draw under a lock so that threads cannot interleave a
+        # reseed and a draw.
+        self._fakers: dict[str, Faker] = {}
+        self._lock = threading.Lock()
+
+        # Three nested weighted choices (region, country, subregion) rather than one over
+        # all places, so that region shares are exactly the seed file's, at any subregion
+        # weights.
+        self._regions: list[str] = []
+        self._region_cum: list[float] = []
+        self._countries: list[list[str]] = []
+        self._country_cum: list[list[float]] = []
+        self._places: dict[str, list[_Place]] = {}
+        self._place_cum: dict[str, list[float]] = {}
+        checked: dict[tuple[str, bool], str | None] = {}
+        for i, region in enumerate(data.regions):
+            self._regions.append(region.name)
+            self._countries.append([c.name for c in region.countries])
+            self._country_cum.append(list(accumulate(c.population for c in region.countries)))
+            for j, country in enumerate(region.countries):
+                places = []
+                for k, sub in enumerate(country.subregions):
+                    locale = sub.locale or country.locale
+                    names = sub.names or (country.names if sub.locale is None else None)
+                    if names is None:
+                        key = (locale, country.romanized)
+                        if key not in checked:
+                            fake = self._faker(locale) if locale in AVAILABLE_LOCALES else None
+                            checked[key] = _faker_problem(fake, locale, country.romanized)
+                        if checked[key]:
+                            where = f"regions[{i}].countries[{j}]"
+                            where += f".subregions[{k}].locale" if sub.locale else ".locale"
+                            raise SeedError(f"{data.origin}: {where}: {checked[key]}")
+                    places.append(
+                        _Place(
+                            region=region.name,
+                            country=country.name,
+                            location=f"{sub.name}, {country.name}",
+                            locale=locale,
+                            names=names,
+                            romanized=country.romanized,
+                            family_first=country.family_first,
+                        )
+                    )
+                self._places[country.name] = places
+                self._place_cum[country.name] = list(
+                    accumulate(s.weight for s in country.subregions)
+                )
+        self._region_cum = list(
+            accumulate(sum(c.population for c in r.countries) for r in data.regions)
+        )
+        self._ages = list(range(age_min, age_max + 1))
+        self._age_cum = list(accumulate(self._age_weights()))
+
+    def __repr__(self) -> str:
+        countries = sum(len(c) for c in self._countries)
+        return (
+            f"StatsEngine({len(self._regions)} regions, {countries} countries, "
+            f"age N({self.age_mean}, {self.age_sd}) in [{self.age_min}, {self.age_max}])"
+        )
+
+    def _faker(self, locale: str) -> Faker:
+        fake = self._fakers.get(locale)
+        if fake is None:
+            # Only the person provider: loading every provider costs ~50 ms a locale.
+            fake = self._fakers[locale] = Faker(locale, providers=["faker.providers.person"])
+        return fake
+
+    # --- distributions ----------------------------------------------------------------
+
+    def _age_weights(self) -> list[float]:
+        dist = NormalDist(self.age_mean, self.age_sd)
+        weights = [dist.cdf(a + 0.5) - dist.cdf(a - 0.5) for a in self._ages]
+        if sum(weights) > 0:
+            return weights
+        # The whole range sits so far in a tail that every year underflows: the clipped
+        # normal puts all its mass on the bound nearest the mean.
+        nearest = self.age_min if self.age_mean < self.age_min else self.age_max
+        return [1.0 if a == nearest else 0.0 for a in self._ages]
+
+    def region_shares(self) -> dict[str, float]:
+        """Each region's probability: its countries' population over all listed."""
+        total = self._region_cum[-1]
+        previous = 0.0
+        shares = {}
+        for name, cum in zip(self._regions, self._region_cum, strict=True):
+            shares[name] = (cum - previous) / total
+            previous = cum
+        return shares
+
+    def age_moments(self) -> tuple[float, float]:
+        """The exact mean and standard deviation of the ages :meth:`sample` draws."""
+        weights = self._age_weights()
+        total = sum(weights)
+        mean = sum(a * w for a, w in zip(self._ages, weights, strict=True)) / total
+        var = sum((a - mean) ** 2 * w for a, w in zip(self._ages, weights, strict=True)) / total
+        return mean, var**0.5
+
+    # --- sampling ---------------------------------------------------------------------
+
+    @staticmethod
+    def _pick(rng: random.Random, cum: list[float]) -> int:
+        # What random.choices does with cum_weights, returning the index: bisect_right
+        # never lands on a zero-weight entry.
+        return min(bisect_right(cum, rng.random() * cum[-1]), len(cum) - 1)
+
+    def sample(self, rng: random.Random) -> PersonaSample:
+        """One persona's facts, a pure function of ``rng``'s state (which it advances)."""
+        r = self._pick(rng, self._region_cum)
+        c = self._pick(rng, self._country_cum[r])
+        country = self._countries[r][c]
+        place = self._places[country][self._pick(rng, self._place_cum[country])]
+        gender: Gender = "female" if rng.random() < 0.5 else "male"
+        first, last = self._name(place, gender, rng)
+        age = self._ages[self._pick(rng, self._age_cum)]
+        return PersonaSample(
+            region=place.region,
+            country=place.country,
+            subregion=place.location,
+            gender=gender,
+            first_name=first,
+            last_name=last,
+            name=f"{last} {first}" if place.family_first else f"{first} {last}",
+            age=age,
+            locale=place.locale,
+        )
+
+    def _name(self, place: _Place, gender: Gender, rng: random.Random) -> tuple[str, str]:
+        if place.names is not None:
+            names: NameList = self.data.names[place.names]
+            return rng.choice(names.given(gender)), rng.choice(names.family(gender))
+        seed = rng.getrandbits(64)
+        with self._lock:
+            fake = self._faker(place.locale)
+            fake.seed_instance(seed)
+            if place.romanized:
+                given = (
+                    fake.first_romanized_name_female
+                    if gender == "female"
+                    else fake.first_romanized_name_male
+                )
+                family = fake.last_romanized_name
+            elif gender == "female":
+                given, family = fake.first_name_female, fake.last_name_female
+            else:
+                given, family = fake.first_name_male, fake.last_name_male
+            return _clean(_draw(given)), _clean(_draw(family))
+
+
+_NAME_PUNCTUATION = frozenset(" -'’.")
+
+
+def _draw(draw: Callable[[], str], tries: int = 20) -> str:
+    """A name from ``draw`` made only of letters and name punctuation.
+
+    Some Faker lists carry mangled entries (tr_TR has "N˜zamett˜n"); redrawing from the
+    same seeded instance skips them and stays deterministic.
+    """
+    name = draw()
+    for _ in range(tries):
+        if name.strip() and all(ch.isalpha() or ch in _NAME_PUNCTUATION for ch in name):
+            break
+        name = draw()
+    return name
+
+
+def load_stats_engine(config: PersonaConfig) -> StatsEngine:
+    """The engine over the packaged seed data, with the config's age law."""
+    return StatsEngine(
+        load_seed_data(),
+        age_min=config.age_min,
+        age_max=config.age_max,
+        age_mean=config.age_mean,
+        age_sd=config.age_sd,
+    )
+
+
+__all__ = ["PersonaSample", "StatsEngine", "load_stats_engine"]
