@@ -48,7 +48,7 @@ class CallConfig(_Section):
 # One subclass per call kind so its defaults hold key by key: a table that sets only
 # ``retries`` keeps the kind's own ``max_tokens``.
 class PersonaCall(CallConfig):
-    max_tokens: PosInt = 900  # a 12-section card
+    max_tokens: PosInt = 1200  # a 12-section card of ~550 words
 
 
 class ExperienceCall(CallConfig):

@@ -8,6 +8,17 @@ import sys
 import structlog
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at write time, not at configure time: test runners and
+    the live panel swap it, and a captured stream may be closed by the next write."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(*, verbose: bool = False, json: bool | None = None) -> None:
     """Route every log line to stderr; ``json`` None picks by whether stderr is a terminal."""
     as_json = (not sys.stderr.isatty()) if json is None else json
@@ -27,7 +38,7 @@ def configure(*, verbose: bool = False, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

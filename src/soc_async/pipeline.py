@@ -14,14 +14,13 @@ as soon as their experience is accepted, through a bounded stream.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from importlib import resources
 
 import anyio
 
 from soc_async import logs
 from soc_async.config import RunConfig
 from soc_async.errors import InputError
-from soc_async.fewshot import FewShotRing
+from soc_async.fewshot import FewShotRing, RingSnapshot
 from soc_async.llm.types import Completer
 from soc_async.progress import LiveView, RunStats
 from soc_async.records import (
@@ -34,6 +33,7 @@ from soc_async.records import (
     make_id,
 )
 from soc_async.scheduler.runner import StopSignal
+from soc_async.seeds import persona_cards
 from soc_async.stages.chats import ChatEvent, ChatStage, StartEvent, decode_event, encode_event
 from soc_async.stages.experiences import ExperienceStage, seed_experiences
 from soc_async.stages.pairing import PersonaPool, pair_for
@@ -51,14 +51,17 @@ def shard_indices(target: int, shard: tuple[int, int]) -> list[int]:
     return list(range(i, target, n))
 
 
-def seed_cards(folder: str) -> list[str]:
-    """The hand-written items of ``seeds/<folder>`` (cards or experiences), sorted by name."""
-    root = resources.files("soc_async") / "seeds" / folder
-    return [
-        p.read_text(encoding="utf-8")
-        for p in sorted(root.iterdir(), key=lambda p: p.name)
-        if p.is_file() and not p.name.startswith(("_", "."))
-    ]
+async def rebuilt_ring(
+    seeds: list[str], accepted: list[str], *, capacity: int, reset_every: int
+) -> FewShotRing[str]:
+    """The ring an interrupted run had: its seeds, then the items accepted since the last
+    reset (``accepted`` oldest first), the oldest aging out past ``capacity``."""
+    ring: FewShotRing[str] = FewShotRing(seeds, capacity=capacity, reset_every=reset_every)
+    since = len(accepted) % reset_every
+    recent = accepted[len(accepted) - since :] if since else []
+    items = (list(seeds) + recent)[-capacity:]
+    await ring.restore(RingSnapshot(items=items, accepted=len(accepted), since_reset=since))
+    return ring
 
 
 class Pipeline:
@@ -124,14 +127,12 @@ class Pipeline:
         count.done = len(existing)
         count.failed = len(done) - len(existing)
         if todo:
-            ring: FewShotRing[str] = FewShotRing(
-                seed_cards("personas"),
+            ring = await rebuilt_ring(
+                persona_cards(),
+                [p.persona_text for p in sorted(existing, key=lambda p: id_index(p.id))],
                 capacity=cfg.persona.ring_capacity,
                 reset_every=cfg.persona.reset_every,
             )
-            # Rebuild the ring as the interrupted run left it: its latest accepted cards.
-            for p in sorted(existing, key=lambda p: id_index(p.id))[-cfg.persona.ring_capacity :]:
-                await ring.push(p.persona_text)
             stage = PersonaStage(cfg, self.completer, self._stats_engine(), ring, self.model_name)
             fresh = await self._map(
                 "personas",
@@ -224,19 +225,18 @@ class Pipeline:
 
     async def _experience_stage(self, out, personas, todo, send, wanted: set[int]) -> None:
         cfg = self.config
-        ring: FewShotRing[str] = FewShotRing(
-            seed_experiences(),
-            capacity=cfg.experience.ring_capacity,
-            reset_every=cfg.experience.reset_every,
-        )
-        monitor = StyleMonitor(cfg.experience.style_window, cfg.experience.style_min_pool)
         # Rebuild the ring and the style monitor as the interrupted run left them.
         earlier = sorted(
             (r for r in self.run_dir.load("experiences") if isinstance(r, Experience)),
             key=lambda r: id_index(r.id),
         )
-        for r in earlier[-cfg.experience.ring_capacity :]:
-            await ring.push(r.experience_text)
+        ring = await rebuilt_ring(
+            seed_experiences(),
+            [r.experience_text for r in earlier],
+            capacity=cfg.experience.ring_capacity,
+            reset_every=cfg.experience.reset_every,
+        )
+        monitor = StyleMonitor(cfg.experience.style_window, cfg.experience.style_min_pool)
         for r in earlier[-cfg.experience.style_window :]:
             monitor.observe(r.style)
         stage = ExperienceStage(cfg, self.completer, ring, monitor, self.model_name)
