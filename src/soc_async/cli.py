@@ -121,8 +121,18 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return changes
 
 
+# `soc-async run` with no config and no endpoint is the embedded default job: vLLM's CPU
+# build with a 135M model, so it keeps chats short enough to finish in a few minutes.
+EMBEDDED_MAX_TURNS = 8
+
+
 def resolve_config(args: argparse.Namespace) -> config_mod.RunConfig:
     """The effective config: the resumed run's own, or the file's, then the flags on top."""
+    if args.command == "run" and not (args.resume or args.config or args.endpoint):
+        base = config_mod.override(
+            config_mod.load(None), {"chat.max_turns": EMBEDDED_MAX_TURNS}, "embedded default"
+        )
+        return config_mod.override(base, _overrides(args))
     if getattr(args, "resume", None):
         path = Path(args.resume) / "config.toml"
         if not path.is_file():

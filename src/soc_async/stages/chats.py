@@ -19,7 +19,7 @@ import msgspec
 
 from soc_async import prompts
 from soc_async.config import RunConfig
-from soc_async.errors import RequestError
+from soc_async.errors import RequestError, RetriesExhausted
 from soc_async.formats.turn import TurnError, parse_turn
 from soc_async.formats.turn_grammar import turn_grammar
 from soc_async.llm.types import ChatRequest, Completer, Completion
@@ -330,4 +330,7 @@ def _stamp(clock: object) -> tuple[str, str]:
 
 
 def _request_reason(exc: RequestError) -> str:
-    return f"http_{exc.status}" if exc.status else type(exc).__name__.lower()
+    # RetriesExhausted's message is its stable cause (timeout, connection, http_503, ...).
+    if isinstance(exc, RetriesExhausted):
+        return str(exc).split()[0] if str(exc) else "retries_exhausted"
+    return f"http_{exc.status}" if exc.status else "error"
