@@ -179,3 +179,31 @@ def test_bad_config_file_exits_2_and_writes_nothing(tmp_path):
     assert result.returncode == 2
     assert str(cfg) in result.stderr and "chat.max_turnz" in result.stderr
     assert not out.exists()
+
+
+def test_single_stage_commands_chain_through_files(tmp_path):
+    """`personas`, then `experiences --personas FILE`, then `chats --experiences FILE`, each
+    into its own run directory of the same layout, make a valid dataset; a rerun resumes."""
+    cfg = write_config(tmp_path)
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    with FakeProcess("--reply", "soc_async.testing.scripted:reply") as fake:
+        common = ("--config", str(cfg), "--endpoint", fake.url)
+        r1 = run_soc_async("personas", "-n", "5", "--out", str(a), *common)
+        assert r1.returncode == 0, r1.stderr[-2000:]
+        r2 = run_soc_async(
+            "experiences", "-n", "4", "--personas", str(a / "personas.jsonl"),
+            "--out", str(b), *common,
+        )  # fmt: skip
+        assert r2.returncode == 0, r2.stderr[-2000:]
+        r3 = run_soc_async(
+            "chats", "--experiences", str(b / "experiences.jsonl"), "--out", str(c), *common
+        )
+        assert r3.returncode == 0, r3.stderr[-2000:]
+        again = run_soc_async(
+            "chats", "--experiences", str(b / "experiences.jsonl"), "--out", str(c), *common
+        )
+        assert again.returncode == 0, again.stderr[-2000:]
+    assert check_run_dir(a, max_turns=6)["personas"] == 5
+    assert check_run_dir(b, max_turns=6)["experiences"] == 4
+    counts = check_run_dir(c, max_turns=6)
+    assert counts["conversations"] == 4 and counts["personas"] == 5
