@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import textwrap
@@ -107,7 +108,7 @@ def test_busy_port_is_an_input_error_naming_the_port(tmp_path: Path, model_dir: 
 
 
 def test_port_zero_picks_a_free_port(tmp_path: Path, model_dir: Path) -> None:
-    with ManagedServer(stand_in_spec(tmp_path, model_dir, "serve")) as managed:
+    with ManagedServer(stand_in_spec(tmp_path, model_dir, "serve"), stop_grace_s=0.2) as managed:
         assert managed.port > 0
         assert managed.base_url == f"http://127.0.0.1:{managed.port}"
         assert get(managed.base_url + "/health") == 200
@@ -122,14 +123,14 @@ def test_missing_model_path_is_an_input_error(tmp_path: Path, model: str) -> Non
 
 
 def test_model_directory_without_config_is_an_input_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="no config.json"):
+    with pytest.raises(InputError, match=r"no config\.json"):
         ManagedServer(stand_in_spec(tmp_path, tmp_path, "serve")).start()
 
 
 def test_hub_ids_are_left_to_vllm(tmp_path: Path) -> None:
     spec = stand_in_spec(tmp_path, tmp_path, "serve")
     spec.model = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    with ManagedServer(spec) as managed:
+    with ManagedServer(spec, stop_grace_s=0.2) as managed:
         assert "HuggingFaceTB/SmolLM2-135M-Instruct" in managed.command()
 
 
@@ -139,7 +140,7 @@ def test_missing_vllm_names_the_extra_to_install(
 ) -> None:
     monkeypatch.setattr(server, "vllm_available", lambda: False)
     monkeypatch.setattr(server, "has_gpu", lambda: gpu)
-    with pytest.raises(InputError, match=rf"vLLM is not installed.*{extra}"):
+    with pytest.raises(InputError, match=rf"vLLM is not installed.*{re.escape(extra)}"):
         ManagedServer(ServerSpec(model=str(model_dir))).start()
 
 
@@ -159,7 +160,7 @@ def test_api_key_never_on_the_command_line_nor_printed(model_dir: Path) -> None:
     assert "s3cret-main" not in command
     printable = managed.printable_command()
     assert "s3cret" not in printable
-    assert "--api-key '***' --api-key='***' --max-num-seqs 8" in printable
+    assert "--api-key '***' '--api-key=***' --max-num-seqs 8" in printable
     assert "s3cret" not in repr(spec)
     env = managed.environment()
     assert env["VLLM_API_KEY"] == "s3cret-main"
@@ -211,9 +212,8 @@ def test_start_timeout_stops_the_group_and_gives_the_log_tail(
 ) -> None:
     spec = stand_in_spec(tmp_path, model_dir, "hang", startup_timeout_s=1.0)
     managed = ManagedServer(spec, stop_grace_s=0.5)
-    with pytest.raises(ServerStartError, match=r"not ready after 1 s") as caught:
-        with managed:
-            pass
+    with pytest.raises(ServerStartError, match=r"not ready after 1 s") as caught, managed:
+        pass
     assert "# soc-async starts:" in caught.value.log_tail
     child = int((tmp_path / "child.pid").read_text())
     assert managed.pid is not None and not alive(managed.pid)
@@ -249,10 +249,11 @@ def test_conversion_runs_once_and_appears_atomically(
     gguf.parent.mkdir()
     gguf.write_bytes(b"GGUF")
     calls: list[Path] = []
+    visible: list[bool] = []  # whether the final directory existed during each conversion
 
     def fake_convert(source: Path, out: Path) -> None:
         calls.append(out)
-        assert not embedded.model_dir(tmp_path / "cache").exists()  # only the temp dir
+        visible.append(embedded.model_dir(tmp_path / "cache").exists())
         (out / "config.json").write_text("{}")
 
     monkeypatch.setattr(embedded, "gguf_path", lambda: gguf)
@@ -271,6 +272,7 @@ def test_conversion_runs_once_and_appears_atomically(
     gguf.write_bytes(b"GGUF-v2")
     embedded.prepare_model(tmp_path / "cache")
     assert len(calls) == 2
+    assert visible == [False, True]  # the old one served until the new one was complete
 
 
 def test_a_failed_conversion_leaves_nothing(
