@@ -134,7 +134,11 @@ class StopSignal:
         if self.forced:
             scope.cancel()
         else:
-            scope.deadline = min(scope.deadline, anyio.current_time() + self.grace_s)
+            # The loop's own clock, not anyio.current_time(): this runs in a signal
+            # callback, outside any task, where anyio cannot always tell the backend
+            # (with sniffio installed it raises there). anyio's deadlines are loop time.
+            now = asyncio.get_running_loop().time()
+            scope.deadline = min(scope.deadline, now + self.grace_s)
 
     @contextmanager
     def intake(self) -> Iterator[anyio.CancelScope]:
