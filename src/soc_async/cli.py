@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from soc_async import config as config_mod
-from soc_async import merge as merge_cmd
 from soc_async import logs
+from soc_async import merge as merge_cmd
 from soc_async.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -148,11 +148,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = _main(argv)
     except SocError as exc:
-        print(f"soc-async: error: {exc}", file=sys.stderr)
-        code = exc.exit_code
+        code = _report(exc)
+    except BaseExceptionGroup as group:
+        # Task groups wrap what their tasks raised: report our own error, if one is there.
+        ours = _first_soc_error(group)
+        if ours is None:
+            raise
+        code = _report(ours)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     sys.exit(code)
+
+
+def _report(exc: SocError) -> int:
+    print(f"soc-async: error: {exc}", file=sys.stderr)
+    return exc.exit_code
+
+
+def _first_soc_error(group: BaseExceptionGroup) -> SocError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, SocError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (found := _first_soc_error(exc)):
+            return found
+    return None
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -13,7 +13,9 @@ as soon as their experience is accepted, through a bounded stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 
@@ -28,21 +30,22 @@ from soc_async.records import (
     Experience,
     Failure,
     Persona,
-    Record,
     id_index,
     make_id,
 )
-from soc_async.scheduler.runner import StopSignal
+from soc_async.scheduler.runner import Pipe, StopSignal, feed, stream_map
 from soc_async.seeds import persona_cards
-from soc_async.stages.chats import ChatEvent, ChatStage, StartEvent, decode_event, encode_event
+from soc_async.stages.chats import ChatStage, StartEvent, decode_event, encode_event
 from soc_async.stages.experiences import ExperienceStage, seed_experiences
 from soc_async.stages.pairing import PersonaPool, pair_for
 from soc_async.stages.personas import PersonaStage
 from soc_async.stages.style_monitor import StyleMonitor
-from soc_async.stats import StatsEngine, load_stats_engine
-from soc_async.store import RunDir
+from soc_async.stats import load_stats_engine
+from soc_async.store import RunDir, Writers
 
 log = logs.get("pipeline")
+
+RecordT = TypeVar("RecordT", Persona, Experience, Conversation, Failure, Any)
 
 
 def shard_indices(target: int, shard: tuple[int, int]) -> list[int]:
@@ -86,6 +89,7 @@ class Pipeline:
         self.stats = stats
         self.send_priority = send_priority
         self.shard = config.shard_parts()
+        self.pipes: list[Pipe[Any]] = []  # the streams between stages, for the live panel
 
     async def run_with_view(self, view: LiveView) -> None:
         """:meth:`run`, refreshing ``view`` while it goes."""
@@ -110,22 +114,14 @@ class Pipeline:
                     await self._experiences_and_chats(out, personas)
             finally:
                 tg.cancel_scope.cancel()
+                self.run_dir.append_metrics(self.stats.snapshot())
 
     # --- personas ---------------------------------------------------------------------
 
-    async def _personas(self, out) -> list[Persona]:
+    async def _personas(self, out: Writers) -> list[Persona]:
         cfg = self.config
         existing = [r for r in self.run_dir.load("personas") if isinstance(r, Persona)]
-        done = self.run_dir.finished_ids("personas")
-        todo = [
-            i
-            for i in shard_indices(cfg.targets.personas, self.shard)
-            if make_id(cfg.seed, "personas", i) not in done
-        ]
-        count = self.stats.stages["personas"]
-        count.target = len(shard_indices(cfg.targets.personas, self.shard))
-        count.done = len(existing)
-        count.failed = len(done) - len(existing)
+        todo = self._todo("personas", cfg.targets.personas, len(existing))
         if todo:
             ring = await rebuilt_ring(
                 persona_cards(),
@@ -133,60 +129,47 @@ class Pipeline:
                 capacity=cfg.persona.ring_capacity,
                 reset_every=cfg.persona.reset_every,
             )
-            stage = PersonaStage(cfg, self.completer, self._stats_engine(), ring, self.model_name)
-            fresh = await self._map(
-                "personas",
-                todo,
-                lambda i: stage.write(i, make_id(cfg.seed, "personas", i)),
-                out,
-            )
-            existing += [r for r in fresh if isinstance(r, Persona)]
-        return sorted(existing, key=lambda p: p.id)
+            engine = load_stats_engine(cfg.persona)
+            stage = PersonaStage(cfg, self.completer, engine, ring, self.model_name)
 
-    def _stats_engine(self) -> StatsEngine:
-        return load_stats_engine(self.config.persona)
+            async def one(i: int) -> None:
+                record = await self._counted(
+                    "personas", stage.write(i, make_id(cfg.seed, "personas", i)), out
+                )
+                if isinstance(record, Persona):
+                    existing.append(record)
+
+            await self._stream("personas", todo, one, max_active=cfg.concurrency.max)
+        return sorted(existing, key=lambda p: p.id)
 
     # --- experiences and chats ----------------------------------------------------------
 
-    async def _experiences_and_chats(self, out, personas: list[Persona]) -> None:
+    async def _experiences_and_chats(self, out: Writers, personas: list[Persona]) -> None:
         cfg = self.config
-        by_id = {p.id: p for p in personas}
         experiences = {
             id_index(r.id): r for r in self.run_dir.load("experiences") if isinstance(r, Experience)
         }
-        exp_done = self.run_dir.finished_ids("experiences")
-        exp_todo = [
-            i
-            for i in shard_indices(cfg.targets.experiences, self.shard)
-            if make_id(cfg.seed, "experiences", i) not in exp_done
-        ]
-        ec = self.stats.stages["experiences"]
-        ec.target = len(shard_indices(cfg.targets.experiences, self.shard))
-        ec.done = len(experiences)
-        ec.failed = len(exp_done) - len(experiences)
-
-        chat_done = self.run_dir.finished_ids("chats")
-        pending = {
-            chat_id: [decode_event(e) for e in events]
-            for chat_id, events in self.run_dir.journal_pending().items()
-        }
-        chat_indices = [
-            j
-            for j in shard_indices(cfg.targets.chats, self.shard)
-            if make_id(cfg.seed, "chats", j) not in chat_done
-        ]
-        cc = self.stats.stages["chats"]
-        cc.target = len(shard_indices(cfg.targets.chats, self.shard))
-        cc.done = sum(1 for r in self.run_dir.load("conversations") if isinstance(r, Conversation))
-        cc.failed = len(chat_done) - cc.done
-        wanted = set(chat_indices)
+        exp_todo = self._todo("experiences", cfg.targets.experiences, len(experiences))
+        done_chats = sum(
+            1 for r in self.run_dir.load("conversations") if isinstance(r, Conversation)
+        )
+        chat_todo = set(self._todo("chats", cfg.targets.chats, done_chats))
         if exp_todo and len(personas) < 2:
             raise InputError(
                 f"{self.run_dir.path}: experiences need at least 2 personas, found "
                 f"{len(personas)}; generate personas first (--personas N)"
             )
-
-        send, receive = anyio.create_memory_object_stream[Experience](cfg.concurrency.queue_depth)
+        pending = {
+            chat_id: [decode_event(e) for e in events]
+            for chat_id, events in self.run_dir.journal_pending().items()
+        }
+        # Chats whose experience exists go first, those already mid-way before the rest:
+        # they are closest to done.
+        ready = sorted(
+            (experiences[j] for j in chat_todo if j in experiences),
+            key=lambda e: make_id(cfg.seed, "chats", id_index(e.id)) not in pending,
+        )
+        new_experiences = await self._experience_stage(out, personas)
         chat_stage = ChatStage(
             cfg,
             self.completer,
@@ -194,38 +177,50 @@ class Pipeline:
             journal=lambda cid, ev: self.run_dir.journal_append(cid, encode_event(ev)),
             send_priority=self.send_priority,
         )
+        by_id = {p.id: p for p in personas}
 
-        async def produce() -> None:
-            async with send:
-                # Chats that were mid-way first: they are closest to done.
-                ready = sorted(
-                    (j for j in chat_indices if j in experiences),
-                    key=lambda j: make_id(cfg.seed, "chats", j) not in pending,
-                )
-                for j in ready:
-                    if self.stop.requested:
-                        return
-                    await send.send(experiences[j])
-                if exp_todo:
-                    await self._experience_stage(out, personas, exp_todo, send, wanted)
+        async def make_experience(i: int) -> Experience | None:
+            record = await self._counted("experiences", new_experiences(i), out)
+            wanted = isinstance(record, Experience) and id_index(record.id) in chat_todo
+            return record if wanted else None
 
-        async def consume() -> None:
-            async with receive:
-                await self._map(
-                    "chats",
-                    receive,
-                    lambda e: self._chat(chat_stage, e, by_id, pending),
-                    out,
-                    max_active=cfg.concurrency.max_active_chats,
-                )
+        async def make_chat(experience: Experience) -> None:
+            chat_id = make_id(cfg.seed, "chats", id_index(experience.id))
+            events = pending.get(chat_id, [])
+            first = events[0] if events else None
+            if isinstance(first, StartEvent) and first.experience_id != experience.id:
+                events = []  # journaled against another experience (an import replaced it)
+            rollout = chat_stage.roll_out(chat_id, experience, by_id, events)
+            await self._counted("chats", rollout, out)
+            await self.run_dir.journal_done(chat_id)
 
+        exp_pipe: Pipe[int] = Pipe("experiences", cfg.concurrency.queue_depth)
+        chat_pipe: Pipe[Experience] = Pipe("chats", cfg.concurrency.queue_depth)
+        self.pipes = [exp_pipe, chat_pipe]
         async with anyio.create_task_group() as tg:
-            tg.start_soon(produce)
-            tg.start_soon(consume)
+            tg.start_soon(functools.partial(feed, stop=self.stop), ready, chat_pipe.send.clone())
+            tg.start_soon(functools.partial(feed, stop=self.stop), exp_todo, exp_pipe.send)
+            tg.start_soon(
+                functools.partial(stream_map, max_active=cfg.concurrency.max, stop=self.stop),
+                make_experience,
+                exp_pipe.receive,
+                chat_pipe.send,
+            )
+            tg.start_soon(
+                functools.partial(
+                    stream_map, max_active=cfg.concurrency.max_active_chats, stop=self.stop
+                ),
+                make_chat,
+                chat_pipe.receive,
+                None,
+            )
 
-    async def _experience_stage(self, out, personas, todo, send, wanted: set[int]) -> None:
+    async def _experience_stage(
+        self, out: Writers, personas: list[Persona]
+    ) -> Callable[[int], Awaitable[Experience | Failure]]:
+        """The experience of index ``i``, written by a stage whose ring and style monitor
+        are rebuilt as the interrupted run left them."""
         cfg = self.config
-        # Rebuild the ring and the style monitor as the interrupted run left them.
         earlier = sorted(
             (r for r in self.run_dir.load("experiences") if isinstance(r, Experience)),
             key=lambda r: id_index(r.id),
@@ -241,95 +236,61 @@ class Pipeline:
             monitor.observe(r.style)
         stage = ExperienceStage(cfg, self.completer, ring, monitor, self.model_name)
         by_id = {p.id: p for p in personas}
-        pool = PersonaPool(personas)
+        pool = PersonaPool(personas) if len(personas) >= 2 else None
 
-        async def one(i: int) -> Experience | Failure:
+        async def write(i: int) -> Experience | Failure:
+            assert pool is not None
             pair = pair_for(i, cfg.seed, pool, cfg.experience.region_match)
-            record = await stage.write(
+            return await stage.write(
                 i,
                 make_id(cfg.seed, "experiences", i),
                 (by_id[pair.a], by_id[pair.b]),
                 pair.region_matched,
             )
-            return record
 
-        async def forward(record: Record) -> None:
-            if isinstance(record, Experience) and id_index(record.id) in wanted:
-                await send.send(record)
-
-        await self._map("experiences", todo, one, out, after=forward)
-
-    async def _chat(
-        self,
-        stage: ChatStage,
-        experience: Experience,
-        personas: dict[str, Persona],
-        pending: dict[str, list[ChatEvent]],
-    ) -> Conversation | Failure:
-        j = id_index(experience.id)
-        chat_id = make_id(self.config.seed, "chats", j)
-        events = pending.get(chat_id, [])
-        if (
-            events
-            and isinstance(events[0], StartEvent)
-            and events[0].experience_id != experience.id
-        ):
-            events = []  # journaled against another experience (another run's seed): start over
-        return await stage.roll_out(chat_id, experience, personas, events)
+        return write
 
     # --- shared machinery ---------------------------------------------------------------
 
-    async def _map(self, stage: str, items, fn, out, *, max_active: int | None = None, after=None):
-        """Runs ``fn`` over ``items`` with at most ``max_active`` in progress; writes each result.
-
-        The loop takes a slot before it takes the next item, so a slow stage holds back
-        the stream that feeds it instead of piling up waiting tasks.
-        """
+    def _todo(self, stage: str, target: int, done: int) -> list[int]:
+        """This shard's indices of ``stage`` not yet finished; sets the stage's counters."""
+        cfg = self.config
+        finished = self.run_dir.finished_ids(stage)
+        mine = shard_indices(target, self.shard)
         count = self.stats.stages[stage]
-        results: list[Record] = []
-        slots = anyio.Semaphore(max_active or self.config.concurrency.max)
+        count.target = len(mine)
+        count.done = done
+        count.failed = len(finished) - done
+        return [i for i in mine if make_id(cfg.seed, stage, i) not in finished]
 
-        async def one(item) -> None:
-            try:
-                count.active += 1
-                try:
-                    record = await fn(item)
-                finally:
-                    count.active -= 1
-                await out.put(record)
-                if isinstance(record, Failure):
-                    count.failed += 1
-                else:
-                    count.done += 1
-                if stage == "chats":
-                    await self.run_dir.journal_done(
-                        record.chat_id if isinstance(record, Conversation) else record.id
-                    )
-                results.append(record)
-                if after is not None:
-                    await after(record)
-            finally:
-                slots.release()
+    async def _counted(self, stage: str, work: Awaitable[RecordT], out: Writers) -> RecordT:
+        """Awaits one item's record, writes it and counts it as done or failed."""
+        count = self.stats.stages[stage]
+        count.active += 1
+        try:
+            record = await work
+        finally:
+            count.active -= 1
+        await out.put(record)
+        if isinstance(record, Failure):
+            count.failed += 1
+        else:
+            count.done += 1
+        return record
 
+    async def _stream(self, name: str, items: list[int], fn, *, max_active: int) -> None:
+        pipe: Pipe[int] = Pipe(name, self.config.concurrency.queue_depth)
+        self.pipes = [pipe]
         async with anyio.create_task_group() as tg:
-            async for item in _aiter(items):
-                await slots.acquire()
-                if self.stop.requested:
-                    slots.release()
-                    break
-                tg.start_soon(one, item)
-        return results
+            tg.start_soon(functools.partial(feed, stop=self.stop), items, pipe.send)
+            tg.start_soon(
+                functools.partial(stream_map, max_active=max_active, stop=self.stop),
+                fn,
+                pipe.receive,
+                None,
+            )
 
     async def _report_loop(self) -> None:
         while True:
             await anyio.sleep(5.0)
             self.run_dir.append_metrics(self.stats.snapshot())
-
-
-async def _aiter(items) -> AsyncIterator:
-    if hasattr(items, "__aiter__"):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
