@@ -48,7 +48,7 @@ def test_bad_config_names_file_and_key(tmp_path, toml, key, expected):
 
 def test_missing_file_is_a_config_error(tmp_path):
     """A config path that does not exist is named in the error."""
-    with pytest.raises(ConfigError, match="nope.toml"):
+    with pytest.raises(ConfigError, match=r"nope\.toml"):
         cfg.load(tmp_path / "nope.toml")
 
 
@@ -59,7 +59,7 @@ def test_override_applies_dotted_keys_and_revalidates():
     assert changed.targets.chats == 2
     assert changed.concurrency.fixed == 16
     assert changed.seed == base.seed
-    with pytest.raises(ConfigError, match="concurrency.fixed"):
+    with pytest.raises(ConfigError, match=r"concurrency\.fixed"):
         cfg.override(base, {"concurrency.fixed": 0})
 
 

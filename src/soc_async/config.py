@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -238,11 +239,11 @@ def _check(config: RunConfig, source: str) -> RunConfig:
         if len(bounds) != 2 or bounds[0] > bounds[1]:
             raise bad(f"chat.gaps.{cadence}", "expected [min_minutes, max_minutes], min <= max")
     try:
-        from datetime import date
-
         date.fromisoformat(ch.start_date)
     except ValueError:
-        raise bad("chat.start_date", f"expected an ISO date like 2026-03-15, got {ch.start_date!r}")
+        raise bad(
+            "chat.start_date", f"expected an ISO date like 2026-03-15, got {ch.start_date!r}"
+        ) from None
     m = re.fullmatch(r"(\d+)/(\d+)", config.shard)
     if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
         raise bad("shard", f"expected i/n with 0 <= i < n, got {config.shard!r}")

@@ -56,7 +56,9 @@ class ServerStartError(ServerError):
 
     def __init__(self, message: str, log_tail: str = "") -> None:
         self.log_tail = log_tail
-        text = message if not log_tail else f"{message}\n--- server log (last lines) ---\n{log_tail}"
+        text = (
+            message if not log_tail else f"{message}\n--- server log (last lines) ---\n{log_tail}"
+        )
         super().__init__(text)
 
 
@@ -68,9 +70,22 @@ class RequestError(SocError):
         self.attempts = attempts
         super().__init__(message)
 
+    @property
+    def reason(self) -> str:
+        """A short stable code for failure records: ``http_400``, ``timeout``, ..."""
+        return f"http_{self.status}" if self.status is not None else "error"
+
 
 class RetriesExhausted(RequestError):
-    """Transient failures (connection, timeout, 429, 5xx) outlasted the retry budget."""
+    """Transient failures (connection, timeout, 429, 5xx) outlasted the retry budget.
+
+    Its message is the stable cause of the last attempt (``timeout``, ``connection``,
+    ``http_503``, ``bad_json``, ...)."""
+
+    @property
+    def reason(self) -> str:
+        words = str(self).split()
+        return words[0] if words else "retries_exhausted"
 
 
 class Interrupted(SocError):

@@ -292,7 +292,7 @@ async def test_style_hint_forces_the_grammar_and_is_recorded() -> None:
     ("error", "reason"),
     [
         (RequestError("bad request", status=400), "request:http_400"),
-        (RetriesExhausted("gave up", attempts=7), "request:retries_exhausted"),
+        (RetriesExhausted("timeout", attempts=7), "request:timeout"),
         (RequestError("no body"), "request:error"),
     ],
 )

@@ -265,7 +265,7 @@ async def test_request_errors_become_failures(stats: StatsEngine) -> None:
     """A RequestError is a failure of this item with the request's reason, at once."""
     for exc, reason in (
         (RequestError("bad request", status=400), "request:http_400"),
-        (RetriesExhausted("gave up", attempts=7), "request:retries_exhausted"),
+        (RetriesExhausted("timeout", attempts=7), "request:timeout"),
         (RequestError("odd reply"), "request:error"),
     ):
         stage, model, _ = make_stage(stats, lambda r, n, exc=exc: exc)

@@ -19,7 +19,8 @@ import msgspec
 
 from soc_async import prompts
 from soc_async.config import RunConfig
-from soc_async.errors import RequestError, RetriesExhausted
+from soc_async.errors import RequestError
+from soc_async.formats.clock import format_stamp
 from soc_async.formats.turn import TurnError, parse_turn
 from soc_async.formats.turn_grammar import turn_grammar
 from soc_async.llm.types import ChatRequest, Completer, Completion
@@ -176,7 +177,7 @@ class _Rollout:
                 state = await self._apply_fold(state, await folding, fold_count)
                 folding = None
         except RequestError as exc:
-            return self._failure(f"request:{_request_reason(exc)}", str(exc))
+            return self._failure(f"request:{exc.reason}", str(exc))
         finally:
             if folding is not None and not folding.done():
                 folding.cancel()
@@ -248,7 +249,7 @@ class _Rollout:
             summary=state.summary,
             transcript=transcript,
         )
-        last_time, last_day = ("", "") if state.clock is None else _stamp(state.clock)
+        last_time, last_day = ("", "") if state.clock is None else format_stamp(state.clock)
         tail = prompts.render(
             "chat_tail.j2",
             speaker=self.names[speaker],
@@ -321,16 +322,3 @@ class _Rollout:
             detail=detail[:500],
             retries=dict(self.retries),
         )
-
-
-def _stamp(clock: object) -> tuple[str, str]:
-    from soc_async.formats.clock import format_stamp
-
-    return format_stamp(clock)  # type: ignore[arg-type]
-
-
-def _request_reason(exc: RequestError) -> str:
-    # RetriesExhausted's message is its stable cause (timeout, connection, http_503, ...).
-    if isinstance(exc, RetriesExhausted):
-        return str(exc).split()[0] if str(exc) else "retries_exhausted"
-    return f"http_{exc.status}" if exc.status else "error"

@@ -17,7 +17,7 @@ from importlib import resources
 from rapidfuzz import fuzz
 
 from soc_async.config import RunConfig
-from soc_async.errors import RequestError, RetriesExhausted, SeedError
+from soc_async.errors import RequestError, SeedError
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.experience import (
     ParsedExperience,
@@ -132,7 +132,7 @@ class ExperienceStage:
                 return Failure(
                     id=item_id,
                     stage="experiences",
-                    reason=f"request:{_request_reason(exc)}",
+                    reason=f"request:{exc.reason}",
                     attempts=attempts,
                     detail=str(exc)[:300],
                     retries=rejections,
@@ -234,11 +234,3 @@ def _request_seed(seed: int, index: int, attempt: int) -> int:
     """A sampling seed per (run, item, attempt): a rerun asks the same questions."""
     digest = hashlib.blake2b(f"{seed}:experience:{index}:{attempt}".encode(), digest_size=4)
     return int.from_bytes(digest.digest(), "big") >> 1  # non-negative 31-bit
-
-
-def _request_reason(exc: RequestError) -> str:
-    if isinstance(exc, RetriesExhausted):
-        return "retries_exhausted"
-    if exc.status is not None:
-        return f"http_{exc.status}"
-    return "error"

@@ -13,7 +13,7 @@ import random
 import time
 
 from soc_async.config import RunConfig
-from soc_async.errors import RequestError, RetriesExhausted
+from soc_async.errors import RequestError
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.character import (
     CharacterCard,
@@ -92,7 +92,7 @@ class PersonaStage:
                 return Failure(
                     id=item_id,
                     stage="personas",
-                    reason=f"request:{_request_reason(exc)}",
+                    reason=f"request:{exc.reason}",
                     attempts=attempts,
                     detail=str(exc)[:300],
                     retries=rejections,
@@ -177,14 +177,6 @@ class PersonaStage:
                 "life in your own words",
             )
         return card
-
-
-def _request_reason(exc: RequestError) -> str:
-    if isinstance(exc, RetriesExhausted):
-        return "retries_exhausted"
-    if exc.status is not None:
-        return f"http_{exc.status}"
-    return "error"
 
 
 __all__ = ["PersonaStage"]

@@ -17,19 +17,9 @@ import re
 from datetime import date, datetime, timedelta
 from typing import Any
 
-_SECTIONS = (
-    "Physical & Lifestyle",
-    "Personality Overview",
-    "Core Traits",
-    "Emotional Profile",
-    "Relationships",
-    "Values",
-    "Motivations & Fears",
-    "Behavioral Patterns",
-    "Communication Style",
-    "Example Messages",
-    "Summary",
-)
+from soc_async.formats.character import SECTIONS
+
+_SECTIONS = SECTIONS[1:]  # Basic Information is written field by field
 _WORDS = (
     "bus", "kitchen", "market", "shift", "cousin", "rent", "garden", "notebook",
     "bicycle", "tea", "radio", "laundry", "neighbour", "exam", "harbour", "bakery",
