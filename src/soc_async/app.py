@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,34 @@ def execute(
     chats_from_imports: bool = False,
 ) -> str:
     """Runs ``config`` to completion and returns a one-line summary of what was written."""
-    run_dir = _prepare(config, imports or {}, resume, chats_from_imports)
+    with _terminate_as_interrupt():
+        return _execute(config, imports or {}, resume, chats_from_imports)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM outside the event loop (while a managed server starts, say) unwinds like
+    Ctrl-C, so every ``with`` block runs its exit and no server is left behind; inside
+    the loop the pipeline's StopSignal takes over with its graceful stop."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _execute(
+    config: RunConfig, imports: dict[str, Path], resume: bool, chats_from_imports: bool
+) -> str:
+    run_dir = _prepare(config, imports, resume, chats_from_imports)
     if chats_from_imports:
         config = config_mod.override(
             config, {"targets.chats": _chat_target(run_dir)}, "imported experiences"

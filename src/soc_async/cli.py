@@ -156,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         code = _report(ours)
     except KeyboardInterrupt:
+        print("soc-async: interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
     sys.exit(code)
 

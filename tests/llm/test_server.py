@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
+import subprocess
 import sys
 import textwrap
 import time
@@ -18,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from soc_async.errors import InputError, ServerStartError
@@ -331,3 +334,38 @@ def test_embedded_cpu_server_answers_and_stops_clean(tmp_path: Path) -> None:
         assert "prompt_tokens_details" in answer["usage"]
     assert not server._group_alive(leader)
     assert "test-key" not in (tmp_path / "vllm.log").read_text(errors="replace")
+
+
+def test_sigterm_while_the_server_starts_leaves_no_server(tmp_path: Path, model_dir: Path) -> None:
+    """SIGTERM to soc-async while its managed server is still starting unwinds like Ctrl-C:
+    the server and its children are stopped, nothing is left running."""
+    spec = stand_in_spec(tmp_path, model_dir, "hang", startup_timeout_s=120)
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        textwrap.dedent(
+            f"""\
+            import msgspec, sys
+            from soc_async.app import _terminate_as_interrupt
+            from soc_async.llm.server import ManagedServer, ServerSpec
+            spec = msgspec.json.decode({msgspec.json.encode(spec)!r}, type=ServerSpec)
+            try:
+                with _terminate_as_interrupt(), ManagedServer(spec, stop_grace_s=2):
+                    pass
+            except KeyboardInterrupt:
+                sys.exit(130)
+            """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(driver)])
+    pid_file = tmp_path / "child.pid"
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the stand-in never started"
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 130
+    deadline = time.monotonic() + 10
+    while alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(grandchild)
