@@ -207,3 +207,12 @@ def test_single_stage_commands_chain_through_files(tmp_path):
     assert check_run_dir(b, max_turns=6)["experiences"] == 4
     counts = check_run_dir(c, max_turns=6)
     assert counts["conversations"] == 4 and counts["personas"] == 5
+
+
+def test_serve_with_a_missing_model_path_exits_2(tmp_path):
+    """`soc-async serve --model PATH` with no such path: exit 2, one line naming it."""
+    missing = tmp_path / "no-such-model"
+    result = run_soc_async("serve", "--model", str(missing), "--port", "0", timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0], result.stderr

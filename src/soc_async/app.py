@@ -108,7 +108,7 @@ def _server(config: RunConfig) -> Iterator[tuple[list[str], bool]]:
         return
     from soc_async.llm.server import ManagedServer, spec_for
 
-    spec = spec_for(config.server)
+    spec = spec_for(config.server, api_key=config.api_key)
     log.info("starting vLLM", model=spec.model or "embedded SmolLM2-135M-Instruct")
     t0 = time.monotonic()
     with ManagedServer(spec) as server:
@@ -159,3 +159,31 @@ def _summary(run_dir: RunDir, stats: RunStats) -> str:
         f"{counts['conversations']} conversations, {counts['failures']} failures; "
         f"{rate['completion_tokens']} tokens generated in {rate['elapsed_s']:.0f}s"
     )
+
+
+def serve(*, model: str, host: str, port: int, extra: list[str], api_key: str | None) -> int:
+    """``soc-async serve``: a managed vLLM server in the foreground until SIGINT/SIGTERM.
+
+    Runs until the server dies (an error, exit 1) or a signal stops it (exit 0): the
+    server is always stopped on the way out, so no orphan holds the port.
+    """
+    from soc_async.config import ServerConfig
+    from soc_async.errors import ServerStartError
+    from soc_async.llm.server import ManagedServer, spec_for
+
+    spec = spec_for(
+        ServerConfig(model=model, port=port, extra_args=extra), host=host, api_key=api_key
+    )
+    try:
+        with _terminate_as_interrupt(), ManagedServer(spec) as server:
+            print(f"vLLM serving {spec.model} at {server.base_url} (Ctrl-C stops it)", flush=True)
+            log.info("server log", path=str(server.log_path))
+            while server.alive():
+                time.sleep(1.0)
+            raise ServerStartError(
+                f"the vLLM server at {server.base_url} exited (log: {server.log_path})",
+                server.log_tail(),
+            )
+    except KeyboardInterrupt:
+        print("soc-async: server stopped", flush=True)
+        return 0

@@ -183,10 +183,18 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "merge":
         return merge_cmd.run(args)
     if args.command == "serve":
-        from soc_async.serve import serve_foreground
+        import os
+
+        from soc_async.app import serve
 
         extra = [a for a in args.vllm_args if a != "--"]
-        return serve_foreground(model=args.model, host=args.host, port=args.port, extra=extra)
+        return serve(
+            model=args.model,
+            host=args.host,
+            port=args.port,
+            extra=extra,
+            api_key=os.environ.get("SOC_ASYNC_API_KEY"),
+        )
     cfg = resolve_config(args)
     if args.print_config:
         print(config_mod.dump(cfg), end="")

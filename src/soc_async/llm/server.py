@@ -342,6 +342,10 @@ class ManagedServer:
                 f"could not run {shlex.join(redact(self.command()[:1]))}: {exc.strerror}"
             ) from exc
 
+    def alive(self) -> bool:
+        """True while the server process runs."""
+        return self._proc is not None and self._proc.poll() is None
+
     def wait_ready(self, timeout_s: float | None = None) -> None:
         """Polls ``/health`` until it answers 200; raises ServerStartError otherwise.
 
