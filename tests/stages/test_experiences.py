@@ -163,7 +163,9 @@ async def test_valid_reply_becomes_an_experience_record() -> None:
     assert result.initial_state == "The deadline; 4; Glossary"
     assert len(result.instant_events) == 2
     assert result.experience_text == GOOD
-    assert result.meta.iteration == 3 and result.meta.model == "test-model"
+    assert (
+        result.meta.iteration == 3 and result.meta.model == "served-model"
+    )  # the model that answered
     assert result.meta.region_matched is True and result.meta.style_hint is None
     assert (result.meta.prompt_tokens, result.meta.completion_tokens) == (100, 50)
     assert result.meta.time_taken >= 0

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-import time
 from importlib import resources
 
 from rapidfuzz import fuzz
 
 from soc_async.config import RunConfig
-from soc_async.errors import RequestError, SeedError
+from soc_async.errors import SeedError
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.experience import (
     ParsedExperience,
@@ -28,6 +27,7 @@ from soc_async.formats.experience import (
 from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.prompts import render
 from soc_async.records import Experience, ExperienceMeta, Failure, Persona
+from soc_async.stages.attempts import ask_until_valid
 from soc_async.stages.style_monitor import StyleMonitor
 
 # Bounds the prompt states and the grammar enforces; the parser itself accepts any
@@ -115,65 +115,41 @@ class ExperienceStage:
             else None
         )
 
-        started = time.perf_counter()
-        prompt_tokens = completion_tokens = 0
-        rejections: dict[str, int] = {}
-        correction = ""
-        last: Rejection | None = None
-        attempts = 0
-        for attempt in range(self._call.retries + 1):
-            attempts = attempt + 1
-            request = self._request(index, attempt, pair, references, hint, correction, grammar)
-            try:
-                completion = await self.completer.complete(
-                    "experience", request, priority=self.priority
-                )
-            except RequestError as exc:
-                return Failure(
-                    id=item_id,
-                    stage="experiences",
-                    reason=f"request:{exc.reason}",
-                    attempts=attempts,
-                    detail=str(exc)[:300],
-                    retries=rejections,
-                )
-            prompt_tokens += completion.usage.prompt
-            completion_tokens += completion.usage.completion
-            result = self._check(completion, names, references)
-            if isinstance(result, ParsedExperience):
-                await self.ring.push(result.text)
-                self.monitor.observe(result.style)
-                return Experience(
-                    id=item_id,
-                    persona_ids=[a.id, b.id],
-                    experience_text=result.text,
-                    style=result.style,  # one of records.STYLES: the parser checked it
-                    cadence=result.cadence,
-                    topics=result.topics,
-                    initial_state=result.initial_state,
-                    instant_events=result.instant_events,
-                    opener=a.id if result.opener_name == names[0] else b.id,
-                    meta=ExperienceMeta(
-                        iteration=index,
-                        model=self.model_name,
-                        time_taken=round(time.perf_counter() - started, 3),
-                        region_matched=region_matched,
-                        style_hint=hint,
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                    ),
-                )
-            last = result
-            rejections[result.reason] = rejections.get(result.reason, 0) + 1
-            correction = result.detail
-        assert last is not None  # the loop runs at least once and only falls through on one
-        return Failure(
+        outcome = await ask_until_valid(
+            self.completer,
+            "experience",
+            lambda attempt, correction: self._request(
+                index, attempt, pair, references, hint, correction, grammar
+            ),
+            lambda completion: self._check(completion, names, references),
+            ParsedExperience,
+            retries=self._call.retries,
+            priority=self.priority,
+        )
+        parsed = outcome.value
+        if parsed is None:
+            return outcome.failure(item_id, "experiences")
+        await self.ring.push(parsed.text)
+        self.monitor.observe(parsed.style)
+        return Experience(
             id=item_id,
-            stage="experiences",
-            reason=f"retries_exhausted:{last.reason}",
-            attempts=attempts,
-            detail=last.detail,
-            retries=rejections,
+            persona_ids=[a.id, b.id],
+            experience_text=parsed.text,
+            style=parsed.style,  # one of records.STYLES: the parser checked it
+            cadence=parsed.cadence,
+            topics=parsed.topics,
+            initial_state=parsed.initial_state,
+            instant_events=parsed.instant_events,
+            opener=a.id if parsed.opener_name == names[0] else b.id,
+            meta=ExperienceMeta(
+                iteration=index,
+                model=outcome.model or self.model_name,
+                time_taken=outcome.time_taken,
+                region_matched=region_matched,
+                style_hint=hint,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+            ),
         )
 
     def _request(

@@ -10,10 +10,8 @@ a ``Persona`` record. It knows nothing of HTTP: a ``Completer`` does the asking.
 from __future__ import annotations
 
 import random
-import time
 
 from soc_async.config import RunConfig
-from soc_async.errors import RequestError
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.character import (
     CharacterCard,
@@ -25,6 +23,7 @@ from soc_async.formats.character import (
 from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.prompts import render
 from soc_async.records import Failure, Persona, PersonaMeta
+from soc_async.stages.attempts import ask_until_valid
 from soc_async.stats import PersonaSample, StatsEngine
 
 # Words per token of English prose, roughly: the system prompt asks for a card that fits
@@ -75,60 +74,36 @@ class PersonaStage:
         grammar = character_grammar(sample) if self._call.grammar else None
         base_seed = rng.getrandbits(31)
 
-        started = time.perf_counter()
-        prompt_tokens = completion_tokens = 0
-        rejections: dict[str, int] = {}
-        correction = ""
-        last: Rejection | None = None
-        attempts = 0
-        for attempt in range(self._call.retries + 1):
-            attempts = attempt + 1
-            request = self._request(sample, references, correction, grammar, base_seed + attempt)
-            try:
-                completion = await self.completer.complete(
-                    "persona", request, priority=self.priority
-                )
-            except RequestError as exc:
-                return Failure(
-                    id=item_id,
-                    stage="personas",
-                    reason=f"request:{exc.reason}",
-                    attempts=attempts,
-                    detail=str(exc)[:300],
-                    retries=rejections,
-                )
-            prompt_tokens += completion.usage.prompt
-            completion_tokens += completion.usage.completion
-            result = self._check(completion, sample, references)
-            if isinstance(result, CharacterCard):
-                await self.ring.push(result.text)
-                return Persona(
-                    id=item_id,
-                    persona_text=result.text,
-                    meta=PersonaMeta(
-                        iteration=index,
-                        model=completion.model or request.model,
-                        region=sample.region,
-                        subregion=sample.subregion,
-                        name=sample.name,
-                        gender=sample.gender,
-                        age=sample.age,
-                        time_taken=round(time.perf_counter() - started, 3),
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                    ),
-                )
-            last = result
-            rejections[result.reason] = rejections.get(result.reason, 0) + 1
-            correction = result.detail
-        assert last is not None  # the loop ran at least once and only falls through on one
-        return Failure(
+        outcome = await ask_until_valid(
+            self.completer,
+            "persona",
+            lambda attempt, correction: self._request(
+                sample, references, correction, grammar, base_seed + attempt
+            ),
+            lambda completion: self._check(completion, sample, references),
+            CharacterCard,
+            retries=self._call.retries,
+            priority=self.priority,
+        )
+        card = outcome.value
+        if card is None:
+            return outcome.failure(item_id, "personas")
+        await self.ring.push(card.text)
+        return Persona(
             id=item_id,
-            stage="personas",
-            reason=f"retries_exhausted:{last.reason}",
-            attempts=attempts,
-            detail=last.detail,
-            retries=rejections,
+            persona_text=card.text,
+            meta=PersonaMeta(
+                iteration=index,
+                model=outcome.model,
+                region=sample.region,
+                subregion=sample.subregion,
+                name=sample.name,
+                gender=sample.gender,
+                age=sample.age,
+                time_taken=outcome.time_taken,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+            ),
         )
 
     def _request(
