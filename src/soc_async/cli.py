@@ -17,6 +17,7 @@ from typing import Any
 from soc_async import config as config_mod
 from soc_async import logs
 from soc_async import merge as merge_cmd
+from soc_async.bench import cli as bench_cli
 from soc_async.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("dir", metavar="DIR")
 
     merge_cmd.add_parser(sub)
+    bench_cli.add_parser(sub)
 
     serve = sub.add_parser("serve", help="a local vLLM server in the foreground")
     serve.add_argument("--model", default="", help="name or path; default: embedded (CPU)")
@@ -182,6 +184,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return _status(args.dir)
     if args.command == "merge":
         return merge_cmd.run(args)
+    if args.command == "bench":
+        return bench_cli.run(args)
     if args.command == "serve":
         import os
 

@@ -43,6 +43,13 @@ class Engine:
         self.model = config.model
 
     async def __aenter__(self) -> Engine:
+        try:
+            return await self._open()
+        except BaseException:
+            await self._stack.aclose()  # no session left open when the server is away
+            raise
+
+    async def _open(self) -> Engine:
         cfg = self.config
         pool = cfg.concurrency.fixed or cfg.concurrency.max
         for kind in CALL_KINDS:

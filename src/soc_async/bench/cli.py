@@ -1,0 +1,230 @@
+"""``soc-async bench``: its arguments, and the run from arguments to files and a table.
+
+The ``soc-async`` CLI registers the subcommand with :func:`add_parser` and calls
+:func:`run`; errors are raised as :class:`~soc_async.errors.SocError` for it to turn
+into exit codes. The heavy modules (the client, the stages, rich, matplotlib) are
+imported by :func:`run`, so building the parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from soc_async import config as config_mod
+from soc_async import logs
+from soc_async.bench.results import BenchResult, BenchSettings
+from soc_async.config import RunConfig
+from soc_async.errors import EXIT_FAILED, EXIT_OK, InputError, SocError
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "add_parser",
+    "first_error",
+    "parse_concurrency",
+    "run",
+    "settings_from",
+]
+
+if TYPE_CHECKING:
+    from soc_async.bench.live import BenchView
+
+DEFAULT_CONCURRENCY = "1,4,16,64"
+log = logs.get("bench")
+
+
+def parse_concurrency(text: str) -> list[int]:
+    """``"1,4,16"`` as ascending distinct positive integers; InputError otherwise."""
+    try:
+        values = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError as exc:
+        raise InputError(
+            f"--concurrency: expected comma-separated integers like 1,4,16, got {text!r}"
+        ) from exc
+    if not values or values[0] < 1:
+        raise InputError(f"--concurrency: expected positive integers like 1,4,16, got {text!r}")
+    return values
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Adds ``bench`` to the ``soc-async`` subcommands (``sub`` from add_subparsers)."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "bench",
+        help="tokens/s of the chat stage against the server's ceiling, over a concurrency sweep",
+        description=(
+            "For each concurrency value: the chat stage alone (pipeline), then a synthetic "
+            "load with the same prompt and output lengths (ceiling); then the adaptive "
+            "controller. Writes bench.csv, bench.json and bench.png to --out."
+        ),
+    )
+    p.add_argument("--config", metavar="FILE", help="TOML config file (model, sampling, client)")
+    p.add_argument(
+        "--endpoint",
+        action="append",
+        metavar="URL",
+        help="vLLM base URL, repeatable; none: start the embedded server",
+    )
+    p.add_argument("--model", help="served model name (default: what the server serves)")
+    p.add_argument(
+        "--concurrency",
+        default=DEFAULT_CONCURRENCY,
+        metavar="N,N,...",
+        help=f"fixed limits to sweep (default {DEFAULT_CONCURRENCY})",
+    )
+    p.add_argument(
+        "--conversations",
+        type=int,
+        default=8,
+        metavar="N",
+        help="conversations per value; at least the value itself are used (default 8)",
+    )
+    p.add_argument(
+        "--max-turns", type=int, default=6, metavar="N", help="turns per conversation (default 6)"
+    )
+    p.add_argument("--out", default="runs/bench", metavar="DIR", help="where the files go")
+    p.add_argument("--no-grammar", action="store_true", help="send no grammars with the turns")
+    p.add_argument(
+        "--adaptive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the adaptive controller over [min, max] of the sweep (default: yes)",
+    )
+    p.add_argument(
+        "--shared-prefix",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give the ceiling's prompts the pipeline's prefix-cached share (default: yes)",
+    )
+    p.add_argument("--seed", type=int, help="seed of the conversations and the load")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    changes: dict[str, Any] = {
+        "endpoints": args.endpoint,
+        "model": args.model,
+        "seed": args.seed,
+        "chat.max_turns": args.max_turns,
+    }
+    if args.no_grammar:
+        for kind in config_mod.CALL_KINDS:
+            changes[f"calls.{kind}.grammar"] = False
+    return config_mod.override(config_mod.load(args.config), changes)
+
+
+def settings_from(args: argparse.Namespace, config: RunConfig) -> BenchSettings:
+    """The bench's own settings from its arguments; InputError on a bad value."""
+    if args.conversations < 1:
+        raise InputError(f"--conversations: expected a positive integer, got {args.conversations}")
+    return BenchSettings(
+        concurrency=parse_concurrency(args.concurrency),
+        conversations=args.conversations,
+        max_turns=config.chat.max_turns,
+        grammar=config.call("turn").grammar,
+        adaptive=args.adaptive,
+        shared_prefix=args.shared_prefix,
+    )
+
+
+@contextlib.contextmanager
+def _server(config: RunConfig) -> Iterator[RunConfig]:
+    """``config`` pointed at its endpoints, or at a managed embedded vLLM server's."""
+    if config.endpoints:
+        yield config
+        return
+    try:
+        from soc_async.llm.server import ManagedServer, spec_for
+    except ModuleNotFoundError as exc:
+        raise InputError(
+            "no --endpoint given and the embedded vLLM server is not available in this "
+            f"installation ({exc}); pass --endpoint URL"
+        ) from exc
+    spec = spec_for(config.server)
+    log.info("starting vLLM", model=spec.model or "embedded SmolLM2-135M-Instruct")
+    t0 = time.monotonic()
+    with ManagedServer(spec) as server:
+        log.info("vLLM ready", url=server.base_url, seconds=round(time.monotonic() - t0, 1))
+        changes = {
+            "endpoints": [server.base_url],
+            "client.send_priority": server.priority_scheduling,
+        }
+        yield config_mod.override(config, changes, "managed server")
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The exception to report for a task group's failure: an interrupt first, then the
+    first of the project's own errors, else the group itself.
+
+    Task groups wrap what their tasks raise; the CLI turns a ``SocError`` into one line
+    and an exit code, so it must see the error, not the group around it.
+    """
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for kind in (KeyboardInterrupt, SocError):
+        found = next((e for e in leaves if isinstance(e, kind)), None)
+        if found is not None:
+            return found
+    return group
+
+
+def _loop(config: RunConfig, settings: BenchSettings, view: BenchView) -> BenchResult:
+    from soc_async.bench.runner import run_bench
+
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        runner = asyncio.run
+    try:
+        return runner(run_bench(config, settings, view))
+    except BaseExceptionGroup as group:
+        error = first_error(group)
+        if error is group:
+            raise
+        raise error from group
+
+
+def run(args: argparse.Namespace, *, live: bool | None = None) -> int:
+    """Runs the bench the arguments describe; 0 when the pipeline produced tokens.
+
+    ``live`` None shows the progress display only on a terminal.
+    """
+    from rich.console import Console
+
+    from soc_async.bench.live import BenchView
+    from soc_async.bench.report import recommendation_text, render_table, write_reports
+
+    config = _config(args)
+    settings = settings_from(args, config)
+    out = Path(args.out)
+    with _server(config) as config, BenchView(enabled=live) as view:
+        result = _loop(config, settings, view)
+    written = write_reports(result, out)
+    # A pipe gets the table at a width it fits in rather than the 80 columns rich assumes.
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    console.print(render_table(result))
+    console.print(recommendation_text(result), highlight=False)
+    missing = (
+        ""
+        if any(p.name == "bench.png" for p in written)
+        else (" (no bench.png: matplotlib is missing; pip install 'soc-async[bench]')")
+    )
+    console.print(f"wrote {', '.join(str(p) for p in written)}{missing}", highlight=False)
+    produced = any(pt.pipeline_tokens_per_s > 0 for pt in result.summary.points)
+    return EXIT_OK if produced else EXIT_FAILED

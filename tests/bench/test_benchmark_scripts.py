@@ -1,0 +1,66 @@
+"""The scripts of benchmarks/ still run: the sweep's dry run and a tiny scale run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SWEEP = ROOT / "benchmarks" / "sweep.sh"
+
+
+def dry_run(**env: str) -> str:
+    result = subprocess.run(
+        ["bash", str(SWEEP), "--no-grammar"],
+        env={**os.environ, "DRY_RUN": "1", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_sweep_dry_run_prints_the_bench_command() -> None:
+    """Without ENDPOINT the command starts the embedded server (no --endpoint); with
+    it, the endpoint, the sweep values and extra arguments are passed on."""
+    local = dry_run(OUT="runs/x")
+    assert local.startswith("soc-async bench ")
+    assert "--endpoint" not in local and "--out runs/x" in local and "--no-grammar" in local
+    remote = dry_run(ENDPOINT="http://gpu:8000", CONCURRENCY="16,64", CONVERSATIONS="64")
+    assert "--endpoint http://gpu:8000" in remote
+    assert "--concurrency 16\\,64" in remote and "--conversations 64" in remote
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_sweep_passes_shellcheck() -> None:
+    """benchmarks/sweep.sh is as clean as the deploy scripts."""
+    result = subprocess.run(["shellcheck", str(SWEEP)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_scale_fake_runs_small(tmp_path: Path) -> None:
+    """A tiny scale run finishes every conversation and reports the figures the docs
+    quote: CPU per request, peak RSS, requests/s and live conversations."""
+    out = tmp_path / "scale.json"
+    subprocess.run(
+        [
+            sys.executable, str(ROOT / "benchmarks" / "scale_fake.py"),
+            "--conversations", "12", "--max-turns", "2", "--concurrency", "4",
+            "--ttft-s", "0", "--tpot-s", "0", "--json", str(out),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )  # fmt: skip
+    figures = json.loads(out.read_text())
+    assert figures["finished"] == 12 and figures["failed"] == 0
+    assert figures["requests"] == 24
+    assert figures["client_cpu_ms_per_request"] > 0 and figures["requests_per_s"] > 0
+    assert figures["peak_rss_mib"] >= figures["rss_before_mib"] > 0
+    assert 1 <= figures["peak_live_conversations"] <= 12

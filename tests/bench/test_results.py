@@ -1,0 +1,112 @@
+"""Phase figures from samples, the summary across phases, and the CSV rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from soc_async.bench.metrics import CounterDelta, Histogram
+from soc_async.bench.recording import RequestSample
+from soc_async.bench.report import CSV_COLUMNS, csv_rows, recommendation_text
+from soc_async.bench.results import (
+    BenchResult,
+    BenchSettings,
+    PhaseResult,
+    phase_result,
+    summarize,
+)
+
+
+def sample(kind: str = "turn", prompt: int = 100, completion: int = 20, cached: int = 0,
+           latency: float = 1.0, queue: float = 0.0) -> RequestSample:  # fmt: skip
+    return RequestSample(
+        kind=kind, prompt=prompt, completion=completion, cached=cached,
+        latency_s=latency, queue_s=queue, finish="stop",
+    )  # fmt: skip
+
+
+def phase(kind: str, c: int | None, rate: float) -> PhaseResult:
+    return phase_result(
+        kind,  # type: ignore[arg-type]
+        c,
+        [sample(completion=int(rate))],
+        errors=0,
+        duration_s=1.0,
+        server=None,
+        ttft=None,
+    )
+
+
+def test_phase_result_keeps_queue_apart_from_latency() -> None:
+    """Queue and latency percentiles come from their own fields; means use turns only;
+    tokens/s counts every request's output over the phase's wall time."""
+    samples = [
+        sample(prompt=100, completion=10, cached=50, latency=1.0, queue=0.0),
+        sample(prompt=300, completion=30, cached=150, latency=3.0, queue=2.0),
+        sample(kind="summary", prompt=1000, completion=60, latency=5.0, queue=4.0),
+    ]
+    server = CounterDelta(
+        seconds=10.0, prefix_cache_hits=700, prefix_cache_queries=1000, preemptions=2,
+        generation_tokens=100, prompt_tokens=1400,
+    )  # fmt: skip
+    ttft = Histogram(buckets=[(0.5, 2.0), (1.0, 4.0), (float("inf"), 4.0)], count=4.0)
+    r = phase_result("pipeline", 4, samples, errors=1, duration_s=10.0, server=server, ttft=ttft)
+    assert r.requests == 3 and r.request_errors == 1
+    assert r.output_tokens == 100 and r.tokens_per_s == pytest.approx(10.0)
+    assert r.mean_prompt_tokens == pytest.approx(200.0)
+    assert r.mean_completion_tokens == pytest.approx(20.0)
+    assert r.latency_s.p50 == pytest.approx(3.0)
+    assert r.queue_s.p50 == pytest.approx(2.0)
+    assert r.prefix_hit_rate == pytest.approx(0.7)
+    assert r.cached_share == pytest.approx(200 / 1400)
+    assert r.preemptions == 2
+    assert r.ttft_s.p50 == pytest.approx(0.5)
+
+
+def test_phase_result_without_server_figures() -> None:
+    """No /metrics: hit rate, preemptions and TTFT are unknown, not zero."""
+    r = phase_result("ceiling", 1, [sample()], errors=0, duration_s=2.0, server=None, ttft=None)
+    assert r.prefix_hit_rate is None and r.preemptions is None and r.ttft_s.p50 is None
+
+
+def test_summarize_ratios_best_and_recommendation() -> None:
+    """Pipeline over ceiling per value; the best fixed value; adaptive against it; the
+    smallest value within the tolerance of the best."""
+    phases = [
+        phase("pipeline", 1, 40), phase("ceiling", 1, 50),
+        phase("pipeline", 4, 190), phase("ceiling", 4, 200),
+        phase("pipeline", 16, 200), phase("ceiling", 16, 400),
+        phase("adaptive", None, 180),
+    ]  # fmt: skip
+    s = summarize(phases)
+    assert [p.concurrency for p in s.points] == [1, 4, 16]
+    assert [p.ratio for p in s.points] == pytest.approx([0.8, 0.95, 0.5])
+    assert s.best_concurrency == 16 and s.best_tokens_per_s == 200
+    assert s.adaptive_vs_best == pytest.approx(0.9)
+    assert s.recommended == 4
+
+
+def test_summarize_missing_ceiling_and_adaptive() -> None:
+    """A value without a ceiling has no ratio; no adaptive run, no comparison."""
+    s = summarize([phase("pipeline", 2, 10)])
+    assert s.points[0].ratio is None and s.points[0].ceiling_tokens_per_s is None
+    assert s.adaptive_vs_best is None and s.recommended == 2
+
+
+def test_csv_rows_one_per_phase_with_ratios() -> None:
+    """Each phase is a row with every column; ratios only where they mean something."""
+    phases = [phase("pipeline", 1, 45), phase("ceiling", 1, 50), phase("adaptive", None, 45)]
+    result = BenchResult(
+        settings=BenchSettings(concurrency=[1]),
+        config={},
+        environment={},
+        phases=phases,
+        summary=summarize(phases),
+    )
+    rows = csv_rows(result)
+    assert [r["phase"] for r in rows] == ["pipeline", "ceiling", "adaptive"]
+    assert all(list(r) == list(CSV_COLUMNS) for r in rows)
+    assert rows[0]["vs_ceiling"] == pytest.approx(0.9)
+    assert rows[1]["vs_ceiling"] == "" and rows[0]["vs_best_fixed"] == ""
+    assert rows[2]["vs_best_fixed"] == pytest.approx(1.0)
+    assert rows[2]["concurrency"] == "" and rows[0]["ttft_p50_s"] == ""
+    assert "recommended concurrency: 1" in recommendation_text(result)
