@@ -49,15 +49,15 @@ class CallConfig(_Section):
 # One subclass per call kind so its defaults hold key by key: a table that sets only
 # ``retries`` keeps the kind's own ``max_tokens``.
 class PersonaCall(CallConfig):
-    max_tokens: PosInt = 1200  # a 12-section card of ~550 words
+    max_tokens: PosInt = 1400  # a 12-section card; its grammar keeps it to ~1,150 tokens
 
 
 class ExperienceCall(CallConfig):
-    max_tokens: PosInt = 700
+    max_tokens: PosInt = 1100  # the grammar bounds an experience to about 1,000 tokens
 
 
 class TurnCall(CallConfig):
-    max_tokens: PosInt = 256  # one turn of at most 3 short messages
+    max_tokens: PosInt = 400  # one turn: the grammar allows 3 messages of 300 characters
 
 
 class SummaryCall(CallConfig):

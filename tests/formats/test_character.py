@@ -346,3 +346,15 @@ def test_seed_cards_are_varied() -> None:
     assert max(s.age for s in samples) - min(s.age for s in samples) >= 20
     for a, b in itertools.combinations(cards, 2):
         assert not is_near_duplicate(a, [b], 0.7)
+
+
+def test_bounded_grammar_keeps_a_card_inside_the_token_budget() -> None:
+    """With max_tokens the grammar refuses a section that would run past the budget and
+    still accepts an ordinary card, so a rambling model closes its card in time."""
+    from soc_async.formats.character import LINE_CHARS
+
+    bounded = character_grammar(SAMPLE, max_tokens=1200)
+    rambling = canonical_text(sections(Values="word " * (LINE_CHARS // 5 + 10)))
+    assert accepts(SAMPLE, rambling)  # unbounded: any length
+    assert not _is_grammar_accept_string(bounded, rambling)
+    assert _is_grammar_accept_string(bounded, VALID)

@@ -339,3 +339,21 @@ def test_absurd_budgets_are_rejected_not_crashed_on() -> None:
     """A budget of thousands of digits is a bad budget, not an int-conversion error."""
     assert reason(VALID.replace("(4 turns)", f"({'9' * 5000} turns)")) == "bad_budget"
     assert reason(VALID.replace("The mug; 3;", f"The mug; {'3' * 5000};")) == "initial_state_turns"
+
+
+def test_bounded_grammar_refuses_a_rambling_narrative() -> None:
+    """With max_tokens the narrative is bounded: a paragraph far longer than the budget
+    allows is refused, so a small model closes the element before the token limit."""
+    from soc_async.formats.experience import experience_grammar as eg
+
+    names = ("Ana", "Bo")
+    bounded = eg(names, min_events=2, max_events=5, max_tokens=700)
+    short = (
+        "<experience>\nAna and Bo met at a chess club.\n\nConversation style: freeform\n"
+        "Message cadence: realtime\nOpens: Ana\n\nPossible instant events:\n- a\n- b\n"
+        "</experience>"
+    )
+    rambling = short.replace("chess club.", "chess club. " + "and then " * 200)
+    assert _is_grammar_accept_string(bounded, short)
+    assert not _is_grammar_accept_string(bounded, rambling)
+    assert _is_grammar_accept_string(eg(names, min_events=2, max_events=5), rambling)

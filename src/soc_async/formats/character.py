@@ -282,17 +282,32 @@ def is_near_duplicate(card: str, references: Iterable[str], threshold: float) ->
 # Every line starts with a visible character, or "- " and one, so no section is blank.
 _GRAMMAR_RULES = r"""
 field ::= "**" label ":** " lead rest "\n"
-label ::= [A-Za-z] [A-Za-z &/'()-]*
-body ::= line ("\n"? line)*
+label ::= [A-Za-z] [A-Za-z &/'()-]{0,30}
 line ::= ("- ")? lead rest "\n"
 lead ::= [^<*&#\- \x00-\x1f\x7f-\x9f\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]
-rest ::= ([^<*&\x00-\x1f\x7f-\x9f\u2028\u2029] | "& ")*
-name_extra ::= " (" ([^<*&()\x00-\x1f\x7f-\x9f\u2028\u2029] | "& ")+ ")"
+name_extra ::= " (" ([^<*&()\x00-\x1f\x7f-\x9f\u2028\u2029] | "& "){1,40} ")"
 """
 
+# Characters per grammar line, and characters per token of a card (about 4 for English
+# prose with common tokenizers): the bounds below keep a whole card near the call's
+# max_tokens, so a small model cannot ramble past it and be cut off.
+LINE_CHARS = 200
+_CHARS_PER_TOKEN = 4.0
 
-def character_grammar(sample: PersonaSample) -> str:
-    """xgrammar EBNF for a card about ``sample`` (root rule ``root``)."""
+
+def character_grammar(sample: PersonaSample, *, max_tokens: int | None = None) -> str:
+    """xgrammar EBNF for a card about ``sample`` (root rule ``root``).
+
+    With ``max_tokens`` the sections are bounded (lines of at most LINE_CHARS characters,
+    as many lines per section as the budget allows, at least two) so the card closes
+    before the call's token limit.
+    """
+    if max_tokens is None:
+        per_section, rest = "*", "*"
+    else:
+        budget = int(max_tokens * _CHARS_PER_TOKEN / len(SECTIONS))
+        per_section = f"{{0,{max(2, budget // LINE_CHARS) - 1}}}"
+        rest = f"{{0,{LINE_CHARS}}}"
     rules = {h: f"s{i}" for i, h in enumerate(SECTIONS)}
     order = ' "\\n" '.join(rules[h] for h in SECTIONS)
     lines = [f'root ::= "<character>\\n" {order} "</character>"']
@@ -300,10 +315,12 @@ def character_grammar(sample: PersonaSample) -> str:
         f's0 ::= {literal("**Basic Information**")} "\\n" '
         f'"**Name:** " {literal(sample.name)} name_extra? "\\n" '
         f'"**Age:** " {literal(str(sample.age))} "\\n" '
-        f'"**Location:** " {literal(sample.subregion)} "\\n" field*'
+        f'"**Location:** " {literal(sample.subregion)} "\\n" field{{0,4}}'
     )
     for header in SECTIONS[1:]:
         lines.append(f'{rules[header]} ::= {literal(f"**{header}**")} "\\n" body')
+    lines.append(f'body ::= line ("\\n"? line){per_section}')
+    lines.append(f'rest ::= ([^<*&\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029] | "& "){rest}')
     return "\n".join(lines) + "\n" + _GRAMMAR_RULES.lstrip("\n")
 
 

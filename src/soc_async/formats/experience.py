@@ -387,6 +387,7 @@ def experience_grammar(
     max_topics: int = 5,
     max_budget: int = 20,
     style: str | None = None,
+    max_tokens: int | None = None,
 ) -> str:
     """xgrammar EBNF for one `<experience>` written for ``names``.
 
@@ -412,14 +413,23 @@ def experience_grammar(
     )
     # Free text stops at '<' so that no line can close the element early; titles also
     # stop at ':' and ';', which separate a title from its description and state fields.
+    # With max_tokens every free part is bounded so that even a small model that rambles
+    # closes the element inside the call's limit (about 3 characters a token, half of
+    # them for the narrative).
+    if max_tokens is None:
+        lines, line, short, event = "{0,11}", "*", "*", "*"
+    else:
+        narrative_chars = max_tokens * 3 // 2
+        lines = f"{{0,{max(0, narrative_chars // 300 - 1)}}}"
+        line, short, event = "{0,299}", "{0,59}", "{0,119}"
     rules = [
         'root ::= "<experience>\\n" narrative "\\n\\n" body "</experience>"',
-        'narrative ::= text ("\\n" "\\n"? text){0,11}',
-        "text ::= [^\\n<] [^\\n<]*",
+        f'narrative ::= text ("\\n" "\\n"? text){lines}',
+        f"text ::= [^\\n<] [^\\n<]{line}",
         "body ::= " + " | ".join(f"({b})" for b in branches),
         'common ::= "Message cadence: " cadence note? "\\n" "Opens: " opener "\\n\\n"',
         f"cadence ::= {alternatives(['realtime', 'delayed', 'async'])}",
-        'note ::= " (" [^\\n<()]+ ")"',
+        f'note ::= " (" [^\\n<()] [^\\n<()]{short} ")"',
         f"opener ::= {alternatives(list(dict.fromkeys(names)))}",
         f'roadmap ::= {literal(_TOPICS_HEADER)} topics "\\n" state "\\n\\n"',
         f"topics ::= {primary_positions}",
@@ -427,12 +437,12 @@ def experience_grammar(
         'primary ::= topic " ← PRIMARY\\n"',
         'topic ::= "- " title ": " desc " (" budget turnword ")"',
         'turnword ::= " turns" | " turn"',
-        "title ::= [^\\n<:;( ] [^\\n<:;(]*",
-        "desc ::= [^\\n<←()] [^\\n<←]*",
+        f"title ::= [^\\n<:;( ] [^\\n<:;(]{short}",
+        f"desc ::= [^\\n<←()] [^\\n<←]{event}",
         f"budget ::= {budgets}",
         'state ::= "Initial state: " title "; " budget "; " title',
         f"events ::= {literal(_EVENTS_HEADER)} event{{{min_events},{max_events}}}",
-        'event ::= "- " text "\\n"',
+        f'event ::= "- " [^\\n<] [^\\n<]{event} "\\n"',
     ]
     return "\n".join(rules) + "\n"
 

@@ -110,6 +110,7 @@ class ExperienceStage:
                 max_topics=MAX_TOPICS,
                 max_budget=MAX_BUDGET,
                 style=hint,
+                max_tokens=self._call.max_tokens,
             )
             if self._call.grammar
             else None

@@ -71,7 +71,11 @@ class PersonaStage:
         sample, rng = self.sample(index)
         seeds_only = index < cfg.seed_only_iterations
         references = self.ring.draw(cfg.few_shot, rng, seeds_only=seeds_only)
-        grammar = character_grammar(sample) if self._call.grammar else None
+        grammar = (
+            character_grammar(sample, max_tokens=self._call.max_tokens)
+            if self._call.grammar
+            else None
+        )
         base_seed = rng.getrandbits(31)
 
         outcome = await ask_until_valid(
