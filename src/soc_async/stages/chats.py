@@ -264,10 +264,14 @@ class _Rollout:
             correction=correction,
         )
         remaining = sm.turn_limit(state) - state.turn_index
+        user = fixed + tail
+        # Only the joined prompt stays alive while the request waits for its slot: with
+        # thousands of conversations waiting, a second copy is a third of the memory.
+        del fixed, tail, transcript
         request = ChatRequest(
             messages=[
                 {"role": "system", "content": self.s._system},
-                {"role": "user", "content": fixed + tail},
+                {"role": "user", "content": user},
             ],
             model=cfg.model_for("turn") or self.s._model,
             max_tokens=call.max_tokens,
