@@ -92,6 +92,7 @@ class ExperienceMeta(msgspec.Struct, kw_only=True):
     style_hint: str | None = None  # the style the monitor asked for, if it asked
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    initial_state_derived: bool = False  # the model's state line disagreed; derived instead
 
 
 class Experience(msgspec.Struct, kw_only=True, tag="experience", tag_field="kind"):

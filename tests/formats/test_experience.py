@@ -357,3 +357,24 @@ def test_bounded_grammar_refuses_a_rambling_narrative() -> None:
     assert _is_grammar_accept_string(bounded, short)
     assert not _is_grammar_accept_string(bounded, rambling)
     assert _is_grammar_accept_string(eg(names, min_events=2, max_events=5), rambling)
+
+
+def test_derived_initial_state_replaces_a_disagreeing_line() -> None:
+    """With derive_initial_state a state line that names the wrong topic is rewritten from
+    the roadmap, in the field and in the text; without it, it is still a rejection."""
+    text = (
+        "<experience>\nAna and Bo met at a chess club.\n\nConversation style: structured\n"
+        "Message cadence: realtime\nOpens: Ana\n\n"
+        "The conversation will likely cover the following topics:\n"
+        "- Plans: the weekend (3 turns) ← PRIMARY\n- Money: who pays (2 turns)\n\n"
+        "Initial state: Something else; 9; end\n\n"
+        "Possible instant events:\n- a call\n- a knock\n</experience>"
+    )
+    names = ("Ana", "Bo")
+    strict = parse_experience(text, names, min_events=2, max_events=5)
+    assert isinstance(strict, Rejection) and strict.reason == "initial_state_topic"
+    derived = parse_experience(text, names, min_events=2, max_events=5, derive_initial_state=True)
+    assert isinstance(derived, ParsedExperience)
+    assert derived.initial_state == "Plans; 3; Money" and derived.initial_state_derived
+    assert "Initial state: Plans; 3; Money" in derived.text
+    assert "Something else" not in derived.text

@@ -101,6 +101,7 @@ class ParsedExperience(msgspec.Struct, kw_only=True):
     topics: list[TopicSlot]
     initial_state: str  # as written; "" for a freeform experience without a roadmap
     instant_events: list[str]
+    initial_state_derived: bool = False  # the written one disagreed and was derived instead
 
 
 class _Fail(Exception):
@@ -122,22 +123,34 @@ def _clip(text: str, limit: int = 80) -> str:
 
 
 def parse_experience(
-    text: str, names: tuple[str, str], *, min_events: int, max_events: int
+    text: str,
+    names: tuple[str, str],
+    *,
+    min_events: int,
+    max_events: int,
+    derive_initial_state: bool = False,
 ) -> ParsedExperience | Rejection:
     """The experience in ``text`` (a model reply), or why it is not one. Never raises.
 
     ``names`` are the two personas' names; "Opens:" must name one of them.
-    ``min_events``/``max_events`` bound the instant events.
+    ``min_events``/``max_events`` bound the instant events. With
+    ``derive_initial_state`` an "Initial state:" line that disagrees with a valid roadmap
+    is not a rejection: the line is derived from the roadmap (the topic tracker in code
+    is the truth anyway) and the text is corrected to match. A grammar can shape the
+    roadmap but cannot make the state line repeat a title the model chose, so a small
+    model under a grammar gets it wrong more often than anything else.
     """
     try:
-        return _parse(text, names, min_events, max_events)
+        return _parse(text, names, min_events, max_events, derive_initial_state)
     except _Fail as fail:
         return fail.rejection
     except Exception as exc:  # a parser bug must not kill a run; it is one more rejection
         return Rejection(reason="parser_error", detail=f"{type(exc).__name__}: {_clip(str(exc))}")
 
 
-def _parse(text: str, names: tuple[str, str], min_events: int, max_events: int) -> ParsedExperience:
+def _parse(
+    text: str, names: tuple[str, str], min_events: int, max_events: int, derive: bool
+) -> ParsedExperience:
     match = _ELEMENT_RE.search(text)
     if match is None:
         if _OPEN_RE.search(text):
@@ -167,10 +180,22 @@ def _parse(text: str, names: tuple[str, str], min_events: int, max_events: int) 
         raise _Fail("primary_count", f"mark at most one topic PRIMARY (found {primaries})")
 
     state = sections.labels.get("state")
+    element = match.group(0)
+    derived = False
     if topics:
-        if state is None:
-            raise _Fail("missing_initial_state", "add 'Initial state: first topic; N; next topic'")
-        _check_state(state, topics)
+        try:
+            if state is None:
+                raise _Fail(
+                    "missing_initial_state", "add 'Initial state: first topic; N; next topic'"
+                )
+            _check_state(state, topics)
+        except _Fail:
+            if not derive or state is None:
+                raise
+            nxt = topics[1].title if len(topics) > 1 else "end"
+            written, state = state, f"{topics[0].title}; {topics[0].turns}; {nxt}"
+            element = element.replace(f"Initial state: {written}", f"Initial state: {state}", 1)
+            derived = True
     elif state is not None:
         raise _Fail(
             "initial_state_without_topics",
@@ -178,7 +203,7 @@ def _parse(text: str, names: tuple[str, str], min_events: int, max_events: int) 
         )
 
     return ParsedExperience(
-        text=match.group(0),
+        text=element,
         narrative=narrative,
         style=style,
         cadence=cadence,
@@ -187,6 +212,7 @@ def _parse(text: str, names: tuple[str, str], min_events: int, max_events: int) 
         topics=topics,
         initial_state=state or "",
         instant_events=events,
+        initial_state_derived=derived,
     )
 
 
@@ -414,14 +440,15 @@ def experience_grammar(
     # Free text stops at '<' so that no line can close the element early; titles also
     # stop at ':' and ';', which separate a title from its description and state fields.
     # With max_tokens every free part is bounded so that even a small model that rambles
-    # closes the element inside the call's limit (about 3 characters a token, half of
-    # them for the narrative).
+    # closes the element inside the call's limit. The sizes assume 2 characters a token,
+    # which a small model's odd words and names can come down to: a third of the budget
+    # for the narrative, the rest for the roadmap and the events.
     if max_tokens is None:
         lines, line, short, event = "{0,11}", "*", "*", "*"
     else:
-        narrative_chars = max_tokens * 3 // 2
-        lines = f"{{0,{max(0, narrative_chars // 300 - 1)}}}"
-        line, short, event = "{0,299}", "{0,59}", "{0,119}"
+        narrative_chars = max_tokens * 2 // 3
+        lines = f"{{0,{max(1, narrative_chars // 120) - 1}}}"
+        line, short, event = "{0,119}", "{0,39}", "{0,99}"
     rules = [
         'root ::= "<experience>\\n" narrative "\\n\\n" body "</experience>"',
         f'narrative ::= text ("\\n" "\\n"? text){lines}',

@@ -103,7 +103,7 @@ class ChatRules(msgspec.Struct, frozen=True, kw_only=True):
     gap_min: int = 0  # minutes a reply waits at least after the previous turn
     gap_max: int = 45  # minutes at most between consecutive messages
     instant_event_p: float = 0.05
-    max_text_chars: int = 300  # the grammar's bound on one message; the validator has none
+    max_text_chars: int = 200  # the grammar's bound on one message; the validator has none
 
     def __post_init__(self) -> None:
         Gap(min_minutes=self.gap_min, max_minutes=self.gap_max)  # refuses impossible bounds

@@ -150,6 +150,7 @@ class ExperienceStage:
                 style_hint=hint,
                 prompt_tokens=outcome.prompt_tokens,
                 completion_tokens=outcome.completion_tokens,
+                initial_state_derived=parsed.initial_state_derived,
             ),
         )
 
@@ -193,7 +194,11 @@ class ExperienceStage:
                 detail="the reply was cut off at the token limit; write a shorter experience",
             )
         parsed = parse_experience(
-            completion.text, names, min_events=exp.min_events, max_events=exp.max_events
+            completion.text,
+            names,
+            min_events=exp.min_events,
+            max_events=exp.max_events,
+            derive_initial_state=self._call.grammar,
         )
         if isinstance(parsed, Rejection):
             return parsed
