@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from soc_async.errors import ConfigError
+from soc_async.errors import ConfigError, validation_key
 
 PosInt = Annotated[int, Meta(ge=1)]
 NonNegInt = Annotated[int, Meta(ge=0)]
@@ -198,23 +198,6 @@ class RunConfig(_Section):
         return int(i), int(n)
 
 
-_PATH_RE = re.compile(r" - at `\$\.?([^`]*)`$")
-
-
-def _message(exc: msgspec.MsgspecError) -> tuple[str, str]:
-    """(key, expectation) from a msgspec error: "Expected `int`, got `str` - at `$.a.b`"."""
-    text = str(exc)
-    match = _PATH_RE.search(text)
-    key = match.group(1) if match else ""
-    what = _PATH_RE.sub("", text)
-    unknown = re.match(r"Object contains unknown field `([^`]*)`", what)
-    if unknown:
-        key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
-        what = "unknown key (see docs/config.md for the keys)"
-    key = re.sub(r"\[(\d+)\]", r"[\1]", key)
-    return key or "(top level)", what[0].lower() + what[1:] if what else what
-
-
 def _check(config: RunConfig, source: str) -> RunConfig:
     """Cross-field rules msgspec's per-field constraints cannot state."""
 
@@ -262,7 +245,9 @@ def from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         config = msgspec.convert(data, RunConfig)
     except msgspec.ValidationError as exc:
-        key, what = _message(exc)
+        key, what = validation_key(exc)
+        if what == "unknown key":
+            what = "unknown key (see docs/config.md for the keys)"
         raise ConfigError(f"{source}: {key}: {what}") from exc
     return _check(config, source)
 

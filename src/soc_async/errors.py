@@ -17,6 +17,8 @@ Library errors are wrapped at the boundary with ``raise ... from exc``; the CLI 
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -92,3 +94,24 @@ class Interrupted(SocError):
     """The run was stopped by SIGINT or SIGTERM after flushing what it had."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+_AT_RE = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def validation_key(exc: Exception) -> tuple[str, str]:
+    """(dotted key, what was expected) from a msgspec validation message such as
+    "Expected `int`, got `str` - at `$.targets.chats`", for one-line input errors."""
+    text = str(exc)
+    match = _AT_RE.search(text)
+    key = match.group(1) if match else ""
+    what = _AT_RE.sub("", text)
+    unknown = re.match(r"Object contains unknown field `([^`]*)`", what)
+    if unknown:
+        key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
+        what = "unknown key"
+    elif what.startswith("Object missing required field"):
+        field = what.split("`")[1] if "`" in what else ""
+        key = f"{key}.{field}" if key else field
+        what = "required key missing"
+    return key or "(top level)", what[:1].lower() + what[1:]

@@ -22,7 +22,7 @@ from typing import Annotated, Literal, TypeVar
 import msgspec
 from msgspec import Meta
 
-from soc_async.errors import SeedError
+from soc_async.errors import SeedError, validation_key
 
 Name = Annotated[str, Meta(min_length=1)]
 Weight = Annotated[float, Meta(gt=0)]
@@ -98,32 +98,12 @@ def _root() -> Traversable:
     return resources.files("soc_async") / "seeds"
 
 
-_PATH_RE = re.compile(r" - at `\$\.?([^`]*)`$")
-
-
-def _where(exc: msgspec.MsgspecError) -> tuple[str, str]:
-    """(key, what) from a msgspec message "Expected `int`, got `str` - at `$.a[0].b`"."""
-    text = str(exc)
-    match = _PATH_RE.search(text)
-    key = match.group(1) if match else ""
-    what = _PATH_RE.sub("", text)
-    unknown = re.match(r"Object contains unknown field `([^`]*)`", what)
-    if unknown:
-        key = f"{key}.{unknown.group(1)}" if key else unknown.group(1)
-        what = "unknown key"
-    elif what.startswith("Object missing required field"):
-        field = what.split("`")[1] if "`" in what else ""
-        key = f"{key}.{field}" if key else field
-        what = "required key missing"
-    return key or "(top level)", what[:1].lower() + what[1:]
-
-
 def _decode(raw: bytes, kind: type[_T], origin: str, fmt: Literal["toml", "json"]) -> _T:
     decode = msgspec.toml.decode if fmt == "toml" else msgspec.json.decode
     try:
         return decode(raw, type=kind)
     except msgspec.ValidationError as exc:
-        key, what = _where(exc)
+        key, what = validation_key(exc)
         raise SeedError(f"{origin}: {key}: {what}") from exc
     except msgspec.DecodeError as exc:
         raise SeedError(f"{origin}: not valid {fmt.upper()} ({exc})") from exc
