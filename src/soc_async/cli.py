@@ -21,7 +21,6 @@ from soc_async.bench import cli as bench_cli
 from soc_async.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
-    ConfigError,
     InputError,
     Interrupted,
     SocError,
@@ -254,4 +253,4 @@ if __name__ == "__main__":  # pragma: no cover
     main()
 
 
-__all__ = ["ConfigError", "build_parser", "main", "resolve_config"]
+__all__ = ["build_parser", "main", "resolve_config"]

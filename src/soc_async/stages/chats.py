@@ -237,8 +237,6 @@ class _Rollout:
     async def _ask(
         self, state: sm.ChatState, event: str | None, grammar: str | None, correction: str
     ) -> Completion:
-        cfg = self.s._config
-        call = cfg.call("turn")
         speaker = sm.current_speaker(state)
         listener = next(p for p in state.speakers if p != speaker)
         transcript = "\n\n".join(render_turn(t, self.names) for t in state.turns[state.folded :])
@@ -268,15 +266,10 @@ class _Rollout:
         # Only the joined prompt stays alive while the request waits for its slot: with
         # thousands of conversations waiting, a second copy is a third of the memory.
         del fixed, tail, transcript
-        request = ChatRequest(
-            messages=[
-                {"role": "system", "content": self.s._system},
-                {"role": "user", "content": user},
-            ],
-            model=cfg.model_for("turn") or self.s._model,
-            max_tokens=call.max_tokens,
-            temperature=call.temperature,
-            top_p=call.top_p,
+        request = self._request(
+            "turn",
+            self.s._system,
+            user,
             grammar=grammar,
             priority=remaining if self.s._send_priority else None,
         )
@@ -288,29 +281,31 @@ class _Rollout:
         return reply
 
     async def _summarize(self, summary: str, turns: list[Turn]) -> str:
-        cfg = self.s._config
-        call = cfg.call("summary")
         user = prompts.render(
             "summary_user.j2",
             summary=summary,
             transcript="\n\n".join(render_turn(t, self.names) for t in turns),
         )
-        request = ChatRequest(
-            messages=[
-                {"role": "system", "content": self.s._summary_system},
-                {"role": "user", "content": user},
-            ],
-            model=cfg.model_for("summary") or self.s._model,
-            max_tokens=call.max_tokens,
-            temperature=call.temperature,
-            top_p=call.top_p,
-        )
+        request = self._request("summary", self.s._summary_system, user)
         reply = await self.s._completer.complete("summary", request, affinity=self.chat_id)
         self._count(reply)
         # A summary is prose for the next prompts, not a validated record: a cut one is
         # still better than none, so only an empty reply falls back to the old summary.
         text = " ".join(reply.text.split())
         return text or summary
+
+    def _request(self, kind: str, system: str, user: str, **fields: object) -> ChatRequest:
+        """A request of call kind ``kind`` with that kind's model and sampling settings."""
+        cfg = self.s._config
+        call = cfg.call(kind)
+        return ChatRequest(
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+            model=cfg.model_for(kind) or self.s._model,
+            max_tokens=call.max_tokens,
+            temperature=call.temperature,
+            top_p=call.top_p,
+            **fields,  # type: ignore[arg-type]
+        )
 
     def _count(self, reply: Completion) -> None:
         self.usage.prompt += reply.usage.prompt
