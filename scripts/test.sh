@@ -5,13 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-if ! command -v shellcheck >/dev/null 2>&1; then
-  # The deploy scripts are linted by the tests; Debian's package has the linter.
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get install -y -qq shellcheck >/dev/null 2>&1 || {
-      apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq shellcheck >/dev/null 2>&1
-    } || echo "warning: could not install shellcheck" >&2
-  fi
+# Debian packages the tests use: shellcheck lints the deploy scripts; chromium renders the
+# report and the viewer (driven by playwright, which never downloads a browser of its own).
+need=()
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
+if ((${#need[@]})) && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || {
+    apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "${need[@]}" >/dev/null 2>&1
+  } || echo "warning: could not install ${need[*]}" >&2
 fi
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks

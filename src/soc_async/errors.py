@@ -115,3 +115,27 @@ def validation_key(exc: Exception) -> tuple[str, str]:
         key = f"{key}.{field}" if key else field
         what = "required key missing"
     return key or "(top level)", what[:1].lower() + what[1:]
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The exception to report for a task group's failure: an interrupt first, then the
+    first of the project's own errors, else the group itself.
+
+    Task groups wrap what their tasks raise; the CLI turns a ``SocError`` into one line
+    and an exit code, so it must see the error, not the group around it.
+    """
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for kind in (KeyboardInterrupt, SocError):
+        found = next((e for e in leaves if isinstance(e, kind)), None)
+        if found is not None:
+            return found
+    return group

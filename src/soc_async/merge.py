@@ -37,12 +37,10 @@ __all__ = [
     "MergePlan",
     "MergeSummary",
     "ShardInput",
-    "add_parser",
     "check_ids",
     "merge",
     "parse_shard",
     "plan_merge",
-    "run",
 ]
 
 SUMMARY = "merge.json"
@@ -317,34 +315,3 @@ def merge(
 
 
 # -- command line --------------------------------------------------------------------------
-
-
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    """Adds ``merge`` to the CLI's subcommands."""
-    p = sub.add_parser(
-        "merge",
-        help="join the shard directories of one run into one dataset",
-        description="Join the shard directories of one run (a job array) into one dataset.",
-    )
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="shard run directories")
-    p.add_argument("--out", required=True, metavar="OUT", help="new directory for the dataset")
-    p.add_argument(
-        "--allow-partial",
-        action="store_true",
-        help="merge even if some shards of the run are not given (they are listed as missing)",
-    )
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    """The ``merge`` command; errors are raised as :class:`RunDirError` (exit code 2)."""
-    summary = merge(args.dirs, args.out, allow_partial=args.allow_partial)
-    for where in summary.torn:
-        print(f"soc-async merge: warning: left out a torn last line at {where}", file=sys.stderr)
-    if summary.missing:
-        print(
-            f"soc-async merge: warning: shard(s) {', '.join(summary.missing)} missing",
-            file=sys.stderr,
-        )
-    print(summary.line(Path(args.out)))
-    return EXIT_OK

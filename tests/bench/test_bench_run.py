@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from soc_async import config as config_mod
-from soc_async.bench import cli
+from soc_async.bench import session
+from soc_async.commands import bench as bench_command
 from soc_async.bench.report import CSV_COLUMNS, write_reports
 from soc_async.bench.results import BenchSettings
 from soc_async.bench.runner import run_bench
-from soc_async.errors import InputError, ServerError
+from soc_async.errors import InputError, ServerError, first_error
 from soc_async.testing.fake_server import FakeServer
 from soc_async.testing.scripted import ScriptedModel
 
@@ -94,7 +95,7 @@ def fake_process() -> Iterator[str]:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    cli.add_parser(parser.add_subparsers(dest="command"))
+    bench_command.register(parser.add_subparsers(dest="command"))
     return parser.parse_args(["bench", *argv])
 
 
@@ -108,7 +109,7 @@ def test_bench_command_writes_files_and_table(
         "--endpoint", fake_process, "--concurrency", "2,1", "--conversations", "2",
         "--max-turns", "2", "--out", str(out), "--no-grammar",
     ]  # fmt: skip
-    assert cli.run(parse(argv), live=False) == 0
+    assert session.run(parse(argv), live=False) == 0
     printed = capsys.readouterr().out
     assert "recommended concurrency:" in printed and "adaptive controller:" in printed
 
@@ -137,7 +138,7 @@ def test_bench_command_writes_files_and_table(
 def test_bad_concurrency_is_a_usage_error(value: str) -> None:
     """A concurrency list that is not positive integers is refused before anything runs."""
     with pytest.raises(InputError, match="--concurrency"):
-        cli.settings_from(parse(["--concurrency", value]), config_mod.RunConfig())
+        session.settings_from(parse(["--concurrency", value]), config_mod.RunConfig())
 
 
 def test_first_error_unwraps_task_groups() -> None:
@@ -145,12 +146,12 @@ def test_first_error_unwraps_task_groups() -> None:
     project's own error, and the group itself only when it holds neither."""
     server_down = ServerError("http://x: every server down")
     nested = ExceptionGroup("outer", [ValueError("a"), ExceptionGroup("inner", [server_down])])
-    assert cli.first_error(nested) is server_down
+    assert first_error(nested) is server_down
     interrupt = KeyboardInterrupt()
     mixed = BaseExceptionGroup("g", [server_down, BaseExceptionGroup("h", [interrupt])])
-    assert cli.first_error(mixed) is interrupt
+    assert first_error(mixed) is interrupt
     plain = ExceptionGroup("g", [ValueError("a")])
-    assert cli.first_error(plain) is plain
+    assert first_error(plain) is plain
 
 
 def test_unreachable_endpoint_is_a_server_error(tmp_path: Path) -> None:
@@ -162,5 +163,5 @@ def test_unreachable_endpoint_is_a_server_error(tmp_path: Path) -> None:
         port = s.getsockname()[1]  # free once closed: nothing listens there
     argv = ["--endpoint", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "b")]
     with pytest.raises(ServerError):
-        cli.run(parse(argv), live=False)
+        session.run(parse(argv), live=False)
     assert not (tmp_path / "b").exists()

@@ -8,12 +8,12 @@ smallest concurrency that gets within a few per cent of the best throughput.
 
 Modules: :mod:`.metrics` (pure arithmetic), :mod:`.cast` (conversations from the seeds),
 :mod:`.pipeline` and :mod:`.load` (the two kinds of phase), :mod:`.runner` (the sweep),
-:mod:`.results`, :mod:`.report` (CSV, JSON, PNG, table), :mod:`.live`, :mod:`.cli`.
+:mod:`.results`, :mod:`.report` (CSV, JSON, PNG, table), :mod:`.live`, :mod:`.session` (arguments to files; the parser is in
+``soc_async.commands.bench``).
 """
 
 from typing import Any
 
-from soc_async.bench.cli import add_parser, run
 from soc_async.bench.results import BenchResult, BenchSettings, PhaseResult, Summary
 
 __all__ = [
@@ -21,8 +21,6 @@ __all__ = [
     "BenchSettings",
     "PhaseResult",
     "Summary",
-    "add_parser",
-    "run",
     "run_bench",
 ]
 

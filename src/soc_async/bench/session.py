@@ -1,9 +1,9 @@
-"""``soc-async bench``: its arguments, and the run from arguments to files and a table.
+"""One bench session: from the parsed arguments to files and a table.
 
-The ``soc-async`` CLI registers the subcommand with :func:`add_parser` and calls
-:func:`run`; errors are raised as :class:`~soc_async.errors.SocError` for it to turn
-into exit codes. The heavy modules (the client, the stages, rich, matplotlib) are
-imported by :func:`run`, so building the parser stays cheap.
+``soc_async.commands.bench`` defines the arguments and calls :func:`run`; errors are
+raised as :class:`~soc_async.errors.SocError` for the CLI to turn into exit codes. The
+heavy modules (the client, the stages, rich, matplotlib) are imported by :func:`run`, so
+building the parser stays cheap.
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from soc_async import config as config_mod
 from soc_async import logs
 from soc_async.bench.results import BenchResult, BenchSettings
 from soc_async.config import RunConfig
-from soc_async.errors import EXIT_FAILED, EXIT_OK, InputError, SocError
+from soc_async.errors import EXIT_FAILED, EXIT_OK, InputError, first_error
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
-    "add_parser",
-    "first_error",
     "parse_concurrency",
     "run",
     "settings_from",
@@ -50,60 +48,6 @@ def parse_concurrency(text: str) -> list[int]:
     if not values or values[0] < 1:
         raise InputError(f"--concurrency: expected positive integers like 1,4,16, got {text!r}")
     return values
-
-
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Adds ``bench`` to the ``soc-async`` subcommands (``sub`` from add_subparsers)."""
-    p: argparse.ArgumentParser = sub.add_parser(
-        "bench",
-        help="tokens/s of the chat stage against the server's ceiling, over a concurrency sweep",
-        description=(
-            "For each concurrency value: the chat stage alone (pipeline), then a synthetic "
-            "load with the same prompt and output lengths (ceiling); then the adaptive "
-            "controller. Writes bench.csv, bench.json and bench.png to --out."
-        ),
-    )
-    p.add_argument("--config", metavar="FILE", help="TOML config file (model, sampling, client)")
-    p.add_argument(
-        "--endpoint",
-        action="append",
-        metavar="URL",
-        help="vLLM base URL, repeatable; none: start the embedded server",
-    )
-    p.add_argument("--model", help="served model name (default: what the server serves)")
-    p.add_argument(
-        "--concurrency",
-        default=DEFAULT_CONCURRENCY,
-        metavar="N,N,...",
-        help=f"fixed limits to sweep (default {DEFAULT_CONCURRENCY})",
-    )
-    p.add_argument(
-        "--conversations",
-        type=int,
-        default=8,
-        metavar="N",
-        help="conversations per value; at least the value itself are used (default 8)",
-    )
-    p.add_argument(
-        "--max-turns", type=int, default=6, metavar="N", help="turns per conversation (default 6)"
-    )
-    p.add_argument("--out", default="runs/bench", metavar="DIR", help="where the files go")
-    p.add_argument("--no-grammar", action="store_true", help="send no grammars with the turns")
-    p.add_argument(
-        "--adaptive",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also run the adaptive controller over [min, max] of the sweep (default: yes)",
-    )
-    p.add_argument(
-        "--shared-prefix",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="give the ceiling's prompts the pipeline's prefix-cached share (default: yes)",
-    )
-    p.add_argument("--seed", type=int, help="seed of the conversations and the load")
-    p.add_argument("-v", "--verbose", action="store_true")
-    return p
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
@@ -156,30 +100,6 @@ def _server(config: RunConfig) -> Iterator[RunConfig]:
             "client.send_priority": server.priority_scheduling,
         }
         yield config_mod.override(config, changes, "managed server")
-
-
-def first_error(group: BaseExceptionGroup) -> BaseException:
-    """The exception to report for a task group's failure: an interrupt first, then the
-    first of the project's own errors, else the group itself.
-
-    Task groups wrap what their tasks raise; the CLI turns a ``SocError`` into one line
-    and an exit code, so it must see the error, not the group around it.
-    """
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for kind in (KeyboardInterrupt, SocError):
-        found = next((e for e in leaves if isinstance(e, kind)), None)
-        if found is not None:
-            return found
-    return group
 
 
 def _loop(config: RunConfig, settings: BenchSettings, view: BenchView) -> BenchResult:

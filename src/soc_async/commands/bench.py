@@ -1,0 +1,64 @@
+"""``soc-async bench``: tokens/s of the chat stage against the server's ceiling."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from soc_async.bench.session import DEFAULT_CONCURRENCY
+from soc_async.commands.options import add_server_options, add_verbose
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "bench",
+        help="tokens/s of the chat stage against the server's ceiling, over a concurrency sweep",
+        description=(
+            "For each concurrency value: the chat stage alone (pipeline), then a synthetic "
+            "load with the same prompt and output lengths (ceiling); then the adaptive "
+            "controller. Writes bench.csv, bench.json and bench.png to --out."
+        ),
+    )
+    add_server_options(p)
+    p.add_argument(
+        "--concurrency",
+        default=DEFAULT_CONCURRENCY,
+        metavar="N,N,...",
+        help=f"fixed limits to sweep (default {DEFAULT_CONCURRENCY})",
+    )
+    p.add_argument(
+        "--conversations",
+        type=int,
+        default=8,
+        metavar="N",
+        help="conversations per value; at least the value itself are used (default 8)",
+    )
+    p.add_argument(
+        "--max-turns", type=int, default=6, metavar="N", help="turns per conversation (default 6)"
+    )
+    p.add_argument("--out", default="runs/bench", metavar="DIR", help="where the files go")
+    p.add_argument("--no-grammar", action="store_true", help="send no grammars with the turns")
+    p.add_argument(
+        "--adaptive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the adaptive controller over [min, max] of the sweep (default: yes)",
+    )
+    p.add_argument(
+        "--shared-prefix",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give the ceiling's prompts the pipeline's prefix-cached share (default: yes)",
+    )
+    p.add_argument("--seed", type=int, help="seed of the conversations and the load")
+    add_verbose(p)
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from soc_async.bench.session import run
+
+    return run(args)
+
+
+__all__ = ["handle", "register"]

@@ -1,0 +1,152 @@
+"""``soc-async run`` and the single-stage commands ``personas``, ``experiences``, ``chats``."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from soc_async import config as config_mod
+from soc_async.commands.options import add_server_options, add_verbose
+from soc_async.errors import EXIT_INTERRUPTED, EXIT_OK, InputError, Interrupted
+
+# `soc-async run` with no config and no endpoint is the embedded default job: vLLM's CPU
+# build with a 135M model, so it keeps chats short enough to finish in a few minutes.
+EMBEDDED_MAX_TURNS = 8
+
+
+def _generation_options(p: argparse.ArgumentParser) -> None:
+    add_server_options(p)
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/latest)")
+    p.add_argument("--concurrency", type=int, metavar="N", help="fixed requests in flight")
+    p.add_argument("--seed", type=int, help="seed of every random draw of the run")
+    p.add_argument("--max-turns", type=int, metavar="N", help="turn limit per chat")
+    p.add_argument("--shard", metavar="I/N", help="this task's share of the run's ids")
+    p.add_argument("--no-grammar", action="store_true", help="send no grammars")
+    p.add_argument("--print-config", action="store_true", help="print the effective config")
+    add_verbose(p)
+
+
+def register(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="generate personas, experiences and chats into a run directory",
+        description="Generate a dataset: personas, then experiences, then chats. With no "
+        "--endpoint and no --config, starts the embedded CPU server for a small demo run.",
+    )
+    _generation_options(run)
+    run.add_argument("--personas", type=int, metavar="N", help="personas to write")
+    run.add_argument("--experiences", type=int, metavar="N", help="experiences to write")
+    run.add_argument("--chats", type=int, metavar="N", help="conversations to write")
+    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    run.set_defaults(handler=handle)
+
+    personas = sub.add_parser("personas", help="the persona stage alone")
+    _generation_options(personas)
+    personas.add_argument("-n", type=int, required=True, metavar="N", help="personas to write")
+    personas.set_defaults(handler=handle)
+
+    experiences = sub.add_parser("experiences", help="the experience stage alone")
+    _generation_options(experiences)
+    experiences.add_argument("-n", type=int, required=True, metavar="N")
+    experiences.add_argument(
+        "--personas", required=True, metavar="FILE", help="personas.jsonl to pair"
+    )
+    experiences.set_defaults(handler=handle)
+
+    chats = sub.add_parser("chats", help="the chat stage alone")
+    _generation_options(chats)
+    chats.add_argument("-n", type=int, metavar="N", help="default: one per experience")
+    chats.add_argument("--experiences", required=True, metavar="FILE")
+    chats.add_argument("--personas", metavar="FILE", help="default: beside --experiences")
+    chats.set_defaults(handler=handle)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    changes: dict[str, Any] = {
+        "endpoints": args.endpoint,
+        "out": args.out,
+        "model": args.model,
+        "concurrency.fixed": args.concurrency,
+        "seed": args.seed,
+        "chat.max_turns": args.max_turns,
+        "shard": args.shard,
+    }
+    if args.command == "run":
+        changes |= {
+            "targets.personas": args.personas,
+            "targets.experiences": args.experiences,
+            "targets.chats": args.chats,
+        }
+    elif args.command == "personas":
+        changes |= {"targets.personas": args.n, "targets.experiences": 0, "targets.chats": 0}
+    elif args.command == "experiences":
+        changes |= {"targets.personas": 0, "targets.experiences": args.n, "targets.chats": 0}
+    elif args.command == "chats":
+        changes |= {"targets.personas": 0, "targets.experiences": 0, "targets.chats": args.n}
+    if args.no_grammar:
+        for kind in config_mod.CALL_KINDS:
+            changes[f"calls.{kind}.grammar"] = False
+    return changes
+
+
+def resolve_config(args: argparse.Namespace) -> config_mod.RunConfig:
+    """The effective config: the resumed run's own, or the file's, then the flags on top."""
+    if args.command == "run" and not (args.resume or args.config or args.endpoint):
+        base = config_mod.override(
+            config_mod.load(None), {"chat.max_turns": EMBEDDED_MAX_TURNS}, "embedded default"
+        )
+        return config_mod.override(base, _overrides(args))
+    if getattr(args, "resume", None):
+        path = Path(args.resume) / "config.toml"
+        if not path.is_file():
+            raise InputError(f"{args.resume}: not a run directory (no config.toml to resume)")
+        base = config_mod.load(path)
+        base = config_mod.override(base, {"out": str(Path(args.resume))}, str(path))
+    else:
+        base = config_mod.load(args.config)
+    return config_mod.override(base, _overrides(args))
+
+
+def handle(args: argparse.Namespace) -> int:
+    cfg = resolve_config(args)
+    if args.print_config:
+        print(config_mod.dump(cfg), end="")
+        return EXIT_OK
+    from soc_async.app import execute
+
+    imports: dict[str, Path] = {}
+    if args.command == "experiences":
+        imports["personas"] = _existing(args.personas, "--personas")
+    elif args.command == "chats":
+        exp = _existing(args.experiences, "--experiences")
+        imports["experiences"] = exp
+        imports["personas"] = _existing(
+            args.personas or str(exp.with_name("personas.jsonl")), "--personas"
+        )
+    resume = bool(getattr(args, "resume", None))
+    try:
+        summary = execute(
+            cfg,
+            imports=imports,
+            resume=resume,
+            chats_from_imports=args.command == "chats" and args.n is None,
+        )
+    except Interrupted as exc:
+        print(f"soc-async: {exc}", file=sys.stderr)
+        print(f"resume with: soc-async run --resume {shlex.quote(cfg.out)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary)
+    return EXIT_OK
+
+
+def _existing(path: str, flag: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{flag} {path}: no such file (expected a .jsonl file of a run)")
+    return p
+
+
+__all__ = ["EMBEDDED_MAX_TURNS", "handle", "register", "resolve_config"]
