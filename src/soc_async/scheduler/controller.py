@@ -11,8 +11,11 @@ could carry.
 KV-cache usage leads those losses, so it is what the controller steers on: from the
 usage and the number of requests running it estimates how many requests *fit* at
 ``kv_target`` (``running * kv_target / usage``, both smoothed), and moves the limit
-toward that estimate. The server's own queue and preemptions override it, and a limit
-that led to either is not tried again for ``ceiling_hold`` decisions.
+toward that estimate. The server's own queue and preemptions override it. A limit that
+led to either becomes a *ceiling*: it is not tried again for ``ceiling_hold``
+decisions, and after that the controller approaches and passes it only in small steps
+(``probe`` of the capacity per decision), additive increase after a multiplicative
+decrease, so it does not leap back over the edge it found.
 
 One controller per engine: each engine (one vLLM server) has its own limiter and its
 controller reads only that engine's /metrics, so an engine that is slower or busier
@@ -32,18 +35,22 @@ scripted sequences. The rule, checked in this order at every interval:
    is the old load.
 4. Preemptions since the last sample: the KV cache overflowed. Down (``x down_factor``,
    at least ``step``); the capacity that overflowed becomes a ceiling.
-5. A server queue (smoothed and now above ``queue_slack`` plus ``queue_share`` of the
-   batch): the engine does not take what it is sent. With the KV cache past
+5. A server queue (in both samples and smoothed, above ``queue_slack`` plus
+   ``queue_share`` of the batch; one sample's queue is requests that arrived between
+   two steps): the engine does not take what it is sent. With the KV cache past
    ``kv_high``, down to the KV fit of this sample; with the batch still growing, hold
    (the engine is admitting a burst, prefill by prefill); otherwise (bound by
-   ``max_num_seqs``) down to what it runs plus the slack. The capacity that queued
-   becomes a ceiling.
+   ``max_num_seqs``, the token budget, or a prefix cache too small for the
+   conversations between their turns) down to ``down_factor`` times what it runs.
+   What the engine ran when it queued (plus the slack) becomes a ceiling.
 6. KV usage (smoothed) above ``kv_high``: down to the KV fit (at most ``x
    down_factor`` per decision), no ceiling (usage moves as requests grow).
-7. Up toward the KV fit (at most ``x up_factor``, at least ``step``, below a live
-   ceiling) while the usage is under ``kv_target`` and our limit is used (``in_flight
-   >= busy * capacity``, or callers wait for a slot): a limit that is not reached
-   would change nothing.
+7. Up toward the KV fit while the usage is under ``kv_target`` and our limit is used
+   (``in_flight >= busy * capacity``, or callers wait for a slot: a limit that is not
+   reached would change nothing): at most ``x up_factor`` and at least ``step``; at
+   most ``near`` times a ceiling for ``ceiling_hold`` decisions after it was found,
+   then by ``probe`` steps from there to ``1 / near`` times it; past that the
+   ceiling is forgotten (the load has changed).
 8. Hold otherwise, with the reason.
 
 A fixed concurrency simply means no controller runs.
@@ -106,6 +113,8 @@ class Bounds(msgspec.Struct, kw_only=True, frozen=True):
     queue_share: float = 0.05  # ... plus this share of the requests running
     smoothing: float = 0.5  # weight of the newest sample in the smoothed figures
     ceiling_hold: int = 30  # decisions during which a capacity that overflowed is avoided
+    near: float = 0.9  # from this share of the ceiling on, growth is by probe steps
+    probe: float = 0.02  # share of the capacity one probe step adds (at least step)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.max:
@@ -128,8 +137,8 @@ class ControllerState(msgspec.Struct, kw_only=True, frozen=True):
     kv: float | None = None  # smoothed KV usage
     running: float | None = None  # smoothed requests running on the engine
     waiting: float | None = None  # smoothed server queue
-    ceiling: int | None = None  # a capacity that overflowed; stay below it a while
-    ceiling_ttl: int = 0  # decisions left before the ceiling is forgotten
+    ceiling: int | None = None  # the last capacity that overflowed
+    ceiling_ttl: int = 0  # decisions left during which it is not tried again
     last_rate: float | None = None  # tokens/s over the last interval, for the record
 
 
@@ -156,9 +165,7 @@ def decide(
     in_flight = now.in_flight if in_flight is None else in_flight
     queued = (now.queued or 0) if queued is None else queued
     ceiling, ttl = state.ceiling, max(0, state.ceiling_ttl - 1)
-    if ttl == 0:
-        ceiling = None
-    state = msgspec.structs.replace(state, ceiling=ceiling, ceiling_ttl=ttl)
+    state = msgspec.structs.replace(state, ceiling_ttl=ttl)
 
     Decision = tuple[int, ControllerState, str]
 
@@ -193,11 +200,11 @@ def decide(
         return hold(f"draining: {in_flight} in flight over the capacity {capacity}")
     hold_for = bounds.ceiling_hold
 
-    def down(new: int, why: str, *, remember: bool) -> tuple[int, ControllerState, str]:
+    def down(new: int, why: str, *, remember: int | None) -> tuple[int, ControllerState, str]:
         new = max(bounds.min, min(capacity - bounds.step, new))
         if new >= capacity:
             return hold(f"{why}, at min")
-        changes = {"ceiling": capacity, "ceiling_ttl": hold_for} if remember else {}
+        changes = {"ceiling": remember, "ceiling_ttl": hold_for} if remember else {}
         return move(new, "down", f"{why}: down {capacity}->{new}", **changes)
 
     preempted = now.preemptions - prev.preemptions
@@ -205,23 +212,26 @@ def decide(
         return down(
             math.floor(capacity * bounds.down_factor),
             f"{preempted:g} new preemptions",
-            remember=True,
+            remember=capacity,
         )
     slack = bounds.queue_slack + bounds.queue_share * running
-    if waiting > slack and now.waiting > slack:
+    if waiting > slack and now.waiting > slack and prev.waiting > slack:
         queue = f"server queue {now.waiting:g}"
         if now.kv_cache_usage >= bounds.kv_high and now.running > 0:
             # KV-bound: as many as fit at the target, by this sample's own ratio.
             target = math.floor(now.running * bounds.kv_target / now.kv_cache_usage)
-            return down(target, f"{queue}, KV {now.kv_cache_usage:.0%} full", remember=True)
+            why = f"{queue}, KV {now.kv_cache_usage:.0%} full"
+            return down(target, why, remember=min(capacity, math.ceil(now.running)))
         if now.running > prev.running + slack:
             return hold(f"{queue} while the engine still admits ({now.running:g} running)")
-        # Bound by max_num_seqs or the token budget: what it runs, and the slack.
-        target = math.ceil(now.running + slack)
-        return down(target, f"{queue} at {now.running:g} running", remember=True)
+        # Bound by max_num_seqs, the token budget or a prefix cache that no longer
+        # holds the conversations between turns: below what it runs.
+        target = math.floor(min(now.running, capacity) * bounds.down_factor)
+        edge = min(capacity, math.ceil(now.running + slack))
+        return down(target, f"{queue} at {now.running:g} running", remember=edge)
     if kv > bounds.kv_high and fit is not None:
         target = max(fit, math.floor(capacity * bounds.down_factor))
-        return down(target, f"KV cache {kv:.0%} over {bounds.kv_high:.0%}", remember=False)
+        return down(target, f"KV cache {kv:.0%} over {bounds.kv_high:.0%}", remember=None)
 
     busy = in_flight is None or queued > 0 or in_flight >= bounds.busy * capacity
     if kv >= bounds.kv_target:
@@ -230,14 +240,21 @@ def decide(
         return hold(f"limit not used ({in_flight} of {capacity} in flight)")
     grown = math.ceil(capacity * bounds.up_factor)
     new = max(capacity + bounds.step, min(grown, fit) if fit is not None else grown)
+    careful = ""
+    if ceiling is not None and ttl == 0 and capacity * bounds.near > ceiling:
+        ceiling = None  # passed well beyond it without trouble: it no longer holds
+        state = msgspec.structs.replace(state, ceiling=None)
+    if ceiling is not None and new >= bounds.near * ceiling:
+        edge = math.floor(bounds.near * ceiling)
+        probe = capacity + max(bounds.step, math.ceil(capacity * bounds.probe))
+        new = min(new, edge if ttl > 0 else max(probe, edge))
+        careful = f", {'below' if ttl > 0 else 'probing near'} {ceiling}"
     new = min(new, bounds.max)
-    if ceiling is not None:
-        new = min(new, ceiling - bounds.step)
     if new <= capacity:
         at = "at max" if capacity >= bounds.max else f"below {ceiling}, which overflowed"
         return hold(f"room to grow but {at}")
     fits = f", fit {fit}" if fit is not None else ""
-    return move(new, "up", f"KV {kv:.0%}{fits}: up {capacity}->{new}")
+    return move(new, "up", f"KV {kv:.0%}{fits}{careful}: up {capacity}->{new}")
 
 
 class AdaptiveController:

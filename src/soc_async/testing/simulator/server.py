@@ -13,6 +13,7 @@ chain over its text, so two prompts that share their beginning share cached bloc
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -120,12 +121,12 @@ class SimServer:
 
     async def _listen(self, index: int) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", lambda r: self._chat(r, index))
+        app.router.add_post("/v1/chat/completions", functools.partial(self._chat, index=index))
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
-        app.router.add_get("/metrics", lambda r: self._metrics(r, index))
+        app.router.add_get("/metrics", functools.partial(self._metrics, index=index))
         app.router.add_get("/version", self._version)
-        app.router.add_get("/server_info", lambda r: self._server_info(r, index))
+        app.router.add_get("/server_info", functools.partial(self._server_info, index=index))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
         port = self.port + index if self.port else 0

@@ -108,15 +108,16 @@ class ScenarioResult(msgspec.Struct, kw_only=True):
     measured_from_s: float
     duration_s: float
 
-    def reached_s(self, target: float, window_s: float) -> float | None:
-        """The simulated time after which every window's aggregate tokens/s stays at or
-        above ``target``; None if the last window is below it."""
+    def reached_s(self, target: float, window_s: float, span: int = 1) -> float | None:
+        """The simulated time from which the aggregate tokens/s, averaged over ``span``
+        windows of ``window_s``, stays at or above ``target``; None if it ends below."""
         n = len(self.engines[0].windows)
         totals = [sum(e.windows[i] for e in self.engines) for i in range(n)]
-        if not totals or totals[-1] < target:
+        means = [sum(totals[i : i + span]) / span for i in range(n - span + 1)]
+        if not means or means[-1] < target:
             return None
-        i = n
-        while i > 0 and totals[i - 1] >= target:
+        i = len(means)
+        while i > 0 and means[i - 1] >= target:
             i -= 1
         return i * window_s
 
