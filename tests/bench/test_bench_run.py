@@ -14,10 +14,10 @@ import pytest
 
 from soc_async import config as config_mod
 from soc_async.bench import session
-from soc_async.commands import bench as bench_command
 from soc_async.bench.report import CSV_COLUMNS, write_reports
 from soc_async.bench.results import BenchSettings
 from soc_async.bench.runner import run_bench
+from soc_async.commands import bench as bench_command
 from soc_async.errors import InputError, ServerError, first_error
 from soc_async.testing.fake_server import FakeServer
 from soc_async.testing.scripted import ScriptedModel

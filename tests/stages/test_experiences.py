@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
 import pytest
 from xgrammar.testing import _is_grammar_accept_string
 
+from soc_async import seeds as seed_data
 from soc_async.config import RunConfig, from_dict
 from soc_async.errors import RequestError, RetriesExhausted, ServerError
 from soc_async.fewshot import FewShotRing
@@ -352,8 +351,7 @@ def test_seed_experiences_parse_and_fit_the_grammar() -> None:
 
 def test_seed_experiences_are_about_seed_personas() -> None:
     """The people of the seed experiences are hand-written seed personas, by exact name."""
-    folder = resources.files("soc_async").joinpath("seeds", "personas")
-    cards = [f.read_text(encoding="utf-8") for f in folder.iterdir() if f.name.endswith(".md")]
+    cards = seed_data.persona_cards()
     names = {
         line.removeprefix("**Name:**").strip()
         for card in cards

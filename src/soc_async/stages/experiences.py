@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-from importlib import resources
 
 from rapidfuzz import fuzz
 
+from soc_async import seeds
 from soc_async.config import RunConfig
-from soc_async.errors import SeedError
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.experience import (
     ParsedExperience,
@@ -35,27 +34,11 @@ from soc_async.stages.style_monitor import StyleMonitor
 MAX_TOPICS = 5
 MAX_BUDGET = 20
 
-_SEED_DIR = ("seeds", "experiences")
-
 
 def seed_experiences() -> list[str]:
-    """The hand-written `<experience>` texts shipped in ``soc_async/seeds/experiences``.
-
-    They seed the experience few-shot ring. Raises ``SeedError`` when none can be read.
-    """
-    folder = resources.files("soc_async").joinpath(*_SEED_DIR)
-    try:
-        files = sorted(
-            (f for f in folder.iterdir() if f.name.endswith(".txt")), key=lambda f: f.name
-        )
-        texts = [f.read_text(encoding="utf-8").strip() for f in files]
-    except OSError as exc:
-        raise SeedError(
-            f"cannot read seed experiences in soc_async/{'/'.join(_SEED_DIR)}: {exc}"
-        ) from exc
-    if not texts:
-        raise SeedError(f"no seed experiences (*.txt) in soc_async/{'/'.join(_SEED_DIR)}")
-    return texts
+    """The hand-written `<experience>` texts of ``seeds/experiences``: they seed the
+    experience few-shot ring. Raises ``SeedError`` when none can be read."""
+    return seeds.cards("experiences", ".txt")
 
 
 class ExperienceStage:

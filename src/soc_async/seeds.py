@@ -1,7 +1,7 @@
-"""The seed data shipped inside the package: regions, names lists, hand-written cards.
+"""The seed data of the top-level ``seeds/`` folder: regions, names lists, hand-written cards.
 
-Files are read with ``importlib.resources`` so an installed soc-async finds them without
-the source tree. Loaders validate what they read and raise ``SeedError`` naming the file
+The folder is found through :func:`soc_async.resources.data_dir`, so an installed
+soc-async (which carries it inside the wheel) finds it without the source tree. Loaders validate what they read and raise ``SeedError`` naming the file
 and the key, so a bad edit to ``regions.toml`` stops a run before anything is written.
 
     seeds/regions.toml        world regions, countries (population weights), subregions
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -23,6 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from soc_async.errors import SeedError, validation_key
+from soc_async.resources import data_dir
 
 Name = Annotated[str, Meta(min_length=1)]
 Weight = Annotated[float, Meta(gt=0)]
@@ -94,8 +93,8 @@ class SeedData(msgspec.Struct, kw_only=True):
     names: dict[str, NameList]
 
 
-def _root() -> Traversable:
-    return resources.files("soc_async") / "seeds"
+def _root() -> Path:
+    return data_dir("seeds")
 
 
 def _decode(raw: bytes, kind: type[_T], origin: str, fmt: Literal["toml", "json"]) -> _T:
