@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import anyio
 
 from soc_async import logs
+from soc_async.chat.rollout import ChatStage, StartEvent, decode_event, encode_event
 from soc_async.config import RunConfig
 from soc_async.errors import InputError
 from soc_async.fewshot import FewShotRing, RingSnapshot
@@ -35,7 +36,6 @@ from soc_async.records import (
 )
 from soc_async.scheduler.runner import Pipe, StopSignal, feed, stream_map
 from soc_async.seeds import persona_cards
-from soc_async.stages.chats import ChatStage, StartEvent, decode_event, encode_event
 from soc_async.stages.experiences import ExperienceStage, seed_experiences
 from soc_async.stages.pairing import PersonaPool, pair_for
 from soc_async.stages.personas import PersonaStage

@@ -108,7 +108,7 @@ def _decode(raw: bytes, kind: type[_T], origin: str, fmt: Literal["toml", "json"
         raise SeedError(f"{origin}: not valid {fmt.upper()} ({exc})") from exc
 
 
-def _read(path: Traversable | Path, origin: str) -> bytes:
+def _read(path: Path, origin: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -123,7 +123,7 @@ def _check_unique(values: list[str], origin: str, key: str) -> None:
         seen.add(value)
 
 
-def load_names(key: str, folder: Traversable | Path | None = None) -> NameList:
+def load_names(key: str, folder: Path | None = None) -> NameList:
     """The names list ``names/<key>.json``, validated."""
     base = folder if folder is not None else _root() / "names"
     origin = f"{'seeds/names' if folder is None else folder}/{key}.json"
@@ -142,8 +142,8 @@ def load_seed_data(path: str | os.PathLike[str] | None = None) -> SeedData:
     naming the file and the key of the first problem found.
     """
     if path is None:
-        regions_path: Traversable | Path = _root() / "regions.toml"
-        names_dir: Traversable | Path = _root() / "names"
+        regions_path: Path = _root() / "regions.toml"
+        names_dir: Path = _root() / "names"
         origin = "seeds/regions.toml"
     else:
         regions_path = Path(path)

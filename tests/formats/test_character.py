@@ -21,8 +21,8 @@ from soc_async.formats.character import (
     is_near_duplicate,
     parse_character,
 )
+from soc_async.records import PersonaSample
 from soc_async.seeds import persona_cards
-from soc_async.stats import PersonaSample
 
 SAMPLE = PersonaSample(
     region="East Asia",

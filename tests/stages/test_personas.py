@@ -13,10 +13,10 @@ from soc_async.errors import RequestError, RetriesExhausted, ServerError
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.character import SECTIONS, canonical_text
 from soc_async.llm.types import ChatRequest, Completion, TokenUsage
-from soc_async.records import Failure, Persona, decode_line, encode_line
+from soc_async.records import Failure, Persona, PersonaSample, decode_line, encode_line
 from soc_async.seeds import persona_cards
 from soc_async.stages.personas import PersonaStage
-from soc_async.stats import PersonaSample, StatsEngine, load_stats_engine
+from soc_async.stats import StatsEngine, load_stats_engine
 
 Reply = Callable[[ChatRequest, int], "str | Completion | Exception"]
 

@@ -27,7 +27,7 @@ import msgspec
 from rapidfuzz import fuzz
 
 from soc_async.formats.ebnf import literal
-from soc_async.stats import PersonaSample
+from soc_async.records import PersonaSample
 
 SECTIONS: tuple[str, ...] = (
     "Basic Information",

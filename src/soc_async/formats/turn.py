@@ -15,7 +15,7 @@ semi-structured chat)::
 :func:`parse_turn` checks the *shape*: one ``<turn>``, closed, with one state line and
 messages that each have a known type and a well-formed stamp. Whether the reply obeys the
 chat (the right state line, time moving forward, who may end) is the *meaning*, checked by
-``stages.chat_state``. Both refuse with a :class:`Reason`, a stable string that failure
+``chat.state``. Both refuse with a :class:`Reason`, a stable string that failure
 records and ``soc-async status`` count by.
 """
 

@@ -22,9 +22,9 @@ from soc_async.formats.character import (
 )
 from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.prompts import render
-from soc_async.records import Failure, Persona, PersonaMeta
+from soc_async.records import Failure, Persona, PersonaMeta, PersonaSample
 from soc_async.stages.attempts import ask_until_valid
-from soc_async.stats import PersonaSample, StatsEngine
+from soc_async.stats import StatsEngine
 
 # Words per token of English prose, roughly: the system prompt asks for a card that fits
 # the call's max_tokens, so that a reply is not cut off mid-card.

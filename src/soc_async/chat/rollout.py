@@ -1,6 +1,6 @@
 """The chat rollout: drives one conversation's state machine through model calls.
 
-The rules live in :mod:`soc_async.stages.chat_state` (pure); this module does the I/O
+The rules live in :mod:`soc_async.chat.state` (pure); this module does the I/O
 around them: renders each turn's prompt in prefix-cache order, asks the model, feeds the
 reply to the state machine, retries a violation with a one-line correction, folds old
 turns into a rolling summary in the background, and journals every accepted turn so a
@@ -18,14 +18,14 @@ from datetime import date
 import msgspec
 
 from soc_async import prompts
+from soc_async.chat import state as sm
+from soc_async.chat.grammar import turn_grammar
 from soc_async.config import RunConfig
 from soc_async.errors import RequestError
 from soc_async.formats.clock import format_stamp
 from soc_async.formats.turn import TurnError, parse_turn
-from soc_async.formats.turn_grammar import turn_grammar
 from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.records import Conversation, Experience, Failure, Persona, Turn, Usage
-from soc_async.stages import chat_state as sm
 
 SYSTEM_PROMPT_TEMPLATE = "chat_system.j2"
 

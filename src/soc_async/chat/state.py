@@ -16,7 +16,7 @@ bad at bookkeeping, so the bookkeeping lives here, as plain data and pure functi
 
 A :class:`ChatState` is journal-able data. :func:`apply_turn` takes a parsed reply and
 returns the *next* state or a :class:`Violation` naming the broken rule; it never
-mutates its input and does no I/O. The rollout driver (``stages/chats.py``) owns the
+mutates its input and does no I/O. The rollout driver (``chat/rollout.py``) owns the
 prompts, the model calls, the retries and the journal.
 
 Lifecycle, one :class:`Phase` at a time (the allowed moves are :data:`MOVES`)::

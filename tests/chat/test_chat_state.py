@@ -17,11 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soc_async.config import ChatConfig
-from soc_async.formats.clock import Gap
-from soc_async.formats.turn import ParsedTurn, RawMessage, parse_turn
-from soc_async.records import Experience, ExperienceMeta, TopicSlot, Turn
-from soc_async.stages.chat_state import (
+from soc_async.chat.state import (
     MOVES,
     ChatRules,
     ChatState,
@@ -41,6 +37,10 @@ from soc_async.stages.chat_state import (
     replay,
     turns_to_fold,
 )
+from soc_async.config import ChatConfig
+from soc_async.formats.clock import Gap
+from soc_async.formats.turn import ParsedTurn, RawMessage, parse_turn
+from soc_async.records import Experience, ExperienceMeta, TopicSlot, Turn
 
 NAMES = {"p-mia": "Mia Chen", "p-tom": "Tomás Rivera"}
 START = date(2026, 3, 15)
@@ -398,7 +398,7 @@ def test_instant_event_draws_match_in_another_process() -> None:
     """A resumed run in a new process (another hash seed) draws the same events."""
     here = [instant_event_for(3, "c-9", k, ["x", "y"], 0.3) for k in range(40)]
     code = (
-        "from soc_async.stages.chat_state import instant_event_for as f;"
+        "from soc_async.chat.state import instant_event_for as f;"
         "print([f(3, 'c-9', k, ['x', 'y'], 0.3) for k in range(40)])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
