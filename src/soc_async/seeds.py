@@ -1,8 +1,9 @@
 """The seed data of the top-level ``seeds/`` folder: regions, names lists, hand-written cards.
 
 The folder is found through :func:`soc_async.resources.data_dir`, so an installed
-soc-async (which carries it inside the wheel) finds it without the source tree. Loaders validate what they read and raise ``SeedError`` naming the file
-and the key, so a bad edit to ``regions.toml`` stops a run before anything is written.
+soc-async (which carries it inside the wheel) finds it without the source tree. Loaders
+validate what they read and raise ``SeedError`` naming the file and the key, so a bad
+edit to ``regions.toml`` stops a run before anything is written.
 
     seeds/regions.toml        world regions, countries (population weights), subregions
     seeds/names/<key>.json    names lists for countries Faker has no usable locale for
