@@ -20,11 +20,11 @@ import anyio
 from soc_async import config as config_mod
 from soc_async import logs
 from soc_async.config import RunConfig
-from soc_async.engine import Engine
 from soc_async.errors import ConfigError, Interrupted, ServerStartError
+from soc_async.gateway import ModelGateway
 from soc_async.llm.server import ManagedServer, spec_for
 from soc_async.pipeline import Pipeline
-from soc_async.progress import LiveView, RunStats
+from soc_async.progress import LiveView, RunCounters
 from soc_async.records import Conversation, Experience, Failure, Persona, id_index
 from soc_async.scheduler.runner import StopSignal
 from soc_async.store import RunDir, run_identity
@@ -82,9 +82,9 @@ def _execute(
                 },
                 "managed server",
             )
-        stats = RunStats()
-        _run_loop(config, run_dir, stats, server)
-    return _summary(run_dir, stats)
+        counters = RunCounters()
+        _run_loop(config, run_dir, counters, server)
+    return _summary(run_dir, counters)
 
 
 def _prepare(
@@ -125,19 +125,19 @@ def _server(config: RunConfig) -> Iterator[ManagedServer | None]:
 
 
 def _run_loop(
-    config: RunConfig, run_dir: RunDir, stats: RunStats, server: ManagedServer | None
+    config: RunConfig, run_dir: RunDir, counters: RunCounters, server: ManagedServer | None
 ) -> None:
     async def main() -> None:
         stop = StopSignal(grace_s=config.client.shutdown_grace_s)
-        with stop.installed(), LiveView(stats) as view:
-            async with Engine(config, stats) as engine, anyio.create_task_group() as tg:
+        with stop.installed(), LiveView(counters) as view:
+            async with ModelGateway(config, counters) as gateway, anyio.create_task_group() as tg:
                 pipeline = Pipeline(
                     config,
                     run_dir,
-                    engine,
-                    model_name=engine.model,
+                    gateway,
+                    model_name=gateway.model,
                     stop=stop,
-                    stats=stats,
+                    counters=counters,
                     send_priority=config.client.send_priority,
                 )
                 if server is not None:
@@ -169,7 +169,7 @@ async def _watch(server: ManagedServer) -> None:
     )
 
 
-def _summary(run_dir: RunDir, stats: RunStats) -> str:
+def _summary(run_dir: RunDir, counters: RunCounters) -> str:
     counts = {s: 0 for s in ("personas", "experiences", "conversations", "failures")}
     for name in counts:
         counts[name] = sum(
@@ -177,7 +177,7 @@ def _summary(run_dir: RunDir, stats: RunStats) -> str:
             for r in run_dir.load(name)
             if isinstance(r, Persona | Experience | Conversation | Failure)
         )
-    rate = stats.snapshot()
+    rate = counters.snapshot()
     return (
         f"{run_dir.path}: {counts['personas']} personas, {counts['experiences']} experiences, "
         f"{counts['conversations']} conversations, {counts['failures']} failures; "

@@ -25,7 +25,7 @@ from soc_async.config import RunConfig
 from soc_async.errors import InputError
 from soc_async.fewshot import FewShotRing, RingSnapshot
 from soc_async.llm.types import Completer
-from soc_async.progress import LiveView, RunStats
+from soc_async.progress import LiveView, RunCounters
 from soc_async.records import (
     Conversation,
     Experience,
@@ -78,7 +78,7 @@ class Pipeline:
         *,
         model_name: str,
         stop: StopSignal,
-        stats: RunStats,
+        counters: RunCounters,
         send_priority: bool = False,
     ) -> None:
         self.config = config
@@ -86,7 +86,7 @@ class Pipeline:
         self.completer = completer
         self.model_name = model_name
         self.stop = stop
-        self.stats = stats
+        self.counters = counters
         self.send_priority = send_priority
         self.shard = config.shard_parts()
         self.pipes: list[Pipe[Any]] = []  # the streams between stages, for the live panel
@@ -114,7 +114,7 @@ class Pipeline:
                     await self._experiences_and_chats(out, personas)
             finally:
                 tg.cancel_scope.cancel()
-                self.run_dir.append_metrics(self.stats.snapshot())
+                self.run_dir.append_metrics(self.counters.snapshot())
 
     # --- personas ---------------------------------------------------------------------
 
@@ -129,8 +129,8 @@ class Pipeline:
                 capacity=cfg.persona.ring_capacity,
                 reset_every=cfg.persona.reset_every,
             )
-            engine = load_stats_engine(cfg.persona)
-            stage = PersonaStage(cfg, self.completer, engine, ring, self.model_name)
+            sampler = load_stats_engine(cfg.persona)
+            stage = PersonaStage(cfg, self.completer, sampler, ring, self.model_name)
 
             async def one(i: int) -> None:
                 record = await self._counted(
@@ -257,7 +257,7 @@ class Pipeline:
         cfg = self.config
         finished = self.run_dir.finished_ids(stage)
         mine = shard_indices(target, self.shard)
-        count = self.stats.stages[stage]
+        count = self.counters.stages[stage]
         count.target = len(mine)
         count.done = done
         count.failed = len(finished) - done
@@ -265,7 +265,7 @@ class Pipeline:
 
     async def _counted(self, stage: str, work: Awaitable[RecordT], out: Writers) -> RecordT:
         """Awaits one item's record, writes it and counts it as done or failed."""
-        count = self.stats.stages[stage]
+        count = self.counters.stages[stage]
         count.active += 1
         try:
             record = await work
@@ -293,4 +293,4 @@ class Pipeline:
     async def _report_loop(self) -> None:
         while True:
             await anyio.sleep(5.0)
-            self.run_dir.append_metrics(self.stats.snapshot())
+            self.run_dir.append_metrics(self.counters.snapshot())

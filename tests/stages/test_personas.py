@@ -38,7 +38,7 @@ def card_for(sample: PersonaSample, **overrides: str) -> str:
     return canonical_text(sections)
 
 
-class ScriptedModel:
+class ScriptedWriter:
     """A Completer whose replies come from a function of (request, call number)."""
 
     def __init__(self, reply: Reply) -> None:
@@ -71,14 +71,14 @@ def stats() -> StatsEngine:
 
 def make_stage(
     stats: StatsEngine, reply: Reply, **config: object
-) -> tuple[PersonaStage, ScriptedModel, FewShotRing[str]]:
+) -> tuple[PersonaStage, ScriptedWriter, FewShotRing[str]]:
     cfg: RunConfig = from_dict({"seed": 11, **config})
     ring = FewShotRing(
         persona_cards(),
         capacity=cfg.persona.ring_capacity,
         reset_every=cfg.persona.reset_every,
     )
-    model = ScriptedModel(reply)
+    model = ScriptedWriter(reply)
     return PersonaStage(cfg, model, stats, ring, "served-model"), model, ring
 
 

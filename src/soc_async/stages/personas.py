@@ -38,7 +38,7 @@ class PersonaStage:
         self,
         config: RunConfig,
         completer: Completer,
-        stats: StatsEngine,
+        sampler: StatsEngine,
         ring: FewShotRing[str],
         model_name: str,
         *,
@@ -46,7 +46,7 @@ class PersonaStage:
     ) -> None:
         self.config = config
         self.completer = completer
-        self.stats = stats
+        self.sampler = sampler
         self.ring = ring
         self.model_name = model_name
         self.priority = priority
@@ -58,7 +58,7 @@ class PersonaStage:
     def sample(self, index: int) -> tuple[PersonaSample, random.Random]:
         """Who persona ``index`` is, and the generator the rest of its call draws from."""
         rng = random.Random(f"{self.config.seed}:persona:{index}")
-        return self.stats.sample(rng), rng
+        return self.sampler.sample(rng), rng
 
     async def write(self, index: int, item_id: str) -> Persona | Failure:
         """The persona ``item_id`` (the ``index``-th of the run), or why there is none.
