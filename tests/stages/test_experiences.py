@@ -241,7 +241,7 @@ async def test_truncated_reply_is_invalid_even_if_it_parses() -> None:
     stage, completer, _, _ = make_stage([reply(GOOD, finish="length"), reply(GOOD)])
     result = await stage.write(0, "e-0", PAIR, False)
     assert isinstance(result, Experience)
-    assert "cut off" in user_prompt(completer.calls[1][1])
+    assert "cut by max_tokens" in user_prompt(completer.calls[1][1])
 
 
 async def test_near_copy_of_a_reference_is_rejected() -> None:

@@ -212,7 +212,7 @@ async def test_truncated_reply_is_invalid(stats: StatsEngine) -> None:
     stage, model, _ = make_stage(stats, reply)
     record = await stage.write(1, "p1")
     assert isinstance(record, Persona)
-    assert "cut off" in user_text(model.requests[1])
+    assert "cut by max_tokens" in user_text(model.requests[1])
 
 
 async def test_near_duplicate_of_a_reference_is_refused(stats: StatsEngine) -> None:
