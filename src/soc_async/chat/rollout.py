@@ -93,13 +93,14 @@ class ChatStage:
         journal: Journal,
         send_priority: bool = False,
     ) -> None:
-        self._config = config
-        self._completer = completer
-        self._model = model_name
-        self._journal = journal
-        self._send_priority = send_priority
-        self._system = prompts.render(SYSTEM_PROMPT_TEMPLATE)
-        self._summary_system = prompts.render("summary_system.j2")
+        self.config = config
+        self.completer = completer
+        self.model = model_name
+        self.journal = journal
+        self.send_priority = send_priority
+        # Rendered once: byte-identical for every turn of every chat (the prefix cache).
+        self.system = prompts.render(SYSTEM_PROMPT_TEMPLATE)
+        self.summary_system = prompts.render("summary_system.j2")
 
     async def roll_out(
         self,
@@ -114,14 +115,14 @@ class ChatStage:
         chat: they are replayed first, and the rollout continues from there.
         """
         names = {pid: personas[pid].meta.name for pid in experience.persona_ids}
-        rules = sm.ChatRules.from_config(self._config.chat, experience.cadence)
-        start = date.fromisoformat(experience.start_date or self._config.chat.start_date)
+        rules = sm.ChatRules.from_config(self.config.chat, experience.cadence)
+        start = date.fromisoformat(experience.start_date or self.config.chat.start_date)
         state = sm.initial_state(
             experience, chat_id=chat_id, names=names, rules=rules, start_date=start
         )
         rollout = _Rollout(self, chat_id, experience, personas, names, rules)
         if not journaled:
-            await self._journal(chat_id, StartEvent(experience_id=experience.id))
+            await self.journal(chat_id, StartEvent(experience_id=experience.id))
         for event in journaled:
             if isinstance(event, TurnEvent):
                 state = sm.replay(state, event.turn, event.ended)
@@ -197,13 +198,13 @@ class _Rollout:
             turns=result.turns,
             summary=result.summary,
             ended_by=result.ended_by or "max_turns",
-            model=self.s._model,
+            model=self.s.model,
             usage=self.usage,
             retries=dict(self.retries),
         )
 
     async def _turns(self, state: sm.ChatState, tg: TaskGroup) -> sm.ChatState | Failure:
-        cfg = self.s._config
+        cfg = self.s.config
         fold: _Fold | None = None
         while not sm.is_done(state):
             # A fold runs beside the next turns rather than blocking them; the window
@@ -226,12 +227,12 @@ class _Rollout:
         return state
 
     async def _apply_fold(self, state: sm.ChatState, fold: _Fold) -> sm.ChatState:
-        await self.s._journal(self.chat_id, FoldEvent(summary=fold.summary, count=fold.count))
+        await self.s.journal(self.chat_id, FoldEvent(summary=fold.summary, count=fold.count))
         return sm.apply_fold(state, fold.summary, fold.count)
 
     async def _next_turn(self, state: sm.ChatState) -> sm.ChatState | Failure:
         """Asks for the next turn until the state machine accepts one or retries run out."""
-        cfg = self.s._config
+        cfg = self.s.config
         call = cfg.call("turn")
         event = sm.instant_event_for(
             cfg.seed,
@@ -252,7 +253,7 @@ class _Rollout:
             return sm.apply_turn(state, parsed, self.rules, instant_event=event)
 
         outcome = await ask_until_valid(
-            self.s._completer,
+            self.s.completer,
             "turn",
             lambda _, correction: self._request(state, event, grammar, correction, remaining),
             check,
@@ -272,7 +273,7 @@ class _Rollout:
             )
         accepted = outcome.value
         ended = accepted.ended_by == "exhausted"
-        await self.s._journal(self.chat_id, TurnEvent(turn=accepted.turns[-1], ended=ended))
+        await self.s.journal(self.chat_id, TurnEvent(turn=accepted.turns[-1], ended=ended))
         self.rendered.append(render_turn(accepted.turns[-1], self.names))
         return accepted
 
@@ -308,13 +309,13 @@ class _Rollout:
             else "",
         )
         return build_request(
-            self.s._config,
+            self.s.config,
             "turn",
-            self.s._system,
+            self.s.system,
             user,
-            served_model=self.s._model,
+            served_model=self.s.model,
             grammar=grammar,
-            priority=remaining if self.s._send_priority else None,
+            priority=remaining if self.s.send_priority else None,
         )
 
     async def _summarize(self, fold: _Fold, summary: str, turns: list[Turn]) -> None:
@@ -324,9 +325,9 @@ class _Rollout:
             transcript="\n\n".join(render_turn(t, self.names) for t in turns),
         )
         request = build_request(
-            self.s._config, "summary", self.s._summary_system, user, served_model=self.s._model
+            self.s.config, "summary", self.s.summary_system, user, served_model=self.s.model
         )
-        reply = await self.s._completer.complete("summary", request, affinity=self.chat_id)
+        reply = await self.s.completer.complete("summary", request, affinity=self.chat_id)
         self._count(reply)
         # A summary is prose for the next prompts, not a validated record: a cut one is
         # still better than none, so only an empty reply falls back to the old summary.
