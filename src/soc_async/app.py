@@ -38,10 +38,14 @@ def execute(
     imports: dict[str, Path] | None = None,
     resume: bool = False,
     chats_from_imports: bool = False,
+    allow_torn: bool = False,
 ) -> str:
-    """Runs ``config`` to completion and returns a one-line summary of what was written."""
+    """Runs ``config`` to completion and returns a one-line summary of what was written.
+
+    ``imports`` are input files already checked (store.check_stage_inputs); a torn last
+    line in them is left out only with ``allow_torn``."""
     with _terminate_as_interrupt():
-        return _execute(config, imports or {}, resume, chats_from_imports)
+        return _execute(config, imports or {}, resume, chats_from_imports, allow_torn)
 
 
 @contextlib.contextmanager
@@ -65,9 +69,13 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _execute(
-    config: RunConfig, imports: dict[str, Path], resume: bool, chats_from_imports: bool
+    config: RunConfig,
+    imports: dict[str, Path],
+    resume: bool,
+    chats_from_imports: bool,
+    allow_torn: bool,
 ) -> str:
-    run_dir = _prepare(config, imports, resume, chats_from_imports)
+    run_dir = _prepare(config, imports, resume, chats_from_imports, allow_torn)
     if chats_from_imports:
         config = config_mod.override(
             config, {"targets.chats": _chat_target(run_dir)}, "imported experiences"
@@ -88,7 +96,11 @@ def _execute(
 
 
 def _prepare(
-    config: RunConfig, imports: dict[str, Path], resume: bool, chats_from_imports: bool
+    config: RunConfig,
+    imports: dict[str, Path],
+    resume: bool,
+    chats_from_imports: bool,
+    allow_torn: bool,
 ) -> RunDir:
     chats_follow_experiences = not (chats_from_imports or resume or imports.get("experiences"))
     if chats_follow_experiences and config.targets.chats > config.targets.experiences:
@@ -99,9 +111,13 @@ def _prepare(
     text = config_mod.dump(config)
     identity = run_identity(config)
     path = Path(config.out)
-    run_dir = RunDir.open(path, config_text=text) if resume else RunDir.create(path, text, identity)
+    if resume:
+        run_dir = RunDir.open(path, config_text=text)
+        run_dir.check()  # a hand-edited line is named before any server starts
+    else:
+        run_dir = RunDir.create(path, text, identity)
     for stage, source in imports.items():
-        run_dir.import_records(stage, source)
+        run_dir.import_records(stage, source, allow_torn=allow_torn)
     return run_dir
 
 
