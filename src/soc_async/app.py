@@ -25,7 +25,7 @@ from soc_async.gateway import ModelGateway
 from soc_async.llm.server import ManagedServer, spec_for
 from soc_async.pipeline import Pipeline
 from soc_async.progress import LiveView, RunCounters
-from soc_async.records import Conversation, Experience, Failure, Persona, id_index
+from soc_async.records import id_index
 from soc_async.scheduler.runner import StopSignal
 from soc_async.store import RunDir, run_identity
 
@@ -122,7 +122,7 @@ def _prepare(
 
 
 def _chat_target(run_dir: RunDir) -> int:
-    indices = [id_index(r.id) for r in run_dir.load("experiences") if isinstance(r, Experience)]
+    indices = [id_index(h.item_id) for h in run_dir.scan("experiences") if h.kind == "experience"]
     return max(indices) + 1 if indices else 0
 
 
@@ -186,13 +186,11 @@ async def _watch(server: ManagedServer) -> None:
 
 
 def _summary(run_dir: RunDir, counters: RunCounters) -> str:
-    counts = {s: 0 for s in ("personas", "experiences", "conversations", "failures")}
-    for name in counts:
-        counts[name] = sum(
-            1
-            for r in run_dir.load(name)
-            if isinstance(r, Persona | Experience | Conversation | Failure)
-        )
+    # Headers only: a run of 100,000 conversations is counted, not loaded.
+    counts = {
+        name: sum(1 for header in run_dir.scan(name) if header.kind)
+        for name in ("personas", "experiences", "conversations", "failures")
+    }
     rate = counters.snapshot()
     return (
         f"{run_dir.path}: {counts['personas']} personas, {counts['experiences']} experiences, "
