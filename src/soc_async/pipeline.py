@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
@@ -59,6 +59,7 @@ class Finished:
     conversations: int  # finished conversations
     finished: dict[str, set[str]]  # ids done or failed, per stage
     pending: dict[str, list[bytes]]  # journaled steps of chats in progress
+    todo: dict[str, list[int]] = field(default_factory=dict)  # this shard's indices left
 
 
 def read_finished(run_dir: RunDir) -> Finished:
@@ -143,7 +144,7 @@ class Pipeline:
         async with self.run_dir.writers() as out, anyio.create_task_group() as tg:
             tg.start_soon(self._report_loop)
             try:
-                done = await anyio.to_thread.run_sync(read_finished, self.run_dir)
+                done = await anyio.to_thread.run_sync(self._read_and_plan)
                 personas = await self._personas(out, done)
                 if not self.stop.requested:
                     await self._experiences_and_chats(out, personas, done)
@@ -156,7 +157,7 @@ class Pipeline:
     async def _personas(self, out: Writers, done: Finished) -> list[Persona]:
         cfg = self.config
         existing = list(done.personas)
-        todo = self._todo("personas", cfg.targets.personas, len(existing), done)
+        todo = done.todo["personas"]
         if todo:
             ring = await rebuilt_ring(
                 persona_cards(),
@@ -184,8 +185,8 @@ class Pipeline:
     ) -> None:
         cfg = self.config
         experiences = {id_index(r.id): r for r in done.experiences}
-        exp_todo = self._todo("experiences", cfg.targets.experiences, len(experiences), done)
-        chat_todo = set(self._todo("chats", cfg.targets.chats, done.conversations, done))
+        exp_todo = done.todo["experiences"]
+        chat_todo = set(done.todo["chats"])
         if exp_todo and len(personas) < 2:
             raise InputError(
                 f"{self.run_dir.path}: experiences need at least 2 personas, found "
@@ -278,6 +279,20 @@ class Pipeline:
         return write
 
     # --- shared machinery ---------------------------------------------------------------
+
+    def _read_and_plan(self) -> Finished:
+        """What is finished and what is left to do; blocking (a worker thread runs it):
+        at 100,000 records the ids alone take a second to compute."""
+        done = read_finished(self.run_dir)
+        targets = self.config.targets
+        done.todo = {
+            "personas": self._todo("personas", targets.personas, len(done.personas), done),
+            "experiences": self._todo(
+                "experiences", targets.experiences, len(done.experiences), done
+            ),
+            "chats": self._todo("chats", targets.chats, done.conversations, done),
+        }
+        return done
 
     def _todo(self, stage: str, target: int, done: int, state: Finished) -> list[int]:
         """This shard's indices of ``stage`` not yet finished; sets the stage's counters."""

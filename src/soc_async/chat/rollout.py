@@ -182,10 +182,13 @@ class _Rollout:
                 result = await self._turns(state, tg)
                 tg.cancel_scope.cancel()  # a failed chat leaves no summary call behind
         except BaseExceptionGroup as group:
+            # Callers see the error itself, as from the other stages, not the group.
             error = first_error(group)
             if isinstance(error, RequestError):
                 return self._failure(f"request:{error.reason}", str(error))
-            raise
+            if error is group:
+                raise
+            raise error from group
         if isinstance(result, Failure):
             return result
         return Conversation(
@@ -304,7 +307,7 @@ class _Rollout:
             last_day=last_day,
             ending_allowed=sm.ending_allowed(state),
             event=event,
-            correction=f"{correction} Write the turn again following the rules."
+            correction=f"{correction.rstrip('.')}. Write the turn again following the rules."
             if correction
             else "",
         )
