@@ -66,7 +66,7 @@ def test_the_sweep_has_a_knee_inside_it(fast_sweep: dict[int, ScenarioResult]) -
     assert fast_sweep[SWEEP[-1]].preemptions > top.preemptions
 
 
-@pytest.mark.parametrize(("start", "reach_by"), [(4, 120.0), (4096, 600.0)])
+@pytest.mark.parametrize(("start", "reach_by"), [(4, 180.0), (4096, 720.0)])
 def test_adaptive_reaches_the_best_fixed_limit(
     fast_sweep: dict[int, ScenarioResult], start: int, reach_by: float
 ) -> None:

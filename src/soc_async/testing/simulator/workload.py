@@ -16,12 +16,13 @@ GPU time take seconds, and a seed gives the same result every time.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
-from soc_async.llm.metrics import parse_metrics
+from soc_async.llm.metrics import combine, parse_metrics
 from soc_async.scheduler.controller import AdaptiveController, Bounds, MetricsView
 from soc_async.scheduler.limiter import PriorityLimiter
 from soc_async.testing.simulator.driver import SimCluster
@@ -109,8 +110,9 @@ class ScenarioResult(msgspec.Struct, kw_only=True):
     duration_s: float
 
     def reached_s(self, target: float, window_s: float, span: int = 1) -> float | None:
-        """The simulated time from which the aggregate tokens/s, averaged over ``span``
-        windows of ``window_s``, stays at or above ``target``; None if it ends below."""
+        """When the aggregate tokens/s, averaged over ``span`` windows of ``window_s``,
+        had reached ``target`` for good: the end of the first such average after which
+        none falls below it. None if the last one is below."""
         n = len(self.engines[0].windows)
         totals = [sum(e.windows[i] for e in self.engines) for i in range(n)]
         means = [sum(totals[i : i + span]) / span for i in range(n - span + 1)]
@@ -119,7 +121,7 @@ class ScenarioResult(msgspec.Struct, kw_only=True):
         i = len(means)
         while i > 0 and means[i - 1] >= target:
             i -= 1
-        return i * window_s
+        return (i + span) * window_s
 
 
 async def run_scenario(
@@ -136,13 +138,17 @@ async def run_scenario(
     interval_s: float = 2.0,
     window_s: float = 30.0,
     seed: int = 0,
+    shared_limit: bool = False,
 ) -> ScenarioResult:
-    """Runs ``conversations`` live conversations per engine for ``duration_s`` simulated
+    """Runs ``conversations`` live conversations per engine (each placed on the engine
+    with the fewest, and kept there) for ``duration_s`` simulated
     seconds; figures are measured from ``measure_from_s``.
 
     ``limits``: each engine's in-flight limit (fixed, or the controller's start when
     ``adaptive`` gives its bounds). A finished conversation is replaced at once, so the
-    load stays the same throughout.
+    load stays the same throughout. ``shared_limit``: one limiter for all engines (their
+    limits summed) and one controller reading their metrics combined, as a client with
+    a single bound on requests in flight has it.
     """
     shape = shape or ChatShape()
     n = len(profiles)
@@ -152,7 +158,10 @@ async def run_scenario(
         SimEngine(p, slowdown=s, noise=noise, seed=seed * 1000 + i, name=str(i))
         for i, (p, s) in enumerate(zip(profiles, slow, strict=True))
     ]
-    limiters = [PriorityLimiter(c) for c in caps]
+    if shared_limit:
+        limiters = [PriorityLimiter(sum(caps))] * n
+    else:
+        limiters = [PriorityLimiter(c) for c in caps]
     rng = random.Random(seed)
     turns_done = 0
     next_conv = 0
@@ -161,30 +170,59 @@ async def run_scenario(
     async with SimCluster(engines, resolution_s=0.01) as cluster:
         loop = asyncio.get_running_loop()
 
-        async def conversation(conv: int, engine: int) -> None:
+        live = [0] * n  # conversations on each engine
+        in_flight = [0] * n  # requests on each engine
+        rotate = itertools.count()
+
+        def least(load: list[int]) -> int:
+            """The least loaded engine, ties taken in turn (as the client's router)."""
+            start = next(rotate) % n
+            return min(range(n), key=lambda i: (load[i], (i - start) % n))
+
+        async def turn_on(engine: int, request: SimRequest) -> None:
+            in_flight[engine] += 1
+            try:
+                await cluster.submit(engine, request)
+            finally:
+                in_flight[engine] -= 1
+
+        async def conversation(conv: int) -> None:
             nonlocal turns_done
             r = random.Random(rng.getrandbits(32))
             before_tail = shape.system_tokens + shape.fixed_tokens
             lo = max(1, round(shape.reply_tokens * (1 - shape.reply_spread)))
             hi = max(lo, round(shape.reply_tokens * (1 + shape.reply_spread)))
             prompts = ChatPrompts(shape, conv)
-            for turn in range(shape.turns):
-                reply = r.randint(lo, hi)
-                request = prompts.request(turn, before_tail, reply)
-                async with limiters[engine].slot(shape.turns - turn):
-                    if stop.is_set():
-                        return
-                    await cluster.submit(engine, request)
-                turns_done += 1
-                before_tail += reply + shape.markup_tokens
+            # Per-engine limits: the conversation is placed before it waits for a slot.
+            # One shared limit: its first request goes where fewest are in flight.
+            engine = None if shared_limit else least(live)
+            if engine is not None:
+                live[engine] += 1
+            try:
+                for turn in range(shape.turns):
+                    reply = r.randint(lo, hi)
+                    request = prompts.request(turn, before_tail, reply)
+                    limiter = limiters[0 if engine is None else engine]
+                    async with limiter.slot(shape.turns - turn):
+                        if stop.is_set():
+                            return
+                        if engine is None:
+                            engine = least(in_flight)
+                            live[engine] += 1
+                        await turn_on(engine, request)
+                    turns_done += 1
+                    before_tail += reply + shape.markup_tokens
+            finally:
+                if engine is not None:
+                    live[engine] -= 1
 
-        async def population(engine: int) -> None:
+        async def population() -> None:
             nonlocal next_conv
-            slots = asyncio.Semaphore(conversations)
+            slots = asyncio.Semaphore(conversations * n)
 
             async def one(conv: int) -> None:
                 try:
-                    await conversation(conv, engine)
+                    await conversation(conv)
                 finally:
                     slots.release()
 
@@ -195,8 +233,10 @@ async def run_scenario(
                     tg.create_task(one(next_conv))
 
         def reader(i: int) -> Callable[[], Awaitable[MetricsView]]:
+            watched = engines if shared_limit else [engines[i]]
+
             async def read() -> MetricsView:
-                snap = parse_metrics(exposition(engines[i], "sim"), at=loop.time())
+                snap = combine(parse_metrics(exposition(e, "sim"), at=loop.time()) for e in watched)
                 lim = limiters[i]
                 return MetricsView(
                     running=snap.running,
@@ -213,8 +253,8 @@ async def run_scenario(
             return read
 
         controllers = [
-            AdaptiveController(limiters[i], reader(i), adaptive, interval_s)
-            for i in range(n)
+            AdaptiveController(limiters[i], reader(i), adaptive, interval_s, name=str(i))
+            for i in range(1 if shared_limit else n)
             if adaptive is not None
         ]
         windows: list[list[float]] = [[] for _ in range(n)]
@@ -241,7 +281,7 @@ async def run_scenario(
                         kv_samples[i].append(e.kv_usage)
 
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(population(i)) for i in range(n)]
+            tasks = [tg.create_task(population())]
             tasks += [tg.create_task(c.run()) for c in controllers]
             tasks += [tg.create_task(monitor()), tg.create_task(sampler())]
             await asyncio.sleep(measure_from_s)
@@ -273,7 +313,7 @@ async def run_scenario(
     for i, e in enumerate(engines):
         tok0, pre0, hit0, q0 = start[i]
         tok1, pre1, hit1, q1 = marks[i]
-        history = controllers[i].history if controllers else []
+        history = controllers[0 if shared_limit else i].history if controllers else []
         capacity = [(0.0, caps[i])]
         for t, cap, _ in history:
             if cap != capacity[-1][1]:
