@@ -55,7 +55,7 @@ def test_bench_sweeps_the_simulator_up_to_its_batch_and_finds_the_knee(
     evicted, preemptions); the files hold every phase and say where the sweep came from."""
     out = tmp_path / "bench"
     args = parse(
-        ["--endpoint", simulator, "--max-turns", "4", "--conversations", "1", "--out", str(out)]
+        ["--endpoint", simulator, "--max-turns", "6", "--conversations", "1", "--out", str(out)]
     )
     assert session.run(args, live=False) == 0
 
@@ -69,11 +69,15 @@ def test_bench_sweeps_the_simulator_up_to_its_batch_and_finds_the_knee(
     assert list(rates) == sweep
     knee = summary["recommended"]
     assert 1 < knee < 64 and summary["best_concurrency"] < 64
-    assert rates[64] < 0.95 * summary["best_tokens_per_s"]
+    assert rates[64] < summary["best_tokens_per_s"]
     assert rates[1] < 0.5 * summary["best_tokens_per_s"]
+    # Past the knee the engine evicts the conversations' cached prefixes and preempts
+    # (figures from the server, so not subject to the client's timing).
     phases = {(p["phase"], p["concurrency"]): p for p in data["phases"]}
-    assert phases[("pipeline", 64)]["preemptions"] > 0
-    assert phases[("pipeline", 64)]["conversations_failed"] == 0
+    past, fits = phases[("pipeline", 64)], [phases[("pipeline", c)] for c in (4, 8)]
+    assert past["preemptions"] > max(p["preemptions"] for p in fits)
+    assert past["prefix_hit_rate"] < min(p["prefix_hit_rate"] for p in fits) - 0.1
+    assert past["conversations_failed"] == 0
     assert summary["adaptive_tokens_per_s"] > 0
 
     rows = list(csv.DictReader((out / "bench.csv").read_text().splitlines()))

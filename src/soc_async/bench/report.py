@@ -240,7 +240,8 @@ def recommendation_text(result: BenchResult) -> str:
     if scale:
         lines.append(
             f"a simulated server running {scale:g}x faster than real time: divide tokens/s "
-            f"by {scale:g} (and multiply times by it) for the simulated GPU's own figures"
+            f"by {scale:g} and multiply latency and queue times by it for the simulated "
+            "GPU's own figures (TTFT comes from the server, already in simulated seconds)"
         )
     if s.recommended is None:
         lines.append("no recommendation: no pipeline phase produced tokens")

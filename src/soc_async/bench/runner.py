@@ -353,8 +353,15 @@ async def run_bench(
         if settings.adaptive:
             lo, hi = min(settings.concurrency), max(settings.concurrency)
             initial = min(hi, max(lo, config.concurrency.initial))
+            # A simulated server runs faster than real time: so does its controller.
+            interval = config.concurrency.interval_s / (facts.time_scale or 1.0)
             limits = msgspec.structs.replace(
-                config.concurrency, fixed=None, min=lo, max=hi, initial=initial
+                config.concurrency,
+                fixed=None,
+                min=lo,
+                max=hi,
+                initial=initial,
+                interval_s=max(0.01, interval),
             )
             adaptive = msgspec.structs.replace(config, concurrency=limits)
             phases.append(await sweep.pipeline(None, adaptive, "adaptive"))
