@@ -22,10 +22,10 @@ from soc_async.commands import bench as bench_command
 @pytest.fixture
 def simulator() -> Iterator[str]:
     """The `tiny` simulated engine (max_num_seqs 64, a KV cache for a few dozen chat
-    turns) in its own process, 10x faster than real time, answering valid turns."""
+    turns) in its own process, 5x faster than real time, answering valid turns."""
     with subprocess.Popen(
         [sys.executable, "-m", "soc_async.testing.simulator", "--profile", "tiny",
-         "--time-scale", "10", "--reply", "soc_async.testing.scripted:reply"],
+         "--time-scale", "5", "--reply", "soc_async.testing.scripted:reply"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -63,20 +63,19 @@ def test_bench_sweeps_the_simulator_up_to_its_batch_and_finds_the_knee(
     sweep = [1, 2, 4, 8, 16, 32, 64]
     assert data["settings"]["concurrency"] == sweep
     assert "max_num_seqs 64" in data["settings"]["sweep_source"]
-    assert data["environment"]["server_facts"]["time_scale"] == 10.0
+    assert data["environment"]["server_facts"]["time_scale"] == 5.0
     summary = data["summary"]
     rates = {p["concurrency"]: p["pipeline_tokens_per_s"] for p in summary["points"]}
     assert list(rates) == sweep
     knee = summary["recommended"]
-    assert 1 < knee < 64 and summary["best_concurrency"] < 64
-    assert rates[64] < summary["best_tokens_per_s"]
-    assert rates[1] < 0.5 * summary["best_tokens_per_s"]
+    assert 1 < knee < 64 and summary["best_concurrency"] < 64, rates
+    assert rates[1] < 0.5 * summary["best_tokens_per_s"], rates
     # Past the knee the engine evicts the conversations' cached prefixes and preempts
     # (figures from the server, so not subject to the client's timing).
     phases = {(p["phase"], p["concurrency"]): p for p in data["phases"]}
     past, fits = phases[("pipeline", 64)], [phases[("pipeline", c)] for c in (4, 8)]
-    assert past["preemptions"] > max(p["preemptions"] for p in fits)
-    assert past["prefix_hit_rate"] < min(p["prefix_hit_rate"] for p in fits) - 0.1
+    assert past["preemptions"] > max(p["preemptions"] for p in fits), phases
+    assert past["prefix_hit_rate"] < min(p["prefix_hit_rate"] for p in fits) - 0.1, phases
     assert past["conversations_failed"] == 0
     assert summary["adaptive_tokens_per_s"] > 0
 
@@ -89,7 +88,7 @@ def test_bench_sweeps_the_simulator_up_to_its_batch_and_finds_the_knee(
     printed = capsys.readouterr().out
     assert "sweep 1,2,4,8,16,32,64: up to the engine's max_num_seqs 64" in printed
     assert f"recommended concurrency: {knee} (the knee" in printed
-    assert "10x faster than real time" in printed
+    assert "5x faster than real time" in printed
 
 
 def test_sweep_plans_follow_what_the_server_says() -> None:
