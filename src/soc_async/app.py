@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 
@@ -30,6 +31,7 @@ from soc_async.scheduler.runner import StopSignal
 from soc_async.store import RunDir, run_identity
 
 log = logs.get("app")
+T = TypeVar("T")
 
 
 def execute(
@@ -183,6 +185,33 @@ def _summary(run_dir: RunDir, stats: RunStats) -> str:
         f"{counts['conversations']} conversations, {counts['failures']} failures; "
         f"{rate['completion_tokens']} tokens generated in {rate['elapsed_s']:.0f}s"
     )
+
+
+def with_engine(config: RunConfig, work: Callable[[Engine], Awaitable[T]]) -> T:
+    """Runs ``work`` with an :class:`Engine` on the config's servers, as a run would:
+    the embedded server is started (and stopped) when the config names no endpoint.
+    For commands other than ``run`` that ask the served model, e.g. the report's judge."""
+    with _terminate_as_interrupt(), _server(config) as server:
+        if server is not None:
+            config = config_mod.override(
+                config,
+                {
+                    "endpoints": [server.base_url],
+                    "client.send_priority": server.priority_scheduling,
+                },
+                "managed server",
+            )
+        engine_config = config
+
+        async def main() -> T:
+            async with Engine(engine_config, RunStats()) as engine:
+                return await work(engine)
+
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+            return asyncio.run(main())
+        return uvloop.run(main())
 
 
 def serve(*, model: str, host: str, port: int, extra: list[str], api_key: str | None) -> int:

@@ -290,6 +290,8 @@ def _body(request: ChatRequest, model: str) -> dict[str, Any]:
         body["stop"] = request.stop
     if request.grammar is not None:
         body["structured_outputs"] = {"grammar": request.grammar}
+    elif request.json_schema is not None:
+        body["structured_outputs"] = {"json": request.json_schema}
     if request.priority is not None:
         body["priority"] = request.priority
     if request.extra:
