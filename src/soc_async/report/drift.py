@@ -126,9 +126,15 @@ class DriftFigure:
             top=TOP,
             window_size=self._width,
             windows=windows,
-            top_traits=[w for w, _ in self._all_traits.most_common(TOP)],
-            top_coping=[w for w, _ in self._all_coping.most_common(TOP)],
+            top_traits=_top(self._all_traits),
+            top_coping=_top(self._all_coping),
         )
+
+
+def _top(counter: Counter[str]) -> list[str]:
+    """The most frequent words, ties in alphabetical order (so the order of arrival
+    does not matter)."""
+    return [w for w, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP]]
 
 
 def _top_share(counter: Counter[str]) -> float | None:
