@@ -94,12 +94,11 @@ class DistinctCounter:
         if len(words) < n:
             return
         grams: Iterable[str] = (
-            words if n == 1 else (" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+            words if n == 1 else [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
         )
+        self.total += len(words) - n + 1
         if self._seen is not None:
-            for gram in grams:
-                self._seen.add(gram)
-                self.total += 1
+            self._seen.update(grams)
             if len(self._seen) > self._cap:
                 self._to_sketch()
             return
@@ -107,7 +106,6 @@ class DistinctCounter:
         assert sketch is not None
         for gram in grams:
             sketch.update(gram.encode())
-            self.total += 1
 
     def _to_sketch(self) -> None:
         sketch = HyperLogLogPlusPlus(p=14)
