@@ -91,13 +91,16 @@ def test_distinct_n_counts_ngrams_within_texts() -> None:
     assert (d2.distinct, d2.total, d2.ratio()) == (2, 3, pytest.approx(2 / 3))
 
 
-def test_distinct_n_estimates_past_its_cap() -> None:
-    """Past the cap the count moves to HyperLogLog++ and stays within a few percent."""
-    counter = DistinctCounter(1, cap=1000)
-    for i in range(5000):
-        counter.add([f"w{i}", f"w{i % 100}"])
-    assert counter.estimated and counter.total == 10000
-    assert counter.distinct == pytest.approx(5000, rel=0.03)
+def test_distinct_n_is_exact_across_buffer_merges() -> None:
+    """With a buffer merged every 7 n-grams the count is the exact count of a set."""
+    rng = random.Random(5)
+    texts = [[f"w{rng.randrange(300)}" for _ in range(rng.randrange(0, 12))] for _ in range(400)]
+    for n in (1, 2, 3):
+        counter = DistinctCounter(n, flush_every=7)
+        for words in texts:
+            counter.add(words)
+        grams = [tuple(w[i : i + n]) for w in texts for i in range(len(w) - n + 1)]
+        assert (counter.distinct, counter.total) == (len(set(grams)), len(grams))
 
 
 def test_near_duplicates_found_against_the_earlier_item() -> None:

@@ -29,9 +29,7 @@ from soc_async.store import CONVERSATIONS, EXPERIENCES, FAILURES, PERSONAS
 __all__ = ["build_report"]
 
 
-def build_report(
-    path: str | Path, *, judge: JudgeSection | None = None, distinct_cap: int = 1_000_000
-) -> Report:
+def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Report:
     """The report of the run directory at ``path`` (``judge``: a judged sample's
     section, made beforehand by :mod:`.judge`)."""
     src = RunSource.open(path)
@@ -41,7 +39,7 @@ def build_report(
     demo = DemographicsFigure(cfg.persona, cfg.experience)
     mix = ExperienceMixFigure()
     shape = ShapeFigure(cfg.chat)
-    natural = NaturalnessFigure(distinct_cap=distinct_cap)
+    natural = NaturalnessFigure()
     dups = DuplicatesFigure()
     drift = DriftFigure()
 

@@ -21,10 +21,10 @@ MTLD_MIN_TOKENS = 50
 
 
 class NaturalnessFigure:
-    def __init__(self, *, distinct_cap: int = 1_000_000) -> None:
+    def __init__(self) -> None:
         self._fig = Naturalness(mtld_min_tokens=MTLD_MIN_TOKENS)
-        self._d1 = DistinctCounter(1, cap=distinct_cap)
-        self._d2 = DistinctCounter(2, cap=distinct_cap)
+        self._d1 = DistinctCounter(1)
+        self._d2 = DistinctCounter(2)
         self._persona_sum: defaultdict[str, float] = defaultdict(float)
         self._persona_n: defaultdict[str, int] = defaultdict(int)
         self._three: defaultdict[str, Share] = defaultdict(Share)
@@ -67,7 +67,6 @@ class NaturalnessFigure:
         fig.mtld_persona = per_persona
         fig.distinct_1 = self._d1.ratio()
         fig.distinct_2 = self._d2.ratio()
-        fig.distinct_estimated = self._d1.estimated or self._d2.estimated
         order = [c for c in CADENCES if c in self._three] + sorted(
             c for c in self._three if c not in CADENCES
         )
