@@ -131,6 +131,7 @@ def test_naturalness(report: Report) -> None:
     assert (n.mtld.n, n.mtld.mean, n.mtld_short) == (1, 66.0, 2)
     assert (n.mtld_persona.n, n.mtld_persona.mean) == (1, 64.0)
     assert n.distinct_1 == pytest.approx(77 / 84) and n.distinct_2 == pytest.approx(64 / 69)
+    assert not n.distinct_estimated
     assert (n.words, n.message_words.n, n.message_words.max) == (84, 15, 55)
     assert n.message_words.mean == pytest.approx(84 / 15)
     three = {k: (v.hits, v.total) for k, v in n.three_messages.items()}

@@ -201,6 +201,7 @@ class Naturalness(msgspec.Struct, kw_only=True):
     mtld_persona: Moments = msgspec.field(default_factory=Moments)  # per persona (mean of sides)
     distinct_1: float = 0.0
     distinct_2: float = 0.0
+    distinct_estimated: bool = False  # past 200,000 distinct n-grams: HyperLogLog++
     words: int = 0  # words in every text message
     message_words: Moments = msgspec.field(default_factory=Moments)  # text messages
     message_words_hist: Histogram = msgspec.field(

@@ -67,6 +67,7 @@ class NaturalnessFigure:
         fig.mtld_persona = per_persona
         fig.distinct_1 = self._d1.ratio()
         fig.distinct_2 = self._d2.ratio()
+        fig.distinct_estimated = self._d1.estimated or self._d2.estimated
         order = [c for c in CADENCES if c in self._three] + sorted(
             c for c in self._three if c not in CADENCES
         )

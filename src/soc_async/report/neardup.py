@@ -81,16 +81,15 @@ class NearDuplicates:
         n = len(self.ids)
         if n < 2:
             return []
-        sigs = self._sigs[:n].astype(np.uint64)
         rows = self.num_perm // self.bands
         rng = np.random.default_rng(0x50C)
         multipliers = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
-        sigs32 = self._sigs[:n]
+        sigs = self._sigs[:n]
         need = self.threshold * self.num_perm
         earlier = np.full(n, -1, dtype=np.int64)  # the earlier item each one duplicates
         index = np.arange(n)
         for b in range(self.bands):
-            block = sigs[:, b * rows : (b + 1) * rows]
+            block = sigs[:, b * rows : (b + 1) * rows].astype(np.uint64)
             with np.errstate(over="ignore"):
                 keys = (block * multipliers).sum(axis=1, dtype=np.uint64)
             order = np.argsort(keys, kind="stable")  # equal keys keep item order
@@ -101,7 +100,7 @@ class NearDuplicates:
             items, reps = order[~starts], first[~starts]
             open_ = earlier[items] < 0
             items, reps = items[open_], reps[open_]
-            similar = (sigs32[items] == sigs32[reps]).sum(axis=1) >= need
+            similar = (sigs[items] == sigs[reps]).sum(axis=1) >= need
             earlier[items[similar]] = reps[similar]
         dups = np.flatnonzero(earlier >= 0)
         return [(int(i), int(earlier[i])) for i in dups]
