@@ -6,13 +6,15 @@ import random
 import re
 import string
 
+import numpy as np
 import pytest
+from datasketch import HyperLogLogPlusPlus
 from hypothesis import given
 from hypothesis import strategies as st
 
 from soc_async.records import Persona, PersonaMeta
 from soc_async.report.drift import DriftFigure, coping_words, section, trait_words
-from soc_async.report.lexical import DistinctCounter, mtld, mtld_one_way, tokens
+from soc_async.report.lexical import DistinctCounter, _mix, mtld, mtld_one_way, tokens
 from soc_async.report.neardup import NearDuplicates
 
 # The sample text of the lexicalrichness documentation (LSYS/LexicalRichness README,
@@ -112,6 +114,25 @@ def test_distinct_n_estimates_past_its_limit() -> None:
         counter.add([f"a{i}", f"b{i}", f"a{i % 50}"])  # 2 bigrams each, 60,000 distinct
     assert counter.estimated and counter.total == 60_000
     assert counter.distinct == pytest.approx(60_000, rel=0.03)
+
+
+def test_distinct_n_registers_are_those_of_datasketchs_own_update() -> None:
+    """The batched numpy update leaves the same HyperLogLog++ registers as datasketch's
+    update fed the same (mixed) 64-bit hashes one by one."""
+    rng = random.Random(2)
+    words = [f"w{rng.randrange(10**9)}" for _ in range(20_000)]
+    counter = DistinctCounter(1, exact_up_to=10, batch=999)
+    for i in range(0, len(words), 7):
+        counter.add(words[i : i + 7])
+
+    def mixed(word: str) -> int:
+        return int(_mix(np.array([hash(word)], dtype=np.int64).view(np.uint64))[0])
+
+    reference = HyperLogLogPlusPlus(p=14, hashfunc=mixed)
+    for word in words:
+        reference.update(word)
+    assert counter.distinct == round(reference.count())
+    assert np.array_equal(counter._sketch.reg, reference.reg)
 
 
 def test_near_duplicates_found_against_the_earlier_item() -> None:

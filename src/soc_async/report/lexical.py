@@ -68,6 +68,15 @@ def mtld(words: Sequence[str], threshold: float = MTLD_THRESHOLD) -> float:
     return (forward + backward) / 2.0
 
 
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, a bijection of 64-bit values: Python's tuple hashes are
+    not mixed well enough for the low bits HyperLogLog picks registers with."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return h ^ (h >> np.uint64(31))
+
+
 class DistinctCounter:
     """distinct-n over a stream of token lists, in bounded memory.
 
@@ -124,7 +133,7 @@ class DistinctCounter:
             return
         hashes = np.fromiter(self._buffer, dtype=np.int64, count=len(self._buffer))
         self._buffer.clear()
-        h = hashes.view(np.uint64)
+        h = _mix(hashes.view(np.uint64))
         index = (h & np.uint64(sketch.m - 1)).astype(np.intp)
         rest = h >> np.uint64(sketch.p)  # below 2**50: exact as a float64
         _, bit_length = np.frexp(rest.astype(np.float64))
