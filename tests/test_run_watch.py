@@ -283,3 +283,24 @@ def test_live_panel_in_a_terminal_has_no_broken_lines(tmp_path: Path, width: int
     assert "12/12" in next(ln for ln in last if ln.startswith("chats"))  # the final counts
     summary = screen[screen.index(last[-1]) :]
     assert "12 conversations" in summary and "transport faults:" in summary, screen
+
+
+def test_a_busy_metrics_port_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    """--metrics-port on a port another program holds: exit 2, one line naming the port,
+    no run directory (the endpoint opens before anything is written)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = tmp_path / "run"
+        result = subprocess.run(
+            [sys.executable, "-m", "soc_async.cli", "run", "--endpoint", "http://127.0.0.1:9",
+             "--out", str(out), "--metrics-port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--metrics-port {port}" in lines[0]
+    assert not out.exists()
