@@ -131,3 +131,23 @@ def test_finished_run_and_fixed_limit() -> None:
     assert "finished: interrupted" in text and "limit 64 fixed" in text
     assert "elapsed 1:02:05" in text and "engine" not in text
     assert "faults none" in text and "rejected none" in text
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 120, 139, 140, 160, 200])
+def test_no_line_outgrows_the_console_at_any_width(width: int) -> None:
+    """Long URLs, every fault cause and big numbers: lines are cut, never wrapped, and
+    the figures' columns keep their headers whole."""
+    counters, _ = scripted()
+    every = {c: 12_345 for c in ("5xx", "429", "reset", "connect", "timeout", "bad_json")}
+    counters.engines = lambda: [
+        EngineFigures(url=f"http://gpu-node-{i:03d}.a-long-cluster-domain.example.org:8000",
+                      requests=1_234_567, faults=every, running=512, waiting=1024,
+                      kv_cache_usage=1.0, preemptions=99_999, tokens_per_s=12_345.6)
+        for i in range(4)
+    ]  # fmt: skip
+    lines = draw(counters.snapshot(), width)
+    assert all(len(line) <= width for line in lines)
+    header = next(ln for ln in lines if ln.startswith("engine"))
+    if width >= 80:
+        for col in ("state", "in fl", "run/wait", "KV", "preempt", "prefix", "tok/s"):
+            assert col in header, header

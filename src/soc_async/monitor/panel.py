@@ -32,8 +32,9 @@ from soc_async.monitor.snapshot import EngineFigures, Snapshot, StageFigures
 
 __all__ = ["WIDE", "RunPanel", "ago", "counts", "duration", "short_url"]
 
-# From this many columns on, the tables add their wide-only columns.
-WIDE = 120
+# From this many columns on, the tables add their wide-only columns (the engine table
+# then needs about 130 with every fault cause shown).
+WIDE = 140
 
 
 def duration(seconds: float | None) -> str:
@@ -128,7 +129,7 @@ class RunPanel:
         )
         yield _line(("rejected ", "bold"), counts(s.rejections))
         if s.engines:
-            yield _engines(s.engines, wide)
+            yield _engines(s.engines, width, wide)
 
     def _header(self) -> Text:
         # The run's name last: a long path is what gets cut, never the state.
@@ -157,10 +158,11 @@ class RunPanel:
 
 
 def _table(
-    *columns: str, left: tuple[str, ...] = (), widths: dict[str, tuple[int, int]] | None = None
+    *columns: str, left: tuple[str, ...] = (), widths: dict[str, int] | None = None
 ) -> Table:
-    """A borderless table with a rule under its header; the first column and ``left``
-    ones are left-aligned; ``widths`` gives (min, max) widths of some columns."""
+    """A borderless table with a rule under its header, two spaces between columns; the
+    first column and ``left`` ones are left-aligned; ``widths`` fixes some columns'
+    widths (their cells are cut with an ellipsis)."""
     table = Table(
         box=box.SIMPLE_HEAD,
         show_edge=False,
@@ -170,25 +172,23 @@ def _table(
         padding=(0, 0, 0, 1),
     )
     for i, col in enumerate(columns):
-        lo, hi = (widths or {}).get(col, (None, None))
         table.add_column(
             col,
             justify="left" if i == 0 or col in left else "right",
             no_wrap=True,
             overflow="ellipsis",
-            min_width=lo,
-            max_width=hi,
+            width=(widths or {}).get(col),
         )
     return table
 
 
 def _stages(stages: Mapping[str, StageFigures], width: int, wide: bool) -> Table:
-    # Everything but the bar takes about 60 columns (70 wide): the bar gets the rest.
+    # Everything but the bar takes about 55 columns (65 wide): the bar gets the rest.
     bar_width = max(8, min(50, width - (66 if wide else 56)))
     cols = ["stage", "progress", "done/target", "failed", "active", "/s", "ETA"]
     if wide:
         cols.insert(2, "%")
-    table = _table(*cols, left=("progress",), widths={"progress": (bar_width, bar_width)})
+    table = _table(*cols, left=("progress",), widths={"progress": bar_width})
     for name, st in stages.items():
         total = max(st.target, 1)
         bar = ProgressBar(total=total, completed=min(st.settled, total), width=bar_width)
@@ -213,34 +213,53 @@ def _stages(stages: Mapping[str, StageFigures], width: int, wide: bool) -> Table
     return table
 
 
-def _engines(engines: Iterable[EngineFigures], wide: bool) -> Table:
+_COLUMN_GAP = 2  # characters between two columns of a table
+
+
+def _engines(engines: Iterable[EngineFigures], width: int, wide: bool) -> Table:
+    """One row per engine. The figures keep their natural widths; the engine name and
+    (wide) the faults breakdown share what is left, so a row never outgrows ``width``."""
     cols = ["engine", "state", "in fl", "run/wait", "KV", "preempt", "prefix", "tok/s", "faults"]
     if wide:
         cols[3:3] = ["limit", "requests"]
-    table = _table(*cols, widths={"engine": (8, 40 if wide else 18)})
+    rows: list[list[str]] = []
+    states: list[Text] = []
     for e in engines:
         state = Text("up", style="green") if e.up else Text("down", style="bold red")
         if e.up and e.metrics_error:
             state = Text("up?", style="yellow")  # answers requests, /metrics unreadable
-        run_wait = (
-            "-" if e.running is None else f"{_num(e.running)}/{_num(e.waiting)}"
-        )  # fmt: skip
+        states.append(state)
         faults = sum(e.faults.values())
-        fault_cell: str | Text = counts(e.faults, none="0", sep=" ") if wide else f"{faults:,}"
-        if faults:
-            fault_cell = Text(str(fault_cell), style="red")
-        row: list[str | Text] = [
+        row = [
             short_url(e.url),
-            state,
+            state.plain,
             f"{e.in_flight:,}",
-            run_wait,
+            "-" if e.running is None else f"{_num(e.running)}/{_num(e.waiting)}",
             _pct(e.kv_cache_usage),
             _num(e.preemptions),
             _pct(e.prefix_hit_rate),
             _num(e.tokens_per_s),
-            fault_cell,
+            counts(e.faults, none="0", sep=" ") if wide else f"{faults:,}",
         ]
         if wide:
             row[3:3] = ["-" if e.limit is None else f"{e.limit:,}", f"{e.requests:,}"]
-        table.add_row(*row)
+        rows.append(row)
+    natural = {c: max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)}
+    flex = ["engine", "faults"] if wide else ["engine"]
+    fixed = sum(w for c, w in natural.items() if c not in flex)
+    room = width - fixed - _COLUMN_GAP * (len(cols) - 1)
+    widths: dict[str, int] = {}
+    if room < sum(natural[c] for c in flex):
+        engine = min(natural["engine"], max(8, room // 2 if wide else room))
+        widths["engine"] = engine
+        if wide:
+            widths["faults"] = max(6, room - engine)
+    table = _table(*cols, widths=widths)
+    for row, state in zip(rows, states, strict=True):
+        cells: list[str | Text] = list(row)
+        cells[1] = state
+        fault_col = cols.index("faults")
+        if row[fault_col] not in ("0", ""):
+            cells[fault_col] = Text(row[fault_col], style="red")
+        table.add_row(*cells)
     return table
