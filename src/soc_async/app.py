@@ -27,7 +27,7 @@ from soc_async.llm.server import ManagedServer, spec_for
 from soc_async.monitor.exporter import MetricsServer
 from soc_async.pipeline import Pipeline
 from soc_async.progress import LiveView, Reporter, RunCounters
-from soc_async.records import Conversation, Experience, Failure, Persona, id_index
+from soc_async.records import id_index
 from soc_async.scheduler.runner import StopSignal
 from soc_async.store import RunDir, run_identity
 
@@ -40,14 +40,17 @@ def execute(
     imports: dict[str, Path] | None = None,
     resume: bool = False,
     chats_from_imports: bool = False,
+    allow_torn: bool = False,
     metrics_at: tuple[str, int] | None = None,
 ) -> str:
     """Runs ``config`` to completion and returns a one-line summary of what was written.
 
-    ``metrics_at`` (host, port): serve the run's figures for Prometheus there.
+    ``imports`` are input files already checked (store.check_stage_inputs); a torn last
+    line in them is left out only with ``allow_torn``. ``metrics_at`` (host, port): serve
+    the run's figures for Prometheus there.
     """
     with _terminate_as_interrupt(), _exporter(config, metrics_at) as exporter:
-        return _execute(config, imports or {}, resume, chats_from_imports, exporter)
+        return _execute(config, imports or {}, resume, chats_from_imports, allow_torn, exporter)
 
 
 @contextlib.contextmanager
@@ -91,9 +94,10 @@ def _execute(
     imports: dict[str, Path],
     resume: bool,
     chats_from_imports: bool,
+    allow_torn: bool,
     exporter: MetricsServer | None,
 ) -> str:
-    run_dir = _prepare(config, imports, resume, chats_from_imports)
+    run_dir = _prepare(config, imports, resume, chats_from_imports, allow_torn)
     counters = RunCounters()
     counters.capacity = config.concurrency.fixed or config.concurrency.initial
     reporter = Reporter(
@@ -144,7 +148,11 @@ def _run(
 
 
 def _prepare(
-    config: RunConfig, imports: dict[str, Path], resume: bool, chats_from_imports: bool
+    config: RunConfig,
+    imports: dict[str, Path],
+    resume: bool,
+    chats_from_imports: bool,
+    allow_torn: bool,
 ) -> RunDir:
     chats_follow_experiences = not (chats_from_imports or resume or imports.get("experiences"))
     if chats_follow_experiences and config.targets.chats > config.targets.experiences:
@@ -155,14 +163,18 @@ def _prepare(
     text = config_mod.dump(config)
     identity = run_identity(config)
     path = Path(config.out)
-    run_dir = RunDir.open(path, config_text=text) if resume else RunDir.create(path, text, identity)
+    if resume:
+        run_dir = RunDir.open(path, config_text=text)
+        run_dir.check()  # a hand-edited line is named before any server starts
+    else:
+        run_dir = RunDir.create(path, text, identity)
     for stage, source in imports.items():
-        run_dir.import_records(stage, source)
+        run_dir.import_records(stage, source, allow_torn=allow_torn)
     return run_dir
 
 
 def _chat_target(run_dir: RunDir) -> int:
-    indices = [id_index(r.id) for r in run_dir.load("experiences") if isinstance(r, Experience)]
+    indices = [id_index(h.item_id) for h in run_dir.scan("experiences") if h.kind == "experience"]
     return max(indices) + 1 if indices else 0
 
 
@@ -232,13 +244,11 @@ async def _watch(server: ManagedServer) -> None:
 
 
 def _summary(run_dir: RunDir, counters: RunCounters) -> str:
-    counts = {s: 0 for s in ("personas", "experiences", "conversations", "failures")}
-    for name in counts:
-        counts[name] = sum(
-            1
-            for r in run_dir.load(name)
-            if isinstance(r, Persona | Experience | Conversation | Failure)
-        )
+    # Headers only: a run of 100,000 conversations is counted, not loaded.
+    counts = {
+        name: sum(1 for header in run_dir.scan(name) if header.kind)
+        for name in ("personas", "experiences", "conversations", "failures")
+    }
     snap = counters.snapshot()
     faults = ", ".join(f"{k} {v}" for k, v in snap.faults.items()) or "none"
     rejected = ", ".join(f"{k} {v}" for k, v in list(snap.rejections.items())[:5]) or "none"

@@ -23,7 +23,6 @@ from soc_async.chat.state import (
     ChatState,
     IllegalMove,
     Phase,
-    Violation,
     apply_fold,
     apply_turn,
     current_speaker,
@@ -39,6 +38,7 @@ from soc_async.chat.state import (
 )
 from soc_async.config import ChatConfig
 from soc_async.formats.clock import Gap
+from soc_async.formats.refusal import Refusal
 from soc_async.formats.turn import ParsedTurn, RawMessage, parse_turn
 from soc_async.records import Experience, ExperienceMeta, TopicSlot, Turn
 
@@ -86,19 +86,19 @@ def turn(line: str, *stamps: tuple[str, str], ended: bool = False, text: str = "
 
 def say(
     state: ChatState, line: str, *, ended: bool = False, rules: ChatRules = RULES
-) -> ChatState | Violation:
+) -> ChatState | Refusal:
     """One message a minute after the clock (12:00 on the start date for the first)."""
     moment = state.clock + timedelta(minutes=1) if state.clock else datetime(2026, 3, 15, 12)
     return apply_turn(state, turn(line, (f"{moment:%H:%M}", f"{moment:%d.%m}"), ended=ended), rules)
 
 
-def accepted(result: ChatState | Violation) -> ChatState:
+def accepted(result: ChatState | Refusal) -> ChatState:
     assert isinstance(result, ChatState), result
     return result
 
 
-def refused(result: ChatState | Violation) -> Violation:
-    assert isinstance(result, Violation), result
+def refused(result: ChatState | Refusal) -> Refusal:
+    assert isinstance(result, Refusal), result
     assert result.detail and "\n" not in result.detail
     return result
 

@@ -11,6 +11,7 @@ from typing import Any
 from soc_async import config as config_mod
 from soc_async.commands.options import add_server_options, add_verbose
 from soc_async.errors import EXIT_INTERRUPTED, EXIT_OK, InputError, Interrupted
+from soc_async.store import check_stage_inputs
 
 # `soc-async run` with no config and no endpoint is the embedded default job: vLLM's CPU
 # build with a 135M model, so it keeps chats short enough to finish in a few minutes.
@@ -67,6 +68,7 @@ def register(sub: Any) -> None:
     experiences.add_argument(
         "--personas", required=True, metavar="FILE", help="personas.jsonl to pair"
     )
+    _allow_torn(experiences)
     experiences.set_defaults(handler=handle)
 
     chats = sub.add_parser("chats", help="the chat stage alone")
@@ -74,7 +76,16 @@ def register(sub: Any) -> None:
     chats.add_argument("-n", type=int, metavar="N", help="default: one per experience")
     chats.add_argument("--experiences", required=True, metavar="FILE")
     chats.add_argument("--personas", metavar="FILE", help="default: beside --experiences")
+    _allow_torn(chats)
     chats.set_defaults(handler=handle)
+
+
+def _allow_torn(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-torn",
+        action="store_true",
+        help="leave out a torn last line of an input file (one copied while being written)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,17 +139,9 @@ def handle(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config_mod.dump(cfg), end="")
         return EXIT_OK
+    imports = _checked_inputs(args)
     from soc_async.app import execute
 
-    imports: dict[str, Path] = {}
-    if args.command == "experiences":
-        imports["personas"] = _existing(args.personas, "--personas")
-    elif args.command == "chats":
-        exp = _existing(args.experiences, "--experiences")
-        imports["experiences"] = exp
-        imports["personas"] = _existing(
-            args.personas or str(exp.with_name("personas.jsonl")), "--personas"
-        )
     resume = bool(getattr(args, "resume", None))
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         raise InputError(f"--metrics-port: expected a port number 0-65535, got {args.metrics_port}")
@@ -149,6 +152,7 @@ def handle(args: argparse.Namespace) -> int:
             imports=imports,
             resume=resume,
             chats_from_imports=args.command == "chats" and args.n is None,
+            allow_torn=getattr(args, "allow_torn", False),
             metrics_at=metrics_at,
         )
     except Interrupted as exc:
@@ -157,6 +161,28 @@ def handle(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(summary)
     return EXIT_OK
+
+
+def _checked_inputs(args: argparse.Namespace) -> dict[str, Path]:
+    """The input files of a single-stage command, read whole and checked before any
+    server is asked or the output directory exists (InputError naming FILE:LINE)."""
+    imports: dict[str, Path] = {}
+    if args.command == "experiences":
+        imports["personas"] = _existing(args.personas, "--personas")
+    elif args.command == "chats":
+        exp = _existing(args.experiences, "--experiences")
+        imports["experiences"] = exp
+        imports["personas"] = _existing(
+            args.personas or str(exp.with_name("personas.jsonl")), "--personas"
+        )
+    if imports:
+        check_stage_inputs(
+            personas=imports.get("personas"),
+            experiences=imports.get("experiences"),
+            min_personas=2 if args.command == "experiences" else 0,
+            allow_torn=args.allow_torn,
+        )
+    return imports
 
 
 def _existing(path: str, flag: str) -> Path:
