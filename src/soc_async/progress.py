@@ -180,7 +180,9 @@ class LiveView:
             self._live = Live(
                 self._panel(),
                 console=self._console or Console(stderr=True),
-                refresh_per_second=2,
+                # One frame a second: a frame costs ~30 ms of CPU at 160 columns with 8
+                # engines (docs/observability.md), taken from the event loop's GIL.
+                refresh_per_second=1,
                 transient=False,
             )
             self._live.__enter__()
@@ -221,7 +223,7 @@ class LiveView:
             },
         )
 
-    async def run(self, every_s: float = 0.5) -> None:
+    async def run(self, every_s: float = 1.0) -> None:
         """Refresh until cancelled."""
         while True:
             self.refresh()

@@ -61,6 +61,20 @@ def test_tail_yields_whole_lines_once(tmp_path: Path) -> None:
     assert tail.read() == ([b"z"], True)
 
 
+def test_tail_reads_a_big_file_in_bounded_chunks(tmp_path: Path) -> None:
+    """Read a few bytes at a time, every line still comes once, whole and in order, a
+    line longer than a chunk included."""
+    path = tmp_path / "f.jsonl"
+    lines = [b"x" * n for n in (1, 5, 30, 2, 17, 3)]
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    tail = FileTail(path, chunk=8)
+    got: list[bytes] = []
+    while batch := tail.read()[0]:
+        assert len(batch) <= 8
+        got.extend(batch)
+    assert got == lines and tail.lineno == len(lines)
+
+
 def test_follower_counts_what_the_writer_appends(run: RunDir) -> None:
     """Records, failures, rejections, the journal and the newest metrics line, read as a
     writer appends them (a torn record line counted only once it is whole)."""

@@ -44,10 +44,12 @@ __all__ = ["FileTail", "Follower"]
 
 
 class FileTail:
-    """The whole lines appended to a file since the last :meth:`read`."""
+    """The whole lines appended to a file since the last :meth:`read`, at most about
+    ``chunk`` bytes of them per call (a multi-gigabyte file is read in bounded memory)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, chunk: int = 8 << 20) -> None:
         self.path = path
+        self.chunk = chunk
         self.offset = 0  # bytes consumed: always just after a newline
         self.lineno = 0  # lines consumed
         self._ino: int | None = None
@@ -55,7 +57,8 @@ class FileTail:
     def read(self) -> tuple[list[bytes], bool]:
         """(new whole lines, restarted): ``restarted`` when the file was replaced or cut
         below what was read (the journal is compacted by replacing it): the lines are
-        then the whole file again and the caller starts its counts over."""
+        then from the file's start again and the caller starts its counts over. Call
+        again until no line comes back to read everything appended."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -69,12 +72,16 @@ class FileTail:
             return [], restarted
         with open(self.path, "rb") as f:
             f.seek(self.offset)
-            data = f.read(st.st_size - self.offset)
+            left = st.st_size - self.offset
+            data = f.read(min(self.chunk, left))
+            while b"\n" not in data and len(data) < left:  # a line longer than a chunk
+                data += f.read(min(self.chunk, left - len(data)))
         end = data.rfind(b"\n")
         if end < 0:
             return [], restarted
         self.offset += end + 1
         lines = data[:end].split(b"\n")
+        self.lineno += len(lines)
         return lines, restarted
 
 
@@ -119,28 +126,24 @@ class Follower:
     def poll(self) -> bool:
         """Read what was appended since the last poll; True when anything was."""
         changed = False
-        restarted = False
-        new: list[tuple[str | None, Path, int, bytes]] = []
-        for stage, tail in self._stage_tails.items():
-            lines, again = tail.read()
-            restarted |= again
-            new.extend((stage, tail.path, tail.lineno + i + 1, b) for i, b in enumerate(lines))
-            tail.lineno += len(lines)
-        lines, again = self._failures_tail.read()
-        restarted |= again
-        new.extend(
-            (None, self._failures_tail.path, self._failures_tail.lineno + i + 1, b)
-            for i, b in enumerate(lines)
-        )
-        self._failures_tail.lineno += len(lines)
-        if restarted:  # a record file was replaced: count every file again
-            self._reset_records()
-            for tail in (*self._stage_tails.values(), self._failures_tail):
-                tail.offset = tail.lineno = 0
-            return self.poll() or True
-        for stage, path, lineno, line in new:
-            changed = True
-            self._record(stage, path, lineno, line)
+        tails: list[tuple[str | None, FileTail]] = [
+            *self._stage_tails.items(),
+            (None, self._failures_tail),
+        ]
+        for stage, tail in tails:
+            while True:
+                lines, restarted = tail.read()
+                if restarted:  # a record file was replaced: count every file again
+                    self._reset_records()
+                    for _, t in tails:
+                        t.offset = t.lineno = 0
+                    return self.poll() or True
+                if not lines:
+                    break
+                changed = True
+                first = tail.lineno - len(lines) + 1
+                for i, line in enumerate(lines):
+                    self._record(stage, tail.path, first + i, line)
         changed |= self._read_journal()
         changed |= self._read_metrics()
         return changed
@@ -161,20 +164,29 @@ class Follower:
             self.failures[header.reason or "unknown"] += 1
 
     def _read_journal(self) -> bool:
-        lines, restarted = self._journal_tail.read()
-        if restarted:
-            self._started.clear()
-            self._ended.clear()
-        for line in lines:
-            try:
-                entry = entry_decoder.decode(line)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue  # the journal is the writer's scratch space: skip, do not fail
-            (self._ended if entry.done else self._started).add(entry.id)
-        return bool(lines) or restarted
+        changed = False
+        while True:
+            lines, restarted = self._journal_tail.read()
+            if restarted:
+                self._started.clear()
+                self._ended.clear()
+            if not lines:
+                return changed or restarted
+            changed = True
+            for line in lines:
+                try:
+                    entry = entry_decoder.decode(line)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue  # the journal is the writer's scratch space: skip, do not fail
+                (self._ended if entry.done else self._started).add(entry.id)
 
     def _read_metrics(self) -> bool:
-        lines, _ = self._metrics_tail.read()
+        changed = False
+        while lines := self._metrics_tail.read()[0]:
+            changed |= self._metrics_lines(lines)
+        return changed
+
+    def _metrics_lines(self, lines: list[bytes]) -> bool:
         changed = False
         for line in lines:
             try:
