@@ -119,7 +119,10 @@ def _execute(
             outcome = "interrupted"
         raise
     finally:
-        reporter.final(outcome)
+        try:
+            reporter.final(outcome)
+        except OSError as exc:  # advisory figures must not hide how the run ended
+            log.warning("cannot write the last metrics line", error=str(exc))
     return _summary(run_dir, counters)
 
 
