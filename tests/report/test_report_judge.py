@@ -11,8 +11,8 @@ import pytest
 from handmade_run import C, write_run
 
 from soc_async import config as config_mod
-from soc_async.engine import Engine
-from soc_async.progress import RunStats
+from soc_async.gateway import ModelGateway
+from soc_async.progress import RunCounters
 from soc_async.report.judge import SCHEMA, MalformedScore, parse_verdict, sample_ids
 from soc_async.report.judging import JudgeStore, judge_sample
 
@@ -54,8 +54,8 @@ def run(tmp_path: Path) -> Path:
 
 async def judge(server: Any, run: Path, store_path: Path, n: int, seed: int = 0):
     cfg = config_mod.from_dict({"endpoints": [server.url], "concurrency": {"fixed": 4}})
-    async with Engine(cfg, RunStats()) as engine:
-        return await judge_sample(engine, run, JudgeStore(store_path), n=n, seed=seed)
+    async with ModelGateway(cfg, RunCounters()) as gateway:
+        return await judge_sample(gateway, run, JudgeStore(store_path), n=n, seed=seed)
 
 
 async def test_scores_are_asked_under_the_schema_and_aggregated(fake_server, run, tmp_path):

@@ -72,7 +72,7 @@ def handle(args: argparse.Namespace) -> int:
 
 def _judge(args: argparse.Namespace, run_dir: Path, where: Path) -> Any:
     from soc_async import config as config_mod
-    from soc_async.app import with_engine
+    from soc_async.app import with_gateway
     from soc_async.report.judging import JUDGE_FILE, JudgeStore, judge_sample
     from soc_async.store import CONFIG, read_identity
 
@@ -82,9 +82,9 @@ def _judge(args: argparse.Namespace, run_dir: Path, where: Path) -> Any:
         config_mod.load(path), {"endpoints": args.endpoint, "model": args.model}
     )
     store = JudgeStore(where / JUDGE_FILE)
-    return with_engine(
+    return with_gateway(
         cfg,
-        lambda engine: judge_sample(engine, run_dir, store, n=args.judge, seed=args.judge_seed),
+        lambda gateway: judge_sample(gateway, run_dir, store, n=args.judge, seed=args.judge_seed),
     )
 
 

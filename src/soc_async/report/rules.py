@@ -1,7 +1,7 @@
 """The rules of a saved record, checked again by code that shares nothing with the
 code that made it.
 
-The chat state machine (``stages/chat_state.py``), the turn parser and the clock of
+The chat state machine (``chat/state.py``), the turn parser and the clock of
 ``formats/`` decided what was accepted while generating; this module re-derives each
 rule from the record formats of docs/records.md with its own small code and never
 imports them, so a bug there cannot also hide here. It grew out of tests/dataset_check.py.
