@@ -28,6 +28,11 @@ def _num(x: float | int | None, digits: int = 1) -> str:
     return f"{x:,.{digits}f}"
 
 
+def _top(counts: dict[str, Any], n: int) -> dict[str, Any]:
+    """The first ``n`` entries of a distribution already ordered by count."""
+    return dict(list(counts.items())[:n])
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_TEMPLATES),
@@ -38,6 +43,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["pct"] = _pct
     env.filters["num"] = _num
+    env.filters["top"] = _top
     return env
 
 
