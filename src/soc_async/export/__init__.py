@@ -1,0 +1,181 @@
+"""``soc-async export``: a run directory as a dataset users train on.
+
+    rows.py      the row Struct of each format: the one statement of its schema
+    schema.py    row Struct -> the card's `datasets` features, and the Parquet schema
+    extract.py   SOC-2508 / SPB-2508 fields out of free text (documented rules)
+    formats.py   records -> rows, per format (pure)
+    messages.py  the chat-format samples and their options
+    split.py     held-out splits grouped by persona (pure, seeded)
+    write.py     JSONL per split; Parquet converted from it
+    card.py      README.md with the YAML front matter `datasets` reads
+
+:func:`export_run` wires them: read the run (rundata.py), plan the split, stream the
+conversations into rows, write the files and the card. docs/export.md is the user's
+description of every format.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from soc_async.errors import InputError
+from soc_async.export.card import CardFacts, read_report, render_card
+from soc_async.export.formats import (
+    CONVERSATION_FORMATS,
+    FORMATS,
+    MissingReference,
+    conversation_rows,
+    spb_row,
+)
+from soc_async.export.messages import MessagesOptions
+from soc_async.export.rows import MessagesRow, Soc2508Row, Soc2602Row, SpbRow
+from soc_async.export.schema import arrow_schema
+from soc_async.export.split import TRAIN, plan_split
+from soc_async.export.write import DATA_DIR, SplitWriter, jsonl_to_parquet
+from soc_async.rundata import RunData
+
+__all__ = ["FORMATS", "ROW_TYPES", "ExportSummary", "MessagesOptions", "export_run"]
+
+ROW_TYPES: dict[str, type[msgspec.Struct]] = {
+    "soc-2602": Soc2602Row,
+    "soc-2508": Soc2508Row,
+    "spb": SpbRow,
+    "messages": MessagesRow,
+}
+CARD = "README.md"
+
+
+class ExportSummary(msgspec.Struct, kw_only=True):
+    format: str
+    out: str
+    rows: dict[str, int]  # per split
+    dropped: int  # conversations a grouped split left out
+    files: list[str]  # relative to out
+    seconds: float
+    parquet_seconds: float
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    fmt: str,
+    splits: dict[str, float] | None = None,
+    seed: int = 0,
+    parquet: bool = False,
+    messages: MessagesOptions | None = None,
+    license: str | None = None,
+) -> ExportSummary:
+    """Export the run directory ``run_dir`` in format ``fmt`` into the directory ``out``.
+
+    ``splits`` ({name: fraction of the conversations}) are held out grouped by persona
+    with ``seed``; the rest is ``train``. Raises InputError for an unknown format, an
+    output directory that is not empty, or a conversation whose references are missing.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    started = time.perf_counter()
+    splits = dict(splits or {})
+    messages = messages or MessagesOptions()
+    out_dir = Path(out)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(f"{out_dir}: exists and is not empty (choose a new --out)")
+    data = RunData(run_dir)
+    facts: dict[str, Any] = {
+        "models": {"conversations": Counter(), "personas": Counter(), "experiences": Counter()},
+        "styles": Counter(),
+        "ended_by": Counter(),
+        "turns": 0,
+        "messages": 0,
+        "conversations": 0,
+    }
+    for p in data.personas.values():
+        facts["models"]["personas"][p.meta.model] += 1
+    for e in data.experiences.values():
+        facts["models"]["experiences"][e.meta.model] += 1
+    plan = None
+    if splits:
+        edges = [(c.chat_id, c.persona_ids[0], c.persona_ids[1]) for c in data.conversations()]
+        plan = plan_split(edges, data.personas, splits, seed)
+    writer = SplitWriter(out_dir)
+    order = [TRAIN, *splits]
+    for name in order:
+        writer.ensure(name)
+    if fmt == "spb":
+        for p in data.personas.values():
+            writer.write(plan.personas.get(p.id, TRAIN) if plan else TRAIN, spb_row(p))
+    rows_of = conversation_rows(fmt, data, messages) if fmt in CONVERSATION_FORMATS else None
+    for c in data.conversations():
+        facts["conversations"] += 1
+        facts["models"]["conversations"][c.model] += 1
+        facts["styles"][c.style] += 1
+        facts["ended_by"][c.ended_by] += 1
+        facts["turns"] += len(c.turns)
+        facts["messages"] += sum(len(t.messages) for t in c.turns)
+        if rows_of is None:
+            continue
+        split = plan.chats.get(c.chat_id) if plan else TRAIN
+        if split is None:
+            continue  # between two sides of the split: dropped
+        try:
+            for row in rows_of(c):
+                writer.write(split, row)  # type: ignore[arg-type]
+        except MissingReference as exc:
+            raise InputError(f"{data.path}: {exc}") from None
+    counts = writer.close()
+    rows = {name: counts.get(name, 0) for name in order}
+    files = {"jsonl": {s: f"{DATA_DIR}/{s}.jsonl" for s in order}}
+    parquet_started = time.perf_counter()
+    if parquet:
+        schema = arrow_schema(ROW_TYPES[fmt])
+        files["parquet"] = {}
+        for s in order:
+            jsonl_to_parquet(
+                out_dir / files["jsonl"][s], out_dir / f"{DATA_DIR}/{s}.parquet", schema
+            )
+            files["parquet"][s] = f"{DATA_DIR}/{s}.parquet"
+    parquet_seconds = time.perf_counter() - parquet_started if parquet else 0.0
+    failures = Counter(f.stage for f in data.failures)
+    card = CardFacts(
+        format=fmt,
+        row_type=ROW_TYPES[fmt],
+        splits=rows,
+        files=files,
+        sizes={p: (out_dir / p).stat().st_size for kind in files.values() for p in kind.values()},
+        records={
+            "personas": len(data.personas),
+            "experiences": len(data.experiences),
+            "conversations": facts["conversations"],
+        },
+        failures={s: failures[s] for s in ("personas", "experiences", "chats") if failures[s]},
+        failure_reasons=dict(Counter(f.reason for f in data.failures)),
+        models={k: dict(v) for k, v in facts["models"].items()},
+        turns=facts["turns"],
+        messages=facts["messages"],
+        styles=dict(facts["styles"]),
+        ended_by=dict(facts["ended_by"]),
+        dropped=plan.dropped if plan else 0,
+        split_spec=splits,
+        split_seed=seed,
+        options=msgspec.to_builtins(messages) if fmt == "messages" else {},
+        config=data.config,
+        report=read_report(data.path),
+        source=str(data.path),
+        license=license,
+    )
+    (out_dir / CARD).write_text(render_card(card), encoding="utf-8")
+    listed = [CARD, *(p for kind in files.values() for p in kind.values())]
+    return ExportSummary(
+        format=fmt,
+        out=str(out_dir),
+        rows=rows,
+        dropped=card.dropped,
+        files=listed,
+        seconds=time.perf_counter() - started,
+        parquet_seconds=parquet_seconds,
+    )
