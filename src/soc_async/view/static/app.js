@@ -109,7 +109,7 @@
       timer = setTimeout(() => applyFilters(true), 120);
     });
     $("filters").addEventListener("submit", (e) => e.preventDefault());
-    $("reset").addEventListener("click", () => {
+    $("reset-filters").addEventListener("click", () => {
       $("filters").reset();
       S.deep = null;
       S.deepToken++;
