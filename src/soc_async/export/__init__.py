@@ -159,7 +159,7 @@ def export_run(
         messages=facts["messages"],
         styles=dict(facts["styles"]),
         ended_by=dict(facts["ended_by"]),
-        dropped=plan.dropped if plan else 0,
+        dropped=plan.dropped if plan and fmt in CONVERSATION_FORMATS else 0,
         split_spec=splits,
         split_seed=seed,
         options=msgspec.to_builtins(messages) if fmt == "messages" else {},

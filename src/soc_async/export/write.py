@@ -18,7 +18,7 @@ from soc_async.errors import InputError
 __all__ = ["DATA_DIR", "SplitWriter", "jsonl_to_parquet"]
 
 DATA_DIR = "data"
-_BLOCK = 32 << 20  # the JSON reader's block must hold the longest line (one conversation)
+_BLOCK = 8 << 20  # the JSON reader's block must hold the longest line (one row)
 
 
 class SplitWriter:

@@ -274,8 +274,13 @@ def write_run(
     ):
         fp.writelines(encode_line(p) for p in cards)
         for j in range(conversations):
+            # Half the pairs from one region (persona i's region is i % 10), as the stage
+            # pairs them; the other half at random.
             ia = rng.randrange(personas)
-            a, b = cards[ia], cards[(ia + rng.randint(1, personas - 1)) % personas]
+            ib = (ia + rng.randint(1, personas - 1)) % personas
+            if personas > 10 and rng.random() < 0.5:
+                ib = (ia + 10 * rng.randint(1, (personas - 1) // 10)) % personas
+            a, b = cards[ia], cards[ib]
             exp = _experience(rng, seed, j, a, b)
             fe.write(encode_line(exp))
             if fail_every and j % fail_every == fail_every - 1:
