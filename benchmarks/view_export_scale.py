@@ -5,9 +5,9 @@ experiences and chats shaped and sized like a fake-server run, 2% of the chats f
 which takes a minute instead of the hours a fake-server run of that size would. Then,
 each in its own child process (so its peak RSS is its own, read from ``wait4``):
 
-- ``soc-async view DIR --out SITE``: seconds, peak RSS, files and bytes of the site;
+- ``soc-async view DIR --out SITE``: wall and CPU seconds, peak RSS, files and bytes of the site;
 - ``soc-async export DIR --format F --out OUT --split validation=0.05 --parquet`` for
-  every format: seconds, peak RSS, JSONL and Parquet bytes, rows, conversations the
+  every format: wall and CPU seconds, peak RSS, JSONL and Parquet bytes, rows, conversations the
   grouped split left out;
 - with `datasets` installed, ``load_dataset(OUT)`` (the card's Parquet config): seconds;
 - with playwright and Chromium, the site opened from file:// in headless Chromium: time
@@ -54,10 +54,11 @@ def child(*args: str) -> dict[str, Any]:
         if proc.returncode:
             raise SystemExit(f"soc-async {' '.join(args)} failed:\n{err.read().decode()[-2000:]}")
         line = out.read().decode().strip()
-    # ru_maxrss is in KiB on Linux
     return {
         "seconds": round(seconds, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        # CPU time is the figure to compare on a shared machine; wall time waits for others.
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),  # ru_maxrss is in KiB on Linux
         "line": line,
     }
 
