@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
 
 from soc_async.errors import RunDirError
 from soc_async.records import (
@@ -39,13 +41,51 @@ try:
 except ImportError:  # pragma: no cover - STUB until main's store.read_records is merged
     from soc_async._read_records_stub import read_records
 
-__all__ = ["CONVERSATIONS", "EXPERIENCES", "FAILURES", "PERSONAS", "RunData", "optional"]
+__all__ = [
+    "CONVERSATIONS",
+    "EXPERIENCES",
+    "FAILURES",
+    "PERSONAS",
+    "Packed",
+    "RunData",
+    "optional",
+]
 
 PERSONAS = "personas.jsonl"
 EXPERIENCES = "experiences.jsonl"
 CONVERSATIONS = "conversations.jsonl"
 FAILURES = "failures.jsonl"
 _DATA = (PERSONAS, EXPERIENCES, CONVERSATIONS, FAILURES)
+R = TypeVar("R", bound=msgspec.Struct)
+_encoder = msgspec.json.Encoder()
+
+
+class Packed(Mapping[str, R]):
+    """Records by id, kept as their JSON and decoded when looked up.
+
+    A run has as many experiences as conversations, and each is read once per
+    conversation that uses it; as bytes they take about half the memory of decoded
+    Structs (100,000 experiences: docs/performance.md).
+    """
+
+    def __init__(self, kind: type[R]) -> None:
+        self._raw: dict[str, bytes] = {}
+        self._decoder = msgspec.json.Decoder(kind)
+
+    def add(self, key: str, record: R) -> None:
+        self._raw[key] = _encoder.encode(record)
+
+    def __getitem__(self, key: str) -> R:
+        return self._decoder.decode(self._raw[key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
 
 
 def optional(obj: object, name: str) -> Any:
@@ -66,9 +106,9 @@ class RunData:
                 "soc-async run or merge)"
             )
         self.personas: dict[str, Persona] = {p.id: p for p in self._read(PERSONAS, Persona)}
-        self.experiences: dict[str, Experience] = {
-            e.id: e for e in self._read(EXPERIENCES, Experience)
-        }
+        self.experiences: Packed[Experience] = Packed(Experience)
+        for e in self._read(EXPERIENCES, Experience):
+            self.experiences.add(e.id, e)
         self.failures: list[Failure] = list(self._read(FAILURES, Failure))
         self.identity: dict[str, Any] = _json(self.path / "run.json")
         self.config: dict[str, Any] = _toml(self.path / "config.toml")

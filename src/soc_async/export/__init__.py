@@ -35,8 +35,9 @@ from soc_async.export.formats import (
 from soc_async.export.messages import MessagesOptions
 from soc_async.export.rows import MessagesRow, Soc2508Row, Soc2602Row, SpbRow
 from soc_async.export.schema import arrow_schema
-from soc_async.export.split import TRAIN, plan_split
+from soc_async.export.split import TRAIN, SplitPlan, plan_split
 from soc_async.export.write import DATA_DIR, SplitWriter, jsonl_to_parquet
+from soc_async.records import Conversation
 from soc_async.rundata import RunData
 
 __all__ = ["FORMATS", "ROW_TYPES", "ExportSummary", "MessagesOptions", "export_run"]
@@ -58,6 +59,28 @@ class ExportSummary(msgspec.Struct, kw_only=True):
     files: list[str]  # relative to out
     seconds: float
     parquet_seconds: float
+
+
+class _Tally:
+    """What the card counts, gathered while the rows are written."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, Counter[str]] = {
+            "conversations": Counter(),
+            "personas": Counter(),
+            "experiences": Counter(),
+        }
+        self.styles: Counter[str] = Counter()
+        self.ended_by: Counter[str] = Counter()
+        self.conversations = self.turns = self.messages = 0
+
+    def add(self, c: Conversation) -> None:
+        self.conversations += 1
+        self.models["conversations"][c.model] += 1
+        self.styles[c.style] += 1
+        self.ended_by[c.ended_by] += 1
+        self.turns += len(c.turns)
+        self.messages += sum(len(t.messages) for t in c.turns)
 
 
 def export_run(
@@ -86,87 +109,57 @@ def export_run(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InputError(f"{out_dir}: exists and is not empty (choose a new --out)")
     data = RunData(run_dir)
-    facts: dict[str, Any] = {
-        "models": {"conversations": Counter(), "personas": Counter(), "experiences": Counter()},
-        "styles": Counter(),
-        "ended_by": Counter(),
-        "turns": 0,
-        "messages": 0,
-        "conversations": 0,
-    }
-    for p in data.personas.values():
-        facts["models"]["personas"][p.meta.model] += 1
-    for e in data.experiences.values():
-        facts["models"]["experiences"][e.meta.model] += 1
     plan = None
     if splits:
         edges = [(c.chat_id, c.persona_ids[0], c.persona_ids[1]) for c in data.conversations()]
         plan = plan_split(edges, data.personas, splits, seed)
-    writer = SplitWriter(out_dir)
+        del edges
     order = [TRAIN, *splits]
-    for name in order:
-        writer.ensure(name)
-    if fmt == "spb":
-        for p in data.personas.values():
-            writer.write(plan.personas.get(p.id, TRAIN) if plan else TRAIN, spb_row(p))
-    rows_of = conversation_rows(fmt, data, messages) if fmt in CONVERSATION_FORMATS else None
-    for c in data.conversations():
-        facts["conversations"] += 1
-        facts["models"]["conversations"][c.model] += 1
-        facts["styles"][c.style] += 1
-        facts["ended_by"][c.ended_by] += 1
-        facts["turns"] += len(c.turns)
-        facts["messages"] += sum(len(t.messages) for t in c.turns)
-        if rows_of is None:
-            continue
-        split = plan.chats.get(c.chat_id) if plan else TRAIN
-        if split is None:
-            continue  # between two sides of the split: dropped
-        try:
-            for row in rows_of(c):
-                writer.write(split, row)  # type: ignore[arg-type]
-        except MissingReference as exc:
-            raise InputError(f"{data.path}: {exc}") from None
-    counts = writer.close()
+    tally = _Tally()
+    writer = SplitWriter(out_dir)
+    counts = _write_rows(data, fmt, plan, writer, order, messages, tally)
+    stages = Counter(f.stage for f in data.failures)
+    from_run: dict[str, Any] = {
+        "records": {
+            "personas": len(data.personas),
+            "experiences": len(data.experiences),
+            "conversations": tally.conversations,
+        },
+        "failures": {s: stages[s] for s in ("personas", "experiences", "chats") if stages[s]},
+        "failure_reasons": dict(Counter(f.reason for f in data.failures)),
+        "config": data.config,
+        "report": read_report(data.path),
+        "source": str(data.path),
+    }
+    dropped = plan.dropped if plan and fmt in CONVERSATION_FORMATS else 0
+    del data, plan  # Parquet needs none of the records: free them first
     rows = {name: counts.get(name, 0) for name in order}
     files = {"jsonl": {s: f"{DATA_DIR}/{s}.jsonl" for s in order}}
     parquet_started = time.perf_counter()
     if parquet:
         schema = arrow_schema(ROW_TYPES[fmt])
-        files["parquet"] = {}
+        files["parquet"] = {s: f"{DATA_DIR}/{s}.parquet" for s in order}
         for s in order:
-            jsonl_to_parquet(
-                out_dir / files["jsonl"][s], out_dir / f"{DATA_DIR}/{s}.parquet", schema
-            )
-            files["parquet"][s] = f"{DATA_DIR}/{s}.parquet"
+            jsonl, target = out_dir / files["jsonl"][s], out_dir / files["parquet"][s]
+            jsonl_to_parquet(jsonl, target, schema, writer.longest.get(s, 0))
     parquet_seconds = time.perf_counter() - parquet_started if parquet else 0.0
-    failures = Counter(f.stage for f in data.failures)
     card = CardFacts(
         format=fmt,
         row_type=ROW_TYPES[fmt],
         splits=rows,
         files=files,
         sizes={p: (out_dir / p).stat().st_size for kind in files.values() for p in kind.values()},
-        records={
-            "personas": len(data.personas),
-            "experiences": len(data.experiences),
-            "conversations": facts["conversations"],
-        },
-        failures={s: failures[s] for s in ("personas", "experiences", "chats") if failures[s]},
-        failure_reasons=dict(Counter(f.reason for f in data.failures)),
-        models={k: dict(v) for k, v in facts["models"].items()},
-        turns=facts["turns"],
-        messages=facts["messages"],
-        styles=dict(facts["styles"]),
-        ended_by=dict(facts["ended_by"]),
-        dropped=plan.dropped if plan and fmt in CONVERSATION_FORMATS else 0,
+        models={k: dict(v) for k, v in tally.models.items()},
+        turns=tally.turns,
+        messages=tally.messages,
+        styles=dict(tally.styles),
+        ended_by=dict(tally.ended_by),
+        dropped=dropped,
         split_spec=splits,
         split_seed=seed,
         options=msgspec.to_builtins(messages) if fmt == "messages" else {},
-        config=data.config,
-        report=read_report(data.path),
-        source=str(data.path),
         license=license,
+        **from_run,
     )
     (out_dir / CARD).write_text(render_card(card), encoding="utf-8")
     listed = [CARD, *(p for kind in files.values() for p in kind.values())]
@@ -174,8 +167,42 @@ def export_run(
         format=fmt,
         out=str(out_dir),
         rows=rows,
-        dropped=card.dropped,
+        dropped=dropped,
         files=listed,
         seconds=time.perf_counter() - started,
         parquet_seconds=parquet_seconds,
     )
+
+
+def _write_rows(
+    data: RunData,
+    fmt: str,
+    plan: SplitPlan | None,
+    writer: SplitWriter,
+    order: list[str],
+    messages: MessagesOptions,
+    tally: _Tally,
+) -> dict[str, int]:
+    """Stream the rows of ``fmt`` into one JSONL file per split; rows per split."""
+    for name in order:
+        writer.ensure(name)
+    for p in data.personas.values():
+        tally.models["personas"][p.meta.model] += 1
+        if fmt == "spb":
+            writer.write(plan.personas.get(p.id, TRAIN) if plan else TRAIN, spb_row(p))
+    for eid in data.experiences:
+        tally.models["experiences"][data.experiences[eid].meta.model] += 1
+    rows_of = conversation_rows(fmt, data, messages) if fmt in CONVERSATION_FORMATS else None
+    for c in data.conversations():
+        tally.add(c)
+        if rows_of is None:
+            continue
+        split = plan.chats.get(c.chat_id) if plan else TRAIN
+        if split is None:
+            continue  # between two sides of the split: left out
+        try:
+            for row in rows_of(c):
+                writer.write(split, row)  # type: ignore[arg-type]
+        except MissingReference as exc:
+            raise InputError(f"{data.path}: {exc}") from None
+    return writer.close()

@@ -8,7 +8,7 @@ free keys: their output types (rows.py) fix the schema.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Protocol
 
@@ -59,7 +59,7 @@ class Lookup(Protocol):
     """What a conversation references, by id (RunData satisfies it)."""
 
     personas: dict[str, Persona]
-    experiences: dict[str, Experience]
+    experiences: Mapping[str, Experience]
 
 
 class MissingReference(LookupError):

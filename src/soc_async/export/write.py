@@ -18,7 +18,10 @@ from soc_async.errors import InputError
 __all__ = ["DATA_DIR", "SplitWriter", "jsonl_to_parquet"]
 
 DATA_DIR = "data"
-_BLOCK = 8 << 20  # the JSON reader's block must hold the longest line (one row)
+# The JSON reader keeps a few dozen blocks in flight, so memory follows the block size;
+# a block must hold the longest line, so it grows with the longest row written.
+_MIN_BLOCK = 1 << 20
+_ROW_GROUP_BYTES = 32 << 20  # Arrow bytes per row group (ParquetWriter would buffer them all)
 
 
 class SplitWriter:
@@ -29,6 +32,7 @@ class SplitWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._files: dict[str, IO[bytes]] = {}
         self.counts: dict[str, int] = {}
+        self.longest: dict[str, int] = {}  # bytes of the longest line per split
         self._encoder = msgspec.json.Encoder()
         self._buffer = bytearray()
 
@@ -44,6 +48,8 @@ class SplitWriter:
         self._buffer.extend(b"\n")
         f.write(self._buffer)
         self.counts[split] += 1
+        if len(self._buffer) > self.longest.get(split, 0):
+            self.longest[split] = len(self._buffer)
 
     def ensure(self, split: str) -> None:
         """Create ``split``'s file even when no row goes into it (an empty split)."""
@@ -57,8 +63,18 @@ class SplitWriter:
         return dict(self.counts)
 
 
-def jsonl_to_parquet(jsonl: Path, parquet: Path, schema: Any) -> int:
+def block_size(longest_line: int) -> int:
+    """The JSON reader's block for a file whose longest line has ``longest_line`` bytes."""
+    block = _MIN_BLOCK
+    while block < 2 * longest_line:
+        block *= 2
+    return block
+
+
+def jsonl_to_parquet(jsonl: Path, parquet: Path, schema: Any, longest_line: int = 0) -> int:
     """Convert one JSONL file to Parquet with ``schema``; returns the number of rows.
+
+    ``longest_line`` (bytes) sizes the reader's blocks; row groups hold about 32 MiB.
 
     Raises InputError when pyarrow (the ``export`` extra) is not installed.
     """
@@ -75,12 +91,18 @@ def jsonl_to_parquet(jsonl: Path, parquet: Path, schema: Any) -> int:
             return 0
         reader = pj.open_json(
             jsonl,
-            read_options=pj.ReadOptions(block_size=_BLOCK),
+            read_options=pj.ReadOptions(block_size=block_size(longest_line)),
             parse_options=pj.ParseOptions(
                 explicit_schema=schema, unexpected_field_behavior="error"
             ),
         )
+        group: list[Any] = []
         for batch in reader:
-            writer.write_batch(batch)
+            group.append(batch)
             rows += batch.num_rows
+            if sum(b.nbytes for b in group) >= _ROW_GROUP_BYTES:
+                writer.write_table(pa.Table.from_batches(group))  # one row group, written now
+                group = []
+        if group:
+            writer.write_table(pa.Table.from_batches(group))
     return rows
