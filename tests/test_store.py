@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from soc_async.errors import RunDirError
+from soc_async.errors import InputError, RunDirError
 from soc_async.records import Failure, Persona, PersonaMeta, encode_line, make_id, record_id
 from soc_async.store import (
     CONFIG,
@@ -126,13 +126,14 @@ async def test_append_after_torn_line_starts_clean(tmp_path: Path) -> None:
     assert run.load(PERSONAS) == [persona(0), persona(1)]
 
 
-def test_undecodable_last_line_is_dropped_but_a_middle_one_is_an_error(tmp_path: Path) -> None:
-    """A complete but broken last line counts as torn; a broken line in the middle is
-    an error naming the file and the line number."""
+def test_an_undecodable_complete_line_is_an_error_anywhere(tmp_path: Path) -> None:
+    """Only a line without its newline is torn; a complete line that does not decode (a
+    hand edit), last or in the middle, is an error naming the file and the line number."""
     run = new_run(tmp_path / "run")
     path = run.file(PERSONAS)
     write_lines(path, [persona(0)], tail=b'{"kind":"persona"}\n')
-    assert run.load(PERSONAS) == [persona(0)]
+    with pytest.raises(RunDirError, match=r"personas.jsonl:2: not a valid line"):
+        run.load(PERSONAS)
     write_lines(path, [persona(0)], tail=b"garbage\n" + encode_line(persona(1)))
     with pytest.raises(RunDirError, match=r"personas.jsonl:2: not a valid line"):
         run.load(PERSONAS)
@@ -283,16 +284,19 @@ async def test_writers_route_by_kind_and_close_everything(tmp_path: Path) -> Non
 
 
 def test_import_records_copies_a_stage_and_skips_known_ids(tmp_path: Path) -> None:
-    """Importing a stage's file adds its records once; a record of another kind is an
-    error naming the file and line."""
+    """Importing a stage's file adds its records once; a torn last line or a record of
+    another kind is an error naming the file and line."""
     run = new_run(tmp_path / "run")
     source = tmp_path / "personas.jsonl"
-    write_lines(source, [persona(0), persona(1)], tail=b'{"kind":')  # torn tail ignored
+    write_lines(source, [persona(0), persona(1)], tail=b'{"kind":')
+    with pytest.raises(InputError, match=r"personas\.jsonl:3: torn last line"):
+        run.import_records("personas", source)
+    write_lines(source, [persona(0), persona(1)])
     assert run.import_records("personas", source) == 2
     assert run.import_records("personas", source) == 0
     assert [record_id(r) for r in run.load(PERSONAS)] == [persona(0).id, persona(1).id]
     write_lines(source, [persona(2), Failure(id="x", stage="chats", reason="r", attempts=1)])
-    with pytest.raises(RunDirError, match=r"personas\.jsonl:2: a failure record"):
+    with pytest.raises(InputError, match=r"personas\.jsonl:2: a failure record"):
         run.import_records("personas", source)
     with pytest.raises(RunDirError, match="no such file"):
         run.import_records("experiences", tmp_path / "missing.jsonl")
@@ -439,6 +443,7 @@ def _finish(proc: subprocess.Popen[str], acked: list[str]) -> None:
 
 def _check_dir(path: Path, acked: list[str]) -> list[str]:
     run = RunDir.open(path)  # what a resume does first
+    run.release()
     data = (path / PERSONAS).read_bytes()
     assert data == b"" or data.endswith(b"\n")
     ids = [record_id(r) for r in run.load(PERSONAS)]
@@ -455,7 +460,7 @@ def test_sigkill_mid_writing_loses_no_acked_record_and_resume_never_duplicates(
     duplicate id and every acknowledged id; a resumed writer covering the same ids and
     more writes each missing id once."""
     path = tmp_path / "run"
-    new_run(path)
+    new_run(path).release()  # the children write it
     proc = _child(path, 0, 100_000)
     acked = _read_acks(proc, until=150)
     proc.send_signal(signal.SIGKILL)
@@ -480,7 +485,7 @@ def test_sigint_flushes_and_exits_130_with_a_clean_resume(tmp_path: Path) -> Non
     """SIGINT stops intake, every acknowledged record is on disk, lines are whole, and
     the child exits 130."""
     path = tmp_path / "run"
-    new_run(path)
+    new_run(path).release()
     size_before = os.path.getsize(path / RUN)
     proc = _child(path, 0, 100_000)
     acked = _read_acks(proc, until=100)

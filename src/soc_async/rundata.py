@@ -35,26 +35,22 @@ from soc_async.records import (
     id_index,
     make_id,
 )
-
-try:
-    from soc_async.store import read_records
-except ImportError:  # pragma: no cover - STUB until main's store.read_records is merged
-    from soc_async._read_records_stub import read_records
+from soc_async.store import (
+    CONFIG,
+    CONVERSATIONS,
+    EXPERIENCES,
+    FAILURES,
+    PERSONAS,
+    RUN,
+    read_records,
+)
 
 __all__ = [
-    "CONVERSATIONS",
-    "EXPERIENCES",
-    "FAILURES",
-    "PERSONAS",
     "Packed",
     "RunData",
     "optional",
 ]
 
-PERSONAS = "personas.jsonl"
-EXPERIENCES = "experiences.jsonl"
-CONVERSATIONS = "conversations.jsonl"
-FAILURES = "failures.jsonl"
 _DATA = (PERSONAS, EXPERIENCES, CONVERSATIONS, FAILURES)
 R = TypeVar("R", bound=msgspec.Struct)
 _encoder = msgspec.json.Encoder()
@@ -110,8 +106,8 @@ class RunData:
         for e in self._read(EXPERIENCES, Experience):
             self.experiences.add(e.id, e)
         self.failures: list[Failure] = list(self._read(FAILURES, Failure))
-        self.identity: dict[str, Any] = _json(self.path / "run.json")
-        self.config: dict[str, Any] = _toml(self.path / "config.toml")
+        self.identity: dict[str, Any] = _json(self.path / RUN)
+        self.config: dict[str, Any] = _toml(self.path / CONFIG)
 
     def _read(self, name: str, kind: type) -> Iterator[Any]:
         path = self.path / name

@@ -1,6 +1,6 @@
 """The model side of a run: clients, the request limiter and its adaptive controller.
 
-:class:`Engine` is the :class:`~soc_async.llm.types.Completer` the stages call. Every
+:class:`ModelGateway` is the :class:`~soc_async.llm.types.Completer` the stages call. Every
 request, whatever its stage, takes a slot of one :class:`PriorityLimiter` first, so the
 whole process keeps one bound on requests in flight; the controller moves that bound from
 the servers' /metrics when the concurrency is adaptive.
@@ -19,19 +19,19 @@ from soc_async.errors import RequestError
 from soc_async.llm.client import LLMClient
 from soc_async.llm.metrics import MetricsReader
 from soc_async.llm.types import ChatRequest, Completion
-from soc_async.progress import RunStats
+from soc_async.progress import RunCounters
 from soc_async.scheduler.controller import AdaptiveController, Bounds, MetricsView
 from soc_async.scheduler.limiter import PriorityLimiter
 
 log = logs.get("engine")
 
 
-class Engine:
+class ModelGateway:
     """Clients per endpoint set, one limiter, and (when adaptive) its controller."""
 
-    def __init__(self, config: RunConfig, stats: RunStats) -> None:
+    def __init__(self, config: RunConfig, counters: RunCounters) -> None:
         self.config = config
-        self.stats = stats
+        self.counters = counters
         c = config.concurrency
         self.limiter = PriorityLimiter(c.fixed or c.initial)
         self.controller: AdaptiveController | None = None
@@ -42,14 +42,14 @@ class Engine:
         self._reader: MetricsReader | None = None
         self.model = config.model
 
-    async def __aenter__(self) -> Engine:
+    async def __aenter__(self) -> ModelGateway:
         try:
             return await self._open()
         except BaseException:
             await self._stack.aclose()  # no session left open when the server is away
             raise
 
-    async def _open(self) -> Engine:
+    async def _open(self) -> ModelGateway:
         cfg = self.config
         pool = cfg.concurrency.fixed or cfg.concurrency.max
         for kind in CALL_KINDS:
@@ -66,7 +66,7 @@ class Engine:
             self._by_kind[kind] = self._clients[urls]
         if not self.model:
             self.model = await self._by_kind["turn"].served_model()
-        self.stats.capacity = self.limiter.capacity
+        self.counters.capacity = self.limiter.capacity
         if cfg.concurrency.fixed is None:
             main = self._by_kind["turn"]
             self._reader = MetricsReader(main.session, list(cfg.endpoints_for("turn")))
@@ -88,7 +88,7 @@ class Engine:
     async def _read_metrics(self) -> MetricsView:
         assert self._reader is not None
         snap = await self._reader.read()
-        self.stats.capacity = self.limiter.capacity
+        self.counters.capacity = self.limiter.capacity
         return MetricsView(
             time=snap.time,
             running=snap.running,
@@ -121,17 +121,17 @@ class Engine:
         t0 = time.monotonic()
         async with self.limiter.slot(priority):
             queued = time.monotonic() - t0
-            self.stats.in_flight += 1
+            self.counters.in_flight += 1
             try:
                 reply = await self._by_kind[kind].chat(request, affinity=affinity)
             except RequestError:
-                self.stats.request_errors += 1
+                self.counters.request_errors += 1
                 raise
             finally:
-                self.stats.in_flight -= 1
+                self.counters.in_flight -= 1
         reply.queue_s = queued
-        self.stats.capacity = self.limiter.capacity
-        self.stats.on_reply(
+        self.counters.capacity = self.limiter.capacity
+        self.counters.on_reply(
             reply.usage.prompt, reply.usage.completion, reply.usage.cached, reply.latency_s, queued
         )
         return reply
