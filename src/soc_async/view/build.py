@@ -54,6 +54,7 @@ ROW_FIELDS = (
     "id", "chunk", "slot", "failed", "style", "cadence", "model", "ended", "region_a",
     "region_b", "name_a", "name_b", "turns", "messages", "day", "search", "reason", "key",
 )  # fmt: skip
+_CHUNK, _SLOT, _KEY = (ROW_FIELDS.index(f) for f in ("chunk", "slot", "key"))
 _SEARCH_CHARS = 400  # first messages kept in a row's search text
 
 
@@ -194,7 +195,7 @@ class _Site:
     def add(self, entry: dict[str, Any], row: list[Any], exp: Experience | None) -> None:
         if exp is not None and exp.id not in self.chunk_exps:
             self.chunk_exps[exp.id] = _experience_entry(exp)
-        row[1], row[2] = self.chunks, len(self.chunk)
+        row[_CHUNK], row[_SLOT] = self.chunks, len(self.chunk)
         self.chunk.append(entry)
         self.rows.append(row)
         if len(self.chunk) == CONV_CHUNK:
@@ -210,14 +211,30 @@ class _Site:
         self, chat_id: str, pids: list[str], failed: bool, style: str, cadence: str, model: str,
         ended: str, turns: int, messages: int, day: str, text: str, reason: str,
     ) -> list[Any]:  # fmt: skip
+        """An index row: the fields of ROW_FIELDS, in that order."""
         (name_a, region_a), (name_b, region_b) = (self._person(p) for p in (*pids, "", "")[:2])
         v = self.values
-        search = " ".join((chat_id, name_a, name_b, text)).lower()
-        return [
-            chat_id, 0, 0, int(failed), v["style"](style), v["cadence"](cadence),
-            v["model"](model), v["ended"](ended), v["region"](region_a), v["region"](region_b),
-            name_a, name_b, turns, messages, day, search, v["reason"](reason), _sort_key(chat_id),
-        ]  # fmt: skip
+        fields = {
+            "id": chat_id,
+            "chunk": 0,  # set by add()
+            "slot": 0,
+            "failed": int(failed),
+            "style": v["style"](style),
+            "cadence": v["cadence"](cadence),
+            "model": v["model"](model),
+            "ended": v["ended"](ended),
+            "region_a": v["region"](region_a),
+            "region_b": v["region"](region_b),
+            "name_a": name_a,
+            "name_b": name_b,
+            "turns": turns,
+            "messages": messages,
+            "day": day,
+            "search": " ".join((chat_id, name_a, name_b, text)).lower(),
+            "reason": v["reason"](reason),
+            "key": _sort_key(chat_id),
+        }
+        return [fields[f] for f in ROW_FIELDS]
 
     def conversation(self, c: Conversation) -> None:
         exp = self.data.experiences.get(c.experience_id)
@@ -319,7 +336,7 @@ def build_site(
     for f in chat_failures:
         site.failed_chat(f)
     site.flush()
-    rows = sorted(site.rows, key=lambda r: (r[-1], r[0]))
+    rows = sorted(site.rows, key=lambda r: (r[_KEY], r[0]))
     for k in range(0, len(rows), INDEX_CHUNK):
         writer.write("i", k // INDEX_CHUNK, rows[k : k + INDEX_CHUNK])
     failures = [[f.id, f.stage, f.reason, f.attempts, f.detail] for f in data.failures]
@@ -343,7 +360,7 @@ def build_site(
         "fields": ROW_FIELDS,
         "values": {k: v.values() for k, v in site.values.items()},
         "index_chunks": (len(rows) + INDEX_CHUNK - 1) // INDEX_CHUNK,
-        "index_first": [rows[k][-1] for k in range(0, len(rows), INDEX_CHUNK)],
+        "index_first": [rows[k][_KEY] for k in range(0, len(rows), INDEX_CHUNK)],
         "conv_chunks": site.chunks,
         "failure_chunks": (len(failures) + FAILURE_CHUNK - 1) // FAILURE_CHUNK,
         "failures": len(failures),
