@@ -14,6 +14,7 @@ as soon as their experience is accepted, through a bounded stream.
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from soc_async.config import RunConfig
 from soc_async.errors import InputError
 from soc_async.fewshot import FewShotRing, RingSnapshot
 from soc_async.llm.types import Completer
-from soc_async.progress import LiveView, RunCounters
+from soc_async.progress import RunCounters
 from soc_async.records import (
     STAGES,
     Conversation,
@@ -60,6 +61,10 @@ class Finished:
     finished: dict[str, set[str]]  # ids done or failed, per stage
     pending: dict[str, list[bytes]]  # journaled steps of chats in progress
     todo: dict[str, list[int]] = field(default_factory=dict)  # this shard's indices left
+
+    @functools.cached_property
+    def experience_by_index(self) -> dict[int, Experience]:
+        return {id_index(r.id): r for r in self.experiences}
 
 
 def read_finished(run_dir: RunDir) -> Finished:
@@ -126,31 +131,13 @@ class Pipeline:
         self.shard = config.shard_parts()
         self.pipes: list[Pipe[Any]] = []  # the streams between stages, for the live panel
 
-    async def run_with_view(self, view: LiveView) -> None:
-        """:meth:`run`, refreshing ``view`` while it goes."""
-        async with anyio.create_task_group() as tg:
-
-            async def refresh() -> None:
-                while True:
-                    view.refresh()
-                    await anyio.sleep(0.5)
-
-            tg.start_soon(refresh)
-            await self.run()
-            tg.cancel_scope.cancel()
-
     async def run(self) -> None:
         """Runs every stage to its target, or until a stop is requested."""
-        async with self.run_dir.writers() as out, anyio.create_task_group() as tg:
-            tg.start_soon(self._report_loop)
-            try:
-                done = await anyio.to_thread.run_sync(self._read_and_plan)
-                personas = await self._personas(out, done)
-                if not self.stop.requested:
-                    await self._experiences_and_chats(out, personas, done)
-            finally:
-                tg.cancel_scope.cancel()
-                self.run_dir.append_metrics(self.counters.snapshot())
+        async with self.run_dir.writers() as out:
+            done = await anyio.to_thread.run_sync(self._read_and_plan)
+            personas = await self._personas(out, done)
+            if not self.stop.requested:
+                await self._experiences_and_chats(out, personas, done)
 
     # --- personas ---------------------------------------------------------------------
 
@@ -184,7 +171,7 @@ class Pipeline:
         self, out: Writers, personas: list[Persona], done: Finished
     ) -> None:
         cfg = self.config
-        experiences = {id_index(r.id): r for r in done.experiences}
+        experiences = done.experience_by_index
         exp_todo = done.todo["experiences"]
         chat_todo = set(done.todo["chats"])
         if exp_todo and len(personas) < 2:
@@ -213,6 +200,8 @@ class Pipeline:
 
         async def make_experience(i: int) -> Experience | None:
             record = await self._counted("experiences", new_experiences(i), out)
+            if isinstance(record, Failure) and i in chat_todo:
+                self.counters.stages["chats"].skipped += 1  # chat i has no experience
             wanted = isinstance(record, Experience) and id_index(record.id) in chat_todo
             return record if wanted else None
 
@@ -264,7 +253,8 @@ class Pipeline:
             monitor.observe(r.style)
         stage = ExperienceStage(cfg, self.completer, ring, monitor, self.model_name)
         by_id = {p.id: p for p in personas}
-        pool = PersonaPool(personas) if len(personas) >= 2 else None
+        # Grouping 100,000 personas by region takes a while: not on the event loop.
+        pool = await anyio.to_thread.run_sync(PersonaPool, personas) if len(personas) >= 2 else None
 
         async def write(i: int) -> Experience | Failure:
             assert pool is not None
@@ -283,15 +273,27 @@ class Pipeline:
     def _read_and_plan(self) -> Finished:
         """What is finished and what is left to do; blocking (a worker thread runs it):
         at 100,000 records the ids alone take a second to compute."""
-        done = read_finished(self.run_dir)
-        targets = self.config.targets
-        done.todo = {
-            "personas": self._todo("personas", targets.personas, len(done.personas), done),
-            "experiences": self._todo(
-                "experiences", targets.experiences, len(done.experiences), done
-            ),
-            "chats": self._todo("chats", targets.chats, done.conversations, done),
-        }
+        # The cyclic collector would run full passes over the records while they are being
+        # read, each holding the GIL (and so the event loop) for half a second at 100,000
+        # records: it waits, and what was read, which lives as long as the run, is then
+        # moved out of its reach (gc.freeze).
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            done = read_finished(self.run_dir)
+            done.experience_by_index  # noqa: B018 - computed here, in the worker thread
+            targets = self.config.targets
+            done.todo = {
+                "personas": self._todo("personas", targets.personas, len(done.personas), done),
+                "experiences": self._todo(
+                    "experiences", targets.experiences, len(done.experiences), done
+                ),
+                "chats": self._todo("chats", targets.chats, done.conversations, done),
+            }
+            gc.freeze()
+        finally:
+            if was_enabled:
+                gc.enable()
         return done
 
     def _todo(self, stage: str, target: int, done: int, state: Finished) -> list[int]:
@@ -314,6 +316,7 @@ class Pipeline:
         finally:
             count.active -= 1
         await out.put(record)
+        self.counters.on_record(record)
         if isinstance(record, Failure):
             count.failed += 1
         else:
@@ -331,8 +334,3 @@ class Pipeline:
                 pipe.receive,
                 None,
             )
-
-    async def _report_loop(self) -> None:
-        while True:
-            await anyio.sleep(5.0)
-            self.run_dir.append_metrics(self.counters.snapshot())
