@@ -8,7 +8,6 @@ given, runs the pipeline on uvloop when it is installed, and turns a requested s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import time
@@ -20,7 +19,7 @@ import anyio
 import msgspec
 
 from soc_async import config as config_mod
-from soc_async import logs
+from soc_async import logs, loop
 from soc_async.config import RunConfig
 from soc_async.errors import ConfigError, Interrupted, ServerStartError, first_error
 from soc_async.gateway import ModelGateway
@@ -229,12 +228,7 @@ def _run_loop(
                 f"stopped by {stop.signal_name}; everything finished is in {run_dir.path}"
             )
 
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    loop.run(main())
 
 
 async def _watch(server: ManagedServer) -> None:
@@ -288,11 +282,7 @@ def with_gateway(config: RunConfig, work: Callable[[ModelGateway], Awaitable[T]]
             async with ModelGateway(gateway_config, RunCounters()) as gateway:
                 return await work(gateway)
 
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-            return asyncio.run(main())
-        return uvloop.run(main())
+        return loop.run(main())
 
 
 def serve(*, model: str, host: str, port: int, extra: list[str], api_key: str | None) -> int:

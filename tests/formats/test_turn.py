@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from soc_async.formats.refusal import Refusal
-from soc_async.formats.turn import ParsedTurn, RawMessage, Reason, parse_turn
+from soc_async.formats.turn import (
+    ParsedTurn,
+    RawMessage,
+    Reason,
+    _read_canonical,
+    _read_markup,
+    parse_turn,
+)
 
 LINE = "Lost library card; 2 turns remaining; Saturday market"
 GOOD = """<turn>
@@ -172,3 +179,53 @@ def test_reason_codes_are_stable() -> None:
     }  # fmt: skip
     assert str(Refusal(Reason.UNCLOSED, "x")) == "unclosed: x"
     assert f"{Reason.UNCLOSED}" == "unclosed"
+
+
+# --- The canonical fast path agrees with the markup reader ------------------------------
+
+# Characters chosen to probe where markup and plain text part ways: entities, tags,
+# quotes, line breaks of every kind, controls, surrogates, XML non-characters, emoji.
+_TRICKY = list("aZ 09;:.\"'&<>/=\t\r\n\x00\x0b\x1f\x7f\x85\xa0\u2028\u2029\ufeff\ufffe\uffff")
+_TRICKY += ["\ud800", "\udfff", "\U0001f600", "é", "turn", "state", "message", "&amp;", "]]>"]
+_pieces = st.lists(st.sampled_from(_TRICKY) | st.text(max_size=3), max_size=8).map("".join)
+
+
+# Texts as a model writes them: anything but markup, controls and surrogates.
+_clean = st.text(st.characters(exclude_characters="<>&", exclude_categories=("Cc", "Cs")))
+
+
+@st.composite
+def canonical_turns(draw: st.DrawFn) -> str:
+    """Turns spelled as the grammar writes them; in most, one part is damaged."""
+    damaged = draw(st.sampled_from([None, "line", "tag", "t", "d", "type", "text", "around"]))
+
+    def part(clean: st.SearchStrategy[str], name: str, *bad: str) -> str:
+        return draw(st.sampled_from(bad) | _pieces if damaged == name else clean)
+
+    states = st.sampled_from([LINE, "a;1 turn remaining;b", "x; 0 turns remaining; end"])
+    line = part(states, "line", "", LINE + "\x85x", " " + LINE + "\u2028", "a; b; c")
+    tag = part(st.sampled_from(["", "<predefined_topics_exhausted/>\n"]), "tag", "<End/>\n")
+    messages = ""
+    for _ in range(draw(st.integers(1, 3)) if damaged != "text" else draw(st.integers(0, 3))):
+        t = part(st.sampled_from(["09:14", "23:59", "00:00"]), "t", "24:00", "9:14", "0a:10")
+        d = part(st.sampled_from(["04.06", "29.02", "31.12"]), "d", "31.06", "4.06", "00.01")
+        kind = part(st.sampled_from(["text", "image", "sticker"]), "type", "gif", "Text", "")
+        text = part(_clean, "text", " ", "R&D", "<3", "a\r\nb", "x]]>")
+        messages += f'<message t="{t}" d="{d}" type="{kind}">{text}</message>\n'
+    around = part(st.sampled_from(["", " ", "\n\n  "]), "around", "ok:\n", "\x00", "<turn>")
+    return f"{around}<turn>\n<state>\n{line}\n{tag}</state>\n{messages}</turn>{around}"
+
+
+@given(canonical_turns())
+def test_canonical_reading_agrees_with_markup_reading(text: str) -> None:
+    """Whatever the regex fast path reads, lxml reads the same; what it passes on, lxml
+    decides. So parse_turn gives the same answer as the markup reader alone."""
+    fast = _read_canonical(text)
+    assert fast is None or fast == _read_markup(text)
+    assert parse_turn(text) == _read_markup(text)
+
+
+def test_the_grammar_s_spelling_takes_the_fast_path() -> None:
+    """A turn written as the grammar spells it is read without lxml."""
+    assert _read_canonical(GOOD + "\n") == _read_markup(GOOD)
+    assert _read_canonical(GOOD.replace("\n</state>", "\n<predefined_topics_exhausted/>\n</state>"))

@@ -9,7 +9,6 @@ building the parser stays cheap.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from soc_async import config as config_mod
-from soc_async import logs
+from soc_async import logs, loop
 from soc_async.bench import sizing
 from soc_async.bench.results import BenchResult, BenchSettings
 from soc_async.config import RunConfig
@@ -134,13 +133,7 @@ def _loop(config: RunConfig, settings: BenchSettings, view: BenchView) -> BenchR
     from soc_async.bench.runner import run_bench
 
     try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        runner = asyncio.run
-    try:
-        return runner(run_bench(config, settings, view))
+        return loop.run(run_bench(config, settings, view))
     except BaseExceptionGroup as group:
         error = first_error(group)
         if error is group:

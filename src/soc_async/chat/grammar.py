@@ -17,11 +17,20 @@ What a context-free grammar cannot say is left to the validator
 (``chat.state.apply_turn``), which runs on every reply regardless: that the
 messages of one turn come in time order, the gaps inside the first turn, and that a
 message does not open with a speaker's name.
+
+The grammar is built for every request, so the parts that repeat are memoized by what
+determines them, never by the state as a whole: the lines that depend only on the
+:class:`ChatRules` (:func:`_fixed_rules`), the minutes of one day's window
+(:func:`_minutes`, by its first and last minute) and the spelling of a day
+(:func:`_day_attribute`). Each is a pure function of its arguments; :data:`CACHED` lists
+them, and ``tests/chat/test_grammar_cache.py`` checks that a grammar built from warm
+caches equals one built without them.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from functools import lru_cache
 
 from soc_async.chat.state import (
     ChatRules,
@@ -56,22 +65,29 @@ def turn_grammar(state: ChatState, rules: ChatRules) -> str:
         raise IllegalMove(f"{state.chat_id} ended ({state.ended_by}); it has no next turn")
     ending = " ending?" if ending_allowed(state) else ""
     state_part = literal(f"<turn>\n<state>\n{expected_state_line(state)}\n")
-    rules_text = [
-        f'root ::= {state_part}{ending} "</state>\\n" messages "</turn>"',
+    earliest, latest = time_window(state, rules)
+    # After the first message the clock is the floor again; the reply gap is spent.
+    floor = state.clock if state.clock is not None else earliest
+    return (
+        f'root ::= {state_part}{ending} "</state>\\n" messages "</turn>"\n'
+        + _fixed_rules(rules)
+        + (f"ending ::= {_ENDING}\n" if ending else "")
+        + f"first_stamp ::= {_stamps(earliest, latest)}\n"
+        + f"stamp ::= {_stamps(floor, latest)}\n"
+    )
+
+
+@lru_cache(maxsize=256)
+def _fixed_rules(rules: ChatRules) -> str:
+    """The rules that depend on the chat's rules alone, each line ended by a newline."""
+    lines = [
         f"messages ::= first_message{_repeat('message', rules)}",
         f'first_message ::= "<message " first_stamp {_BODY}',
         f'message ::= "<message " stamp {_BODY}',
         f"type ::= {alternatives(list(rules.allowed_types))}",
         f"text ::= [^{_NEVER}{_BLANK}] [^{_NEVER}]{{0,{rules.max_text_chars - 1}}}",
     ]
-    if ending:
-        rules_text.append(f"ending ::= {_ENDING}")
-    earliest, latest = time_window(state, rules)
-    rules_text.append(f"first_stamp ::= {_stamps(earliest, latest)}")
-    # After the first message the clock is the floor again; the reply gap is spent.
-    floor = state.clock if state.clock is not None else earliest
-    rules_text.append(f"stamp ::= {_stamps(floor, latest)}")
-    return "\n".join(rules_text) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def _repeat(rule: str, rules: ChatRules) -> str:
@@ -83,12 +99,21 @@ def _repeat(rule: str, rules: ChatRules) -> str:
 def _stamps(earliest: datetime, latest: datetime) -> str:
     """``t="HH:MM" d="DD.MM"`` for every minute from ``earliest`` to ``latest``."""
     days = [
-        f"{_minutes(first, last)} {literal(_DAY_ATTRIBUTE.format(format_day(day)))}"
+        f"{_minutes(first, last)} {_day_attribute(day)}"
         for day, first, last in day_windows(earliest, latest)
     ]
     return f'"t=\\"" ({" | ".join(days)})'
 
 
+@lru_cache(maxsize=4096)
+def _day_attribute(day: date) -> str:
+    """`` d="DD.MM"`` (what follows a stamp's time) as a literal."""
+    return literal(_DAY_ATTRIBUTE.format(format_day(day)))
+
+
+# A chat's windows are the clock plus its cadence's gaps, so the distinct (first, last)
+# pairs are about 1,440 per gap length: a few cadences fit many times over.
+@lru_cache(maxsize=65536)
 def _minutes(first: int, last: int) -> str:
     """``HH:MM`` for the minutes of a day from ``first`` to ``last`` (both inclusive)."""
     (h1, m1), (h2, m2) = divmod(first, 60), divmod(last, 60)
@@ -116,3 +141,8 @@ def _two_digits(low: int, high: int) -> str:
 
 def _digit(low: int, high: int) -> str:
     return f'"{low}"' if low == high else f"[{low}-{high}]"
+
+
+# The memoized pieces (each an ``lru_cache`` over a pure function, ``__wrapped__`` the
+# function itself).
+CACHED = (_fixed_rules, _minutes, _day_attribute)

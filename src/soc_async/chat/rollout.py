@@ -179,9 +179,12 @@ class _Rollout:
             {"name": names[pid], "card": personas[pid].persona_text} for pid in (opener, other)
         ]
         # Rendered once: the cards and the experience never change within a conversation.
+        # Kept as UTF-8 (decoded for each request, about a microsecond): the cards carry
+        # emoji, so as a str it would take 4 bytes a character for every live chat.
+        # ("surrogatepass": a lone surrogate from a JSON record round-trips unchanged.)
         self.fixed = prompts.render(
             "chat_fixed.j2", people=people, experience_text=experience.experience_text
-        )
+        ).encode("utf-8", "surrogatepass")
         # Each accepted turn rendered once, in order; the prompt joins the unfolded ones.
         self.rendered: list[str] = []
 
@@ -317,7 +320,7 @@ class _Rollout:
         last_time, last_day = ("", "") if state.clock is None else format_stamp(state.clock)
         user = prompts.render(
             "chat_user.j2",
-            fixed=self.fixed,
+            fixed=self.fixed.decode("utf-8", "surrogatepass"),
             summary=state.summary,
             transcript="\n\n".join(self.rendered[state.folded :]),
         ) + prompts.render(

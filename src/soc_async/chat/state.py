@@ -478,22 +478,30 @@ def _place_in_time(
 def _check_step(
     where: str, previous: datetime, stamp: datetime, message: RawMessage, gap: Gap, reply: bool
 ) -> Refusal | None:
-    before = f"the previous {describe_stamp(previous)}"
+    # The details are spelled out only for a refusal: this runs for every message.
     if stamp < previous:
-        return Refusal(Reason.CLOCK_BACKWARDS, f"{where} is before {before}")
+        return Refusal(Reason.CLOCK_BACKWARDS, f"{where} is before {_previous(previous)}")
     step = stamp - previous
-    span = describe_span(minutes_between(previous, stamp))
     if step > gap.max:
         # A day/month earlier than the clock's reads as next year; say what was meant.
         back = parse_stamp_before(message.t, message.d, previous)
         if back is not None and back < previous and previous - back < step:
-            return Refusal(Reason.CLOCK_BACKWARDS, f"{where} is before {before}")
-        limit = describe_span(gap.max_minutes)
-        return Refusal(Reason.GAP_TOO_LONG, f"{where} is {span} after {before}; max {limit}")
+            return Refusal(Reason.CLOCK_BACKWARDS, f"{where} is before {_previous(previous)}")
+        limit = f"max {describe_span(gap.max_minutes)}"
+        return Refusal(Reason.GAP_TOO_LONG, _gap_detail(where, previous, stamp, limit))
     if reply and step < gap.min:
-        limit = describe_span(gap.min_minutes)
-        return Refusal(Reason.GAP_TOO_SHORT, f"{where} is {span} after {before}; min {limit}")
+        limit = f"min {describe_span(gap.min_minutes)}"
+        return Refusal(Reason.GAP_TOO_SHORT, _gap_detail(where, previous, stamp, limit))
     return None
+
+
+def _previous(previous: datetime) -> str:
+    return f"the previous {describe_stamp(previous)}"
+
+
+def _gap_detail(where: str, previous: datetime, stamp: datetime, limit: str) -> str:
+    span = describe_span(minutes_between(previous, stamp))
+    return f"{where} is {span} after {_previous(previous)}; {limit}"
 
 
 # --- Instant events ---------------------------------------------------------------------

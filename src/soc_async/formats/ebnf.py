@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
+# What a literal escapes: backslash, quote, the three usual control characters by name,
+# the others as \xNN. One table, applied by str.translate (a chat turn builds several
+# literals per request).
+_ESCAPES: dict[int, str] = {c: f"\\x{c:02x}" for c in range(0x20)}
+_ESCAPES.update({ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\r"): "\\r"})
+_ESCAPES[ord("\t")] = "\\t"
+
 
 def literal(text: str) -> str:
     """``text`` as an EBNF string literal: quotes, backslashes and control characters escaped."""
-    out = []
-    for ch in text:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
+    return '"' + text.translate(_ESCAPES) + '"'
 
 
 def alternatives(options: list[str] | tuple[str, ...]) -> str:

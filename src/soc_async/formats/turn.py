@@ -88,6 +88,7 @@ STATE_LINE_RE = re.compile(r"[^;]+;\s*\d+\s+turns?\s+remaining\s*;[^;]+", re.IGN
 _OWN_TAG_RE = re.compile(
     rf"</?(?:turn|state|message)\b[^<>]*>|<{ENDING_TAG}\s*/?>|</{ENDING_TAG}\s*>", re.IGNORECASE
 )
+_TAG_NAME_RE = re.compile(r"</?\w+")
 _TURN_OPEN_RE = re.compile(r"<turn\b[^<>]*>", re.IGNORECASE)
 _TURN_CLOSE_RE = re.compile(r"</turn\s*>", re.IGNORECASE)
 _PARSER = etree.XMLParser(recover=True, resolve_entities=False, no_network=True)
@@ -99,6 +100,48 @@ def parse_turn(text: str) -> ParsedTurn | Refusal:
     Text before ``<turn>`` and after ``</turn>`` is ignored (small models like to announce
     what they write), as is loose text between the elements inside it.
     """
+    return _read_canonical(text) or _read_markup(text)
+
+
+# A valid turn spelled exactly as the turn grammar writes it, with nothing in its texts
+# that markup would change (no "&", "<", ">", control characters, surrogates or XML
+# non-characters): the common case, read with two regular expressions instead of lxml.
+_PLAIN = r"[^<>&\x00-\x1f\ud800-\udfff\ufffe\uffff]*"
+_CANONICAL_RE = re.compile(
+    rf"\s*<turn>\n<state>\n({_PLAIN})\n(<{ENDING_TAG}/>\n)?</state>\n"
+    rf'((?:<message t="[0-9][0-9]:[0-9][0-9]" d="[0-9][0-9]\.[0-9][0-9]" type="[a-z]+">'
+    rf"{_PLAIN}</message>\n)+)</turn>\s*"
+)
+# Longer replies go to lxml, whose limits (e.g. on one text node) this does not copy.
+_CANONICAL_MAX_CHARS = 100_000
+_CANONICAL_MESSAGE_RE = re.compile(
+    rf'<message t="([^"]*)" d="([^"]*)" type="([^"]*)">({_PLAIN})</message>\n'
+)
+
+
+def _read_canonical(text: str) -> ParsedTurn | None:
+    """The turn when ``text`` is spelled canonically and valid; None sends it to lxml.
+
+    Never a different answer from :func:`_read_markup`: whatever it would refuse, or read
+    in a way this could not be sure of, comes back None (tests/formats/test_turn.py
+    checks the two against each other).
+    """
+    whole = _CANONICAL_RE.fullmatch(text) if len(text) <= _CANONICAL_MAX_CHARS else None
+    if whole is None:
+        return None
+    lines = [line.strip() for line in whole.group(1).splitlines() if line.strip()]
+    if len(lines) != 1 or not STATE_LINE_RE.fullmatch(lines[0]):
+        return None
+    messages = []
+    for t, d, kind, body in _CANONICAL_MESSAGE_RE.findall(whole.group(3)):
+        if kind not in MESSAGE_TYPES or parse_time(t) is None or parse_day(d) is None:
+            return None
+        messages.append(RawMessage(t=t, d=d, type=kind, text=body.strip()))
+    return ParsedTurn(state_line=lines[0], ended=whole.group(2) is not None, messages=messages)
+
+
+def _read_markup(text: str) -> ParsedTurn | Refusal:
+    """Any reply, read as markup by lxml (recovering what it can)."""
     opens = list(_TURN_OPEN_RE.finditer(text))
     if not opens:
         return Refusal(Reason.NO_TURN, "the reply has no <turn> element")
@@ -134,7 +177,10 @@ def _escape_text(body: str) -> str:
     out, pos = [], 0
     for match in _OWN_TAG_RE.finditer(body):
         out.append(_escape_segment(body[pos : match.start()]))
-        tag = re.sub(r"^</?\w+", lambda name: name.group(0).lower(), match.group(0))
+        tag = match.group(0)
+        name = _TAG_NAME_RE.match(tag)
+        if name is not None and (lowered := name.group(0).lower()) != name.group(0):
+            tag = lowered + tag[name.end() :]
         if ENDING_TAG in tag:
             tag = "" if tag.startswith("</") else f"<{ENDING_TAG}/>"
         out.append(tag.replace("&", "&amp;"))
@@ -147,11 +193,22 @@ def _escape_segment(segment: str) -> str:
     return segment.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Per element that must be closed: what opens it (not self-closed) and what closes it.
+_BALANCED = [
+    (
+        name,
+        re.compile(rf"<{name}\b[^<>]*(?<!/)>", re.IGNORECASE),
+        re.compile(rf"</{name}\s*>", re.IGNORECASE),
+    )
+    for name in ("state", "message")
+]
+
+
 def _unbalanced_tag(body: str) -> str | None:
     """A detail naming the first element opened and closed a different number of times."""
-    for name in ("state", "message"):
-        opened = len(re.findall(rf"<{name}\b[^<>]*(?<!/)>", body, re.IGNORECASE))
-        closed = len(re.findall(rf"</{name}\s*>", body, re.IGNORECASE))
+    for name, opens, closes in _BALANCED:
+        opened = len(opens.findall(body))
+        closed = len(closes.findall(body))
         if opened != closed:
             return f"<{name}> opened {opened} times but closed {closed} times"
     return None
