@@ -10,18 +10,21 @@ conversation is started at once (``max_active_chats`` = their number) and the re
 limit stays fixed, so the process holds all of them live while requests queue.
 
 Reported: this process's CPU time per request (``time.process_time``, the server's CPU
-is in the other process), peak RSS (``ru_maxrss``) and what it grew by from before the
-conversations were built, requests/s, and the number of conversations live at once
-(peak, and time-averaged).
+is in the other process; user and system time apart), peak RSS (``ru_maxrss``) and what
+it grew by from before the conversations were built, requests/s, and the number of
+conversations live at once (peak, and time-averaged). The loop runs as a run's does
+(``soc_async.loop``: uvloop, the collector's thresholds raised); ``--default-gc`` keeps
+CPython's thresholds, for comparison.
 
     python benchmarks/scale_fake.py [--conversations 10000] [--max-turns 4]
         [--concurrency 1024] [--ttft-s 0.5] [--tpot-s 0.04] [--no-grammar]
-        [--json out.json]
+        [--default-gc] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -34,6 +37,7 @@ from typing import Any
 import anyio
 
 from soc_async import config as config_mod
+from soc_async import loop
 from soc_async.bench.cast import bench_conversations, seed_experiences, seed_personas
 from soc_async.bench.metrics import percentiles, time_weighted_mean
 from soc_async.bench.pipeline import ChatTally, run_chats
@@ -92,6 +96,7 @@ async def rollout(args: argparse.Namespace, url: str) -> dict[str, Any]:
     async with ModelGateway(config, RunCounters()) as gateway:
         recorder = RecordingCompleter(gateway)
         cpu0, t0 = time.process_time(), time.monotonic()
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
 
         async def sample() -> None:
             while True:
@@ -111,6 +116,7 @@ async def rollout(args: argparse.Namespace, url: str) -> dict[str, Any]:
             )
             tg.cancel_scope.cancel()
         cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
+        usage = resource.getrusage(resource.RUSAGE_SELF)
     requests = len(recorder.samples)
     latency = percentiles([s.latency_s for s in recorder.samples])
     queue = percentiles([s.queue_s for s in recorder.samples])
@@ -125,6 +131,8 @@ async def rollout(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "wall_s": round(wall, 2),
         "client_cpu_s": round(cpu, 2),
         "client_cpu_ms_per_request": round(1000 * cpu / requests, 3) if requests else None,
+        "client_user_s": round(usage.ru_utime - usage0.ru_utime, 2),
+        "client_system_s": round(usage.ru_stime - usage0.ru_stime, 2),
         "requests_per_s": round(requests / wall, 1) if wall else None,
         "peak_live_conversations": tally.peak_active,
         "mean_live_conversations": round(time_weighted_mean(live, wall) or 0.0, 1),
@@ -147,18 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-grammar", action="store_true", help="skip building turn grammars")
     p.add_argument("--json", metavar="PATH", help="also write the figures here")
     p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="CPython's collector thresholds instead of the run's (soc_async.loop)",
+    )
     args = p.parse_args(argv)
     raise_fd_limit()
     proc, url = start_server(args)
     try:
-        if args.no_uvloop:
-            import asyncio
+        with loop.tuned_collector(gc.get_threshold() if args.default_gc else loop.GC_THRESHOLDS):
+            if args.no_uvloop:
+                import asyncio
 
-            figures = asyncio.run(rollout(args, url))
-        else:
-            import uvloop
+                figures = asyncio.run(rollout(args, url))
+            else:
+                import uvloop
 
-            figures = uvloop.run(rollout(args, url))
+                figures = uvloop.run(rollout(args, url))
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -30,6 +30,19 @@ def template(name: str) -> jinja2.Template:
     return _ENV.get_template(name)
 
 
+@cache
+def _globals(name: str) -> dict[str, Any]:
+    # Template.render copies the template's globals (a ChainMap over the environment's)
+    # into a new dict for every call; two templates are rendered per chat turn, so the
+    # copy is made once per template and merged with the variables instead.
+    return dict(template(name).globals)
+
+
 def render(name: str, /, **variables: Any) -> str:
-    """``prompts/<name>`` rendered with ``variables``."""
-    return template(name).render(**variables)
+    """``prompts/<name>`` rendered with ``variables``: what ``Template.render`` gives."""
+    t = template(name)
+    context = t.new_context({**_globals(name), **variables}, shared=True)
+    try:
+        return t.environment.concat(t.root_render_func(context))  # type: ignore[attr-defined]
+    except Exception:
+        return t.environment.handle_exception()

@@ -386,7 +386,7 @@ def _normalise(line: str) -> str:
 
 def _check_state_line(state: ChatState, line: str) -> Refusal | None:
     expected = expected_state_line(state)
-    if _normalise(line) == _normalise(expected):
+    if line == expected or _normalise(line) == _normalise(expected):
         return None
     detail = f"expected state {expected!r}, got {line!r}"
     topic = _normalise(line).split(";")[0].strip()

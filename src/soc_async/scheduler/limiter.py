@@ -15,13 +15,10 @@ next waiter, so no slot is ever leaked. The limiter is not thread-safe: one even
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import anyio
 
 __all__ = ["PriorityLimiter", "SlotInfo"]
 
@@ -43,7 +40,9 @@ class _Waiter:
     __slots__ = ("cancelled", "event", "granted")
 
     def __init__(self) -> None:
-        self.event = anyio.Event()
+        # asyncio's own Event (anyio's looks up the running backend each time it is made,
+        # 2 us a waiter); the limiter runs on asyncio only, like the rest of the client.
+        self.event = asyncio.Event()
         self.granted = False
         self.cancelled = False  # left the queue; its heap entry is skipped lazily
 
@@ -87,16 +86,10 @@ class PriorityLimiter:
         self._capacity = capacity
         self._wake()
 
-    @asynccontextmanager
-    async def slot(self, priority: int = 0) -> AsyncIterator[SlotInfo]:
-        """Hold one slot for the body; yields a :class:`SlotInfo` with the queue wait."""
-        start = time.perf_counter()
-        await self._acquire(priority)
-        info = SlotInfo(priority, time.perf_counter() - start)
-        try:
-            yield info
-        finally:
-            self._release()
+    def slot(self, priority: int = 0) -> _Slot:
+        """Hold one slot for the body (``async with``); gives a :class:`SlotInfo` with the
+        queue wait."""
+        return _Slot(self, priority)
 
     def __repr__(self) -> str:
         return (
@@ -145,6 +138,25 @@ class PriorityLimiter:
         if not self._waiting:
             # Only cancelled entries can remain; drop them so the heap cannot grow.
             self._heap.clear()
+
+
+class _Slot:
+    """``async with limiter.slot(priority)``: a plain class rather than an
+    ``asynccontextmanager`` generator, since every request passes through it."""
+
+    __slots__ = ("_limiter", "_priority")
+
+    def __init__(self, limiter: PriorityLimiter, priority: int) -> None:
+        self._limiter = limiter
+        self._priority = priority
+
+    async def __aenter__(self) -> SlotInfo:
+        start = time.perf_counter()
+        await self._limiter._acquire(self._priority)
+        return SlotInfo(self._priority, time.perf_counter() - start)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter._release()
 
 
 def _check_capacity(capacity: int) -> None:
