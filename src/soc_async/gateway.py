@@ -26,7 +26,7 @@ from soc_async.config import CALL_KINDS, RunConfig
 from soc_async.errors import RequestError, ServerError
 from soc_async.llm.client import LLMClient
 from soc_async.llm.metrics import MetricsReader, MetricsSnapshot, combine
-from soc_async.llm.types import ChatRequest, Completion
+from soc_async.llm.types import Completion, RequestOrBuild, built
 from soc_async.monitor.engines import EngineWatch
 from soc_async.monitor.snapshot import ControllerFigures, EngineFigures
 from soc_async.progress import RunCounters
@@ -196,20 +196,22 @@ class ModelGateway:
     async def complete(
         self,
         kind: str,
-        request: ChatRequest,
+        request: RequestOrBuild,
         *,
         affinity: str | None = None,
         priority: int = 0,
     ) -> Completion:
         """One completion under the run's limit; the time spent waiting for a slot is kept
-        apart from the server's latency in every figure."""
-        if not request.model:
-            request.model = self.model_for(kind)
-        if not self.config.client.send_seed:
-            request.seed = None
+        apart from the server's latency in every figure. A request given as a function is
+        built once the slot is held."""
         t0 = time.monotonic()
         async with self.limiter.slot(priority):
             queued = time.monotonic() - t0
+            request = built(request)
+            if not request.model:
+                request.model = self.model_for(kind)
+            if not self.config.client.send_seed:
+                request.seed = None
             self.counters.in_flight += 1
             try:
                 reply = await self._by_kind[kind].chat(request, affinity=affinity)

@@ -12,7 +12,7 @@ import time
 
 import msgspec
 
-from soc_async.llm.types import ChatRequest, Completer, Completion
+from soc_async.llm.types import Completer, Completion, RequestOrBuild
 
 __all__ = ["RecordingCompleter", "RequestSample"]
 
@@ -46,7 +46,7 @@ class RecordingCompleter:
     async def complete(
         self,
         kind: str,
-        request: ChatRequest,
+        request: RequestOrBuild,
         *,
         affinity: str | None = None,
         priority: int = 0,

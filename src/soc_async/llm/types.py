@@ -7,6 +7,7 @@ is how stages are tested with a scripted model and no server.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
@@ -47,18 +48,31 @@ class Completion(msgspec.Struct, kw_only=True):
     attempts: int = 1
 
 
+# A request, or what builds it once it may be sent: a completer that makes the caller
+# wait (for a slot under the concurrency limit) calls the function only then, so the
+# thousands of chat turns waiting for a slot hold no rendered prompt.
+RequestOrBuild = ChatRequest | Callable[[], ChatRequest]
+
+
+def built(request: RequestOrBuild) -> ChatRequest:
+    """The request itself: ``request``, or what it builds."""
+    return request if isinstance(request, ChatRequest) else request()
+
+
 class Completer(Protocol):
     """What a stage needs from the model: one completion, with routing and priority hints."""
 
     async def complete(
         self,
         kind: str,
-        request: ChatRequest,
+        request: RequestOrBuild,
         *,
         affinity: str | None = None,
         priority: int = 0,
     ) -> Completion:
         """``kind`` names the call kind (persona, experience, turn, summary) for routing,
         model choice and accounting; ``affinity`` keeps one conversation on one server;
-        ``priority`` orders waiting work (lower first). Raises ``RequestError``."""
+        ``priority`` orders waiting work (lower first). ``request`` may be a function
+        that builds the request: it is called once, when the request can be sent.
+        Raises ``RequestError``."""
         ...

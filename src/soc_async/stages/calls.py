@@ -116,6 +116,22 @@ class Outcome(Generic[T]):
         )
 
 
+class _Build:
+    """``request(attempt, correction)``, built when the completer calls for it; keeps it."""
+
+    __slots__ = ("attempt", "correction", "request", "sent")
+
+    def __init__(self, request: Callable[[int, str], ChatRequest], attempt: int, correction: str):
+        self.request = request
+        self.attempt = attempt
+        self.correction = correction
+        self.sent: ChatRequest | None = None
+
+    def __call__(self) -> ChatRequest:
+        self.sent = self.request(self.attempt, self.correction)
+        return self.sent
+
+
 async def ask_until_valid(
     completer: Completer,
     kind: str,
@@ -128,14 +144,17 @@ async def ask_until_valid(
     affinity: str | None = None,
 ) -> Outcome[T]:
     """Asks ``request(attempt, correction)`` up to ``retries + 1`` times until ``check``
-    returns an ``accept`` instance; ``check`` refuses with a :class:`Refusal`."""
+    returns an ``accept`` instance; ``check`` refuses with a :class:`Refusal`.
+
+    The request is built when the completer can send it (after the wait for a slot), so
+    an item waiting its turn holds no rendered prompt."""
     outcome: Outcome[T] = Outcome()
     correction = ""
     for attempt in range(retries + 1):
         outcome.attempts = attempt + 1
-        sent = request(attempt, correction)
+        build = _Build(request, attempt, correction)
         try:
-            completion = await completer.complete(kind, sent, priority=priority, affinity=affinity)
+            completion = await completer.complete(kind, build, priority=priority, affinity=affinity)
         except RequestError as exc:
             outcome.error = exc
             return outcome
@@ -145,7 +164,7 @@ async def ask_until_valid(
         result = check(completion)
         if isinstance(result, accept):
             outcome.value = result
-            outcome.model = completion.model or sent.model
+            outcome.model = completion.model or (build.sent.model if build.sent else "")
             return outcome
         refused: Refusal = result  # type: ignore[assignment]
         outcome.last = refused

@@ -25,7 +25,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from soc_async.llm.types import ChatRequest, Completion, TokenUsage
+from soc_async.llm.types import ChatRequest, Completion, RequestOrBuild, TokenUsage, built
 from soc_async.testing.scripted import ScriptedWriter
 
 __all__ = ["Call", "Gate", "Reply", "ReplyFn", "ScriptedCompleter", "writer_replies"]
@@ -142,11 +142,12 @@ class ScriptedCompleter:
     async def complete(
         self,
         kind: str,
-        request: ChatRequest,
+        request: RequestOrBuild,
         *,
         affinity: str | None = None,
         priority: int = 0,
     ) -> Completion:
+        request = built(request)
         number = len(self.calls)
         of_kind = sum(c.kind == kind for c in self.calls)
         call = Call(kind=kind, request=request, affinity=affinity, priority=priority)

@@ -1,0 +1,234 @@
+"""Live conversations against simulated GPU engines: client CPU and memory, whether the
+engines stay busy, and how many engines one client process can feed.
+
+The simulated vLLM engines (docs/simulator.md) run in their own process, one port each,
+answering every turn with a valid scripted reply (``soc_async.testing.scripted:reply``),
+so this process's CPU time is the client's alone: the real chat stage (prompts, turn
+grammars, parser, state machine), the gateway with its limiter (fixed at
+``--limit-per-engine`` x engines) and the HTTP client, as in a run. Every conversation
+starts at once and the run stops after ``--duration-s`` (0: when every conversation is
+done).
+
+Measured over the steady window (from the moment every conversation has started to the
+end, so neither the start-up nor a tail of finishing chats is in it): the client's CPU
+per request and as a share of one core (``time.process_time``), requests/s in real and
+in simulated time, and what the engines' /metrics say (requests running against the
+limit, waiting, KV usage, output tokens/s). Peak RSS (``ru_maxrss``) covers the whole
+run. From CPU per request and the simulated request rate per engine:
+
+    engines one process feeds at 50% of a core = 0.5 / (CPU s per request
+                                                          x simulated requests/s per engine)
+
+``--time-scale S`` makes every engine S times faster, so 8 engines at S = 4 ask as many
+requests per second of the client as 32 engines at real speed: a direct check of that
+extrapolation.
+
+    python benchmarks/scale_sim.py [--conversations 50000] [--engines 8]
+        [--profile h100-8b] [--time-scale 1] [--limit-per-engine 96] [--max-turns 4]
+        [--duration-s 120] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any
+
+import anyio
+from scale_fake import raise_fd_limit, rss_mib
+
+from soc_async import config as config_mod
+from soc_async import loop
+from soc_async.bench.cast import bench_conversations, seed_experiences, seed_personas
+from soc_async.bench.metrics import time_weighted_mean
+from soc_async.bench.pipeline import ChatTally, run_chats
+from soc_async.bench.recording import RecordingCompleter
+from soc_async.gateway import ModelGateway
+from soc_async.progress import RunCounters
+
+
+def start_simulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], list[str]]:
+    cmd = [
+        sys.executable, "-m", "soc_async.testing.simulator", "--profile", args.profile,
+        "--engines", str(args.engines), "--time-scale", str(args.time_scale),
+        "--reply", "soc_async.testing.scripted:reply",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    urls = []
+    for _ in range(args.engines):
+        line = proc.stdout.readline()
+        if not line.startswith("listening on "):
+            proc.kill()
+            raise SystemExit(f"the simulator did not start: {line!r}")
+        urls.append(line.split()[-1])
+    return proc, urls
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of another process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Window:
+    """The steady window: opened once every conversation has started."""
+
+    def __init__(self) -> None:
+        self.open = False
+        self.t0 = self.cpu0 = 0.0
+        self.requests0 = 0
+        self.sim_cpu0 = 0.0
+        self.samples: list[dict[str, float]] = []  # per engine-second readings, summed
+
+
+async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> dict[str, Any]:
+    limit = args.limit_per_engine * args.engines
+    changes: dict[str, Any] = {
+        "endpoints": urls,
+        "concurrency.fixed": limit,
+        "concurrency.max_active_chats": args.conversations,
+        "concurrency.interval_s": 1.0,
+        "chat.max_turns": args.max_turns,
+    }
+    config = config_mod.override(config_mod.RunConfig(), changes)
+    rss_before = rss_mib()
+    personas = seed_personas(config.seed)
+    experiences = bench_conversations(
+        args.conversations, personas, seed_experiences(personas, config), config
+    )
+    tally = ChatTally(len(experiences))
+    live: list[tuple[float, float]] = []
+    window = Window()
+    async with ModelGateway(config, RunCounters()) as gateway:
+        recorder = RecordingCompleter(gateway)
+        cpu_start, t_start = time.process_time(), time.monotonic()
+
+        async def watch() -> None:
+            while True:
+                now = time.monotonic()
+                live.append((now - t_start, float(tally.active)))
+                if not window.open and tally.peak_active >= args.conversations:
+                    window.open = True
+                    window.t0, window.cpu0 = now, time.process_time()
+                    window.requests0 = len(recorder.samples)
+                    window.sim_cpu0 = cpu_seconds(sim_pid)
+                elif window.open:
+                    engines = gateway.engine_figures()
+                    window.samples.append(
+                        {
+                            "running": sum(e.running or 0.0 for e in engines),
+                            "waiting": sum(e.waiting or 0.0 for e in engines),
+                            "kv": max((e.kv_cache_usage or 0.0) for e in engines),
+                            "tokens_per_s": sum(e.tokens_per_s or 0.0 for e in engines),
+                            "in_flight": gateway.limiter.in_flight,
+                            "queued": gateway.limiter.waiting,
+                        }
+                    )
+                await anyio.sleep(1.0)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            with anyio.move_on_after(args.duration_s or None):
+                await run_chats(
+                    recorder,
+                    config,
+                    experiences,
+                    personas,
+                    model_name=gateway.model,
+                    max_active=args.conversations,
+                    tally=tally,
+                )
+            tg.cancel_scope.cancel()
+        t_end, cpu_end = time.monotonic(), time.process_time()
+        sim_cpu_end = cpu_seconds(sim_pid)
+    requests = len(recorder.samples)
+    wall = t_end - t_start
+    figures: dict[str, Any] = {
+        "conversations": args.conversations,
+        "finished": tally.done,
+        "failed": tally.failed,
+        "failure_reasons": dict(tally.reasons),
+        "requests": requests,
+        "request_errors": recorder.errors,
+        "wall_s": round(wall, 1),
+        "client_cpu_s": round(cpu_end - cpu_start, 2),
+        "peak_live_conversations": tally.peak_active,
+        "mean_live_conversations": round(time_weighted_mean(live, wall) or 0.0, 1),
+        "rss_before_mib": round(rss_before, 1),
+        "peak_rss_mib": round(rss_mib(), 1),
+    }
+    if not window.open or not window.samples:
+        figures["window"] = None
+        return figures
+    span = t_end - window.t0
+    cpu = cpu_end - window.cpu0
+    n = requests - window.requests0
+    per_engine_sim_rps = n / span / args.time_scale / args.engines if span else 0.0
+    cpu_per_request = cpu / n if n else float("nan")
+    mean = {k: sum(s[k] for s in window.samples) / len(window.samples) for k in window.samples[0]}
+    figures["window"] = {
+        "seconds": round(span, 1),
+        "requests": n,
+        "client_cpu_ms_per_request": round(1000 * cpu_per_request, 3),
+        "client_cpu_share_of_a_core": round(cpu / span, 3),
+        "simulator_cpu_share_of_a_core": round((sim_cpu_end - window.sim_cpu0) / span, 3),
+        "requests_per_s": round(n / span, 1),
+        "simulated_requests_per_s_per_engine": round(per_engine_sim_rps, 2),
+        "mean_running_per_engine": round(mean["running"] / args.engines, 1),
+        "limit_per_engine": args.limit_per_engine,
+        "mean_waiting_in_engines": round(mean["waiting"], 1),
+        "mean_in_flight": round(mean["in_flight"], 1),
+        "mean_queued_in_client": round(mean["queued"], 1),
+        "max_kv_cache_usage": round(mean["kv"], 3),
+        "simulated_output_tokens_per_s_per_engine": round(
+            mean["tokens_per_s"] / args.time_scale / args.engines, 1
+        ),
+        "engines_fed_at_half_a_core": round(0.5 / (cpu_per_request * per_engine_sim_rps), 1)
+        if n and per_engine_sim_rps
+        else None,
+    }
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--conversations", type=int, default=50_000)
+    p.add_argument("--engines", type=int, default=8)
+    p.add_argument("--profile", default="h100-8b")
+    p.add_argument("--time-scale", type=float, default=1.0)
+    p.add_argument("--limit-per-engine", type=int, default=96, help="requests in flight")
+    p.add_argument("--max-turns", type=int, default=4)
+    p.add_argument("--duration-s", type=float, default=120.0, help="0: until all are done")
+    p.add_argument("--json", metavar="PATH", help="also write the figures here")
+    args = p.parse_args(argv)
+    raise_fd_limit()
+    proc, urls = start_simulator(args)
+    try:
+        figures = loop.run(rollout(args, urls, proc.pid))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    figures["settings"] = {k: v for k, v in vars(args).items() if k != "json"}
+    figures["environment"] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+    }
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    return 0 if figures["failed"] == 0 and figures["requests"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
