@@ -31,6 +31,7 @@ extrapolation.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -40,12 +41,13 @@ import time
 from typing import Any
 
 import anyio
+import msgspec
 from scale_fake import raise_fd_limit, rss_mib
 
 from soc_async import config as config_mod
 from soc_async import loop
 from soc_async.bench.cast import bench_conversations, seed_experiences, seed_personas
-from soc_async.bench.metrics import time_weighted_mean
+from soc_async.bench.metrics import percentiles, time_weighted_mean
 from soc_async.bench.pipeline import ChatTally, run_chats
 from soc_async.bench.recording import RecordingCompleter
 from soc_async.gateway import ModelGateway
@@ -70,6 +72,22 @@ def start_simulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], li
     return proc, urls
 
 
+class CollectorClock:
+    """CPU seconds the cyclic garbage collector took, and how many collections ran."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._t0
+            self.collections += 1
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of another process, from /proc."""
     with open(f"/proc/{pid}/stat") as f:
@@ -86,6 +104,8 @@ class Window:
         self.requests0 = 0
         self.sim_cpu0 = 0.0
         self.samples: list[dict[str, float]] = []  # per engine-second readings, summed
+        self.lags: list[float] = []  # seconds a 10 ms sleep overslept
+        self.gc0 = 0.0
 
 
 async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> dict[str, Any]:
@@ -106,6 +126,8 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
     tally = ChatTally(len(experiences))
     live: list[tuple[float, float]] = []
     window = Window()
+    collector = CollectorClock()
+    gc.callbacks.append(collector)
     async with ModelGateway(config, RunCounters()) as gateway:
         recorder = RecordingCompleter(gateway)
         cpu_start, t_start = time.process_time(), time.monotonic()
@@ -119,6 +141,7 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
                     window.t0, window.cpu0 = now, time.process_time()
                     window.requests0 = len(recorder.samples)
                     window.sim_cpu0 = cpu_seconds(sim_pid)
+                    window.gc0 = collector.seconds
                 elif window.open:
                     engines = gateway.engine_figures()
                     window.samples.append(
@@ -133,8 +156,17 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
                     )
                 await anyio.sleep(1.0)
 
+        async def lag() -> None:
+            # How late a 10 ms sleep wakes: the client's own stalls (GC, long callbacks).
+            while True:
+                t = time.monotonic()
+                await anyio.sleep(0.01)
+                if window.open:
+                    window.lags.append(time.monotonic() - t - 0.01)
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
+            tg.start_soon(lag)
             with anyio.move_on_after(args.duration_s or None):
                 await run_chats(
                     recorder,
@@ -148,6 +180,7 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
             tg.cancel_scope.cancel()
         t_end, cpu_end = time.monotonic(), time.process_time()
         sim_cpu_end = cpu_seconds(sim_pid)
+    gc.callbacks.remove(collector)
     requests = len(recorder.samples)
     wall = t_end - t_start
     figures: dict[str, Any] = {
@@ -178,6 +211,9 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
         "requests": n,
         "client_cpu_ms_per_request": round(1000 * cpu_per_request, 3),
         "client_cpu_share_of_a_core": round(cpu / span, 3),
+        "collector_cpu_ms_per_request": round(1000 * (collector.seconds - window.gc0) / n, 3)
+        if n
+        else None,
         "simulator_cpu_share_of_a_core": round((sim_cpu_end - window.sim_cpu0) / span, 3),
         "requests_per_s": round(n / span, 1),
         "simulated_requests_per_s_per_engine": round(per_engine_sim_rps, 2),
@@ -187,6 +223,11 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
         "mean_in_flight": round(mean["in_flight"], 1),
         "mean_queued_in_client": round(mean["queued"], 1),
         "max_kv_cache_usage": round(mean["kv"], 3),
+        "loop_lag_ms": {
+            k: None if v is None else round(1000 * v, 1)
+            for k, v in msgspec.structs.asdict(percentiles(window.lags)).items()
+        }
+        | {"max": round(1000 * max(window.lags, default=0.0), 1)},
         "simulated_output_tokens_per_s_per_engine": round(
             mean["tokens_per_s"] / args.time_scale / args.engines, 1
         ),
