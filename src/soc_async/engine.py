@@ -4,26 +4,82 @@
 request, whatever its stage, takes a slot of one :class:`PriorityLimiter` first, so the
 whole process keeps one bound on requests in flight; the controller moves that bound from
 the servers' /metrics when the concurrency is adaptive.
+
+Opening it waits for every endpoint to be ready (llm/readiness.py) and sizes the bounds
+from the engines: each endpoint takes at most its batch size in flight
+(:func:`engine_limits`), and unless ``concurrency.max`` says otherwise the whole run may
+keep their sum in flight. Replies lose any ``<think>`` text before the stages see them.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 
+import aiohttp
 import anyio
 
+from soc_async import config as config_mod
 from soc_async import logs
 from soc_async.config import CALL_KINDS, RunConfig
 from soc_async.errors import RequestError
+from soc_async.formats.thinking import strip_thinking
 from soc_async.llm.client import LLMClient
-from soc_async.llm.metrics import MetricsReader
+from soc_async.llm.metrics import EngineInfo, MetricsReader, fetch_engine_info
+from soc_async.llm.readiness import EndpointsFile, wait_for_endpoints_file, wait_until_ready
 from soc_async.llm.types import ChatRequest, Completion
 from soc_async.progress import RunStats
 from soc_async.scheduler.controller import AdaptiveController, Bounds, MetricsView
 from soc_async.scheduler.limiter import PriorityLimiter
 
 log = logs.get("engine")
+
+# vLLM's own max_num_seqs on GPUs under 70 GiB (1,024 on H100/H200-class GPUs): the bound
+# of an engine that neither the config, the start nor its /metrics sizes.
+DEFAULT_PER_ENGINE = 256
+
+
+def engine_limits(
+    urls: Sequence[str], configured: int | None, reported: Mapping[str, EngineInfo]
+) -> dict[str, int]:
+    """Each endpoint's bound on requests in flight: ``concurrency.per_engine`` when set,
+    else the batch size its server reports, else :data:`DEFAULT_PER_ENGINE`."""
+    out: dict[str, int] = {}
+    for url in urls:
+        info = reported.get(url)
+        if configured is not None:
+            out[url] = configured
+        elif info is not None and info.max_num_seqs:
+            out[url] = info.max_num_seqs
+        else:
+            out[url] = DEFAULT_PER_ENGINE
+    return out
+
+
+def with_endpoints_file(config: RunConfig, served: EndpointsFile) -> RunConfig:
+    """``config`` pointed at the engines of an endpoints file, after any ``endpoints`` it
+    names: their batch size becomes ``concurrency.per_engine`` (unless that is set) and
+    priority scheduling is used when every engine has it."""
+    urls = list(dict.fromkeys([*config.endpoints, *served.urls]))
+    changes: dict[str, object] = {"endpoints": urls}
+    if all(e.priority for e in served.engines):
+        changes["client.send_priority"] = True
+    sizes = {e.max_num_seqs for e in served.engines}
+    if config.concurrency.per_engine is None and len(sizes) == 1:
+        changes["concurrency.per_engine"] = sizes.pop()
+    return config_mod.override(config, changes, config.endpoints_file)
+
+
+def served_engines(config: RunConfig) -> RunConfig:
+    """``config`` with its ``endpoints_file`` read (waiting for it while `soc-async serve`
+    starts, up to ``client.ready_timeout_s``); the config as it is without one."""
+    if not config.endpoints_file:
+        return config
+    served = anyio.run(
+        wait_for_endpoints_file, config.endpoints_file, config.client.ready_timeout_s
+    )
+    return with_endpoints_file(config, served)
 
 
 class Engine:
@@ -41,6 +97,7 @@ class Engine:
         self._tg: anyio.abc.TaskGroup | None = None
         self._reader: MetricsReader | None = None
         self.model = config.model
+        self.limits: dict[str, int] = {}  # each endpoint's bound, once open
 
     async def __aenter__(self) -> Engine:
         try:
@@ -50,8 +107,18 @@ class Engine:
             raise
 
     async def _open(self) -> Engine:
+        urls = list(dict.fromkeys(u for k in CALL_KINDS for u in self.config.endpoints_for(k)))
+        not_ready, limits = await self._survey(urls)
+        self.limits = limits
         cfg = self.config
-        pool = cfg.concurrency.fixed or cfg.concurrency.max
+        c = cfg.concurrency
+        total = c.max or sum(limits.values())
+        if c.max is None:
+            cfg = self.config = config_mod.override(cfg, {"concurrency.max": total}, "engines")
+        if c.fixed is None and self.limiter.capacity > total:
+            self.limiter.set_capacity(total)
+        pool = c.fixed or total
+        log.info("in-flight bounds", per_engine=limits, total=total)
         for kind in CALL_KINDS:
             urls = tuple(cfg.endpoints_for(kind))
             if urls not in self._clients:
@@ -62,6 +129,9 @@ class Engine:
                     pool_size=pool,
                     default_model=cfg.model,
                 )
+                client.pool.router.set_limits(limits)
+                for url in not_ready:
+                    client.pool.take_out(url)
                 self._clients[urls] = await self._stack.enter_async_context(client)
             self._by_kind[kind] = self._clients[urls]
         if not self.model:
@@ -73,12 +143,31 @@ class Engine:
             self.controller = AdaptiveController(
                 self.limiter,
                 self._read_metrics,
-                Bounds(min=cfg.concurrency.min, max=cfg.concurrency.max),
+                Bounds(min=min(cfg.concurrency.min, total), max=total),
                 cfg.concurrency.interval_s,
             )
             self._tg = await self._stack.enter_async_context(anyio.create_task_group())
             self._tg.start_soon(self.controller.run)
         return self
+
+    async def _survey(self, urls: list[str]) -> tuple[list[str], dict[str, int]]:
+        """Waits for the endpoints (those still not ready when the time is up come back
+        first) and reads each one's bound."""
+        cfg = self.config
+        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else None
+        async with aiohttp.ClientSession(headers=headers) as session:
+            not_ready = await wait_until_ready(session, urls, cfg.client.ready_timeout_s)
+            reported: dict[str, EngineInfo] = {}
+            if cfg.concurrency.per_engine is None:
+                async with anyio.create_task_group() as tg:
+
+                    async def read(url: str) -> None:
+                        reported[url] = await fetch_engine_info(session, url)
+
+                    for url in urls:
+                        if url not in not_ready:
+                            tg.start_soon(read, url)
+        return not_ready, engine_limits(urls, cfg.concurrency.per_engine, reported)
 
     async def __aexit__(self, *exc: object) -> None:
         if self._tg is not None:
@@ -118,6 +207,9 @@ class Engine:
             request.model = self.model_for(kind)
         if not self.config.client.send_seed:
             request.seed = None
+        if request.chat_template_kwargs is None:
+            kwargs = self.config.call(kind).chat_template_kwargs
+            request.chat_template_kwargs = dict(kwargs) if kwargs else None
         t0 = time.monotonic()
         async with self.limiter.slot(priority):
             queued = time.monotonic() - t0
@@ -130,6 +222,10 @@ class Engine:
             finally:
                 self.stats.in_flight -= 1
         reply.queue_s = queued
+        text, thoughts = strip_thinking(reply.text)
+        if thoughts:
+            reply.text = text
+            self.stats.thinking_stripped += thoughts
         self.stats.capacity = self.limiter.capacity
         self.stats.on_reply(
             reply.usage.prompt, reply.usage.completion, reply.usage.cached, reply.latency_s, queued

@@ -139,7 +139,12 @@ class Pipeline:
                 if isinstance(record, Persona):
                     existing.append(record)
 
-            await self._stream("personas", todo, one, max_active=cfg.concurrency.max)
+            await self._stream(
+                "personas",
+                todo,
+                one,
+                max_active=cfg.concurrency.max or cfg.concurrency.max_active_chats,
+            )
         return sorted(existing, key=lambda p: p.id)
 
     # --- experiences and chats ----------------------------------------------------------
@@ -201,7 +206,11 @@ class Pipeline:
             tg.start_soon(functools.partial(feed, stop=self.stop), ready, chat_pipe.send.clone())
             tg.start_soon(functools.partial(feed, stop=self.stop), exp_todo, exp_pipe.send)
             tg.start_soon(
-                functools.partial(stream_map, max_active=cfg.concurrency.max, stop=self.stop),
+                functools.partial(
+                    stream_map,
+                    max_active=cfg.concurrency.max or cfg.concurrency.max_active_chats,
+                    stop=self.stop,
+                ),
                 make_experience,
                 exp_pipe.receive,
                 chat_pipe.send,

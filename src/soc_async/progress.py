@@ -40,6 +40,7 @@ class RunStats:
         self.cached_tokens = 0
         self.queue_s = 0.0
         self.latency_s = 0.0
+        self.thinking_stripped = 0  # <think> parts removed from replies before parsing
         # (time, completion tokens) samples for a moving tokens/s figure.
         self._samples: deque[tuple[float, int]] = deque(maxlen=64)
 
@@ -74,6 +75,7 @@ class RunStats:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cached_tokens": self.cached_tokens,
+            "thinking_stripped": self.thinking_stripped,
             "tokens_per_s": round(self.tokens_per_s(), 2),
             "mean_latency_s": round(self.latency_s / self.requests, 4) if self.requests else 0.0,
             "mean_queue_s": round(self.queue_s / self.requests, 4) if self.requests else 0.0,

@@ -143,6 +143,8 @@ def test_missing_vllm_names_the_extra_to_install(
 ) -> None:
     monkeypatch.setattr(server, "vllm_available", lambda: False)
     monkeypatch.setattr(server, "has_gpu", lambda: gpu)
+    monkeypatch.setattr(server.shutil, "which", lambda name: None)
+    monkeypatch.setattr(server, "_distribution", lambda name: False)
     with pytest.raises(InputError, match=rf"vLLM is not installed.*{re.escape(extra)}"):
         ManagedServer(ServerSpec(model=str(model_dir))).start()
 
@@ -168,6 +170,53 @@ def test_api_key_never_on_the_command_line_nor_printed(model_dir: Path) -> None:
     env = managed.environment()
     assert env["VLLM_API_KEY"] == "s3cret-main"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "3"
+
+
+def test_the_vllm_command_is_vllm_serve_with_the_model_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Where a working `vllm` command is found (vLLM's GPU build, a container's), the
+    server is `vllm serve MODEL ...`; the CPU build runs the module with --model."""
+    exe = tmp_path / "bin" / "vllm"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", str(exe.parent))
+    gpu = ManagedServer(ServerSpec(model="org/m", port=8123)).command()
+    assert gpu[:3] == [str(exe), "serve", "org/m"]
+    assert gpu[3:7] == ["--host", "127.0.0.1", "--port", "8123"]
+    cpu = ManagedServer(ServerSpec(model="org/m", port=8123, cpu=True)).command()
+    assert cpu[:5] == [sys.executable, "-m", server.VLLM_MODULE, "--model", "org/m"]
+
+
+def test_the_cpu_builds_own_vllm_command_is_passed_over(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """vLLM's CPU build installs a `vllm` command beside this Python that fails (it looks
+    up a distribution named vllm): without that distribution the module is used."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "vllm").write_text("#!/bin/sh\n")
+    (scripts / "vllm").chmod(0o755)
+    monkeypatch.setenv("PATH", str(scripts))
+    monkeypatch.setattr(server.sysconfig, "get_path", lambda name: str(scripts))
+    monkeypatch.setattr(server, "_distribution", lambda name: False)
+    monkeypatch.setattr(server, "vllm_available", lambda: True)
+    assert server.default_launcher() == [sys.executable, "-m", server.VLLM_MODULE]
+    monkeypatch.setattr(server, "_distribution", lambda name: name == "vllm")
+    assert server.default_launcher() == [str(scripts / "vllm"), "serve"]
+
+
+def test_every_managed_server_is_quiet_and_takes_the_runs_sampling() -> None:
+    """The CPU default carries the access-log, request-log and generation-config flags,
+    and priority scheduling; extra arguments come after them, so they win."""
+    args = ManagedServer(
+        ServerSpec(model="m", extra_args=[*server.CPU_DEFAULT_ARGS, "--enable-log-requests"])
+    ).spec.extra_args
+    for flag in ("--disable-uvicorn-access-log", "--no-enable-log-requests"):
+        assert flag in args
+    assert server.flag_value(args, "--generation-config") == "vllm"
+    assert args.index("--enable-log-requests") > args.index("--no-enable-log-requests")
 
 
 def test_priority_scheduling_follows_the_last_flag(model_dir: Path) -> None:

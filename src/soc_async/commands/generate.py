@@ -67,6 +67,8 @@ def register(sub: Any) -> None:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {
         "endpoints": args.endpoint,
+        "endpoints_file": args.endpoints_file,
+        "client.ready_timeout_s": args.ready_timeout,
         "out": args.out,
         "model": args.model,
         "concurrency.fixed": args.concurrency,
@@ -94,7 +96,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def resolve_config(args: argparse.Namespace) -> config_mod.RunConfig:
     """The effective config: the resumed run's own, or the file's, then the flags on top."""
-    if args.command == "run" and not (args.resume or args.config or args.endpoint):
+    if args.command == "run" and not (
+        args.resume or args.config or args.endpoint or args.endpoints_file
+    ):
         base = config_mod.override(
             config_mod.load(None), {"chat.max_turns": EMBEDDED_MAX_TURNS}, "embedded default"
         )

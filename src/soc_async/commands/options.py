@@ -6,13 +6,25 @@ import argparse
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:
-    """--config, --endpoint and --model: which config and which servers a command uses."""
+    """--config, --endpoint, --endpoints-file, --ready-timeout and --model: which config
+    and which servers a command uses, and how long it waits for them."""
     p.add_argument("--config", metavar="FILE", help="TOML config file (docs/config.md)")
     p.add_argument(
         "--endpoint",
         action="append",
         metavar="URL",
         help="vLLM base URL, repeatable; none: start the embedded CPU server",
+    )
+    p.add_argument(
+        "--endpoints-file",
+        metavar="FILE",
+        help="the engines `soc-async serve --endpoints-file FILE` started (waited for)",
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        metavar="S",
+        help="seconds to wait for every endpoint's /health and model list (default 900)",
     )
     p.add_argument("--model", help="served model name (default: what the server serves)")
 

@@ -117,8 +117,12 @@ def exposition(
     prefix_queries: float,
     generation_tokens: float,
     prompt_tokens: float,
+    kv_capacity_tokens: int = 0,
 ) -> str:
-    """A /metrics page in Prometheus text format with vLLM's metric names and labels."""
+    """A /metrics page in Prometheus text format with vLLM's metric names and labels.
+
+    With ``kv_capacity_tokens``, also vLLM's ``vllm:cache_config_info`` (an info gauge
+    whose labels describe the KV cache; like vLLM 0.32's, it has no max_num_seqs)."""
     labels = f'{{engine="0",model_name="{model}"}}'
     rows = [
         ("vllm:num_requests_running", "gauge", "Requests in the model's batch.", running),
@@ -136,4 +140,14 @@ def exposition(
         out.append(f"# HELP {sample} {help_text}")
         out.append(f"# TYPE {sample} {kind}")
         out.append(f"{sample}{labels} {float(value)!r}")
+    if kv_capacity_tokens:
+        block = 16
+        info = (
+            f'block_size="{block}",enable_prefix_caching="True",engine="0",'
+            f'gpu_memory_utilization="0.9",kv_cache_size_tokens="{kv_capacity_tokens}",'
+            f'num_gpu_blocks="{kv_capacity_tokens // block}"'
+        )
+        out.append("# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig")
+        out.append("# TYPE vllm:cache_config_info gauge")
+        out.append(f"vllm:cache_config_info{{{info}}} 1.0")
     return "\n".join(out) + "\n"
