@@ -114,7 +114,12 @@ class Engine:
         c = cfg.concurrency
         total = c.max or sum(limits.values())
         if c.max is None:
-            cfg = self.config = config_mod.override(cfg, {"concurrency.max": total}, "engines")
+            sized = {
+                "concurrency.max": total,
+                "concurrency.min": min(c.min, total),
+                "concurrency.initial": min(c.initial, total),
+            }
+            cfg = self.config = config_mod.override(cfg, sized, "engines")
         if c.fixed is None and self.limiter.capacity > total:
             self.limiter.set_capacity(total)
         pool = c.fixed or total

@@ -33,6 +33,7 @@ from soc_async.llm import node
 from soc_async.llm.layout import GpuSet, Layout, default_max_num_seqs, plan_layout
 from soc_async.llm.server import (
     QUIET_ARGS,
+    ManagedServer,
     ServerSpec,
     check_port_free,
     default_cpu_spec,
@@ -86,6 +87,13 @@ class EnginePlan(msgspec.Struct, kw_only=True):
         )
 
 
+def _checked(plan: EnginePlan) -> EnginePlan:
+    """``plan`` once every server in it could start (model path, a vLLM to run)."""
+    for engine in plan.engines:
+        ManagedServer(engine.spec).check()
+    return plan
+
+
 def plan_engines(
     server: ServerConfig,
     *,
@@ -112,7 +120,7 @@ def plan_engines(
             log_path=_log(log_dir, tag, 0),
         )
         spec.port = spec.port or pick_free_port(host)
-        return EnginePlan(model="embedded", engines=[_cpu_engine(spec)])
+        return _checked(EnginePlan(model="embedded", engines=[_cpu_engine(spec)]))
     if gpus is None:
         gpus = node.visible_gpus(env=env) if has_gpu() else GpuSet(ids=())
     if not gpus.ids:
@@ -128,7 +136,7 @@ def plan_engines(
             log_path=_log(log_dir, tag, 0),
             launcher=list(server.command),
         )
-        return EnginePlan(model=server.model, engines=[_cpu_engine(spec)])
+        return _checked(EnginePlan(model=server.model, engines=[_cpu_engine(spec)]))
     shape = node.model_shape(server.model, env)
     layout = plan_layout(
         shape, gpus, tp=server.tensor_parallel, engines=server.engines, dp_mode=dp_mode
@@ -178,7 +186,7 @@ def plan_engines(
                 priority=flag_value(args, "--scheduling-policy") == "priority",
             )
         )
-    return EnginePlan(model=server.model, engines=engines, layout=layout, gpus=gpus)
+    return _checked(EnginePlan(model=server.model, engines=engines, layout=layout, gpus=gpus))
 
 
 def _cpu_engine(spec: ServerSpec) -> EngineSpec:

@@ -323,6 +323,12 @@ class ManagedServer:
 
     # -- lifecycle --------------------------------------------------------------------
 
+    def check(self) -> None:
+        """The checks :meth:`start` makes before anything runs: the model path, a vLLM to
+        start. InputError when one fails."""
+        self._check_model()
+        self.command()
+
     def start(self) -> None:
         """Checks the inputs and starts the process; returns without waiting for health."""
         if self._proc is not None:
