@@ -38,8 +38,8 @@ from soc_async.bench.cast import bench_conversations, seed_experiences, seed_per
 from soc_async.bench.metrics import percentiles, time_weighted_mean
 from soc_async.bench.pipeline import ChatTally, run_chats
 from soc_async.bench.recording import RecordingCompleter
-from soc_async.engine import Engine
-from soc_async.progress import RunStats
+from soc_async.gateway import ModelGateway
+from soc_async.progress import RunCounters
 
 
 def raise_fd_limit() -> None:
@@ -89,8 +89,8 @@ async def rollout(args: argparse.Namespace, url: str) -> dict[str, Any]:
     )
     tally = ChatTally(len(experiences))
     live: list[tuple[float, float]] = []
-    async with Engine(config, RunStats()) as engine:
-        recorder = RecordingCompleter(engine)
+    async with ModelGateway(config, RunCounters()) as gateway:
+        recorder = RecordingCompleter(gateway)
         cpu0, t0 = time.process_time(), time.monotonic()
 
         async def sample() -> None:
@@ -105,7 +105,7 @@ async def rollout(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 config,
                 experiences,
                 personas,
-                model_name=engine.model,
+                model_name=gateway.model,
                 max_active=args.conversations,
                 tally=tally,
             )

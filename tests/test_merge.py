@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from soc_async import merge as merge_mod
-from soc_async.errors import EXIT_USAGE, RunDirError
+from soc_async.commands import merge as merge_command
+from soc_async.errors import EXIT_USAGE, InputError, RunDirError
 from soc_async.merge import MergePlan, ShardInput, check_ids, merge, parse_shard, plan_merge
 from soc_async.records import (
     Conversation,
@@ -285,7 +285,7 @@ def test_merge_on_disk_keeps_every_record_once(
 
 def _args(dirs: list[Path], out: Path, allow_partial: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    merge_mod.add_parser(parser.add_subparsers(dest="command"))
+    merge_command.register(parser.add_subparsers(dest="command"))
     argv = ["merge", *map(str, dirs), "--out", str(out)]
     return parser.parse_args(argv + (["--allow-partial"] if allow_partial else []))
 
@@ -304,7 +304,7 @@ def test_command_refuses_a_duplicate_or_foreign_shard_and_writes_nothing(tmp_pat
     }
     for message, dirs in cases.items():
         with pytest.raises(RunDirError, match=message) as info:
-            merge_mod.run(_args(dirs, out))
+            merge_command.handle(_args(dirs, out))
         assert info.value.exit_code == EXIT_USAGE
         assert "\n" not in str(info.value)
         assert not out.exists()
@@ -320,9 +320,9 @@ def test_command_merges_a_partial_run_only_when_allowed(
         _write_shard(tmp_path, 5, i, 3, targets)
     dirs = [tmp_path / "shard-0", tmp_path / "shard-2"]
     with pytest.raises(RunDirError, match="1/3"):
-        merge_mod.run(_args(dirs, tmp_path / "out"))
+        merge_command.handle(_args(dirs, tmp_path / "out"))
     capsys.readouterr()
-    assert merge_mod.run(_args(dirs, tmp_path / "out", allow_partial=True)) == 0
+    assert merge_command.handle(_args(dirs, tmp_path / "out", allow_partial=True)) == 0
     captured = capsys.readouterr()
     assert "1/3" in captured.err
     assert len(captured.out.strip().splitlines()) == 1
@@ -345,7 +345,7 @@ def test_merge_refuses_a_non_empty_output_and_a_bad_line(tmp_path: Path) -> None
     lines = personas.read_bytes().splitlines(keepends=True)
     personas.write_bytes(lines[0] + b"{broken\n" + b"".join(lines[1:]))
     before = personas.read_bytes()
-    with pytest.raises(RunDirError, match=r"personas.jsonl:2"):
+    with pytest.raises(InputError, match=r"personas.jsonl:2"):
         merge([shard], tmp_path / "out")
     assert personas.read_bytes() == before
     with pytest.raises(RunDirError, match=r"no run\.json"):

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from soc_async.errors import RunDirError
+from soc_async.errors import InputError, RunDirError
 from soc_async.records import Failure, Persona, PersonaMeta, encode_line, make_id, record_id
 from soc_async.store import (
     CONFIG,
@@ -126,13 +126,14 @@ async def test_append_after_torn_line_starts_clean(tmp_path: Path) -> None:
     assert run.load(PERSONAS) == [persona(0), persona(1)]
 
 
-def test_undecodable_last_line_is_dropped_but_a_middle_one_is_an_error(tmp_path: Path) -> None:
-    """A complete but broken last line counts as torn; a broken line in the middle is
-    an error naming the file and the line number."""
+def test_an_undecodable_complete_line_is_an_error_anywhere(tmp_path: Path) -> None:
+    """Only a line without its newline is torn; a complete line that does not decode (a
+    hand edit), last or in the middle, is an error naming the file and the line number."""
     run = new_run(tmp_path / "run")
     path = run.file(PERSONAS)
     write_lines(path, [persona(0)], tail=b'{"kind":"persona"}\n')
-    assert run.load(PERSONAS) == [persona(0)]
+    with pytest.raises(RunDirError, match=r"personas.jsonl:2: not a valid line"):
+        run.load(PERSONAS)
     write_lines(path, [persona(0)], tail=b"garbage\n" + encode_line(persona(1)))
     with pytest.raises(RunDirError, match=r"personas.jsonl:2: not a valid line"):
         run.load(PERSONAS)
@@ -283,16 +284,19 @@ async def test_writers_route_by_kind_and_close_everything(tmp_path: Path) -> Non
 
 
 def test_import_records_copies_a_stage_and_skips_known_ids(tmp_path: Path) -> None:
-    """Importing a stage's file adds its records once; a record of another kind is an
-    error naming the file and line."""
+    """Importing a stage's file adds its records once; a torn last line or a record of
+    another kind is an error naming the file and line."""
     run = new_run(tmp_path / "run")
     source = tmp_path / "personas.jsonl"
-    write_lines(source, [persona(0), persona(1)], tail=b'{"kind":')  # torn tail ignored
+    write_lines(source, [persona(0), persona(1)], tail=b'{"kind":')
+    with pytest.raises(InputError, match=r"personas\.jsonl:3: torn last line"):
+        run.import_records("personas", source)
+    write_lines(source, [persona(0), persona(1)])
     assert run.import_records("personas", source) == 2
     assert run.import_records("personas", source) == 0
     assert [record_id(r) for r in run.load(PERSONAS)] == [persona(0).id, persona(1).id]
     write_lines(source, [persona(2), Failure(id="x", stage="chats", reason="r", attempts=1)])
-    with pytest.raises(RunDirError, match=r"personas\.jsonl:2: a failure record"):
+    with pytest.raises(InputError, match=r"personas\.jsonl:2: a failure record"):
         run.import_records("personas", source)
     with pytest.raises(RunDirError, match="no such file"):
         run.import_records("experiences", tmp_path / "missing.jsonl")
@@ -439,6 +443,7 @@ def _finish(proc: subprocess.Popen[str], acked: list[str]) -> None:
 
 def _check_dir(path: Path, acked: list[str]) -> list[str]:
     run = RunDir.open(path)  # what a resume does first
+    run.release()
     data = (path / PERSONAS).read_bytes()
     assert data == b"" or data.endswith(b"\n")
     ids = [record_id(r) for r in run.load(PERSONAS)]
@@ -455,7 +460,7 @@ def test_sigkill_mid_writing_loses_no_acked_record_and_resume_never_duplicates(
     duplicate id and every acknowledged id; a resumed writer covering the same ids and
     more writes each missing id once."""
     path = tmp_path / "run"
-    new_run(path)
+    new_run(path).release()  # the children write it
     proc = _child(path, 0, 100_000)
     acked = _read_acks(proc, until=150)
     proc.send_signal(signal.SIGKILL)
@@ -480,7 +485,7 @@ def test_sigint_flushes_and_exits_130_with_a_clean_resume(tmp_path: Path) -> Non
     """SIGINT stops intake, every acknowledged record is on disk, lines are whole, and
     the child exits 130."""
     path = tmp_path / "run"
-    new_run(path)
+    new_run(path).release()
     size_before = os.path.getsize(path / RUN)
     proc = _child(path, 0, 100_000)
     acked = _read_acks(proc, until=100)
@@ -492,3 +497,32 @@ def test_sigint_flushes_and_exits_130_with_a_clean_resume(tmp_path: Path) -> Non
     ids = _check_dir(path, acked)
     assert len(ids) < 100_000
     assert os.path.getsize(path / RUN) == size_before
+
+
+def test_a_second_process_cannot_write_a_locked_run_directory(tmp_path: Path) -> None:
+    """While one process holds a run directory, `soc-async run --resume DIR` from another
+    exits 2 naming the holder's pid and writes nothing; once the holder is gone it opens."""
+    import subprocess
+
+    run = new_run(tmp_path / "run")
+    run.release()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from soc_async.store import RunDir; RunDir.open(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(60)", str(run.path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = {p.name: p.stat().st_mtime_ns for p in run.path.iterdir()}
+        refused = subprocess.run(
+            [sys.executable, "-m", "soc_async.cli", "run", "--resume", str(run.path)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode == 2
+        assert f"in use by process {holder.pid}" in refused.stderr
+        assert {p.name: p.stat().st_mtime_ns for p in run.path.iterdir()} == before
+    finally:
+        holder.kill()
+        holder.communicate()
+    RunDir.open(run.path).release()  # the lock went with the process

@@ -27,13 +27,13 @@ import msgspec
 from soc_async import config as config_mod
 from soc_async import logs
 from soc_async.config import RunConfig, ServerConfig
-from soc_async.engine import Engine, served_engines
+from soc_async.gateway import ModelGateway, served_engines
 from soc_async.errors import ConfigError, Interrupted, ServerStartError
 from soc_async.llm.engines import EngineGroup
 from soc_async.llm.plan import plan_engines
 from soc_async.pipeline import Pipeline
-from soc_async.progress import LiveView, RunStats
-from soc_async.records import Conversation, Experience, Failure, Persona, id_index
+from soc_async.progress import LiveView, RunCounters
+from soc_async.records import id_index
 from soc_async.scheduler.runner import StopSignal
 from soc_async.store import RunDir, run_identity
 
@@ -49,10 +49,14 @@ def execute(
     imports: dict[str, Path] | None = None,
     resume: bool = False,
     chats_from_imports: bool = False,
+    allow_torn: bool = False,
 ) -> str:
-    """Runs ``config`` to completion and returns a one-line summary of what was written."""
+    """Runs ``config`` to completion and returns a one-line summary of what was written.
+
+    ``imports`` are input files already checked (store.check_stage_inputs); a torn last
+    line in them is left out only with ``allow_torn``."""
     with _terminate_as_interrupt():
-        return _execute(config, imports or {}, resume, chats_from_imports)
+        return _execute(config, imports or {}, resume, chats_from_imports, allow_torn)
 
 
 @contextlib.contextmanager
@@ -76,22 +80,30 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _execute(
-    config: RunConfig, imports: dict[str, Path], resume: bool, chats_from_imports: bool
+    config: RunConfig,
+    imports: dict[str, Path],
+    resume: bool,
+    chats_from_imports: bool,
+    allow_torn: bool,
 ) -> str:
-    run_dir = _prepare(config, imports, resume, chats_from_imports)
+    run_dir = _prepare(config, imports, resume, chats_from_imports, allow_torn)
     if chats_from_imports:
         config = config_mod.override(
             config, {"targets.chats": _chat_target(run_dir)}, "imported experiences"
         )
     config = served_engines(config)
     with managed_engines(config) as (config, group):
-        stats = RunStats()
-        _run_loop(config, run_dir, stats, group)
-    return _summary(run_dir, stats)
+        counters = RunCounters()
+        _run_loop(config, run_dir, counters, group)
+    return _summary(run_dir, counters)
 
 
 def _prepare(
-    config: RunConfig, imports: dict[str, Path], resume: bool, chats_from_imports: bool
+    config: RunConfig,
+    imports: dict[str, Path],
+    resume: bool,
+    chats_from_imports: bool,
+    allow_torn: bool,
 ) -> RunDir:
     chats_follow_experiences = not (chats_from_imports or resume or imports.get("experiences"))
     if chats_follow_experiences and config.targets.chats > config.targets.experiences:
@@ -102,14 +114,18 @@ def _prepare(
     text = config_mod.dump(config)
     identity = run_identity(config)
     path = Path(config.out)
-    run_dir = RunDir.open(path, config_text=text) if resume else RunDir.create(path, text, identity)
+    if resume:
+        run_dir = RunDir.open(path, config_text=text)
+        run_dir.check()  # a hand-edited line is named before any server starts
+    else:
+        run_dir = RunDir.create(path, text, identity)
     for stage, source in imports.items():
-        run_dir.import_records(stage, source)
+        run_dir.import_records(stage, source, allow_torn=allow_torn)
     return run_dir
 
 
 def _chat_target(run_dir: RunDir) -> int:
-    indices = [id_index(r.id) for r in run_dir.load("experiences") if isinstance(r, Experience)]
+    indices = [id_index(h.item_id) for h in run_dir.scan("experiences") if h.kind == "experience"]
     return max(indices) + 1 if indices else 0
 
 
@@ -136,19 +152,19 @@ def managed_engines(config: RunConfig) -> Iterator[tuple[RunConfig, EngineGroup 
 
 
 def _run_loop(
-    config: RunConfig, run_dir: RunDir, stats: RunStats, group: EngineGroup | None
+    config: RunConfig, run_dir: RunDir, counters: RunCounters, group: EngineGroup | None
 ) -> None:
     async def main() -> None:
         stop = StopSignal(grace_s=config.client.shutdown_grace_s)
-        with stop.installed(), LiveView(stats) as view:
-            async with Engine(config, stats) as engine, anyio.create_task_group() as tg:
+        with stop.installed(), LiveView(counters) as view:
+            async with ModelGateway(config, counters) as gateway, anyio.create_task_group() as tg:
                 pipeline = Pipeline(
-                    engine.config,  # with the bounds sized from the engines
+                    gateway.config,  # with the bounds sized from the engines
                     run_dir,
-                    engine,
-                    model_name=engine.model,
+                    gateway,
+                    model_name=gateway.model,
                     stop=stop,
-                    stats=stats,
+                    counters=counters,
                     send_priority=config.client.send_priority,
                 )
                 if group is not None:
@@ -181,18 +197,16 @@ async def _watch(group: EngineGroup) -> None:
     )
 
 
-def _summary(run_dir: RunDir, stats: RunStats) -> str:
-    counts = {s: 0 for s in ("personas", "experiences", "conversations", "failures")}
-    for name in counts:
-        counts[name] = sum(
-            1
-            for r in run_dir.load(name)
-            if isinstance(r, Persona | Experience | Conversation | Failure)
-        )
-    rate = stats.snapshot()
+def _summary(run_dir: RunDir, counters: RunCounters) -> str:
+    # Headers only: a run of 100,000 conversations is counted, not loaded.
+    counts = {
+        name: sum(1 for header in run_dir.scan(name) if header.kind)
+        for name in ("personas", "experiences", "conversations", "failures")
+    }
+    rate = counters.snapshot()
     thinking = (
-        f"; {stats.thinking_stripped} <think> parts stripped from replies"
-        if stats.thinking_stripped
+        f"; {counters.thinking_stripped} <think> parts stripped from replies"
+        if counters.thinking_stripped
         else ""
     )
     return (

@@ -19,19 +19,26 @@ the mark that the merge is complete.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 
-from soc_async.errors import EXIT_OK, RunDirError
-from soc_async.records import Record, decode_line, id_index, record_id
-from soc_async.store import DATA_FILES, RUN, RunIdentity
+from soc_async.errors import RunDirError
+from soc_async.records import (
+    Conversation,
+    Experience,
+    Failure,
+    Persona,
+    Record,
+    encode_line,
+    id_index,
+    record_id,
+)
+from soc_async.store import DATA_FILES, RUN, RunIdentity, read_identity, read_records
 
 __all__ = [
     "MergePlan",
@@ -44,6 +51,7 @@ __all__ = [
 ]
 
 SUMMARY = "merge.json"
+_ANY_RECORD = (Persona, Experience, Conversation, Failure)
 
 _SHARD_RE = re.compile(r"(\d+)/(\d+)")
 
@@ -189,12 +197,7 @@ def check_ids(
 def read_input(path: str | os.PathLike[str]) -> ShardInput:
     """The identity of the run directory at ``path``, from its run.json."""
     p = Path(path)
-    try:
-        identity = msgspec.json.decode((p / RUN).read_bytes(), type=RunIdentity)
-    except FileNotFoundError:
-        raise RunDirError(f"{p}: not a soc-async run directory (no {RUN})") from None
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise RunDirError(f"{p / RUN}: unreadable ({exc})") from exc
+    identity = read_identity(p)
     try:
         index, count = parse_shard(identity.shard)
     except ValueError as exc:
@@ -203,42 +206,14 @@ def read_input(path: str | os.PathLike[str]) -> ShardInput:
 
 
 def _good_lines(path: Path, torn: list[str]) -> Iterator[tuple[bytes, Record]]:
-    """Every record line of a data file with its decoded record, newline-terminated.
-
-    A last line without its newline, or that does not decode, is a write cut short: it
-    is left out and noted in ``torn``. A bad line anywhere else is an error.
-    """
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
+    """(line, record) for the lines of a shard's file; a torn last line (a job killed
+    mid-write) is left out and noted in ``torn``; a bad line anywhere is an error."""
+    if not path.exists():
         return  # a stage the shard never reached
-    with f:
-        pending: tuple[int, bytes] | None = None
-        for lineno, line in enumerate(f, 1):
-            if pending is not None:
-                yield pending[1], _checked(path, *pending)
-                pending = None
-            if line.strip():
-                pending = (lineno, line)
-        if pending is None:
-            return
-        lineno, line = pending
-        if line.endswith(b"\n"):
-            try:
-                record = decode_line(line)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                pass
-            else:
-                yield line, record
-                return
-        torn.append(f"{path}:{lineno}")
-
-
-def _checked(path: Path, lineno: int, line: bytes) -> Record:
-    try:
-        return decode_line(line)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise RunDirError(f"{path}:{lineno}: not a valid record ({exc}); fix or remove it") from exc
+    for _, record in read_records(
+        path, _ANY_RECORD, on_torn=lambda lineno: torn.append(f"{path}:{lineno}")
+    ):
+        yield encode_line(record), record
 
 
 def _scan_ids(path: Path, torn: list[str]) -> list[str]:

@@ -14,18 +14,22 @@ as soon as their experience is accepted, through a bounded stream.
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
 
 from soc_async import logs
+from soc_async.chat.rollout import ChatStage, StartEvent, decode_event, encode_event
 from soc_async.config import RunConfig
 from soc_async.errors import InputError
 from soc_async.fewshot import FewShotRing, RingSnapshot
 from soc_async.llm.types import Completer
-from soc_async.progress import LiveView, RunStats
+from soc_async.progress import LiveView, RunCounters
 from soc_async.records import (
+    STAGES,
     Conversation,
     Experience,
     Failure,
@@ -35,17 +39,53 @@ from soc_async.records import (
 )
 from soc_async.scheduler.runner import Pipe, StopSignal, feed, stream_map
 from soc_async.seeds import persona_cards
-from soc_async.stages.chats import ChatStage, StartEvent, decode_event, encode_event
 from soc_async.stages.experiences import ExperienceStage, seed_experiences
 from soc_async.stages.pairing import PersonaPool, pair_for
 from soc_async.stages.personas import PersonaStage
 from soc_async.stages.style_monitor import StyleMonitor
 from soc_async.stats import load_stats_engine
-from soc_async.store import RunDir, Writers
+from soc_async.store import DATA_FILES, RunDir, Writers
 
 log = logs.get("pipeline")
 
 RecordT = TypeVar("RecordT", Persona, Experience, Conversation, Failure, Any)
+
+
+@dataclass
+class Finished:
+    """What the run directory already holds, read once before the stages start."""
+
+    personas: list[Persona]  # in index order
+    experiences: list[Experience]  # in index order
+    conversations: int  # finished conversations
+    finished: dict[str, set[str]]  # ids done or failed, per stage
+    pending: dict[str, list[bytes]]  # journaled steps of chats in progress
+    todo: dict[str, list[int]] = field(default_factory=dict)  # this shard's indices left
+
+    @functools.cached_property
+    def experience_by_index(self) -> dict[int, Experience]:
+        return {id_index(r.id): r for r in self.experiences}
+
+
+def read_finished(run_dir: RunDir) -> Finished:
+    """Reads the run directory for a (re)start; blocking file work, so the pipeline runs
+    it in a worker thread: a resume of 100,000 records must not freeze the event loop.
+    Opening the journal (which compacts it) and every writer (which scans its file's ids)
+    happen here too, for the same reason."""
+    personas = [r for r in run_dir.iter_records("personas") if isinstance(r, Persona)]
+    experiences = [r for r in run_dir.iter_records("experiences") if isinstance(r, Experience)]
+    conversations = sum(1 for h in run_dir.scan("conversations") if h.kind == "conversation")
+    finished = {stage: run_dir.finished_ids(stage) for stage in STAGES}
+    pending = run_dir.journal_pending()
+    for name in DATA_FILES:
+        run_dir.writer(name)
+    return Finished(
+        personas=sorted(personas, key=lambda p: id_index(p.id)),
+        experiences=sorted(experiences, key=lambda e: id_index(e.id)),
+        conversations=conversations,
+        finished=finished,
+        pending=pending,
+    )
 
 
 def shard_indices(target: int, shard: tuple[int, int]) -> list[int]:
@@ -78,7 +118,7 @@ class Pipeline:
         *,
         model_name: str,
         stop: StopSignal,
-        stats: RunStats,
+        counters: RunCounters,
         send_priority: bool = False,
     ) -> None:
         self.config = config
@@ -86,7 +126,7 @@ class Pipeline:
         self.completer = completer
         self.model_name = model_name
         self.stop = stop
-        self.stats = stats
+        self.counters = counters
         self.send_priority = send_priority
         self.shard = config.shard_parts()
         self.pipes: list[Pipe[Any]] = []  # the streams between stages, for the live panel
@@ -109,28 +149,29 @@ class Pipeline:
         async with self.run_dir.writers() as out, anyio.create_task_group() as tg:
             tg.start_soon(self._report_loop)
             try:
-                personas = await self._personas(out)
+                done = await anyio.to_thread.run_sync(self._read_and_plan)
+                personas = await self._personas(out, done)
                 if not self.stop.requested:
-                    await self._experiences_and_chats(out, personas)
+                    await self._experiences_and_chats(out, personas, done)
             finally:
                 tg.cancel_scope.cancel()
-                self.run_dir.append_metrics(self.stats.snapshot())
+                self.run_dir.append_metrics(self.counters.snapshot())
 
     # --- personas ---------------------------------------------------------------------
 
-    async def _personas(self, out: Writers) -> list[Persona]:
+    async def _personas(self, out: Writers, done: Finished) -> list[Persona]:
         cfg = self.config
-        existing = [r for r in self.run_dir.load("personas") if isinstance(r, Persona)]
-        todo = self._todo("personas", cfg.targets.personas, len(existing))
+        existing = list(done.personas)
+        todo = done.todo["personas"]
         if todo:
             ring = await rebuilt_ring(
                 persona_cards(),
-                [p.persona_text for p in sorted(existing, key=lambda p: id_index(p.id))],
+                [p.persona_text for p in existing],
                 capacity=cfg.persona.ring_capacity,
                 reset_every=cfg.persona.reset_every,
             )
-            engine = load_stats_engine(cfg.persona)
-            stage = PersonaStage(cfg, self.completer, engine, ring, self.model_name)
+            sampler = load_stats_engine(cfg.persona)
+            stage = PersonaStage(cfg, self.completer, sampler, ring, self.model_name)
 
             async def one(i: int) -> None:
                 record = await self._counted(
@@ -149,24 +190,20 @@ class Pipeline:
 
     # --- experiences and chats ----------------------------------------------------------
 
-    async def _experiences_and_chats(self, out: Writers, personas: list[Persona]) -> None:
+    async def _experiences_and_chats(
+        self, out: Writers, personas: list[Persona], done: Finished
+    ) -> None:
         cfg = self.config
-        experiences = {
-            id_index(r.id): r for r in self.run_dir.load("experiences") if isinstance(r, Experience)
-        }
-        exp_todo = self._todo("experiences", cfg.targets.experiences, len(experiences))
-        done_chats = sum(
-            1 for r in self.run_dir.load("conversations") if isinstance(r, Conversation)
-        )
-        chat_todo = set(self._todo("chats", cfg.targets.chats, done_chats))
+        experiences = done.experience_by_index
+        exp_todo = done.todo["experiences"]
+        chat_todo = set(done.todo["chats"])
         if exp_todo and len(personas) < 2:
             raise InputError(
                 f"{self.run_dir.path}: experiences need at least 2 personas, found "
                 f"{len(personas)}; generate personas first (--personas N)"
             )
         pending = {
-            chat_id: [decode_event(e) for e in events]
-            for chat_id, events in self.run_dir.journal_pending().items()
+            chat_id: [decode_event(e) for e in events] for chat_id, events in done.pending.items()
         }
         # Chats whose experience exists go first, those already mid-way before the rest:
         # they are closest to done.
@@ -174,7 +211,7 @@ class Pipeline:
             (experiences[j] for j in chat_todo if j in experiences),
             key=lambda e: make_id(cfg.seed, "chats", id_index(e.id)) not in pending,
         )
-        new_experiences = await self._experience_stage(out, personas)
+        new_experiences = await self._experience_stage(personas, done.experiences)
         chat_stage = ChatStage(
             cfg,
             self.completer,
@@ -225,15 +262,11 @@ class Pipeline:
             )
 
     async def _experience_stage(
-        self, out: Writers, personas: list[Persona]
+        self, personas: list[Persona], earlier: list[Experience]
     ) -> Callable[[int], Awaitable[Experience | Failure]]:
         """The experience of index ``i``, written by a stage whose ring and style monitor
-        are rebuilt as the interrupted run left them."""
+        are rebuilt as the interrupted run left them (``earlier``: in index order)."""
         cfg = self.config
-        earlier = sorted(
-            (r for r in self.run_dir.load("experiences") if isinstance(r, Experience)),
-            key=lambda r: id_index(r.id),
-        )
         ring = await rebuilt_ring(
             seed_experiences(),
             [r.experience_text for r in earlier],
@@ -245,7 +278,8 @@ class Pipeline:
             monitor.observe(r.style)
         stage = ExperienceStage(cfg, self.completer, ring, monitor, self.model_name)
         by_id = {p.id: p for p in personas}
-        pool = PersonaPool(personas) if len(personas) >= 2 else None
+        # Grouping 100,000 personas by region takes a while: not on the event loop.
+        pool = await anyio.to_thread.run_sync(PersonaPool, personas) if len(personas) >= 2 else None
 
         async def write(i: int) -> Experience | Failure:
             assert pool is not None
@@ -261,12 +295,38 @@ class Pipeline:
 
     # --- shared machinery ---------------------------------------------------------------
 
-    def _todo(self, stage: str, target: int, done: int) -> list[int]:
+    def _read_and_plan(self) -> Finished:
+        """What is finished and what is left to do; blocking (a worker thread runs it):
+        at 100,000 records the ids alone take a second to compute."""
+        # The cyclic collector would run full passes over the records while they are being
+        # read, each holding the GIL (and so the event loop) for half a second at 100,000
+        # records: it waits, and what was read, which lives as long as the run, is then
+        # moved out of its reach (gc.freeze).
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            done = read_finished(self.run_dir)
+            done.experience_by_index  # noqa: B018 - computed here, in the worker thread
+            targets = self.config.targets
+            done.todo = {
+                "personas": self._todo("personas", targets.personas, len(done.personas), done),
+                "experiences": self._todo(
+                    "experiences", targets.experiences, len(done.experiences), done
+                ),
+                "chats": self._todo("chats", targets.chats, done.conversations, done),
+            }
+            gc.freeze()
+        finally:
+            if was_enabled:
+                gc.enable()
+        return done
+
+    def _todo(self, stage: str, target: int, done: int, state: Finished) -> list[int]:
         """This shard's indices of ``stage`` not yet finished; sets the stage's counters."""
         cfg = self.config
-        finished = self.run_dir.finished_ids(stage)
+        finished = state.finished[stage]
         mine = shard_indices(target, self.shard)
-        count = self.stats.stages[stage]
+        count = self.counters.stages[stage]
         count.target = len(mine)
         count.done = done
         count.failed = len(finished) - done
@@ -274,7 +334,7 @@ class Pipeline:
 
     async def _counted(self, stage: str, work: Awaitable[RecordT], out: Writers) -> RecordT:
         """Awaits one item's record, writes it and counts it as done or failed."""
-        count = self.stats.stages[stage]
+        count = self.counters.stages[stage]
         count.active += 1
         try:
             record = await work
@@ -302,4 +362,4 @@ class Pipeline:
     async def _report_loop(self) -> None:
         while True:
             await anyio.sleep(5.0)
-            self.run_dir.append_metrics(self.stats.snapshot())
+            self.run_dir.append_metrics(self.counters.snapshot())

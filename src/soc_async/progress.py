@@ -23,7 +23,7 @@ class StageCount(msgspec.Struct, kw_only=True):
     active: int = 0
 
 
-class RunStats:
+class RunCounters:
     """Counters every part of a run updates; read by the panel and the metrics lines."""
 
     def __init__(self) -> None:
@@ -51,6 +51,10 @@ class RunStats:
         self.cached_tokens += cached
         self.latency_s += latency
         self.queue_s += queued
+
+    def cached_share(self) -> float:
+        """The share of prompt tokens served from vLLM's prefix cache, 0..1."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
     def tokens_per_s(self, window_s: float = 30.0) -> float:
         """Completion tokens per second over about the last ``window_s`` seconds."""
@@ -83,16 +87,16 @@ class RunStats:
         }
 
 
-def render(stats: RunStats) -> Group:
+def render(counters: RunCounters) -> Group:
     table = Table(title="soc-async", expand=False)
     for col in ("stage", "done", "failed", "active", "target"):
         table.add_column(col, justify="right" if col != "stage" else "left")
-    for name, c in stats.stages.items():
+    for name, c in counters.stages.items():
         table.add_row(name, str(c.done), str(c.failed), str(c.active), str(c.target))
     line = Text(
-        f"requests {stats.requests}  in flight {stats.in_flight}/{stats.capacity}  "
-        f"tokens/s {stats.tokens_per_s():.1f}  prefix-cached "
-        f"{(stats.cached_tokens / stats.prompt_tokens * 100) if stats.prompt_tokens else 0:.0f}%"
+        f"requests {counters.requests}  in flight {counters.in_flight}/{counters.capacity}  "
+        f"tokens/s {counters.tokens_per_s():.1f}  prefix-cached "
+        f"{counters.cached_share() * 100:.0f}%"
     )
     return Group(table, line)
 
@@ -100,8 +104,8 @@ def render(stats: RunStats) -> Group:
 class LiveView:
     """A rich live panel on a terminal; periodic structured log lines otherwise."""
 
-    def __init__(self, stats: RunStats, *, enabled: bool | None = None) -> None:
-        self._stats = stats
+    def __init__(self, counters: RunCounters, *, enabled: bool | None = None) -> None:
+        self._counters = counters
         self._tty = sys.stderr.isatty() if enabled is None else enabled
         self._live: Live | None = None
         self._last_log = 0.0
@@ -110,27 +114,27 @@ class LiveView:
     def __enter__(self) -> LiveView:
         if self._tty:
             self._live = Live(
-                render(self._stats), console=Console(stderr=True), refresh_per_second=2
+                render(self._counters), console=Console(stderr=True), refresh_per_second=2
             )
             self._live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
-            self._live.update(render(self._stats))
+            self._live.update(render(self._counters))
             self._live.__exit__(None, None, None)
 
     def refresh(self, log_every_s: float = 10.0, now: Callable[[], float] = time.monotonic):
         if self._live is not None:
-            self._live.update(render(self._stats))
+            self._live.update(render(self._counters))
         elif now() - self._last_log >= log_every_s:
             self._last_log = now()
-            snap = self._stats.snapshot()
+            snap = self._counters.snapshot()
             self._log.info(
                 "progress",
                 requests=snap["requests"],
                 in_flight=snap["in_flight"],
                 capacity=snap["capacity"],
                 tokens_per_s=snap["tokens_per_s"],
-                **{k: f"{v.done}/{v.target}" for k, v in self._stats.stages.items()},
+                **{k: f"{v.done}/{v.target}" for k, v in self._counters.stages.items()},
             )

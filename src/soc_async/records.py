@@ -54,6 +54,20 @@ class Usage(msgspec.Struct, kw_only=True):
         self.cached += other.cached
 
 
+class PersonaSample(msgspec.Struct, kw_only=True, frozen=True):
+    """The facts a persona card must state; the prompt, grammar and validator use them."""
+
+    region: str  # "East Asia"
+    country: str  # "China"
+    subregion: str  # "Wuhan, Hubei, China": the card's Location, word for word
+    gender: str  # "female" | "male"
+    first_name: str  # given name
+    last_name: str  # family name
+    name: str  # display name, in the order the country writes it in English
+    age: int
+    locale: str  # the place's locale tag, e.g. "zh_CN"
+
+
 class PersonaMeta(msgspec.Struct, kw_only=True):
     iteration: int
     model: str

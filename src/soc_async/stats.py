@@ -31,21 +31,8 @@ from faker.config import AVAILABLE_LOCALES
 
 from soc_async.config import PersonaConfig
 from soc_async.errors import SeedError
+from soc_async.records import PersonaSample
 from soc_async.seeds import Gender, NameList, SeedData, load_seed_data
-
-
-class PersonaSample(msgspec.Struct, kw_only=True, frozen=True):
-    """The facts a persona card must state; the prompt, grammar and validator use them."""
-
-    region: str  # "East Asia"
-    country: str  # "China"
-    subregion: str  # "Wuhan, Hubei, China": the card's Location, word for word
-    gender: Gender
-    first_name: str  # given name
-    last_name: str  # family name
-    name: str  # display name, in the order the country writes it in English
-    age: int
-    locale: str  # the place's locale tag, e.g. "zh_CN"
 
 
 class _Place(msgspec.Struct, frozen=True):
@@ -283,4 +270,4 @@ def load_stats_engine(config: PersonaConfig) -> StatsEngine:
     )
 
 
-__all__ = ["PersonaSample", "StatsEngine", "load_stats_engine"]
+__all__ = ["StatsEngine", "load_stats_engine"]

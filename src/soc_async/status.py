@@ -136,8 +136,18 @@ def _metrics(metrics: dict[str, Any] | None) -> RenderableType:
             ago = time.time() - value
             shown = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
             table.add_row("time", f"{shown} ({ago:.0f} s ago)")
-        elif isinstance(value, float):
-            table.add_row(key, f"{value:,.1f}")
+        elif isinstance(value, dict):
+            # Nested figures (per stage, per reason) one per row, never a raw mapping.
+            for inner, v in value.items():
+                table.add_row(f"{key.replace('_', ' ')}: {inner}", _figure(v))
         else:
-            table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+            table.add_row(key.replace("_", " "), _figure(value))
     return table
+
+
+def _figure(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_figure(v)}" for k, v in value.items())
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}"

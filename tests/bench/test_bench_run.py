@@ -14,13 +14,13 @@ import pytest
 
 from soc_async import config as config_mod
 from soc_async.bench import session
-from soc_async.commands import bench as bench_command
 from soc_async.bench.report import CSV_COLUMNS, write_reports
 from soc_async.bench.results import BenchSettings
 from soc_async.bench.runner import run_bench
+from soc_async.commands import bench as bench_command
 from soc_async.errors import InputError, ServerError, first_error
 from soc_async.testing.fake_server import FakeServer
-from soc_async.testing.scripted import ScriptedModel
+from soc_async.testing.scripted import ScriptedWriter
 
 FakeServerFactory = Callable[..., Awaitable[FakeServer]]  # the conftest's fake_server fixture
 
@@ -31,7 +31,7 @@ async def test_run_bench_measures_every_phase(
     fake_server: FakeServerFactory, tmp_path: Path
 ) -> None:
     """Each value gets a pipeline and a ceiling phase shaped like it; the files hold them."""
-    server = await fake_server(reply=ScriptedModel(seed=1), ttft_s=0.002, tpot_s=0.0002)
+    server = await fake_server(reply=ScriptedWriter(seed=1), ttft_s=0.002, tpot_s=0.0002)
     config = config_mod.override(
         config_mod.RunConfig(), {"endpoints": [server.url], "chat.max_turns": 2}
     )

@@ -15,14 +15,14 @@ from xgrammar.testing import _is_grammar_accept_string
 from soc_async.formats.character import (
     SECTIONS,
     CharacterCard,
-    Rejection,
     canonical_text,
     character_grammar,
     is_near_duplicate,
     parse_character,
 )
+from soc_async.formats.refusal import Refusal
+from soc_async.records import PersonaSample
 from soc_async.seeds import persona_cards
-from soc_async.stats import PersonaSample
 
 SAMPLE = PersonaSample(
     region="East Asia",
@@ -57,13 +57,13 @@ def sections(**overrides: str) -> dict[str, str]:
 VALID = canonical_text(sections())
 
 
-def parse(text: str, sample: PersonaSample = SAMPLE, **bounds: int) -> CharacterCard | Rejection:
+def parse(text: str, sample: PersonaSample = SAMPLE, **bounds: int) -> CharacterCard | Refusal:
     return parse_character(text, sample, **(BOUNDS | bounds))
 
 
 def reason(text: str, **bounds: int) -> str:
     result = parse(text, **bounds)
-    assert isinstance(result, Rejection), result
+    assert isinstance(result, Refusal), result
     assert "\n" not in result.detail and result.detail
     return result.reason
 
@@ -204,8 +204,8 @@ _PIECES = st.sampled_from(
 def test_parser_never_raises_on_hostile_input(parts: list[str]) -> None:
     """Any mix of tags, entities, control characters and headers gives a value, never an error."""
     result = parse("".join(parts), min_chars=1)
-    assert isinstance(result, CharacterCard | Rejection)
-    if isinstance(result, Rejection):
+    assert isinstance(result, CharacterCard | Refusal)
+    if isinstance(result, Refusal):
         assert result.reason and "\n" not in result.detail
 
 
@@ -215,7 +215,7 @@ def test_parser_never_raises_on_mangled_cards(noise: str, at: int, cut: str) -> 
     """A valid card with noise spliced in or a piece cut out still gives a value."""
     text = VALID[:at] + noise + VALID[at:]
     for candidate in (text, text.replace(cut, "") if cut else text):
-        assert isinstance(parse(candidate), CharacterCard | Rejection)
+        assert isinstance(parse(candidate), CharacterCard | Refusal)
 
 
 # --- near duplicates --------------------------------------------------------------------

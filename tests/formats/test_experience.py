@@ -10,10 +10,10 @@ from xgrammar.testing import _is_grammar_accept_string
 
 from soc_async.formats.experience import (
     ParsedExperience,
-    Rejection,
     experience_grammar,
     parse_experience,
 )
+from soc_async.formats.refusal import Refusal
 
 NAMES = ("Lucía", "Tomasz")
 
@@ -42,13 +42,13 @@ Possible instant events:
 </experience>"""
 
 
-def parse(text: str, *, min_events: int = 2, max_events: int = 5) -> ParsedExperience | Rejection:
+def parse(text: str, *, min_events: int = 2, max_events: int = 5) -> ParsedExperience | Refusal:
     return parse_experience(text, NAMES, min_events=min_events, max_events=max_events)
 
 
 def reason(text: str, **kwargs: int) -> str:
     result = parse(text, **kwargs)
-    assert isinstance(result, Rejection), f"expected a rejection, got {result!r}"
+    assert isinstance(result, Refusal), f"expected a rejection, got {result!r}"
     return result.reason
 
 
@@ -170,7 +170,7 @@ def test_style_and_cadence_words_map_onto_their_sets(
 def test_invalid_texts_are_rejected_with_their_reason(change, expected: str) -> None:
     """Each broken rule yields its own stable reason code and a one-line detail."""
     result = parse(change(VALID))
-    assert isinstance(result, Rejection)
+    assert isinstance(result, Refusal)
     assert result.reason == expected, result
     assert result.detail and "\n" not in result.detail
 
@@ -231,9 +231,9 @@ def test_names_with_markup_characters_do_not_break_the_parser() -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=3000))
 def test_parser_never_raises_on_arbitrary_text(text: str) -> None:
-    """Any string yields a ParsedExperience or a Rejection, never an exception."""
+    """Any string yields a ParsedExperience or a Refusal, never an exception."""
     result = parse(text)
-    assert isinstance(result, ParsedExperience | Rejection)
+    assert isinstance(result, ParsedExperience | Refusal)
     assert getattr(result, "reason", None) != "parser_error"
 
 
@@ -254,7 +254,7 @@ _PIECES = st.sampled_from(
 def test_parser_never_raises_on_format_like_fragments(pieces: list[str]) -> None:
     """Shuffled pieces of the format (the likeliest hostile inputs) never make it raise."""
     result = parse("".join(pieces))
-    assert isinstance(result, ParsedExperience | Rejection)
+    assert isinstance(result, ParsedExperience | Refusal)
     assert getattr(result, "reason", None) != "parser_error", result
     if isinstance(result, ParsedExperience):
         assert result.opener_name in NAMES
@@ -267,7 +267,7 @@ def test_parser_never_raises_on_format_like_fragments(pieces: list[str]) -> None
 def test_parser_never_raises_on_mutated_valid_text(at: int, cut: int, insert: str) -> None:
     """A valid text with a slice replaced by arbitrary text still never makes it raise."""
     result = parse(VALID[:at] + insert + VALID[at + cut :])
-    assert isinstance(result, ParsedExperience | Rejection)
+    assert isinstance(result, ParsedExperience | Refusal)
     assert getattr(result, "reason", None) != "parser_error", result
 
 
@@ -372,7 +372,7 @@ def test_derived_initial_state_replaces_a_disagreeing_line() -> None:
     )
     names = ("Ana", "Bo")
     strict = parse_experience(text, names, min_events=2, max_events=5)
-    assert isinstance(strict, Rejection) and strict.reason == "initial_state_topic"
+    assert isinstance(strict, Refusal) and strict.reason == "initial_state_topic"
     derived = parse_experience(text, names, min_events=2, max_events=5, derive_initial_state=True)
     assert isinstance(derived, ParsedExperience)
     assert derived.initial_state == "Plans; 3; Money" and derived.initial_state_derived

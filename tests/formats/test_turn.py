@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from soc_async.formats.turn import ParsedTurn, RawMessage, Reason, TurnError, parse_turn
+from soc_async.formats.refusal import Refusal
+from soc_async.formats.turn import ParsedTurn, RawMessage, Reason, parse_turn
 
 LINE = "Lost library card; 2 turns remaining; Saturday market"
 GOOD = """<turn>
@@ -20,7 +21,7 @@ Lost library card; 2 turns remaining; Saturday market
 
 def reason_of(text: str) -> Reason:
     result = parse_turn(text)
-    assert isinstance(result, TurnError), result
+    assert isinstance(result, Refusal), result
     assert result.detail and "\n" not in result.detail
     return result.reason
 
@@ -145,7 +146,7 @@ def test_refuses_each_bad_shape(text: str, reason: Reason) -> None:
 @given(st.text(st.characters(exclude_categories=()), max_size=400))
 def test_never_raises_on_any_text(text: str) -> None:
     """parse_turn returns a result for any string, however broken, lone surrogates included."""
-    assert isinstance(parse_turn(text), ParsedTurn | TurnError)
+    assert isinstance(parse_turn(text), ParsedTurn | Refusal)
 
 
 @given(st.data())
@@ -157,7 +158,7 @@ def test_never_raises_on_damaged_turns(data: st.DataObject) -> None:
         cut = data.draw(st.integers(0, 20))
         insert = data.draw(st.sampled_from(["", "<", ">", "&", '"', "</", "<turn>", "\x00", "é"]))
         text = text[:at] + insert + text[at + cut :]
-    assert isinstance(parse_turn(text), ParsedTurn | TurnError)
+    assert isinstance(parse_turn(text), ParsedTurn | Refusal)
 
 
 def test_reason_codes_are_stable() -> None:
@@ -169,5 +170,5 @@ def test_reason_codes_are_stable() -> None:
         "early_ending", "clock_backwards", "gap_too_short", "gap_too_long",
         "wrong_date_start", "truncated",
     }  # fmt: skip
-    assert str(TurnError(Reason.UNCLOSED, "x")) == "unclosed: x"
+    assert str(Refusal(Reason.UNCLOSED, "x")) == "unclosed: x"
     assert f"{Reason.UNCLOSED}" == "unclosed"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from importlib import resources
-
 import pytest
 from xgrammar.testing import _is_grammar_accept_string
 
+from soc_async import seeds as seed_data
 from soc_async.config import RunConfig, from_dict
 from soc_async.errors import RequestError, RetriesExhausted, ServerError
 from soc_async.fewshot import FewShotRing
@@ -15,6 +14,7 @@ from soc_async.llm.types import ChatRequest, Completion, TokenUsage
 from soc_async.records import Experience, Failure, Persona, PersonaMeta
 from soc_async.stages.experiences import ExperienceStage, seed_experiences
 from soc_async.stages.style_monitor import StyleMonitor
+from soc_async.testing.completer import Reply, ScriptedCompleter
 
 
 def persona(pid: str, name: str, region: str) -> Persona:
@@ -85,28 +85,6 @@ Possible instant events:
 </experience>"""
 
 
-class ScriptedCompleter:
-    """Answers each request with the next scripted reply and records what it was asked."""
-
-    def __init__(self, replies: list[Completion | BaseException]) -> None:
-        self.replies = list(replies)
-        self.calls: list[tuple[str, ChatRequest, int]] = []
-
-    async def complete(
-        self,
-        kind: str,
-        request: ChatRequest,
-        *,
-        affinity: str | None = None,
-        priority: int = 0,
-    ) -> Completion:
-        self.calls.append((kind, request, priority))
-        reply = self.replies.pop(0)
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
-
-
 def reply(text: str, finish: str = "stop", prompt: int = 100, completion: int = 50) -> Completion:
     return Completion(
         text=text,
@@ -127,7 +105,7 @@ def config(**experience: object) -> RunConfig:
 
 
 def make_stage(
-    replies: list[Completion | BaseException],
+    replies: list[Reply],
     cfg: RunConfig | None = None,
     monitor: StyleMonitor | None = None,
     seeds: list[str] | None = None,
@@ -177,7 +155,7 @@ async def test_request_carries_prompt_sampling_and_grammar_from_config() -> None
     """Kind, sampling, both cards, a seed example and a grammar for these names are sent."""
     stage, completer, _, _ = make_stage([reply(GOOD)])
     await stage.write(0, "e-0", PAIR, False)
-    kind, request, _ = completer.calls[0]
+    kind, request = completer.calls[0].kind, completer.calls[0].request
     assert kind == "experience"
     assert (request.temperature, request.top_p) == (0.8, 0.95)
     assert request.max_tokens == config().call("experience").max_tokens
@@ -197,7 +175,7 @@ async def test_no_grammar_when_config_disables_it() -> None:
     cfg = from_dict({"calls": {"experience": {"grammar": False}}})
     stage, completer, _, _ = make_stage([reply(GOOD)], cfg=cfg)
     assert isinstance(await stage.write(0, "e-0", PAIR, False), Experience)
-    assert completer.calls[0][1].grammar is None
+    assert completer.calls[0].request.grammar is None
 
 
 async def test_system_prompt_is_identical_across_calls() -> None:
@@ -205,7 +183,7 @@ async def test_system_prompt_is_identical_across_calls() -> None:
     stage, completer, _, _ = make_stage([reply(GOOD), reply(OTHER)])
     await stage.write(0, "e-0", PAIR, False)
     await stage.write(1, "e-1", (INES, RAFAEL), False)
-    first, second = (call[1].messages[0]["content"] for call in completer.calls)
+    first, second = (r.messages[0]["content"] for r in completer.requests())
     assert first == second
 
 
@@ -216,11 +194,11 @@ async def test_invalid_then_valid_is_corrected_and_accepted() -> None:
     result = await stage.write(1, "e-1", PAIR, False)
     assert isinstance(result, Experience)
     assert len(completer.calls) == 2
-    assert "not accepted" not in user_prompt(completer.calls[0][1])
-    correction = user_prompt(completer.calls[1][1])
+    assert "not accepted" not in user_prompt(completer.calls[0].request)
+    correction = user_prompt(completer.calls[1].request)
     assert "not accepted" in correction and "'Opens:' must be" in correction
     assert (result.meta.prompt_tokens, result.meta.completion_tokens) == (220, 110)
-    assert completer.calls[0][1].seed != completer.calls[1][1].seed
+    assert completer.calls[0].request.seed != completer.calls[1].request.seed
 
 
 async def test_always_invalid_becomes_a_failure_with_reason_and_attempts() -> None:
@@ -242,7 +220,7 @@ async def test_truncated_reply_is_invalid_even_if_it_parses() -> None:
     stage, completer, _, _ = make_stage([reply(GOOD, finish="length"), reply(GOOD)])
     result = await stage.write(0, "e-0", PAIR, False)
     assert isinstance(result, Experience)
-    assert "cut off" in user_prompt(completer.calls[1][1])
+    assert "cut by max_tokens" in user_prompt(completer.calls[1].request)
 
 
 async def test_near_copy_of_a_reference_is_rejected() -> None:
@@ -282,7 +260,7 @@ async def test_style_hint_forces_the_grammar_and_is_recorded() -> None:
     stage, completer, _, _ = make_stage([reply(freeform)], monitor=monitor)
     result = await stage.write(0, "e-0", PAIR, False)
     assert isinstance(result, Experience)
-    request = completer.calls[0][1]
+    request = completer.calls[0].request
     assert "make this one freeform" in user_prompt(request)
     assert request.grammar is not None
     assert _is_grammar_accept_string(request.grammar, freeform)
@@ -352,8 +330,7 @@ def test_seed_experiences_parse_and_fit_the_grammar() -> None:
 
 def test_seed_experiences_are_about_seed_personas() -> None:
     """The people of the seed experiences are hand-written seed personas, by exact name."""
-    folder = resources.files("soc_async").joinpath("seeds", "personas")
-    cards = [f.read_text(encoding="utf-8") for f in folder.iterdir() if f.name.endswith(".md")]
+    cards = seed_data.persona_cards()
     names = {
         line.removeprefix("**Name:**").strip()
         for card in cards

@@ -8,8 +8,8 @@ smallest concurrency that gets within a few per cent of the best throughput.
 
 Modules: :mod:`.metrics` (pure arithmetic), :mod:`.cast` (conversations from the seeds),
 :mod:`.pipeline` and :mod:`.load` (the two kinds of phase), :mod:`.runner` (the sweep),
-:mod:`.results`, :mod:`.report` (CSV, JSON, PNG, table), :mod:`.live`, :mod:`.session` (arguments to files; the parser is in
-``soc_async.commands.bench``).
+:mod:`.results`, :mod:`.report` (CSV, JSON, PNG, table), :mod:`.live`, :mod:`.session`
+(arguments to files; the parser is in ``soc_async.commands.bench``).
 """
 
 from typing import Any

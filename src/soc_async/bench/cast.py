@@ -17,7 +17,8 @@ import re
 
 from soc_async.config import RunConfig
 from soc_async.errors import SeedError
-from soc_async.formats.experience import Rejection, parse_experience
+from soc_async.formats.experience import parse_experience
+from soc_async.formats.refusal import Refusal
 from soc_async.records import Experience, ExperienceMeta, Persona, PersonaMeta, make_id
 from soc_async.seeds import persona_cards
 from soc_async.stages import experiences as experience_stage
@@ -94,7 +95,7 @@ def seed_experiences(personas: list[Persona], config: RunConfig) -> list[SeedExp
         parsed = parse_experience(
             text, (a.meta.name, b.meta.name), min_events=exp.min_events, max_events=exp.max_events
         )
-        if isinstance(parsed, Rejection):
+        if isinstance(parsed, Refusal):
             raise SeedError(
                 f"seeds/experiences: experience {i + 1}: {parsed.reason}: {parsed.detail}"
             )
@@ -153,7 +154,7 @@ def bench_conversations(
         names = (opener.meta.name, other.meta.name)
         text = recast(base.text, (base.opener.meta.name, base.other.meta.name), names)
         parsed = parse_experience(text, names, min_events=exp.min_events, max_events=exp.max_events)
-        if isinstance(parsed, Rejection):
+        if isinstance(parsed, Refusal):
             raise SeedError(f"bench conversation {i}: recast experience: {parsed.detail}")
         out.append(
             Experience(

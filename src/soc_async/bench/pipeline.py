@@ -12,10 +12,10 @@ from collections import Counter
 
 import anyio
 
+from soc_async.chat.rollout import ChatEvent, ChatStage
 from soc_async.config import RunConfig
 from soc_async.llm.types import Completer
 from soc_async.records import Conversation, Experience, Persona, make_id
-from soc_async.stages.chats import ChatEvent, ChatStage
 
 __all__ = ["ChatTally", "run_chats"]
 

@@ -1,7 +1,7 @@
 """The bench run: for each concurrency value the pipeline, then the ceiling; then adaptive.
 
 Phases run one after another against the same server(s), each with its own
-:class:`~soc_async.engine.Engine` (so its own limit, fixed or adaptive) and a /metrics
+:class:`~soc_async.gateway.ModelGateway` (so its own limit, fixed or adaptive) and a /metrics
 reading before and after, whose difference is that phase's share of the server's
 counters. The pure arithmetic lives in :mod:`soc_async.bench.metrics` and
 :mod:`soc_async.bench.results`; this module does the I/O and the order.
@@ -44,12 +44,12 @@ from soc_async.bench.results import (
     summarize,
 )
 from soc_async.config import CALL_KINDS, RunConfig
-from soc_async.engine import Engine
 from soc_async.errors import ServerError
+from soc_async.gateway import ModelGateway
 from soc_async.llm.metrics import MetricsSnapshot, combine, parse_metrics
 from soc_async.llm.readiness import wait_until_ready
 from soc_async.llm.types import ChatRequest
-from soc_async.progress import RunStats
+from soc_async.progress import RunCounters
 from soc_async.records import Experience, Persona
 
 __all__ = ["ServerReading", "read_servers", "run_bench"]
@@ -178,31 +178,31 @@ class _Sweep:
         config: RunConfig,
         label: str,
         total: int,
-        work: Callable[[RecordingCompleter, Engine], Awaitable[None]],
+        work: Callable[[RecordingCompleter, ModelGateway], Awaitable[None]],
         tally: ChatTally | None = None,
         prepare: ChatRequest | None = None,
     ) -> PhaseResult:
-        """Runs ``work`` under a fresh Engine for ``config`` between two /metrics readings.
+        """Runs ``work`` under a fresh ModelGateway for ``config`` between two /metrics readings.
 
         ``tally``: the conversations ``work`` fills in, when it rolls out chats.
         ``prepare``: a request sent first, outside the measurement.
         """
-        async with Engine(config, RunStats()) as engine:
-            recorder = RecordingCompleter(engine)
+        async with ModelGateway(config, RunCounters()) as gateway:
+            recorder = RecordingCompleter(gateway)
             if prepare is not None:
-                await engine.complete("turn", prepare)
+                await gateway.complete("turn", prepare)
 
             def probe() -> tuple[int, int, int, int]:
                 done = tally.done + tally.failed if tally else len(recorder.samples)
-                return done, recorder.output_tokens, recorder.live, engine.limiter.capacity
+                return done, recorder.output_tokens, recorder.live, gateway.limiter.capacity
 
             before = await read_servers(self.session, self.endpoints)
             started = time.monotonic()
             async with self.view.phase(label, total, probe):
-                await work(recorder, engine)
+                await work(recorder, gateway)
             duration = time.monotonic() - started
             after = await read_servers(self.session, self.endpoints)
-            history = engine.controller.history if engine.controller else []
+            history = gateway.controller.history if gateway.controller else []
         # A reading that failed leaves the phase's server figures unknown, never a total
         # since the server started passed off as the phase's share.
         server, ttft = None, None
@@ -243,13 +243,13 @@ class _Sweep:
 
         tally = ChatTally(n)
 
-        async def work(recorder: RecordingCompleter, engine: Engine) -> None:
+        async def work(recorder: RecordingCompleter, gateway: ModelGateway) -> None:
             await run_chats(
                 recorder,
                 config,
                 experiences,
                 self.personas,
-                model_name=engine.model,
+                model_name=gateway.model,
                 send_priority=config.client.send_priority,
                 tally=tally,
             )
@@ -267,7 +267,7 @@ class _Sweep:
         # Otherwise the first C requests, all sent at once, would each compute it.
         warm = load.prefix_request(shape, fit, seed)
 
-        async def work(recorder: RecordingCompleter, engine: Engine) -> None:
+        async def work(recorder: RecordingCompleter, gateway: ModelGateway) -> None:
             await load.run_load(recorder, requests)
 
         label = f"ceiling  C={concurrency}"
@@ -321,10 +321,10 @@ async def run_bench(
             config_mod.override(config, {"concurrency.fixed": c}) for c in settings.concurrency
         ]
         # Warm-up and calibration: model name, vLLM version, words -> tokens.
-        async with Engine(fixed[0], RunStats()) as engine:
-            model = engine.model
+        async with ModelGateway(fixed[0], RunCounters()) as gateway:
+            model = gateway.model
             try:
-                fit = await load.probe_fit(engine, config.seed)
+                fit = await load.probe_fit(gateway, config.seed)
             except ValueError as exc:
                 raise ServerError(
                     f"{sweep.endpoints[0]}: cannot size the synthetic load ({exc}); does the "

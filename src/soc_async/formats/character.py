@@ -5,7 +5,7 @@ A card is markdown inside a ``<character>`` element: twelve sections, each opene
 location. :func:`parse_character` finds the element with lxml's HTML parser (it takes
 stray text around the element, unescaped ``&`` and ``<3`` in stride), checks the
 sections and the facts, and returns either a :class:`CharacterCard` whose ``text`` is the
-card rewritten in one canonical layout, or a :class:`Rejection` with a short stable
+card rewritten in one canonical layout, or a :class:`Refusal` with a short stable
 reason code. It never raises.
 
 :func:`character_grammar` is the xgrammar EBNF sent with a request so that even a small
@@ -27,7 +27,8 @@ import msgspec
 from rapidfuzz import fuzz
 
 from soc_async.formats.ebnf import literal
-from soc_async.stats import PersonaSample
+from soc_async.formats.refusal import Refusal
+from soc_async.records import PersonaSample
 
 SECTIONS: tuple[str, ...] = (
     "Basic Information",
@@ -53,13 +54,6 @@ class CharacterCard(msgspec.Struct, kw_only=True, frozen=True):
     name: str  # the Name field as written, e.g. "Liu Yifan (刘一帆)"
     age: int
     location: str  # the Location field as written ("" when the card has none)
-
-
-class Rejection(msgspec.Struct, kw_only=True, frozen=True):
-    """Why a reply is not a valid card; ``detail`` is one line a model can act on."""
-
-    reason: str  # "missing_section:Values", "name_mismatch", "too_long", ...
-    detail: str
 
 
 # Characters XML cannot carry (lxml refuses them) and lone surrogates (unencodable).
@@ -124,11 +118,11 @@ def _field(label: str) -> re.Pattern[str]:
 _NAME, _AGE, _LOCATION = _field("Name"), _field("Age"), _field("Location")
 
 
-def _reject(reason: str, detail: str) -> Rejection:
-    return Rejection(reason=reason, detail=detail)
+def _reject(reason: str, detail: str) -> Refusal:
+    return Refusal(reason=reason, detail=detail)
 
 
-def _element_text(text: str) -> str | Rejection:
+def _element_text(text: str) -> str | Refusal:
     """The text of the `<character>` element holding the most section headers."""
     try:
         root = lxml.html.document_fromstring(text)
@@ -144,7 +138,7 @@ def _element_text(text: str) -> str | Rejection:
     return max(bodies, key=lambda body: sum(bool(_HEADER.match(x)) for x in body.splitlines()))
 
 
-def _sections(body: str) -> tuple[dict[str, str], list[str]] | Rejection:
+def _sections(body: str) -> tuple[dict[str, str], list[str]] | Refusal:
     """Section contents by canonical header, and the headers in the order they came."""
     order: list[str] = []
     contents: dict[str, list[str]] = {}
@@ -192,7 +186,7 @@ def canonical_text(sections: dict[str, str]) -> str:
 
 def parse_character(
     text: str, sample: PersonaSample, *, min_chars: int, max_chars: int
-) -> CharacterCard | Rejection:
+) -> CharacterCard | Refusal:
     """The card in ``text`` if it is a valid card for ``sample``, else why not.
 
     Length bounds apply to the card's content (the element's text, stripped). Never
@@ -210,7 +204,7 @@ def parse_character(
     if not _CLOSE.search(clean):
         return _reject("unclosed_character", "the card is not closed: end it with </character>")
     body = _element_text(clean)
-    if isinstance(body, Rejection):
+    if isinstance(body, Refusal):
         return body
     if _OPEN.search(body) or _CLOSE.search(body):
         return _reject(
@@ -228,7 +222,7 @@ def parse_character(
             "too_long", f"the card has {size} characters, more than {max_chars}: shorten it"
         )
     found = _sections(body)
-    if isinstance(found, Rejection):
+    if isinstance(found, Refusal):
         return found
     sections, _ = found
     basic = sections["Basic Information"]
@@ -331,7 +325,6 @@ def character_grammar(sample: PersonaSample, *, max_tokens: int | None = None) -
 __all__ = [
     "SECTIONS",
     "CharacterCard",
-    "Rejection",
     "canonical_text",
     "character_grammar",
     "is_near_duplicate",

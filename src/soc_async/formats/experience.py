@@ -21,7 +21,7 @@ The model writes an experience as plain text inside one `<experience>` element::
     </experience>
 
 :func:`parse_experience` turns that text into a :class:`ParsedExperience` or says why it
-cannot, as a :class:`Rejection` with a short stable reason code; it never raises, so a
+cannot, as a :class:`Refusal` with a short stable reason code; it never raises, so a
 hostile reply is one more retry, not a crash. :func:`experience_grammar` builds the
 xgrammar EBNF that keeps a small model inside the same shape; the grammar guarantees the
 shape, the parser still checks the meaning (the initial state naming the first topic is
@@ -35,6 +35,7 @@ import re
 import msgspec
 
 from soc_async.formats.ebnf import alternatives, literal
+from soc_async.formats.refusal import Refusal
 from soc_async.records import TopicSlot
 
 # The element is found with a regular expression, not an XML parser: its body is free
@@ -82,13 +83,6 @@ _NO_NEXT = frozenset({"", "end", "none", "-", "—", "n/a"})
 STYLES_WITH_ROADMAP = ("semi-structured", "structured")
 
 
-class Rejection(msgspec.Struct, frozen=True, kw_only=True):
-    """Why a reply is not a usable experience: a stable code and one line for the model."""
-
-    reason: str  # short and stable, counted in failures.jsonl: "missing_style", "truncated"
-    detail: str  # one line, sent back to the model as the correction on a retry
-
-
 class ParsedExperience(msgspec.Struct, kw_only=True):
     """The fields of a valid `<experience>`, ready to become a ``records.Experience``."""
 
@@ -105,11 +99,11 @@ class ParsedExperience(msgspec.Struct, kw_only=True):
 
 
 class _Fail(Exception):
-    """Internal: carries a Rejection out of the nested parsing helpers."""
+    """Internal: carries a Refusal out of the nested parsing helpers."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(reason)
-        self.rejection = Rejection(reason=reason, detail=detail)
+        self.rejection = Refusal(reason=reason, detail=detail)
 
 
 def _norm(text: str) -> str:
@@ -129,7 +123,7 @@ def parse_experience(
     min_events: int,
     max_events: int,
     derive_initial_state: bool = False,
-) -> ParsedExperience | Rejection:
+) -> ParsedExperience | Refusal:
     """The experience in ``text`` (a model reply), or why it is not one. Never raises.
 
     ``names`` are the two personas' names; "Opens:" must name one of them.
@@ -145,7 +139,7 @@ def parse_experience(
     except _Fail as fail:
         return fail.rejection
     except Exception as exc:  # a parser bug must not kill a run; it is one more rejection
-        return Rejection(reason="parser_error", detail=f"{type(exc).__name__}: {_clip(str(exc))}")
+        return Refusal(reason="parser_error", detail=f"{type(exc).__name__}: {_clip(str(exc))}")
 
 
 def _parse(

@@ -15,7 +15,7 @@ semi-structured chat)::
 :func:`parse_turn` checks the *shape*: one ``<turn>``, closed, with one state line and
 messages that each have a known type and a well-formed stamp. Whether the reply obeys the
 chat (the right state line, time moving forward, who may end) is the *meaning*, checked by
-``stages.chat_state``. Both refuse with a :class:`Reason`, a stable string that failure
+``chat.state``. Both refuse with a :class:`Reason`, a stable string that failure
 records and ``soc-async status`` count by.
 """
 
@@ -28,6 +28,7 @@ import msgspec
 from lxml import etree
 
 from soc_async.formats.clock import parse_day, parse_time
+from soc_async.formats.refusal import Refusal
 from soc_async.records import MESSAGE_TYPES
 
 
@@ -57,16 +58,6 @@ class Reason(StrEnum):
     WRONG_DATE_START = "wrong_date_start"  # the chat's first message not on its start date
     # Transport, reported by the rollout driver.
     TRUNCATED = "truncated"  # the reply was cut off by max_tokens
-
-
-class TurnError(msgspec.Struct, frozen=True):
-    """A refused reply: the reason code and one line a correction prompt can quote."""
-
-    reason: Reason
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.detail}"
 
 
 class RawMessage(msgspec.Struct, frozen=True):
@@ -102,7 +93,7 @@ _TURN_CLOSE_RE = re.compile(r"</turn\s*>", re.IGNORECASE)
 _PARSER = etree.XMLParser(recover=True, resolve_entities=False, no_network=True)
 
 
-def parse_turn(text: str) -> ParsedTurn | TurnError:
+def parse_turn(text: str) -> ParsedTurn | Refusal:
     """The one ``<turn>`` in a reply, or why there is not a usable one. Never raises.
 
     Text before ``<turn>`` and after ``</turn>`` is ignored (small models like to announce
@@ -110,24 +101,24 @@ def parse_turn(text: str) -> ParsedTurn | TurnError:
     """
     opens = list(_TURN_OPEN_RE.finditer(text))
     if not opens:
-        return TurnError(Reason.NO_TURN, "the reply has no <turn> element")
+        return Refusal(Reason.NO_TURN, "the reply has no <turn> element")
     if len(opens) > 1:
-        return TurnError(Reason.SEVERAL_TURNS, f"the reply has {len(opens)} <turn> elements")
+        return Refusal(Reason.SEVERAL_TURNS, f"the reply has {len(opens)} <turn> elements")
     close = _TURN_CLOSE_RE.search(text, opens[0].end())
     if close is None:
-        return TurnError(Reason.UNCLOSED, "<turn> is never closed with </turn>")
+        return Refusal(Reason.UNCLOSED, "<turn> is never closed with </turn>")
     body = _escape_text(text[opens[0].start() : close.end()])
     unbalanced = _unbalanced_tag(body)
     if unbalanced:
-        return TurnError(Reason.UNCLOSED, unbalanced)
+        return Refusal(Reason.UNCLOSED, unbalanced)
     try:
         # "replace": a lone surrogate (JSON can carry one) must not make encoding raise.
         root = etree.fromstring(body.encode("utf-8", "replace"), _PARSER)
     except etree.XMLSyntaxError as exc:  # recover gives up only on hopeless input
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return TurnError(Reason.UNCLOSED, f"the <turn> is not readable markup ({first_line})")
+        return Refusal(Reason.UNCLOSED, f"the <turn> is not readable markup ({first_line})")
     if root is None:
-        return TurnError(Reason.UNCLOSED, "the <turn> is not readable markup")
+        return Refusal(Reason.UNCLOSED, "the <turn> is not readable markup")
     return _read_turn(root)
 
 
@@ -166,7 +157,7 @@ def _unbalanced_tag(body: str) -> str | None:
     return None
 
 
-def _read_turn(root: etree._Element) -> ParsedTurn | TurnError:
+def _read_turn(root: etree._Element) -> ParsedTurn | Refusal:
     states, messages, ended = [], [], False
     for child in root:
         if not isinstance(child.tag, str):
@@ -179,64 +170,64 @@ def _read_turn(root: etree._Element) -> ParsedTurn | TurnError:
         elif tag == ENDING_TAG:
             ended = True
         else:
-            return TurnError(Reason.LEFTOVER_TAG, f"a <{child.tag}> directly inside <turn>")
+            return Refusal(Reason.LEFTOVER_TAG, f"a <{child.tag}> directly inside <turn>")
 
     if not states:
-        return TurnError(Reason.MISSING_STATE, "the turn has no <state> element")
+        return Refusal(Reason.MISSING_STATE, "the turn has no <state> element")
     if len(states) > 1:
-        return TurnError(Reason.BAD_STATE_LINE, f"the turn has {len(states)} <state> elements")
+        return Refusal(Reason.BAD_STATE_LINE, f"the turn has {len(states)} <state> elements")
     state = _read_state(states[0])
-    if isinstance(state, TurnError):
+    if isinstance(state, Refusal):
         return state
     line, ended_in_state = state
 
     if not messages:
-        return TurnError(Reason.NO_MESSAGES, "the turn has no <message> element")
+        return Refusal(Reason.NO_MESSAGES, "the turn has no <message> element")
     raw = []
     for number, element in enumerate(messages, start=1):
         message = _read_message(number, element)
-        if isinstance(message, TurnError):
+        if isinstance(message, Refusal):
             return message
         raw.append(message)
     return ParsedTurn(state_line=line, ended=ended or ended_in_state, messages=raw)
 
 
-def _read_state(element: etree._Element) -> tuple[str, bool] | TurnError:
+def _read_state(element: etree._Element) -> tuple[str, bool] | Refusal:
     """The state line and whether the ending tag sits inside ``<state>``."""
     text, ended = element.text or "", False
     for child in element:
         if child.tag == ENDING_TAG:
             ended = True
         elif isinstance(child.tag, str):
-            return TurnError(Reason.LEFTOVER_TAG, f"a <{child.tag}> inside <state>")
+            return Refusal(Reason.LEFTOVER_TAG, f"a <{child.tag}> inside <state>")
         text += "\n" + (child.tail or "")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        return TurnError(Reason.MISSING_STATE, "<state> is empty")
+        return Refusal(Reason.MISSING_STATE, "<state> is empty")
     if len(lines) > 1:
-        return TurnError(Reason.BAD_STATE_LINE, f"<state> holds {len(lines)} lines, not one")
+        return Refusal(Reason.BAD_STATE_LINE, f"<state> holds {len(lines)} lines, not one")
     if not STATE_LINE_RE.fullmatch(lines[0]):
-        return TurnError(
+        return Refusal(
             Reason.BAD_STATE_LINE,
             f"state {lines[0]!r} is not 'topic; N turns remaining; next topic'",
         )
     return lines[0], ended
 
 
-def _read_message(number: int, element: etree._Element) -> RawMessage | TurnError:
+def _read_message(number: int, element: etree._Element) -> RawMessage | Refusal:
     kind = (element.get("type") or "").strip().lower()
     if kind not in MESSAGE_TYPES:
-        return TurnError(
+        return Refusal(
             Reason.UNKNOWN_TYPE,
             f"message {number} has type {element.get('type')!r}; "
             f"expected one of {', '.join(MESSAGE_TYPES)}",
         )
     t, d = element.get("t"), element.get("d")
     if t is None or parse_time(t) is None:
-        return TurnError(Reason.BAD_TIMESTAMP, f'message {number} has t={t!r}; expected "HH:MM"')
+        return Refusal(Reason.BAD_TIMESTAMP, f'message {number} has t={t!r}; expected "HH:MM"')
     if d is None or parse_day(d) is None:
-        return TurnError(Reason.BAD_TIMESTAMP, f'message {number} has d={d!r}; expected "DD.MM"')
+        return Refusal(Reason.BAD_TIMESTAMP, f'message {number} has d={d!r}; expected "DD.MM"')
     for child in element:
         if isinstance(child.tag, str):
-            return TurnError(Reason.LEFTOVER_TAG, f"message {number} contains a <{child.tag}>")
+            return Refusal(Reason.LEFTOVER_TAG, f"message {number} contains a <{child.tag}>")
     return RawMessage(t=t, d=d, type=kind, text=(element.text or "").strip())

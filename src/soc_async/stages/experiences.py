@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import random
-from importlib import resources
 
 from rapidfuzz import fuzz
 
+from soc_async import seeds
 from soc_async.config import RunConfig
-from soc_async.errors import SeedError
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.experience import (
     ParsedExperience,
-    Rejection,
     experience_grammar,
     parse_experience,
 )
+from soc_async.formats.refusal import TRUNCATED, Refusal
 from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.prompts import render
 from soc_async.records import Experience, ExperienceMeta, Failure, Persona
-from soc_async.stages.attempts import ask_until_valid
+from soc_async.stages.calls import ask_until_valid, build_request
 from soc_async.stages.style_monitor import StyleMonitor
 
 # Bounds the prompt states and the grammar enforces; the parser itself accepts any
@@ -35,27 +34,11 @@ from soc_async.stages.style_monitor import StyleMonitor
 MAX_TOPICS = 5
 MAX_BUDGET = 20
 
-_SEED_DIR = ("seeds", "experiences")
-
 
 def seed_experiences() -> list[str]:
-    """The hand-written `<experience>` texts shipped in ``soc_async/seeds/experiences``.
-
-    They seed the experience few-shot ring. Raises ``SeedError`` when none can be read.
-    """
-    folder = resources.files("soc_async").joinpath(*_SEED_DIR)
-    try:
-        files = sorted(
-            (f for f in folder.iterdir() if f.name.endswith(".txt")), key=lambda f: f.name
-        )
-        texts = [f.read_text(encoding="utf-8").strip() for f in files]
-    except OSError as exc:
-        raise SeedError(
-            f"cannot read seed experiences in soc_async/{'/'.join(_SEED_DIR)}: {exc}"
-        ) from exc
-    if not texts:
-        raise SeedError(f"no seed experiences (*.txt) in soc_async/{'/'.join(_SEED_DIR)}")
-    return texts
+    """The hand-written `<experience>` texts of ``seeds/experiences``: they seed the
+    experience few-shot ring. Raises ``SeedError`` when none can be read."""
+    return seeds.cards("experiences", ".txt")
 
 
 class ExperienceStage:
@@ -171,28 +154,22 @@ class ExperienceStage:
             style_hint=hint,
             correction=correction,
         )
-        return ChatRequest(
-            messages=[
-                {"role": "system", "content": self._system},
-                {"role": "user", "content": user},
-            ],
-            model=self.config.model_for("experience"),
-            max_tokens=self._call.max_tokens,
-            temperature=self._call.temperature,
-            top_p=self._call.top_p,
+        return build_request(
+            self.config,
+            "experience",
+            self._system,
+            user,
+            served_model=self.model_name,
             seed=_request_seed(self.config.seed, index, attempt),
             grammar=grammar,
         )
 
     def _check(
         self, completion: Completion, names: tuple[str, str], references: list[str]
-    ) -> ParsedExperience | Rejection:
+    ) -> ParsedExperience | Refusal:
         exp = self.config.experience
         if completion.finish_reason == "length":
-            return Rejection(
-                reason="truncated",
-                detail="the reply was cut off at the token limit; write a shorter experience",
-            )
+            return TRUNCATED
         parsed = parse_experience(
             completion.text,
             names,
@@ -200,12 +177,12 @@ class ExperienceStage:
             max_events=exp.max_events,
             derive_initial_state=self._call.grammar,
         )
-        if isinstance(parsed, Rejection):
+        if isinstance(parsed, Refusal):
             return parsed
         cutoff = exp.similarity_threshold * 100
         for reference in references:
             if fuzz.ratio(parsed.text, reference, score_cutoff=cutoff) > cutoff:
-                return Rejection(
+                return Refusal(
                     reason="near_duplicate",
                     detail="it is too close to one of the examples; invent a different situation",
                 )

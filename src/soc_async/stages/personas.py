@@ -15,16 +15,16 @@ from soc_async.config import RunConfig
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.character import (
     CharacterCard,
-    Rejection,
     character_grammar,
     is_near_duplicate,
     parse_character,
 )
+from soc_async.formats.refusal import TRUNCATED, Refusal
 from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.prompts import render
-from soc_async.records import Failure, Persona, PersonaMeta
-from soc_async.stages.attempts import ask_until_valid
-from soc_async.stats import PersonaSample, StatsEngine
+from soc_async.records import Failure, Persona, PersonaMeta, PersonaSample
+from soc_async.stages.calls import ask_until_valid, build_request
+from soc_async.stats import StatsEngine
 
 # Words per token of English prose, roughly: the system prompt asks for a card that fits
 # the call's max_tokens, so that a reply is not cut off mid-card.
@@ -38,7 +38,7 @@ class PersonaStage:
         self,
         config: RunConfig,
         completer: Completer,
-        stats: StatsEngine,
+        sampler: StatsEngine,
         ring: FewShotRing[str],
         model_name: str,
         *,
@@ -46,7 +46,7 @@ class PersonaStage:
     ) -> None:
         self.config = config
         self.completer = completer
-        self.stats = stats
+        self.sampler = sampler
         self.ring = ring
         self.model_name = model_name
         self.priority = priority
@@ -58,7 +58,7 @@ class PersonaStage:
     def sample(self, index: int) -> tuple[PersonaSample, random.Random]:
         """Who persona ``index`` is, and the generator the rest of its call draws from."""
         rng = random.Random(f"{self.config.seed}:persona:{index}")
-        return self.stats.sample(rng), rng
+        return self.sampler.sample(rng), rng
 
     async def write(self, index: int, item_id: str) -> Persona | Failure:
         """The persona ``item_id`` (the ``index``-th of the run), or why there is none.
@@ -121,36 +121,29 @@ class PersonaStage:
         user = render(
             "persona_user.j2", sample=sample, references=references, correction=correction
         )
-        return ChatRequest(
-            messages=[
-                {"role": "system", "content": self._system},
-                {"role": "user", "content": user},
-            ],
-            model=self._call.model or self.model_name,
-            max_tokens=self._call.max_tokens,
-            temperature=self._call.temperature,
-            top_p=self._call.top_p,
+        return build_request(
+            self.config,
+            "persona",
+            self._system,
+            user,
+            served_model=self.model_name,
             seed=seed % 2**31,
             grammar=grammar,
         )
 
     def _check(
         self, completion: Completion, sample: PersonaSample, references: list[str]
-    ) -> CharacterCard | Rejection:
+    ) -> CharacterCard | Refusal:
         cfg = self.config.persona
         if completion.finish_reason == "length":
-            return Rejection(
-                reason="truncated",
-                detail="the card was cut off at the length limit; write a shorter card and "
-                "close it with </character>",
-            )
+            return TRUNCATED
         card = parse_character(
             completion.text, sample, min_chars=cfg.min_chars, max_chars=cfg.max_chars
         )
-        if isinstance(card, Rejection):
+        if isinstance(card, Refusal):
             return card
         if is_near_duplicate(card.text, references, cfg.similarity_threshold):
-            return Rejection(
+            return Refusal(
                 reason="near_duplicate",
                 detail="the card is too close to one of the example cards; write a different "
                 "life in your own words",

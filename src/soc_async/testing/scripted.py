@@ -6,7 +6,7 @@ and the real validators without a language model. It reads what the prompts stat
 sampled person, the two names, the state line, the clock) and writes a reply that obeys
 them, drawing its words from a seeded RNG so cards do not look alike.
 
-``ScriptedModel(error_rate=...)`` also writes a broken reply now and then (a wrong state
+``ScriptedWriter(error_rate=...)`` also writes a broken reply now and then (a wrong state
 line, time running backwards, a missing section) so tests can watch the retries work.
 """
 
@@ -63,7 +63,7 @@ def _field(prompt: str, label: str) -> str:
     return match.group(1).strip() if match else ""
 
 
-class ScriptedModel:
+class ScriptedWriter:
     """Callable as the fake server's reply function: ``model(body) -> text``."""
 
     def __init__(self, *, seed: int = 0, error_rate: float = 0.0) -> None:
@@ -193,8 +193,8 @@ def _stamp(t: str, d: str) -> datetime:
     )
 
 
-reply = ScriptedModel()
+reply = ScriptedWriter()
 """The default instance for ``--reply soc_async.testing.scripted:reply``: never broken."""
 
-flaky = ScriptedModel(seed=7, error_rate=0.1)
+flaky = ScriptedWriter(seed=7, error_rate=0.1)
 """Breaks about one reply in ten, for tests of the retries: ``scripted:flaky``."""

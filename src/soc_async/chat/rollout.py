@@ -1,6 +1,6 @@
 """The chat rollout: drives one conversation's state machine through model calls.
 
-The rules live in :mod:`soc_async.stages.chat_state` (pure); this module does the I/O
+The rules live in :mod:`soc_async.chat.state` (pure); this module does the I/O
 around them: renders each turn's prompt in prefix-cache order, asks the model, feeds the
 reply to the state machine, retries a violation with a one-line correction, folds old
 turns into a rolling summary in the background, and journals every accepted turn so a
@@ -9,23 +9,26 @@ resumed run continues mid-conversation with the same random draws.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
 
+import anyio
 import msgspec
+from anyio.abc import TaskGroup
 
 from soc_async import prompts
+from soc_async.chat import state as sm
+from soc_async.chat.grammar import turn_grammar
 from soc_async.config import RunConfig
-from soc_async.errors import RequestError
+from soc_async.errors import RequestError, first_error
 from soc_async.formats.clock import format_stamp
-from soc_async.formats.turn import TurnError, parse_turn
-from soc_async.formats.turn_grammar import turn_grammar
+from soc_async.formats.refusal import TRUNCATED, Refusal
+from soc_async.formats.turn import parse_turn
 from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.records import Conversation, Experience, Failure, Persona, Turn, Usage
-from soc_async.stages import chat_state as sm
+from soc_async.stages.calls import ask_until_valid, build_request, failure
 
 SYSTEM_PROMPT_TEMPLATE = "chat_system.j2"
 
@@ -90,13 +93,14 @@ class ChatStage:
         journal: Journal,
         send_priority: bool = False,
     ) -> None:
-        self._config = config
-        self._completer = completer
-        self._model = model_name
-        self._journal = journal
-        self._send_priority = send_priority
-        self._system = prompts.render(SYSTEM_PROMPT_TEMPLATE)
-        self._summary_system = prompts.render("summary_system.j2")
+        self.config = config
+        self.completer = completer
+        self.model = model_name
+        self.journal = journal
+        self.send_priority = send_priority
+        # Rendered once: byte-identical for every turn of every chat (the prefix cache).
+        self.system = prompts.render(SYSTEM_PROMPT_TEMPLATE)
+        self.summary_system = prompts.render("summary_system.j2")
 
     async def roll_out(
         self,
@@ -111,20 +115,29 @@ class ChatStage:
         chat: they are replayed first, and the rollout continues from there.
         """
         names = {pid: personas[pid].meta.name for pid in experience.persona_ids}
-        rules = sm.ChatRules.from_config(self._config.chat, experience.cadence)
-        start = date.fromisoformat(experience.start_date or self._config.chat.start_date)
+        rules = sm.ChatRules.from_config(self.config.chat, experience.cadence)
+        start = date.fromisoformat(experience.start_date or self.config.chat.start_date)
         state = sm.initial_state(
             experience, chat_id=chat_id, names=names, rules=rules, start_date=start
         )
         rollout = _Rollout(self, chat_id, experience, personas, names, rules)
         if not journaled:
-            await self._journal(chat_id, StartEvent(experience_id=experience.id))
+            await self.journal(chat_id, StartEvent(experience_id=experience.id))
         for event in journaled:
             if isinstance(event, TurnEvent):
                 state = sm.replay(state, event.turn, event.ended)
             elif isinstance(event, FoldEvent):
                 state = sm.apply_fold(state, event.summary, event.count)
         return await rollout.run(state)
+
+
+class _Fold:
+    """A summary call running beside the next turns: its result, once it lands."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.summary = ""
+        self.done = anyio.Event()
 
 
 class _Rollout:
@@ -150,59 +163,79 @@ class _Rollout:
         self.started = time.monotonic()
         opener = experience.opener
         other = next(p for p in experience.persona_ids if p != opener)
-        self.people = [
+        people = [
             {"name": names[pid], "card": personas[pid].persona_text} for pid in (opener, other)
         ]
+        # Rendered once: the cards and the experience never change within a conversation.
+        self.fixed = prompts.render(
+            "chat_fixed.j2", people=people, experience_text=experience.experience_text
+        )
+        # Each accepted turn rendered once, in order; the prompt joins the unfolded ones.
+        self.rendered: list[str] = []
 
     async def run(self, state: sm.ChatState) -> Conversation | Failure:
-        cfg = self.s._config
-        folding: asyncio.Task[str] | None = None
-        fold_count = 0
+        """Turns until the chat is done; a summary fold runs in the same task group, so
+        no task outlives the rollout, whether it ends, fails or is cancelled."""
+        self.rendered = [render_turn(t, self.names) for t in state.turns]
         try:
-            while not sm.is_done(state):
-                # A fold runs beside the next turns rather than blocking them; the window
-                # simply holds a few more turns until the summary lands.
-                if folding is None and sm.fold_due(state, cfg.chat.active_window, cfg.chat.fold):
-                    fold_count = cfg.chat.fold
-                    folded = sm.turns_to_fold(state, fold_count)
-                    folding = asyncio.create_task(self._summarize(state.summary, folded))
-                if folding is not None and folding.done():
-                    state = await self._apply_fold(state, folding.result(), fold_count)
-                    folding = None
-                result = await self._next_turn(state)
-                if isinstance(result, Failure):
-                    return result
-                state = result
-            if folding is not None:
-                state = await self._apply_fold(state, await folding, fold_count)
-                folding = None
-        except RequestError as exc:
-            return self._failure(f"request:{exc.reason}", str(exc))
-        finally:
-            if folding is not None and not folding.done():
-                folding.cancel()
+            async with anyio.create_task_group() as tg:
+                result = await self._turns(state, tg)
+                tg.cancel_scope.cancel()  # a failed chat leaves no summary call behind
+        except BaseExceptionGroup as group:
+            # Callers see the error itself, as from the other stages, not the group.
+            error = first_error(group)
+            if isinstance(error, RequestError):
+                return self._failure(f"request:{error.reason}", str(error))
+            if error is group:
+                raise
+            raise error from group
+        if isinstance(result, Failure):
+            return result
         return Conversation(
             chat_id=self.chat_id,
             experience_id=self.experience.id,
-            persona_ids=list(state.speakers),
+            persona_ids=list(result.speakers),
             style=self.experience.style,
             cadence=self.experience.cadence,
             topics=self.experience.topics,
-            turns=state.turns,
-            summary=state.summary,
-            ended_by=state.ended_by or "max_turns",
-            model=self.s._model,
+            turns=result.turns,
+            summary=result.summary,
+            ended_by=result.ended_by or "max_turns",
+            model=self.s.model,
             usage=self.usage,
             retries=dict(self.retries),
         )
 
-    async def _apply_fold(self, state: sm.ChatState, summary: str, count: int) -> sm.ChatState:
-        await self.s._journal(self.chat_id, FoldEvent(summary=summary, count=count))
-        return sm.apply_fold(state, summary, count)
+    async def _turns(self, state: sm.ChatState, tg: TaskGroup) -> sm.ChatState | Failure:
+        cfg = self.s.config
+        fold: _Fold | None = None
+        while not sm.is_done(state):
+            # A fold runs beside the next turns rather than blocking them; the window
+            # simply holds a few more turns until the summary lands.
+            if fold is None and sm.fold_due(state, cfg.chat.active_window, cfg.chat.fold):
+                fold = _Fold(cfg.chat.fold)
+                tg.start_soon(
+                    self._summarize, fold, state.summary, sm.turns_to_fold(state, fold.count)
+                )
+            if fold is not None and fold.done.is_set():
+                state = await self._apply_fold(state, fold)
+                fold = None
+            result = await self._next_turn(state)
+            if isinstance(result, Failure):
+                return result
+            state = result
+        if fold is not None:
+            await fold.done.wait()
+            state = await self._apply_fold(state, fold)
+        return state
+
+    async def _apply_fold(self, state: sm.ChatState, fold: _Fold) -> sm.ChatState:
+        await self.s.journal(self.chat_id, FoldEvent(summary=fold.summary, count=fold.count))
+        return sm.apply_fold(state, fold.summary, fold.count)
 
     async def _next_turn(self, state: sm.ChatState) -> sm.ChatState | Failure:
         """Asks for the next turn until the state machine accepts one or retries run out."""
-        cfg = self.s._config
+        cfg = self.s.config
         call = cfg.call("turn")
         event = sm.instant_event_for(
             cfg.seed,
@@ -212,43 +245,58 @@ class _Rollout:
             cfg.chat.instant_event_p,
         )
         grammar = turn_grammar(state, self.rules) if call.grammar else None
-        correction = ""
-        last: sm.Violation | TurnError | None = None
-        for _ in range(call.retries + 1):
-            reply = await self._ask(state, event, grammar, correction)
-            if reply.finish_reason == "length":
-                last = TurnError(reason="truncated", detail="the reply was cut by max_tokens")
-            else:
-                parsed = parse_turn(reply.text)
-                last = (
-                    parsed
-                    if isinstance(parsed, TurnError)
-                    else sm.apply_turn(state, parsed, self.rules, instant_event=event)
-                )
-                if isinstance(last, sm.ChatState):
-                    ended = last.ended_by == "exhausted"
-                    await self.s._journal(self.chat_id, TurnEvent(turn=last.turns[-1], ended=ended))
-                    return last
-            self.retries[last.reason] += 1
-            correction = f"{last.detail} Write the turn again following the rules."
-        assert last is not None
-        return self._failure(f"retries_exhausted:{last.reason}", last.detail)
+        remaining = sm.turn_limit(state) - state.turn_index
 
-    async def _ask(
-        self, state: sm.ChatState, event: str | None, grammar: str | None, correction: str
-    ) -> Completion:
+        def check(reply: Completion) -> sm.ChatState | Refusal:
+            if reply.finish_reason == "length":
+                return TRUNCATED
+            parsed = parse_turn(reply.text)
+            if isinstance(parsed, Refusal):
+                return parsed
+            return sm.apply_turn(state, parsed, self.rules, instant_event=event)
+
+        outcome = await ask_until_valid(
+            self.s.completer,
+            "turn",
+            lambda _, correction: self._request(state, event, grammar, correction, remaining),
+            check,
+            sm.ChatState,
+            retries=call.retries,
+            priority=remaining,
+            affinity=self.chat_id,
+        )
+        self.attempts += outcome.attempts
+        self.usage.prompt += outcome.prompt_tokens
+        self.usage.completion += outcome.completion_tokens
+        self.usage.cached += outcome.cached_tokens
+        self.retries.update(outcome.rejections)
+        if outcome.value is None:
+            return outcome.failure(
+                self.chat_id, "chats", attempts=self.attempts, retries=dict(self.retries)
+            )
+        accepted = outcome.value
+        ended = accepted.ended_by == "exhausted"
+        await self.s.journal(self.chat_id, TurnEvent(turn=accepted.turns[-1], ended=ended))
+        self.rendered.append(render_turn(accepted.turns[-1], self.names))
+        return accepted
+
+    def _request(
+        self,
+        state: sm.ChatState,
+        event: str | None,
+        grammar: str | None,
+        correction: str,
+        remaining: int,
+    ) -> ChatRequest:
         speaker = sm.current_speaker(state)
         listener = next(p for p in state.speakers if p != speaker)
-        transcript = "\n\n".join(render_turn(t, self.names) for t in state.turns[state.folded :])
-        fixed = prompts.render(
-            "chat_user.j2",
-            people=self.people,
-            experience_text=self.experience.experience_text,
-            summary=state.summary,
-            transcript=transcript,
-        )
         last_time, last_day = ("", "") if state.clock is None else format_stamp(state.clock)
-        tail = prompts.render(
+        user = prompts.render(
+            "chat_user.j2",
+            fixed=self.fixed,
+            summary=state.summary,
+            transcript="\n\n".join(self.rendered[state.folded :]),
+        ) + prompts.render(
             "chat_tail.j2",
             speaker=self.names[speaker],
             listener=self.names[listener],
@@ -259,53 +307,35 @@ class _Rollout:
             last_day=last_day,
             ending_allowed=sm.ending_allowed(state),
             event=event,
-            correction=correction,
+            correction=f"{correction.rstrip('.')}. Write the turn again following the rules."
+            if correction
+            else "",
         )
-        remaining = sm.turn_limit(state) - state.turn_index
-        user = fixed + tail
-        # Only the joined prompt stays alive while the request waits for its slot: with
-        # thousands of conversations waiting, a second copy is a third of the memory.
-        del fixed, tail, transcript
-        request = self._request(
+        return build_request(
+            self.s.config,
             "turn",
-            self.s._system,
+            self.s.system,
             user,
+            served_model=self.s.model,
             grammar=grammar,
-            priority=remaining if self.s._send_priority else None,
+            priority=remaining if self.s.send_priority else None,
         )
-        self.attempts += 1
-        reply = await self.s._completer.complete(
-            "turn", request, affinity=self.chat_id, priority=remaining
-        )
-        self._count(reply)
-        return reply
 
-    async def _summarize(self, summary: str, turns: list[Turn]) -> str:
+    async def _summarize(self, fold: _Fold, summary: str, turns: list[Turn]) -> None:
         user = prompts.render(
             "summary_user.j2",
             summary=summary,
             transcript="\n\n".join(render_turn(t, self.names) for t in turns),
         )
-        request = self._request("summary", self.s._summary_system, user)
-        reply = await self.s._completer.complete("summary", request, affinity=self.chat_id)
+        request = build_request(
+            self.s.config, "summary", self.s.summary_system, user, served_model=self.s.model
+        )
+        reply = await self.s.completer.complete("summary", request, affinity=self.chat_id)
         self._count(reply)
         # A summary is prose for the next prompts, not a validated record: a cut one is
         # still better than none, so only an empty reply falls back to the old summary.
-        text = " ".join(reply.text.split())
-        return text or summary
-
-    def _request(self, kind: str, system: str, user: str, **fields: object) -> ChatRequest:
-        """A request of call kind ``kind`` with that kind's model and sampling settings."""
-        cfg = self.s._config
-        call = cfg.call(kind)
-        return ChatRequest(
-            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-            model=cfg.model_for(kind) or self.s._model,
-            max_tokens=call.max_tokens,
-            temperature=call.temperature,
-            top_p=call.top_p,
-            **fields,  # type: ignore[arg-type]
-        )
+        fold.summary = " ".join(reply.text.split()) or summary
+        fold.done.set()
 
     def _count(self, reply: Completion) -> None:
         self.usage.prompt += reply.usage.prompt
@@ -313,11 +343,11 @@ class _Rollout:
         self.usage.cached += reply.usage.cached
 
     def _failure(self, reason: str, detail: str) -> Failure:
-        return Failure(
-            id=self.chat_id,
-            stage="chats",
+        return failure(
+            self.chat_id,
+            "chats",
             reason=reason,
+            detail=detail,
             attempts=self.attempts,
-            detail=detail[:500],
             retries=dict(self.retries),
         )

@@ -17,17 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from soc_async.config import ChatConfig
-from soc_async.formats.clock import Gap
-from soc_async.formats.turn import ParsedTurn, RawMessage, parse_turn
-from soc_async.records import Experience, ExperienceMeta, TopicSlot, Turn
-from soc_async.stages.chat_state import (
+from soc_async.chat.state import (
     MOVES,
     ChatRules,
     ChatState,
     IllegalMove,
     Phase,
-    Violation,
     apply_fold,
     apply_turn,
     current_speaker,
@@ -41,6 +36,11 @@ from soc_async.stages.chat_state import (
     replay,
     turns_to_fold,
 )
+from soc_async.config import ChatConfig
+from soc_async.formats.clock import Gap
+from soc_async.formats.refusal import Refusal
+from soc_async.formats.turn import ParsedTurn, RawMessage, parse_turn
+from soc_async.records import Experience, ExperienceMeta, TopicSlot, Turn
 
 NAMES = {"p-mia": "Mia Chen", "p-tom": "Tomás Rivera"}
 START = date(2026, 3, 15)
@@ -86,19 +86,19 @@ def turn(line: str, *stamps: tuple[str, str], ended: bool = False, text: str = "
 
 def say(
     state: ChatState, line: str, *, ended: bool = False, rules: ChatRules = RULES
-) -> ChatState | Violation:
+) -> ChatState | Refusal:
     """One message a minute after the clock (12:00 on the start date for the first)."""
     moment = state.clock + timedelta(minutes=1) if state.clock else datetime(2026, 3, 15, 12)
     return apply_turn(state, turn(line, (f"{moment:%H:%M}", f"{moment:%d.%m}"), ended=ended), rules)
 
 
-def accepted(result: ChatState | Violation) -> ChatState:
+def accepted(result: ChatState | Refusal) -> ChatState:
     assert isinstance(result, ChatState), result
     return result
 
 
-def refused(result: ChatState | Violation) -> Violation:
-    assert isinstance(result, Violation), result
+def refused(result: ChatState | Refusal) -> Refusal:
+    assert isinstance(result, Refusal), result
     assert result.detail and "\n" not in result.detail
     return result
 
@@ -398,7 +398,7 @@ def test_instant_event_draws_match_in_another_process() -> None:
     """A resumed run in a new process (another hash seed) draws the same events."""
     here = [instant_event_for(3, "c-9", k, ["x", "y"], 0.3) for k in range(40)]
     code = (
-        "from soc_async.stages.chat_state import instant_event_for as f;"
+        "from soc_async.chat.state import instant_event_for as f;"
         "print([f(3, 'c-9', k, ['x', 'y'], 0.3) for k in range(40)])"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -1,6 +1,6 @@
 """The model side of a run: clients, the request limiter and its adaptive controller.
 
-:class:`Engine` is the :class:`~soc_async.llm.types.Completer` the stages call. Every
+:class:`ModelGateway` is the :class:`~soc_async.llm.types.Completer` the stages call. Every
 request, whatever its stage, takes a slot of one :class:`PriorityLimiter` first, so the
 whole process keeps one bound on requests in flight; the controller moves that bound from
 the servers' /metrics when the concurrency is adaptive.
@@ -29,7 +29,7 @@ from soc_async.llm.client import LLMClient
 from soc_async.llm.metrics import EngineInfo, MetricsReader, fetch_engine_info
 from soc_async.llm.readiness import EndpointsFile, wait_for_endpoints_file, wait_until_ready
 from soc_async.llm.types import ChatRequest, Completion
-from soc_async.progress import RunStats
+from soc_async.progress import RunCounters
 from soc_async.scheduler.controller import AdaptiveController, Bounds, MetricsView
 from soc_async.scheduler.limiter import PriorityLimiter
 
@@ -82,12 +82,12 @@ def served_engines(config: RunConfig) -> RunConfig:
     return with_endpoints_file(config, served)
 
 
-class Engine:
+class ModelGateway:
     """Clients per endpoint set, one limiter, and (when adaptive) its controller."""
 
-    def __init__(self, config: RunConfig, stats: RunStats) -> None:
+    def __init__(self, config: RunConfig, counters: RunCounters) -> None:
         self.config = config
-        self.stats = stats
+        self.counters = counters
         c = config.concurrency
         self.limiter = PriorityLimiter(c.fixed or c.initial)
         self.controller: AdaptiveController | None = None
@@ -99,14 +99,14 @@ class Engine:
         self.model = config.model
         self.limits: dict[str, int] = {}  # each endpoint's bound, once open
 
-    async def __aenter__(self) -> Engine:
+    async def __aenter__(self) -> ModelGateway:
         try:
             return await self._open()
         except BaseException:
             await self._stack.aclose()  # no session left open when the server is away
             raise
 
-    async def _open(self) -> Engine:
+    async def _open(self) -> ModelGateway:
         urls = list(dict.fromkeys(u for k in CALL_KINDS for u in self.config.endpoints_for(k)))
         not_ready, limits = await self._survey(urls)
         self.limits = limits
@@ -141,7 +141,7 @@ class Engine:
             self._by_kind[kind] = self._clients[urls]
         if not self.model:
             self.model = await self._by_kind["turn"].served_model()
-        self.stats.capacity = self.limiter.capacity
+        self.counters.capacity = self.limiter.capacity
         if cfg.concurrency.fixed is None:
             main = self._by_kind["turn"]
             self._reader = MetricsReader(main.session, list(cfg.endpoints_for("turn")))
@@ -182,7 +182,7 @@ class Engine:
     async def _read_metrics(self) -> MetricsView:
         assert self._reader is not None
         snap = await self._reader.read()
-        self.stats.capacity = self.limiter.capacity
+        self.counters.capacity = self.limiter.capacity
         return MetricsView(
             time=snap.time,
             running=snap.running,
@@ -218,21 +218,21 @@ class Engine:
         t0 = time.monotonic()
         async with self.limiter.slot(priority):
             queued = time.monotonic() - t0
-            self.stats.in_flight += 1
+            self.counters.in_flight += 1
             try:
                 reply = await self._by_kind[kind].chat(request, affinity=affinity)
             except RequestError:
-                self.stats.request_errors += 1
+                self.counters.request_errors += 1
                 raise
             finally:
-                self.stats.in_flight -= 1
+                self.counters.in_flight -= 1
         reply.queue_s = queued
         text, thoughts = strip_thinking(reply.text)
         if thoughts:
             reply.text = text
-            self.stats.thinking_stripped += thoughts
-        self.stats.capacity = self.limiter.capacity
-        self.stats.on_reply(
+            self.counters.thinking_stripped += thoughts
+        self.counters.capacity = self.limiter.capacity
+        self.counters.on_reply(
             reply.usage.prompt, reply.usage.completion, reply.usage.cached, reply.latency_s, queued
         )
         return reply

@@ -1,8 +1,9 @@
-"""The seed data shipped inside the package: regions, names lists, hand-written cards.
+"""The seed data of the top-level ``seeds/`` folder: regions, names lists, hand-written cards.
 
-Files are read with ``importlib.resources`` so an installed soc-async finds them without
-the source tree. Loaders validate what they read and raise ``SeedError`` naming the file
-and the key, so a bad edit to ``regions.toml`` stops a run before anything is written.
+The folder is found through :func:`soc_async.resources.data_dir`, so an installed
+soc-async (which carries it inside the wheel) finds it without the source tree. Loaders
+validate what they read and raise ``SeedError`` naming the file and the key, so a bad
+edit to ``regions.toml`` stops a run before anything is written.
 
     seeds/regions.toml        world regions, countries (population weights), subregions
     seeds/names/<key>.json    names lists for countries Faker has no usable locale for
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -23,6 +22,7 @@ import msgspec
 from msgspec import Meta
 
 from soc_async.errors import SeedError, validation_key
+from soc_async.resources import data_dir
 
 Name = Annotated[str, Meta(min_length=1)]
 Weight = Annotated[float, Meta(gt=0)]
@@ -94,8 +94,8 @@ class SeedData(msgspec.Struct, kw_only=True):
     names: dict[str, NameList]
 
 
-def _root() -> Traversable:
-    return resources.files("soc_async") / "seeds"
+def _root() -> Path:
+    return data_dir("seeds")
 
 
 def _decode(raw: bytes, kind: type[_T], origin: str, fmt: Literal["toml", "json"]) -> _T:
@@ -109,7 +109,7 @@ def _decode(raw: bytes, kind: type[_T], origin: str, fmt: Literal["toml", "json"
         raise SeedError(f"{origin}: not valid {fmt.upper()} ({exc})") from exc
 
 
-def _read(path: Traversable | Path, origin: str) -> bytes:
+def _read(path: Path, origin: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -124,7 +124,7 @@ def _check_unique(values: list[str], origin: str, key: str) -> None:
         seen.add(value)
 
 
-def load_names(key: str, folder: Traversable | Path | None = None) -> NameList:
+def load_names(key: str, folder: Path | None = None) -> NameList:
     """The names list ``names/<key>.json``, validated."""
     base = folder if folder is not None else _root() / "names"
     origin = f"{'seeds/names' if folder is None else folder}/{key}.json"
@@ -143,8 +143,8 @@ def load_seed_data(path: str | os.PathLike[str] | None = None) -> SeedData:
     naming the file and the key of the first problem found.
     """
     if path is None:
-        regions_path: Traversable | Path = _root() / "regions.toml"
-        names_dir: Traversable | Path = _root() / "names"
+        regions_path: Path = _root() / "regions.toml"
+        names_dir: Path = _root() / "names"
         origin = "seeds/regions.toml"
     else:
         regions_path = Path(path)

@@ -14,7 +14,7 @@ replies of the right shape that also agree with the state machine where a gramma
   chat's first turn may use any time of its start date.
 
 What a context-free grammar cannot say is left to the validator
-(``stages.chat_state.apply_turn``), which runs on every reply regardless: that the
+(``chat.state.apply_turn``), which runs on every reply regardless: that the
 messages of one turn come in time order, the gaps inside the first turn, and that a
 message does not open with a speaker's name.
 """
@@ -23,10 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from soc_async.formats.clock import day_windows, format_day
-from soc_async.formats.ebnf import alternatives, literal
-from soc_async.formats.turn import ENDING_TAG
-from soc_async.stages.chat_state import (
+from soc_async.chat.state import (
     ChatRules,
     ChatState,
     IllegalMove,
@@ -35,6 +32,9 @@ from soc_async.stages.chat_state import (
     is_done,
     time_window,
 )
+from soc_async.formats.clock import day_windows, format_day
+from soc_async.formats.ebnf import alternatives, literal
+from soc_async.formats.turn import ENDING_TAG
 
 # Characters a message may never hold: markup delimiters, control characters (newline
 # included: one message is one line) and the two XML non-characters.
@@ -50,7 +50,7 @@ _ENDING = literal(f"<{ENDING_TAG}/>\n")
 def turn_grammar(state: ChatState, rules: ChatRules) -> str:
     """The EBNF (root rule ``root``) of every reply the next turn may be.
 
-    Raises :class:`~soc_async.stages.chat_state.IllegalMove` for a chat that has ended.
+    Raises :class:`~soc_async.chat.state.IllegalMove` for a chat that has ended.
     """
     if is_done(state):
         raise IllegalMove(f"{state.chat_id} ended ({state.ended_by}); it has no next turn")

@@ -15,8 +15,8 @@ bad at bookkeeping, so the bookkeeping lives here, as plain data and pure functi
 - memory: turns folded into a rolling summary, so the prompt shows ``turns[folded:]``.
 
 A :class:`ChatState` is journal-able data. :func:`apply_turn` takes a parsed reply and
-returns the *next* state or a :class:`Violation` naming the broken rule; it never
-mutates its input and does no I/O. The rollout driver (``stages/chats.py``) owns the
+returns the *next* state or a :class:`Refusal` naming the broken rule; it never
+mutates its input and does no I/O. The rollout driver (``chat/rollout.py``) owns the
 prompts, the model calls, the retries and the journal.
 
 Lifecycle, one :class:`Phase` at a time (the allowed moves are :data:`MOVES`)::
@@ -46,7 +46,8 @@ from soc_async.formats.clock import (
     parse_stamp,
     parse_stamp_before,
 )
-from soc_async.formats.turn import ParsedTurn, RawMessage, Reason, TurnError
+from soc_async.formats.refusal import Refusal
+from soc_async.formats.turn import ParsedTurn, RawMessage, Reason
 from soc_async.records import (
     MESSAGE_TYPES,
     Cadence,
@@ -85,12 +86,8 @@ class IllegalMove(RuntimeError):
     """The caller asked for a move the table forbids, e.g. a turn after the chat ended.
 
     A bug in the caller or a journal from another run, never the model's fault: the
-    model's mistakes are :class:`Violation` values, returned rather than raised.
+    model's mistakes are :class:`Refusal` values, returned rather than raised.
     """
-
-
-class Violation(TurnError, frozen=True):
-    """A well-formed reply that breaks a rule of this chat; ``detail`` is one line."""
 
 
 class ChatRules(msgspec.Struct, frozen=True, kw_only=True):
@@ -288,7 +285,7 @@ def apply_turn(
     rules: ChatRules,
     *,
     instant_event: str | None = None,
-) -> ChatState | Violation:
+) -> ChatState | Refusal:
     """The state after ``parsed`` is accepted as the next turn, or the rule it breaks.
 
     ``instant_event`` is the event woven into this speaker's prompt, recorded on the turn.
@@ -304,7 +301,7 @@ def apply_turn(
     if problem:
         return problem
     stamps = _place_in_time(state, parsed.messages, rules.gap)
-    if isinstance(stamps, Violation):
+    if isinstance(stamps, Refusal):
         return stamps
     turn = Turn(
         sender=current_speaker(state),
@@ -333,12 +330,12 @@ def replay(state: ChatState, turn: Turn, ended: bool, rules: ChatRules | None = 
     if rules is not None:
         parsed = ParsedTurn(state_line=turn.state, ended=ended, messages=raw)
         after = apply_turn(state, parsed, rules, instant_event=turn.instant_event)
-        if isinstance(after, Violation):
+        if isinstance(after, Refusal):
             raise IllegalMove(f"{where}: journal turn breaks a rule: {after}")
         return after
     problem = _check_state_line(state, turn.state) or _check_ending(state, ended)
     stamps = _place_in_time(state, raw, _ANY_GAP)
-    if problem or isinstance(stamps, Violation):
+    if problem or isinstance(stamps, Refusal):
         raise IllegalMove(f"{where}: journal turn breaks a rule: {problem or stamps}")
     return _advance(state, turn, stamps[-1], ended)
 
@@ -387,7 +384,7 @@ def _normalise(line: str) -> str:
     return re.sub(r"\s*;\s*", "; ", " ".join(line.split())).casefold()
 
 
-def _check_state_line(state: ChatState, line: str) -> Violation | None:
+def _check_state_line(state: ChatState, line: str) -> Refusal | None:
     expected = expected_state_line(state)
     if _normalise(line) == _normalise(expected):
         return None
@@ -397,52 +394,50 @@ def _check_state_line(state: ChatState, line: str) -> Violation | None:
     if topic in later:
         title, left = state.slots[state.slot_index][0], state.turns_left_in_slot
         detail += f"; it tries to move on early: {title!r} has {_turns(left)} left"
-    return Violation(Reason.STATE_MISMATCH, detail)
+    return Refusal(Reason.STATE_MISMATCH, detail)
 
 
-def _check_ending(state: ChatState, ended: bool) -> Violation | None:
+def _check_ending(state: ChatState, ended: bool) -> Refusal | None:
     if not ended or ending_allowed(state):
         return None
     if state.style not in ENDING_STYLES:
         why = f"a {state.style} chat runs to its turn limit and never ends on the tag"
     else:
         why = f"{_turns(_roadmap_left_after_next(state))} of the topic roadmap would remain"
-    return Violation(Reason.EARLY_ENDING, f"<predefined_topics_exhausted/> too early: {why}")
+    return Refusal(Reason.EARLY_ENDING, f"<predefined_topics_exhausted/> too early: {why}")
 
 
-def _check_count(messages: list[RawMessage], rules: ChatRules) -> Violation | None:
+def _check_count(messages: list[RawMessage], rules: ChatRules) -> Refusal | None:
     count, bounds = len(messages), f"{rules.min_messages} to {rules.max_messages}"
     if count == 0:
-        return Violation(Reason.NO_MESSAGES, f"the turn has no message; write {bounds}")
+        return Refusal(Reason.NO_MESSAGES, f"the turn has no message; write {bounds}")
     if count < rules.min_messages:
-        return Violation(Reason.TOO_FEW_MESSAGES, f"the turn has {count} messages; write {bounds}")
+        return Refusal(Reason.TOO_FEW_MESSAGES, f"the turn has {count} messages; write {bounds}")
     if count > rules.max_messages:
-        return Violation(Reason.TOO_MANY_MESSAGES, f"the turn has {count} messages; write {bounds}")
+        return Refusal(Reason.TOO_MANY_MESSAGES, f"the turn has {count} messages; write {bounds}")
     return None
 
 
 _TAG_IN_TEXT = re.compile(r"<[A-Za-z/][^>]{0,30}>?")
 
 
-def _check_texts(
-    state: ChatState, messages: list[RawMessage], rules: ChatRules
-) -> Violation | None:
+def _check_texts(state: ChatState, messages: list[RawMessage], rules: ChatRules) -> Refusal | None:
     prefix = _speaker_prefix(tuple(state.speaker_names))
     for number, message in enumerate(messages, start=1):
         if message.type not in rules.allowed_types:
             allowed = ", ".join(rules.allowed_types)
             detail = f"message {number} has type {message.type!r}; allowed: {allowed}"
-            return Violation(Reason.UNKNOWN_TYPE, detail)
+            return Refusal(Reason.UNKNOWN_TYPE, detail)
         if not message.text.strip():
-            return Violation(Reason.EMPTY_TEXT, f"message {number} has no text")
+            return Refusal(Reason.EMPTY_TEXT, f"message {number} has no text")
         tag = _TAG_IN_TEXT.search(message.text)
         if tag:
             detail = f"message {number} contains markup {tag.group(0)!r}"
-            return Violation(Reason.LEFTOVER_TAG, detail)
+            return Refusal(Reason.LEFTOVER_TAG, detail)
         name = prefix.match(message.text)
         if name:
             detail = f"message {number} starts with a speaker's name {name.group(0).strip()!r}"
-            return Violation(Reason.SPEAKER_PREFIX, detail)
+            return Refusal(Reason.SPEAKER_PREFIX, detail)
     return None
 
 
@@ -456,7 +451,7 @@ def _speaker_prefix(names: tuple[str, ...]) -> re.Pattern[str]:
 
 def _place_in_time(
     state: ChatState, messages: list[RawMessage], gap: Gap
-) -> list[datetime] | Violation:
+) -> list[datetime] | Refusal:
     """Each message's datetime, checked against the one before it, or the first problem."""
     stamps: list[datetime] = []
     previous = state.clock
@@ -466,11 +461,11 @@ def _place_in_time(
             stamp = parse_stamp(message.t, message.d, datetime.combine(state.start_date, time()))
             if stamp is not None and stamp.date() != state.start_date:
                 start = state.start_date.strftime("%d.%m")
-                return Violation(Reason.WRONG_DATE_START, f"{where}; the chat starts on {start}")
+                return Refusal(Reason.WRONG_DATE_START, f"{where}; the chat starts on {start}")
         else:
             stamp = parse_stamp(message.t, message.d, previous)
         if stamp is None:
-            return Violation(Reason.BAD_TIMESTAMP, f"{where} is not a real time and day")
+            return Refusal(Reason.BAD_TIMESTAMP, f"{where} is not a real time and day")
         if previous is not None:
             problem = _check_step(where, previous, stamp, message, gap, reply=number == 1)
             if problem:
@@ -482,22 +477,22 @@ def _place_in_time(
 
 def _check_step(
     where: str, previous: datetime, stamp: datetime, message: RawMessage, gap: Gap, reply: bool
-) -> Violation | None:
+) -> Refusal | None:
     before = f"the previous {describe_stamp(previous)}"
     if stamp < previous:
-        return Violation(Reason.CLOCK_BACKWARDS, f"{where} is before {before}")
+        return Refusal(Reason.CLOCK_BACKWARDS, f"{where} is before {before}")
     step = stamp - previous
     span = describe_span(minutes_between(previous, stamp))
     if step > gap.max:
         # A day/month earlier than the clock's reads as next year; say what was meant.
         back = parse_stamp_before(message.t, message.d, previous)
         if back is not None and back < previous and previous - back < step:
-            return Violation(Reason.CLOCK_BACKWARDS, f"{where} is before {before}")
+            return Refusal(Reason.CLOCK_BACKWARDS, f"{where} is before {before}")
         limit = describe_span(gap.max_minutes)
-        return Violation(Reason.GAP_TOO_LONG, f"{where} is {span} after {before}; max {limit}")
+        return Refusal(Reason.GAP_TOO_LONG, f"{where} is {span} after {before}; max {limit}")
     if reply and step < gap.min:
         limit = describe_span(gap.min_minutes)
-        return Violation(Reason.GAP_TOO_SHORT, f"{where} is {span} after {before}; min {limit}")
+        return Refusal(Reason.GAP_TOO_SHORT, f"{where} is {span} after {before}; min {limit}")
     return None
 
 

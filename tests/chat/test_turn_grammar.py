@@ -13,17 +13,17 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from xgrammar.testing import _is_grammar_accept_string
 
-from soc_async.formats.clock import Gap, minutes_between
-from soc_async.formats.turn import ParsedTurn, RawMessage, parse_turn
-from soc_async.formats.turn_grammar import turn_grammar
-from soc_async.records import Experience, ExperienceMeta, TopicSlot
-from soc_async.stages.chat_state import (
+from soc_async.chat.grammar import turn_grammar
+from soc_async.chat.state import (
     ChatRules,
     ChatState,
     IllegalMove,
     apply_turn,
     initial_state,
 )
+from soc_async.formats.clock import Gap, minutes_between
+from soc_async.formats.turn import ParsedTurn, RawMessage, parse_turn
+from soc_async.records import Experience, ExperienceMeta, TopicSlot
 
 NAMES = {"p-ana": "Ana Sousa", "p-kofi": "Kofi Mensah"}
 RULES = ChatRules()

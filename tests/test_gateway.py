@@ -1,4 +1,4 @@
-"""The Engine the stages call: its in-flight bounds sized per engine, replies without
+"""The ModelGateway the stages call: its in-flight bounds sized per engine, replies without
 thinking, the chat-template switches sent per call kind, and endpoints not yet ready."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from soc_async import config as config_mod
-from soc_async.engine import DEFAULT_PER_ENGINE, Engine, engine_limits, with_endpoints_file
+from soc_async.gateway import DEFAULT_PER_ENGINE, ModelGateway, engine_limits, with_endpoints_file
 from soc_async.llm.metrics import EngineInfo
 from soc_async.llm.readiness import EndpointsFile, ServedEngine
 from soc_async.llm.types import ChatRequest
-from soc_async.progress import RunStats
+from soc_async.progress import RunCounters
 
 
 def config(*urls: str, **changes: Any) -> config_mod.RunConfig:
@@ -58,7 +58,7 @@ async def test_the_total_bound_is_the_sum_of_the_engines(fake_server) -> None:
     router knows each engine's bound; the limiter never starts above the total."""
     a, b = await fake_server(), await fake_server()
     cfg = config(a.url, b.url, **{"concurrency.per_engine": 12, "concurrency.initial": 32})
-    async with Engine(cfg, RunStats()) as engine:
+    async with ModelGateway(cfg, RunCounters()) as engine:
         assert engine.config.concurrency.max == 24
         assert engine.limiter.capacity == 24
         assert engine.controller is not None and engine.controller.bounds.max == 24
@@ -69,7 +69,7 @@ async def test_the_total_bound_is_the_sum_of_the_engines(fake_server) -> None:
 async def test_without_any_size_each_engine_gets_the_default(fake_server) -> None:
     """The fake server, like vLLM 0.32, does not export its batch size: 256 each."""
     a, b, c = await fake_server(), await fake_server(), await fake_server()
-    async with Engine(config(a.url, b.url, c.url), RunStats()) as engine:
+    async with ModelGateway(config(a.url, b.url, c.url), RunCounters()) as engine:
         assert engine.config.concurrency.max == 3 * DEFAULT_PER_ENGINE
         assert set(engine.limits.values()) == {DEFAULT_PER_ENGINE}
 
@@ -77,8 +77,8 @@ async def test_without_any_size_each_engine_gets_the_default(fake_server) -> Non
 async def test_thinking_is_stripped_and_counted(fake_server) -> None:
     """A reply that starts with a <think> block reaches the stage without it."""
     server = await fake_server(reply=lambda body: "<think>\nplan the card\n</think>\n\nAnswer.")
-    stats = RunStats()
-    async with Engine(config(server.url), stats) as engine:
+    stats = RunCounters()
+    async with ModelGateway(config(server.url), stats) as engine:
         reply = await engine.complete("summary", ask())
         again = await engine.complete("turn", ask())
     assert reply.text == again.text == "Answer."
@@ -96,7 +96,7 @@ async def test_chat_template_kwargs_are_sent_per_call_kind(fake_server) -> None:
 
     server = await fake_server(reply=reply)
     cfg = config(server.url, **{"calls.summary.chat_template_kwargs": {"enable_thinking": True}})
-    async with Engine(cfg, RunStats()) as engine:
+    async with ModelGateway(cfg, RunCounters()) as engine:
         await engine.complete("turn", ask("turn"))
         await engine.complete("summary", ask("summary"))
     assert bodies["turn"]["chat_template_kwargs"] == {"enable_thinking": False}
@@ -111,7 +111,7 @@ async def test_an_endpoint_not_ready_in_time_is_left_out_until_it_answers(fake_s
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     cfg = config(up.url, dead, **{"client.ready_timeout_s": 0.3})
-    async with Engine(cfg, RunStats()) as engine:
+    async with ModelGateway(cfg, RunCounters()) as engine:
         for i in range(4):
             reply = await engine.complete("turn", ask(), affinity=f"chat-{i}")
             assert reply.endpoint == up.url
@@ -125,5 +125,5 @@ async def test_no_endpoint_ready_fails_before_the_first_request(ready_timeout: f
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(ServerError, match="no server ready"):
-        async with Engine(config(dead, **{"client.ready_timeout_s": ready_timeout}), RunStats()):
+        async with ModelGateway(config(dead, **{"client.ready_timeout_s": ready_timeout}), RunCounters()):
             pass
