@@ -125,5 +125,7 @@ async def test_no_endpoint_ready_fails_before_the_first_request(ready_timeout: f
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(ServerError, match="no server ready"):
-        async with ModelGateway(config(dead, **{"client.ready_timeout_s": ready_timeout}), RunCounters()):
+        async with ModelGateway(
+            config(dead, **{"client.ready_timeout_s": ready_timeout}), RunCounters()
+        ):
             pass

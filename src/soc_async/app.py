@@ -27,8 +27,8 @@ import msgspec
 from soc_async import config as config_mod
 from soc_async import logs
 from soc_async.config import RunConfig, ServerConfig
-from soc_async.gateway import ModelGateway, served_engines
 from soc_async.errors import ConfigError, Interrupted, ServerStartError
+from soc_async.gateway import ModelGateway, served_engines
 from soc_async.llm.engines import EngineGroup
 from soc_async.llm.plan import plan_engines
 from soc_async.pipeline import Pipeline
@@ -158,6 +158,12 @@ def _run_loop(
         stop = StopSignal(grace_s=config.client.shutdown_grace_s)
         with stop.installed(), LiveView(counters) as view:
             async with ModelGateway(config, counters) as gateway, anyio.create_task_group() as tg:
+                log.info(
+                    "requests in flight",
+                    per_engine=gateway.limits,
+                    total=gateway.config.concurrency.max,
+                    fixed=config.concurrency.fixed,
+                )
                 pipeline = Pipeline(
                     gateway.config,  # with the bounds sized from the engines
                     run_dir,
@@ -227,6 +233,7 @@ def serve(
     endpoints_file: str | None = None,
     log_dir: str | None = None,
     stagger_s: float = 15.0,
+    restart_delay_s: float = 10.0,
     dry_run: bool = False,
 ) -> int:
     """``soc-async serve``: the engines of a layout in the foreground until SIGINT/SIGTERM.
@@ -251,7 +258,12 @@ def serve(
         for engine in plan.engines:
             print(_shown(engine.spec), flush=True)
         return 0
-    group = EngineGroup(plan, max_restarts=server.max_restarts, stagger_s=stagger_s)
+    group = EngineGroup(
+        plan,
+        max_restarts=server.max_restarts,
+        stagger_s=stagger_s,
+        restart_delay_s=restart_delay_s,
+    )
     written = None
     announced: set[str] = set()
     try:

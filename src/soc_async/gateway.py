@@ -123,7 +123,7 @@ class ModelGateway:
         if c.fixed is None and self.limiter.capacity > total:
             self.limiter.set_capacity(total)
         pool = c.fixed or total
-        log.info("in-flight bounds", per_engine=limits, total=total)
+        log.debug("in-flight bounds", per_engine=limits, total=total)
         for kind in CALL_KINDS:
             urls = tuple(cfg.endpoints_for(kind))
             if urls not in self._clients:

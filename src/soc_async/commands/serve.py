@@ -37,6 +37,9 @@ def register(sub: Any) -> None:
     p.add_argument("--max-restarts", type=int, default=3, metavar="N", help="per engine (3)")
     p.add_argument("--stagger-s", type=float, default=15.0, metavar="S", help="between starts")
     p.add_argument(
+        "--restart-delay", type=float, default=10.0, metavar="S", help="before a restart (10)"
+    )
+    p.add_argument(
         "--startup-timeout", type=float, default=1800.0, metavar="S", help="per engine start"
     )
     p.add_argument("--endpoints-file", metavar="FILE", help="write the engines' URLs here")
@@ -76,6 +79,7 @@ def handle(args: argparse.Namespace) -> int:
         endpoints_file=args.endpoints_file,
         log_dir=args.log_dir,
         stagger_s=args.stagger_s,
+        restart_delay_s=args.restart_delay,
         dry_run=args.dry_run,
     )
 

@@ -30,7 +30,7 @@ from soc_async import logs
 from soc_async.config import ServerConfig
 from soc_async.errors import InputError
 from soc_async.llm import node
-from soc_async.llm.layout import GpuSet, Layout, default_max_num_seqs, plan_layout
+from soc_async.llm.layout import GpuSet, Layout, LayoutError, default_max_num_seqs, plan_layout
 from soc_async.llm.server import (
     QUIET_ARGS,
     ManagedServer,
@@ -138,6 +138,13 @@ def plan_engines(
         )
         return _checked(EnginePlan(model=server.model, engines=[_cpu_engine(spec)]))
     shape = node.model_shape(server.model, env)
+    if shape is None and server.tensor_parallel is None:
+        raise LayoutError(
+            f"{server.model} is neither a checkpoint directory nor in the Hugging Face cache "
+            f"{node.hf_hub_cache(env)}, so its config.json cannot be read to choose a layout: "
+            f"download it first (hf download {server.model}, with the job's HF_HOME) or give "
+            "the tensor-parallel size"
+        )
     layout = plan_layout(
         shape, gpus, tp=server.tensor_parallel, engines=server.engines, dp_mode=dp_mode
     )

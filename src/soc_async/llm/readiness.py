@@ -179,7 +179,9 @@ async def wait_until_ready(
         for url, why in list(pending.items()):
             if not why:
                 del pending[url]
-                log.info("server ready", url=url, after_s=round(time.monotonic() - started, 1))
+                waited = time.monotonic() - started
+                if waited >= poll_s:  # said only when there was a wait
+                    log.info("server ready", url=url, after_s=round(waited, 1))
         if not pending:
             return []
         now = time.monotonic()
