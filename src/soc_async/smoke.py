@@ -20,7 +20,7 @@ import msgspec
 
 from soc_async import config as config_mod
 from soc_async import logs
-from soc_async.config import RunConfig, ServerConfig
+from soc_async.config import ServerConfig
 from soc_async.errors import ServerError
 from soc_async.llm.metrics import MetricsSnapshot, fetch_metrics
 
