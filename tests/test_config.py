@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
 from soc_async import config as cfg
@@ -80,3 +82,27 @@ def test_partial_call_table_keeps_the_kinds_other_defaults(tmp_path):
     assert loaded.calls.turn.max_tokens == cfg.RunConfig().calls.turn.max_tokens
     assert loaded.calls.summary.temperature == cfg.RunConfig().calls.summary.temperature
     assert loaded.calls.summary.max_tokens == 99
+
+
+def test_concurrency_bounds_are_per_engine_by_default() -> None:
+    """No total and no per-engine bound by default (the engines size them); a per-engine
+    bound below 1 is refused; initial is checked against max only when max is set."""
+    default = cfg.RunConfig()
+    assert default.concurrency.max is None and default.concurrency.per_engine is None
+    assert cfg.from_dict({"concurrency": {"initial": 5000}}).concurrency.initial == 5000
+    with pytest.raises(ConfigError, match=r"concurrency\.per_engine"):
+        cfg.from_dict({"concurrency": {"per_engine": 0}})
+    with pytest.raises(ConfigError, match=r"concurrency\.initial.*concurrency\.max \(64\)"):
+        cfg.from_dict({"concurrency": {"max": 64, "initial": 128}})
+
+
+def test_chat_template_kwargs_default_to_thinking_off_and_survive_a_dump() -> None:
+    """Every call kind turns thinking off by default; a kind's own table replaces it and
+    reads back the same from the dumped config.toml."""
+    default = cfg.RunConfig()
+    for kind in cfg.CALL_KINDS:
+        assert default.call(kind).chat_template_kwargs == {"enable_thinking": False}
+    changed = cfg.override(default, {"calls.summary.chat_template_kwargs": {}})
+    again = cfg.from_dict(tomllib.loads(cfg.dump(changed)))
+    assert again.calls.summary.chat_template_kwargs == {}
+    assert again.calls.turn.chat_template_kwargs == {"enable_thinking": False}

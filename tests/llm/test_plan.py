@@ -128,6 +128,24 @@ def test_visible_devices_follow_cuda_visible_devices(
     assert node.visible_gpus("6").ids == ("6",)
 
 
+def test_without_nvidia_smi_the_memory_is_what_the_user_says(
+    fake_node: FakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A login node has no nvidia-smi: the devices come from --gpus, the memory from
+    --gpu-memory-gib, so a dry run there plans what the GPU node will run (70B: TP 4)."""
+    fake_node.apply(monkeypatch)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert node.visible_gpus("0,1").memory_bytes is None
+    gpus = node.visible_gpus("0,1,2,3,4,5,6,7", memory_gib=80)
+    assert gpus.memory_bytes == 80 * GIB
+    fake_node.model("meta-llama/Llama-3.3-70B-Instruct")
+    plan = plan_engines(
+        ServerConfig(model="meta-llama/Llama-3.3-70B-Instruct", command=["vllm", "serve"]),
+        gpus=gpus,
+    )
+    assert plan.layout is not None and plan.layout.tp == 4
+
+
 def test_the_model_shape_comes_from_the_cache_or_a_directory(
     fake_node: FakeNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
