@@ -83,7 +83,7 @@ async def test_thinking_is_stripped_and_counted(fake_server) -> None:
         again = await engine.complete("turn", ask())
     assert reply.text == again.text == "Answer."
     assert stats.thinking_stripped == 2
-    assert stats.snapshot()["thinking_stripped"] == 2
+    assert stats.snapshot().thinking_stripped == 2
 
 
 async def test_chat_template_kwargs_are_sent_per_call_kind(fake_server) -> None:

@@ -17,9 +17,9 @@ import contextlib
 import shlex
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import anyio
 import msgspec
@@ -27,20 +27,22 @@ import msgspec
 from soc_async import config as config_mod
 from soc_async import logs
 from soc_async.config import RunConfig, ServerConfig
-from soc_async.errors import ConfigError, Interrupted, ServerStartError
+from soc_async.errors import ConfigError, Interrupted, ServerStartError, first_error
 from soc_async.gateway import ModelGateway, served_engines
 from soc_async.llm.engines import EngineGroup
 from soc_async.llm.plan import plan_engines
+from soc_async.monitor.exporter import MetricsServer
 from soc_async.pipeline import Pipeline
-from soc_async.progress import LiveView, RunCounters
+from soc_async.progress import LiveView, Reporter, RunCounters
 from soc_async.records import id_index
 from soc_async.scheduler.runner import StopSignal
 from soc_async.store import RunDir, run_identity
 
+log = logs.get("app")
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     from soc_async.llm.server import ServerSpec
-
-log = logs.get("app")
 
 
 def execute(
@@ -50,13 +52,32 @@ def execute(
     resume: bool = False,
     chats_from_imports: bool = False,
     allow_torn: bool = False,
+    metrics_at: tuple[str, int] | None = None,
 ) -> str:
     """Runs ``config`` to completion and returns a one-line summary of what was written.
 
     ``imports`` are input files already checked (store.check_stage_inputs); a torn last
-    line in them is left out only with ``allow_torn``."""
-    with _terminate_as_interrupt():
-        return _execute(config, imports or {}, resume, chats_from_imports, allow_torn)
+    line in them is left out only with ``allow_torn``. ``metrics_at`` (host, port): serve
+    the run's figures for Prometheus there.
+    """
+    with _terminate_as_interrupt(), _exporter(config, metrics_at) as exporter:
+        return _execute(config, imports or {}, resume, chats_from_imports, allow_torn, exporter)
+
+
+@contextlib.contextmanager
+def _exporter(
+    config: RunConfig, metrics_at: tuple[str, int] | None
+) -> Iterator[MetricsServer | None]:
+    """The Prometheus endpoint, opened before anything is written (a busy port is an
+    input error that must leave no run directory behind)."""
+    if metrics_at is None:
+        yield None
+        return
+    host, port = metrics_at
+    info = {"path": str(Path(config.out)), "seed": str(config.seed), "shard": config.shard}
+    with MetricsServer(host, port, info) as server:
+        log.info("prometheus metrics", url=server.url)
+        yield server
 
 
 @contextlib.contextmanager
@@ -85,17 +106,51 @@ def _execute(
     resume: bool,
     chats_from_imports: bool,
     allow_torn: bool,
+    exporter: MetricsServer | None,
 ) -> str:
     run_dir = _prepare(config, imports, resume, chats_from_imports, allow_torn)
+    counters = RunCounters()
+    counters.capacity = config.concurrency.fixed or config.concurrency.initial
+    reporter = Reporter(
+        counters,
+        lambda snap: run_dir.append_metrics(msgspec.to_builtins(snap)),
+        interval_s=config.monitor.interval_s,
+        publish=exporter.publish if exporter is not None else None,
+    )
+    # A line at once: a watcher of a resumed directory must not take the previous
+    # process's finished line for this one's end while a managed server starts.
+    reporter.report()
+    outcome = "failed"
+    try:
+        _run(config, run_dir, counters, reporter, chats_from_imports)
+        outcome = "done"
+    except BaseException as exc:
+        error = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if isinstance(error, Interrupted | KeyboardInterrupt):
+            outcome = "interrupted"
+        raise
+    finally:
+        try:
+            reporter.final(outcome)
+        except OSError as exc:  # advisory figures must not hide how the run ended
+            log.warning("cannot write the last metrics line", error=str(exc))
+    return _summary(run_dir, counters)
+
+
+def _run(
+    config: RunConfig,
+    run_dir: RunDir,
+    counters: RunCounters,
+    reporter: Reporter,
+    chats_from_imports: bool,
+) -> None:
     if chats_from_imports:
         config = config_mod.override(
             config, {"targets.chats": _chat_target(run_dir)}, "imported experiences"
         )
     config = served_engines(config)
     with managed_engines(config) as (config, group):
-        counters = RunCounters()
-        _run_loop(config, run_dir, counters, group)
-    return _summary(run_dir, counters)
+        _run_loop(config, run_dir, counters, reporter, group)
 
 
 def _prepare(
@@ -152,11 +207,15 @@ def managed_engines(config: RunConfig) -> Iterator[tuple[RunConfig, EngineGroup 
 
 
 def _run_loop(
-    config: RunConfig, run_dir: RunDir, counters: RunCounters, group: EngineGroup | None
+    config: RunConfig,
+    run_dir: RunDir,
+    counters: RunCounters,
+    reporter: Reporter,
+    group: EngineGroup | None,
 ) -> None:
     async def main() -> None:
         stop = StopSignal(grace_s=config.client.shutdown_grace_s)
-        with stop.installed(), LiveView(counters) as view:
+        with stop.installed(), LiveView(counters, title=str(run_dir.path)) as view:
             async with ModelGateway(config, counters) as gateway, anyio.create_task_group() as tg:
                 log.info(
                     "requests in flight",
@@ -175,8 +234,10 @@ def _run_loop(
                 )
                 if group is not None:
                     tg.start_soon(_watch, group)
+                tg.start_soon(view.run)
+                tg.start_soon(reporter.run)
                 async with stop.guard():
-                    await pipeline.run_with_view(view)
+                    await pipeline.run()
                 tg.cancel_scope.cancel()
         if stop.requested:
             raise Interrupted(
@@ -209,17 +270,41 @@ def _summary(run_dir: RunDir, counters: RunCounters) -> str:
         name: sum(1 for header in run_dir.scan(name) if header.kind)
         for name in ("personas", "experiences", "conversations", "failures")
     }
-    rate = counters.snapshot()
+    snap = counters.snapshot()
+    faults = ", ".join(f"{k} {v}" for k, v in snap.faults.items()) or "none"
+    rejected = ", ".join(f"{k} {v}" for k, v in list(snap.rejections.items())[:5]) or "none"
     thinking = (
-        f"; {counters.thinking_stripped} <think> parts stripped from replies"
-        if counters.thinking_stripped
+        f"; {snap.thinking_stripped} <think> parts stripped from replies"
+        if snap.thinking_stripped
         else ""
     )
+    if len(snap.rejections) > 5:
+        rejected += f", ... ({sum(snap.rejections.values())} in all)"
     return (
         f"{run_dir.path}: {counts['personas']} personas, {counts['experiences']} experiences, "
         f"{counts['conversations']} conversations, {counts['failures']} failures; "
-        f"{rate['completion_tokens']} tokens generated in {rate['elapsed_s']:.0f}s{thinking}"
+        f"{snap.completion_tokens} tokens generated in {snap.elapsed_s:.0f}s; "
+        f"transport faults: {faults} ({snap.request_errors} requests failed for good); "
+        f"rejected: {rejected}{thinking}"
     )
+
+
+def with_gateway(config: RunConfig, work: Callable[[ModelGateway], Awaitable[T]]) -> T:
+    """Runs ``work`` with a :class:`ModelGateway` on the config's servers, as a run would:
+    the embedded server is started (and stopped) when the config names no endpoint.
+    For commands other than ``run`` that ask the served model, e.g. the report's judge."""
+    with _terminate_as_interrupt(), managed_engines(served_engines(config)) as (config, _):
+        gateway_config = config
+
+        async def main() -> T:
+            async with ModelGateway(gateway_config, RunCounters()) as gateway:
+                return await work(gateway)
+
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+            return asyncio.run(main())
+        return uvloop.run(main())
 
 
 def serve(

@@ -130,6 +130,18 @@ def test_dry_run_a_given_tp_size_and_vllm_data_parallel(fake_node: FakeNode) -> 
     assert "--tensor-parallel-size 2" in engine and "--data-parallel-size 4" in engine
 
 
+def test_dry_run_metrics_port_is_opt_in(fake_node: FakeNode) -> None:
+    """METRICS_PORT turns on soc-async's Prometheus endpoint (on 127.0.0.1 unless
+    METRICS_HOST says otherwise); unset, the flag is not passed."""
+    (soc_off,) = _commands(_dry(fake_node, SLURM_GPUS_ON_NODE="1").stdout)[-1:]
+    assert "--metrics-port" not in soc_off
+    (soc,) = _commands(_dry(fake_node, METRICS_PORT="9400").stdout)[-1:]
+    assert soc[soc.index("--metrics-port") + 1] == "9400"
+    assert soc[soc.index("--metrics-host") + 1] == "127.0.0.1"
+    (wide,) = _commands(_dry(fake_node, METRICS_PORT="9400", METRICS_HOST="0.0.0.0").stdout)[-1:]
+    assert wide[wide.index("--metrics-host") + 1] == "0.0.0.0"
+
+
 def test_dry_run_follows_slurms_devices(fake_node: FakeNode) -> None:
     """SLURM's CUDA_VISIBLE_DEVICES names the job's GPUs; the engines get those."""
     result = _dry(fake_node, SLURM_GPUS_ON_NODE="2", CUDA_VISIBLE_DEVICES="4,5")
