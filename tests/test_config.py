@@ -106,3 +106,23 @@ def test_chat_template_kwargs_default_to_thinking_off_and_survive_a_dump() -> No
     again = cfg.from_dict(tomllib.loads(cfg.dump(changed)))
     assert again.calls.summary.chat_template_kwargs == {}
     assert again.calls.turn.chat_template_kwargs == {"enable_thinking": False}
+
+
+def test_servers_on_the_command_line_replace_those_of_a_resumed_run(tmp_path) -> None:
+    """A requeued job resumes with its new engines: --endpoints-file replaces the URLs
+    saved in the run's config.toml (another job's ports), and --endpoint replaces a saved
+    endpoints file, so no dead server is waited for."""
+    from soc_async.cli import build_parser
+    from soc_async.commands.generate import resolve_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = cfg.override(
+        cfg.RunConfig(), {"endpoints": ["http://127.0.0.1:20000"], "endpoints_file": "old.json"}
+    )
+    (run / "config.toml").write_text(cfg.dump(saved))
+    parse = build_parser().parse_args
+    fresh = resolve_config(parse(["run", "--resume", str(run), "--endpoints-file", "new.json"]))
+    assert fresh.endpoints == [] and fresh.endpoints_file == "new.json"
+    named = resolve_config(parse(["run", "--resume", str(run), "--endpoint", "http://h:1"]))
+    assert named.endpoints == ["http://h:1"] and named.endpoints_file == ""

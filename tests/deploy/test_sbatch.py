@@ -344,8 +344,9 @@ def test_default_layout_job_with_an_engine_dying_mid_run(fake_node: FakeNode) ->
     """On 8 fake GPUs with the 28-head model and no TP_SIZE: 8 engines of TP 1 start
     staggered, each on its own device and port. Engine 2 crashes after its third request:
     it is restarted on the same device and port while the others serve on, its
-    conversations move, and the run completes with every target met. Executed again, the
-    job resumes the same directory and keeps everything it had."""
+    conversations move, and the run completes with every target met. Executed again on
+    other ports (a requeued job), it resumes the same directory with the new engines and
+    keeps everything it had."""
     targets = {"personas": 8, "experiences": 8, "chats": 8}
     env = _job_env(
         fake_node,
@@ -373,6 +374,7 @@ def test_default_layout_job_with_an_engine_dying_mid_run(fake_node: FakeNode) ->
     assert sum(1 for n in served if n > 0) >= 2, served
 
     env.pop("FAKE_VLLM_DIE_AFTER")
+    env["PORT"] = str(_free_ports())  # the requeued job gets other ports: the run follows
     second = _run_job(env, fake_node.tmp)
     assert second.returncode == 0, _explain(second, fake_node.tmp)
     assert "resuming" in second.stderr

@@ -50,11 +50,10 @@ def parse_concurrency(text: str) -> list[int]:
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
+    from soc_async.commands.options import server_overrides
+
     changes: dict[str, Any] = {
-        "endpoints": args.endpoint,
-        "endpoints_file": args.endpoints_file,
-        "client.ready_timeout_s": args.ready_timeout,
-        "model": args.model,
+        **server_overrides(args),
         "seed": args.seed,
         "chat.max_turns": args.max_turns,
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from soc_async import config as config_mod
-from soc_async.commands.options import add_server_options, add_verbose
+from soc_async.commands.options import add_server_options, add_verbose, server_overrides
 from soc_async.errors import EXIT_INTERRUPTED, EXIT_OK, InputError, Interrupted
 from soc_async.store import check_stage_inputs
 
@@ -90,11 +90,8 @@ def _allow_torn(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {
-        "endpoints": args.endpoint,
-        "endpoints_file": args.endpoints_file,
-        "client.ready_timeout_s": args.ready_timeout,
+        **server_overrides(args),
         "out": args.out,
-        "model": args.model,
         "concurrency.fixed": args.concurrency,
         "seed": args.seed,
         "chat.max_turns": args.max_turns,

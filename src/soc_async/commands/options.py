@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:
@@ -29,8 +30,28 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="served model name (default: what the server serves)")
 
 
+def server_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config changes the options of :func:`add_server_options` make.
+
+    Servers named on the command line replace those of the config (or of the run being
+    resumed, whose servers were another job's): ``--endpoint`` alone drops a saved
+    endpoints file, ``--endpoints-file`` alone drops saved endpoint URLs.
+    """
+    changes: dict[str, Any] = {
+        "endpoints": args.endpoint,
+        "endpoints_file": args.endpoints_file,
+        "client.ready_timeout_s": args.ready_timeout,
+        "model": args.model,
+    }
+    if args.endpoint and not args.endpoints_file:
+        changes["endpoints_file"] = ""
+    if args.endpoints_file and not args.endpoint:
+        changes["endpoints"] = []
+    return changes
+
+
 def add_verbose(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
-__all__ = ["add_server_options", "add_verbose"]
+__all__ = ["add_server_options", "add_verbose", "server_overrides"]
