@@ -353,7 +353,8 @@ def test_default_layout_job_with_an_engine_dying_mid_run(fake_node: FakeNode) ->
         FAKE_VLLM_DIE_AFTER="1",
         FAKE_VLLM_DIE_DEVICES="2",
         FAKE_VLLM_DIE_ONCE=str(fake_node.tmp / "deaths"),
-        FAKE_VLLM_ARGS="--ttft-s 0.3",
+        # Slow enough replies that the run outlasts the restart (seconds, not minutes).
+        FAKE_VLLM_ARGS="--ttft-s 1.0",
     )
     env["CONFIG"] = str(_config(fake_node.tmp, **targets))
     first = _run_job(env, fake_node.tmp)

@@ -34,7 +34,7 @@ def plan(node: FakeNode, monkeypatch: pytest.MonkeyPatch, n: int, **env: str) ->
         monkeypatch.setenv(key, value)
     node.model()
     server = ServerConfig(
-        model="Qwen/Qwen2.5-7B-Instruct", startup_timeout_s=60, command=["vllm", "serve"]
+        model="Qwen/Qwen2.5-7B-Instruct", startup_timeout_s=120, command=["vllm", "serve"]
     )
     return plan_engines(server, gpus=gpus(n), log_dir=node.tmp / "logs")
 
@@ -45,13 +45,13 @@ def ask(url: str) -> bool:
         url + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
+        with urllib.request.urlopen(request, timeout=30) as reply:
             return reply.status == 200
     except OSError:
         return False
 
 
-def poll_until(group: EngineGroup, done: Callable[[], bool], limit: float = 60.0) -> None:
+def poll_until(group: EngineGroup, done: Callable[[], bool], limit: float = 120.0) -> None:
     deadline = time.monotonic() + limit
     while not done():
         assert time.monotonic() < deadline, group.states()
