@@ -25,7 +25,7 @@ from soc_async.gateway import ModelGateway
 from soc_async.llm.server import ManagedServer, spec_for
 from soc_async.pipeline import Pipeline
 from soc_async.progress import LiveView, RunCounters
-from soc_async.records import Conversation, Experience, Failure, Persona, id_index
+from soc_async.records import Experience, id_index
 from soc_async.scheduler.runner import StopSignal
 from soc_async.store import RunDir, run_identity
 
@@ -170,19 +170,28 @@ async def _watch(server: ManagedServer) -> None:
 
 
 def _summary(run_dir: RunDir, counters: RunCounters) -> str:
+    """One line: records per file, tokens, and (with several models) records by model."""
     counts = {s: 0 for s in ("personas", "experiences", "conversations", "failures")}
+    by_model: dict[str, dict[str, int]] = {}
     for name in counts:
-        counts[name] = sum(
-            1
-            for r in run_dir.load(name)
-            if isinstance(r, Persona | Experience | Conversation | Failure)
-        )
+        for header in run_dir.scan(name):
+            counts[name] += 1
+            if header.model_name:
+                per = by_model.setdefault(header.model_name, {})
+                per[name] = per.get(name, 0) + 1
     rate = counters.snapshot()
-    return (
+    line = (
         f"{run_dir.path}: {counts['personas']} personas, {counts['experiences']} experiences, "
         f"{counts['conversations']} conversations, {counts['failures']} failures; "
         f"{rate['completion_tokens']} tokens generated in {rate['elapsed_s']:.0f}s"
     )
+    if len(by_model) > 1:
+        parts = [
+            f"{model} " + ", ".join(f"{n} {name}" for name, n in per.items())
+            for model, per in sorted(by_model.items())
+        ]
+        line += "; by model: " + "; ".join(parts)
+    return line
 
 
 def serve(*, model: str, host: str, port: int, extra: list[str], api_key: str | None) -> int:

@@ -4,6 +4,10 @@
 request, whatever its stage, takes a slot of one :class:`PriorityLimiter` first, so the
 whole process keeps one bound on requests in flight; the controller moves that bound from
 the servers' /metrics when the concurrency is adaptive.
+
+A request goes to the servers of its model: a model of ``[calls.KIND] models`` that
+names its own ``endpoints`` is served there, any other model by the kind's endpoints
+(else the run's). The model itself was chosen by ``stages.calls.build_request``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class ModelGateway:
         self.controller: AdaptiveController | None = None
         self._clients: dict[tuple[str, ...], LLMClient] = {}
         self._by_kind: dict[str, LLMClient] = {}
+        self._by_model: dict[tuple[str, str], LLMClient] = {}  # (kind, model) -> its servers
         self._stack = AsyncExitStack()
         self._tg: anyio.abc.TaskGroup | None = None
         self._reader: MetricsReader | None = None
@@ -53,23 +58,20 @@ class ModelGateway:
         cfg = self.config
         pool = cfg.concurrency.fixed or cfg.concurrency.max
         for kind in CALL_KINDS:
-            urls = tuple(cfg.endpoints_for(kind))
-            if urls not in self._clients:
-                client = LLMClient(
-                    list(urls),
-                    api_key=cfg.api_key,
-                    config=cfg.client,
-                    pool_size=pool,
-                    default_model=cfg.model,
-                )
-                self._clients[urls] = await self._stack.enter_async_context(client)
-            self._by_kind[kind] = self._clients[urls]
+            self._by_kind[kind] = await self._client(tuple(cfg.endpoints_for(kind)), pool)
+            for choice in cfg.call(kind).models:
+                if choice.endpoints:
+                    client = await self._client(tuple(choice.endpoints), pool)
+                    self._by_model[(kind, choice.name)] = client
         if not self.model:
             self.model = await self._by_kind["turn"].served_model()
         self.counters.capacity = self.limiter.capacity
         if cfg.concurrency.fixed is None:
             main = self._by_kind["turn"]
-            self._reader = MetricsReader(main.session, list(cfg.endpoints_for("turn")))
+            turn_urls = cfg.endpoints_for("turn") + [
+                u for m in cfg.call("turn").models for u in m.endpoints
+            ]
+            self._reader = MetricsReader(main.session, list(dict.fromkeys(turn_urls)))
             self.controller = AdaptiveController(
                 self.limiter,
                 self._read_metrics,
@@ -79,6 +81,23 @@ class ModelGateway:
             self._tg = await self._stack.enter_async_context(anyio.create_task_group())
             self._tg.start_soon(self.controller.run)
         return self
+
+    async def _client(self, urls: tuple[str, ...], pool: int) -> LLMClient:
+        """The one client of an endpoint set, opened on first use."""
+        if urls not in self._clients:
+            client = LLMClient(
+                list(urls),
+                api_key=self.config.api_key,
+                config=self.config.client,
+                pool_size=pool,
+                default_model=self.config.model,
+            )
+            self._clients[urls] = await self._stack.enter_async_context(client)
+        return self._clients[urls]
+
+    def client_for(self, kind: str, model: str) -> LLMClient:
+        """The client whose servers serve ``model`` for calls of ``kind``."""
+        return self._by_model.get((kind, model)) or self._by_kind[kind]
 
     async def __aexit__(self, *exc: object) -> None:
         if self._tg is not None:
@@ -123,7 +142,8 @@ class ModelGateway:
             queued = time.monotonic() - t0
             self.counters.in_flight += 1
             try:
-                reply = await self._by_kind[kind].chat(request, affinity=affinity)
+                client = self.client_for(kind, request.model)
+                reply = await client.chat(request, affinity=affinity)
             except RequestError:
                 self.counters.request_errors += 1
                 raise

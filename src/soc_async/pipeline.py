@@ -22,6 +22,7 @@ import anyio
 from soc_async import logs
 from soc_async.chat.rollout import ChatStage, StartEvent, decode_event, encode_event
 from soc_async.config import RunConfig
+from soc_async.dedup import NearDuplicateIndex
 from soc_async.errors import InputError
 from soc_async.fewshot import FewShotRing, RingSnapshot
 from soc_async.llm.types import Completer
@@ -46,6 +47,14 @@ from soc_async.store import RunDir, Writers
 log = logs.get("pipeline")
 
 RecordT = TypeVar("RecordT", Persona, Experience, Conversation, Failure, Any)
+
+
+def rebuilt_index(
+    threshold: float, items: list[tuple[str, str, list[str]]]
+) -> NearDuplicateIndex | None:
+    """The dataset-wide near-duplicate index of the accepted ``(id, text, names)`` items,
+    as a resumed run must have it; None when ``threshold`` is 0 (the check is off)."""
+    return NearDuplicateIndex.rebuilt(threshold, items) if threshold > 0 else None
 
 
 def shard_indices(target: int, shard: tuple[int, int]) -> list[int]:
@@ -130,7 +139,11 @@ class Pipeline:
                 reset_every=cfg.persona.reset_every,
             )
             sampler = load_stats_engine(cfg.persona)
-            stage = PersonaStage(cfg, self.completer, sampler, ring, self.model_name)
+            dedup = rebuilt_index(
+                cfg.persona.dedup_threshold,
+                [(p.id, p.persona_text, [p.meta.name]) for p in existing],
+            )
+            stage = PersonaStage(cfg, self.completer, sampler, ring, self.model_name, dedup=dedup)
 
             async def one(i: int) -> None:
                 record = await self._counted(
@@ -234,8 +247,15 @@ class Pipeline:
         monitor = StyleMonitor(cfg.experience.style_window, cfg.experience.style_min_pool)
         for r in earlier[-cfg.experience.style_window :]:
             monitor.observe(r.style)
-        stage = ExperienceStage(cfg, self.completer, ring, monitor, self.model_name)
         by_id = {p.id: p for p in personas}
+        dedup = rebuilt_index(
+            cfg.experience.dedup_threshold,
+            [
+                (r.id, r.experience_text, [by_id[p].meta.name for p in r.persona_ids if p in by_id])
+                for r in earlier
+            ],
+        )
+        stage = ExperienceStage(cfg, self.completer, ring, monitor, self.model_name, dedup=dedup)
         pool = PersonaPool(personas) if len(personas) >= 2 else None
 
         async def write(i: int) -> Experience | Failure:

@@ -29,6 +29,7 @@ class StageStatus(msgspec.Struct, kw_only=True):
     finished: int  # records in the stage's file
     failed: int  # failures recorded for the stage
     target: int | None = None  # from config.toml; None when it cannot be read
+    models: dict[str, int] = {}  # finished records by the model that wrote them
 
 
 class RunStatus(msgspec.Struct, kw_only=True):
@@ -59,16 +60,19 @@ def collect(path: str | os.PathLike[str]) -> RunStatus:
     stages = []
     for stage in STAGES:
         finished = 0
+        models: Counter[str] = Counter()
         for header in run.scan(STAGE_FILES[stage]):
             finished += 1
             retries.update(header.retries)
             finished_ids.add(header.item_id)
+            models[header.model_name or "unknown"] += 1
         stages.append(
             StageStatus(
                 stage=stage,
                 finished=finished,
                 failed=failed_by_stage[stage],
                 target=targets.get(stage),
+                models=dict(models.most_common()),
             )
         )
     return RunStatus(
@@ -107,6 +111,8 @@ def render(status: RunStatus) -> RenderableType:
         target = "-" if s.target is None else str(s.target)
         stages.add_row(s.stage, str(s.finished), target, str(s.failed))
     parts: list[RenderableType] = [Text(title, style="bold"), stages]
+    if any(s.models for s in status.stages):
+        parts.append(_models(status.stages))
     parts.append(Text(f"in progress (journal): {status.in_progress}"))
     if status.failures:
         parts.append(_counts("failure reason", status.failures))
@@ -114,6 +120,22 @@ def render(status: RunStatus) -> RenderableType:
         parts.append(_counts("retried for", status.retries))
     parts.append(_metrics(status.metrics))
     return Group(*parts)
+
+
+def _models(stages: list[StageStatus]) -> Table:
+    """Finished records by model, one column per stage, with each model's share."""
+    table = Table()
+    table.add_column("model")
+    names = list(dict.fromkeys(m for s in stages for m in s.models))
+    for s in stages:
+        table.add_column(s.stage, justify="right")
+    for name in names:
+        cells = []
+        for s in stages:
+            n = s.models.get(name, 0)
+            cells.append(f"{n} ({n / s.finished:.0%})" if s.finished else "-")
+        table.add_row(name, *cells)
+    return table
 
 
 def _counts(label: str, counts: dict[str, int]) -> Table:
