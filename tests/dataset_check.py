@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
+from datetime import date
 from pathlib import Path
 
 TYPES = {"text", "image", "audio", "video", "sticker"}
@@ -68,11 +70,21 @@ def expected_states(topics: list[dict], turns: int) -> list[str]:
     return lines[:turns]
 
 
-def check_conversation(c: dict, persona_ids: set[str], max_turns: int, gaps: dict) -> None:
+def check_conversation(
+    c: dict,
+    persona_ids: set[str],
+    max_turns: int,
+    gaps: dict,
+    *,
+    min_turns: int = 1,
+    overtime: int | None = None,
+    names: dict[str, str] | None = None,
+) -> None:
     """Raises AssertionError naming the first rule ``c`` breaks."""
     cid = c["chat_id"]
     turns = c["turns"]
-    assert 1 <= len(turns) <= max_turns, (cid, len(turns))
+    min_turns = min(min_turns, max_turns)
+    assert min_turns <= len(turns) <= max_turns, (cid, len(turns))
     opener, other = c["persona_ids"]
     assert opener != other and {opener, other} <= persona_ids, cid
     for k, turn in enumerate(turns):
@@ -81,12 +93,22 @@ def check_conversation(c: dict, persona_ids: set[str], max_turns: int, gaps: dic
     expected = [" ".join(s.split()).lower() for s in expected_states(c["topics"], len(turns))]
     assert norm == expected, (cid, norm, expected)
     budget = sum(t["turns"] for t in c["topics"])
+    ending = c["style"] in ("structured", "semi-structured")
+    stop = max(budget + overtime, min_turns) if ending and overtime is not None else None
     if c["ended_by"] == "exhausted":
-        assert c["style"] in ("structured", "semi-structured"), cid
+        assert ending, cid
         assert len(turns) >= budget, (cid, "ended before every slot was spent")
+    elif c["ended_by"] == "overtime":
+        assert ending and stop is not None, (cid, "overtime without an overtime limit")
+        assert len(turns) == stop < max_turns, (cid, len(turns), stop)
     else:
+        assert c["ended_by"] == "max_turns", cid
         limit = max_turns if c["style"] != "freeform" or not c["topics"] else min(max_turns, budget)
         assert len(turns) == limit, (cid, len(turns), limit)
+        if stop is not None:
+            assert max_turns <= stop, (cid, "should have ended as overtime", stop)
+    if names:
+        check_events(c, names)
     _gap_min, gap_max = gaps[c["cadence"]]
     prev = None
     for k, turn in enumerate(turns):
@@ -102,6 +124,29 @@ def check_conversation(c: dict, persona_ids: set[str], max_turns: int, gaps: dic
                 assert now - prev <= gap_max, (cid, k, "gap too long", m)
             prev = now
     assert c["usage"]["prompt"] > 0 and c["usage"]["completion"] > 0, cid
+
+
+def _first_word(name: str) -> str:
+    return name.split()[0] if name.split() else name
+
+
+def _names_word(text: str, word: str) -> bool:
+    return re.search(rf"(?<![\w'’-]){re.escape(word)}(?![\w-])", text) is not None
+
+
+def check_events(c: dict, names: dict[str, str]) -> None:
+    """No turn's private event names the other person without naming the speaker (by the
+    first word of their names, as the fake model writes them)."""
+    opener, other = c["persona_ids"]
+    for k, turn in enumerate(c["turns"]):
+        event = turn["instant_event"]
+        if event is None:
+            continue
+        speaker = turn["sender"]
+        listener = other if speaker == opener else opener
+        mine = _names_word(event, _first_word(names[speaker]))
+        theirs = _names_word(event, _first_word(names[listener]))
+        assert mine or not theirs, (c["chat_id"], k, "event of the other person", event)
 
 
 def check_persona(p: dict) -> None:
@@ -123,16 +168,32 @@ def check_experience(e: dict, persona_ids: set[str]) -> None:
     if e["style"] != "freeform":
         assert sum(t["primary"] for t in e["topics"]) == 1, e["id"]
     assert 2 <= len(e["instant_events"]) <= 5, e["id"]
+    owners = e.get("event_personas", [])
+    assert not owners or len(owners) == len(e["instant_events"]), e["id"]
+    assert all(o is None or o in (a, b) for o in owners), e["id"]
+    if e.get("start_time") is not None:
+        assert re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", e["start_time"]), e["id"]
+        date.fromisoformat(e["start_date"])
 
 
 def check_run_dir(path: Path, *, max_turns: int, gaps: dict | None = None) -> dict[str, int]:
-    """Checks every record of a run directory; returns counts per file."""
+    """Checks every record of a run directory; returns counts per file.
+
+    The minimum turns and the overtime limit are read from the run's config.toml (TOML,
+    with this module's own defaults when a key is absent), ``max_turns`` must match it.
+    """
     gaps = gaps or {"realtime": [0, 45], "delayed": [0, 360], "async": [0, 4320]}
+    chat = {}
+    if (path / "config.toml").exists():
+        chat = tomllib.loads((path / "config.toml").read_text()).get("chat", {})
+    assert chat.get("max_turns", max_turns) == max_turns, (chat, max_turns)
+    min_turns, overtime = chat.get("min_turns", 3), chat.get("max_overtime_turns", 4)
     personas = read_jsonl(path / "personas.jsonl")
     experiences = read_jsonl(path / "experiences.jsonl")
     conversations = read_jsonl(path / "conversations.jsonl")
     failures = read_jsonl(path / "failures.jsonl")
     persona_ids = {p["id"] for p in personas}
+    names = {p["id"]: p["meta"]["name"] for p in personas}
     for records, key in (
         (personas, "id"),
         (experiences, "id"),
@@ -148,9 +209,13 @@ def check_run_dir(path: Path, *, max_turns: int, gaps: dict | None = None) -> di
     for e in experiences:
         check_experience(e, persona_ids)
     for c in conversations:
-        check_conversation(c, persona_ids, max_turns, gaps)
+        check_conversation(
+            c, persona_ids, max_turns, gaps, min_turns=min_turns, overtime=overtime, names=names
+        )
     for f in failures:
-        assert f["reason"] and f["attempts"] >= 1 and f["stage"], f
+        # A chat refused before its first call (its plan is under chat.min_turns) made none.
+        assert f["reason"] and f["stage"], f
+        assert f["attempts"] >= (0 if f["reason"] == "too_short" else 1), f
     return {
         "personas": len(personas),
         "experiences": len(experiences),
