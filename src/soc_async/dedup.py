@@ -3,14 +3,20 @@
 A stage checks each valid reply against its two few-shot references (rapidfuzz, exact
 and cheap); that cannot see a copy of an item accepted a thousand items ago. A
 :class:`NearDuplicateIndex` holds every item accepted in the run as a MinHash signature
-in datasketch's LSH index: a lookup costs a hash of the text and a few bucket probes,
-whatever the size of the run (benchmarks/dedup_index.py measures it at 100,000 items).
+(datasketch) in a locality-sensitive hash index: a lookup costs a hash of the text and
+a few bucket probes, whatever the size of the run (benchmarks/dedup_index.py measures it
+at 100,000 items; docs/performance.md has the figures).
 
 Texts are compared on their content: lower-cased word 3-grams, accents dropped, the
 format's fixed words (section headers, field labels, list headers) left out, and the
 persona names of the item masked, so that two cards about different people who live the
 same life collide while two experiences of the same pair about different things do not.
 LSH candidates are confirmed by the signatures' estimated Jaccard similarity.
+
+The band parameters (how many bands of how many rows) are datasketch's ``MinHashLSH``
+choice for the threshold; the band tables are plain dicts of 64-bit band hashes to item
+numbers and the signatures one uint32 matrix, because ``MinHashLSH``'s own storage took
+7.8 KB an item (780 MB at 100,000) where these take about 2 KB.
 
 One event loop, no awaits inside a lookup or an insert: a stage looks up a reply and
 inserts it once accepted with no await between, so two replies cannot both pass as
@@ -52,9 +58,16 @@ def shingles(text: str, names: Sequence[str] = (), size: int = SHINGLE) -> set[b
     return {" ".join(words[i : i + size]).encode() for i in range(len(words) - size + 1)}
 
 
+_BASE: dict[int, MinHash] = {}
+
+
 def signature(text: str, names: Sequence[str] = (), *, num_perm: int = NUM_PERM) -> MinHash:
     """The MinHash of ``text``'s shingles (see :func:`shingles`)."""
-    minhash = MinHash(num_perm=num_perm)
+    base = _BASE.get(num_perm)
+    if base is None:
+        base = _BASE[num_perm] = MinHash(num_perm=num_perm)
+    # The permutations are shared: making them per signature costs a quarter millisecond.
+    minhash = MinHash(num_perm=num_perm, permutations=base.permutations, scheme=base.scheme)
     grams = shingles(text, names)
     if grams:
         minhash.update_batch(list(grams))
@@ -69,36 +82,72 @@ class NearDuplicateIndex:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
         self.num_perm = num_perm
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        # Signature values are below 2**32 (datasketch's hash range): 4 bytes each.
-        self._signatures: dict[str, np.ndarray] = {}
+        params = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self._bands, self._rows = params.b, params.r
+        self._tables: list[dict[int, int | list[int]]] = [{} for _ in range(self._bands)]
+        self._keys: list[str] = []
+        self._known: set[str] = set()
+        self._signatures = np.empty((1024, num_perm), dtype=np.uint32)
 
     def __len__(self) -> int:
-        return len(self._signatures)
+        return len(self._keys)
 
     def __repr__(self) -> str:
-        return f"<NearDuplicateIndex {len(self)} items, threshold {self.threshold}>"
+        return (
+            f"<NearDuplicateIndex {len(self)} items, threshold {self.threshold}, "
+            f"{self._bands} bands of {self._rows}>"
+        )
 
     def signature(self, text: str, names: Sequence[str] = ()) -> MinHash:
         return signature(text, names, num_perm=self.num_perm)
 
+    def _band_hashes(self, values: np.ndarray) -> list[int]:
+        r = self._rows
+        return [hash(values[j * r : (j + 1) * r].tobytes()) for j in range(self._bands)]
+
     def find(self, minhash: MinHash) -> tuple[str, float] | None:
         """The accepted item most similar to ``minhash`` at or above the threshold, with
         its estimated Jaccard similarity; None when there is none."""
-        best: tuple[str, float] | None = None
-        values = minhash.hashvalues.astype(np.uint32)
-        for key in self._lsh.query(minhash):
-            similarity = float(np.mean(self._signatures[key] == values))
-            if similarity >= self.threshold and (best is None or similarity > best[1]):
-                best = (key, similarity)
-        return best
+        values = np.asarray(minhash.hashvalues, dtype=np.uint32)
+        candidates: set[int] = set()
+        for table, band in zip(self._tables, self._band_hashes(values), strict=True):
+            hit = table.get(band)
+            if hit is None:
+                continue
+            if isinstance(hit, int):
+                candidates.add(hit)
+            else:
+                candidates.update(hit)
+        if not candidates:
+            return None
+        rows = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
+        similarity = (self._signatures[rows] == values).mean(axis=1)
+        best = int(np.argmax(similarity))
+        if similarity[best] < self.threshold:
+            return None
+        return self._keys[int(rows[best])], float(similarity[best])
 
     def add(self, key: str, minhash: MinHash) -> None:
         """Index an accepted item; a key already indexed is left as it is."""
-        if key in self._signatures:
+        if key in self._known:
             return
-        self._lsh.insert(key, minhash)
-        self._signatures[key] = minhash.hashvalues.astype(np.uint32)
+        number = len(self._keys)
+        if number == len(self._signatures):
+            grown = np.empty((2 * number, self.num_perm), dtype=np.uint32)
+            grown[:number] = self._signatures
+            self._signatures = grown
+        values = np.asarray(minhash.hashvalues, dtype=np.uint32)
+        self._signatures[number] = values
+        self._keys.append(key)
+        self._known.add(key)
+        for table, band in zip(self._tables, self._band_hashes(values), strict=True):
+            hit = table.get(band)
+            if hit is None:
+                table[band] = number
+            elif isinstance(hit, int):
+                table[band] = [hit, number]
+            else:
+                hit.append(number)
 
     def check_and_add(self, key: str, text: str, names: Sequence[str] = ()) -> str | None:
         """Adds ``text`` unless it is a near-duplicate; returns the id it duplicates."""

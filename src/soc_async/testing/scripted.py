@@ -147,20 +147,19 @@ class ScriptedWriter:
             lines.append(f"**{section}**")
             lines.append(self._section_text(section))
             lines.append("")
-        lines.append("</character>")
+        lines[-1] = "</character>"  # the last section closes the card, as the grammar has it
         return "\n".join(lines)
 
     def _section_text(self, section: str) -> str:
         rng = self._rng
         if not self.rich:
             return " ".join(_sentence(rng) for _ in range(rng.randint(3, 6)))
-        if section in ("Core Traits", "Example Messages"):
-            quote = '"' if section == "Example Messages" else ""
-            lines = [
-                rng.choice(_CHAT) if quote else _sentence(rng) for _ in range(rng.randint(3, 5))
-            ]
-            return "\n".join(f"- {quote}{line}{quote}" for line in lines)
-        low, high = (6, 9) if section == "Physical & Lifestyle" else (3, 5)
+        if section == "Core Traits":
+            return "\n".join(f"- {_sentence(rng)}" for _ in range(rng.randint(3, 5)))
+        if section == "Example Messages":
+            lines = (", ".join(rng.sample(_CHAT, 3)) for _ in range(rng.randint(3, 5)))
+            return "\n".join(f'- "{line}"' for line in lines)
+        low, high = (8, 11) if section == "Physical & Lifestyle" else (4, 6)
         return " ".join(_sentence(rng) for _ in range(rng.randint(low, high)))
 
     def experience(self, prompt: str, broken: bool) -> str:
@@ -187,7 +186,7 @@ class ScriptedWriter:
         if broken:
             initial = f"{titles[-1]}; 9; end"
         events = [f"- {self._event(a, b)}" for _ in range(rng.randint(2, 4))]
-        sentences = (6, 10) if self.rich else (3, 3)
+        sentences = (7, 11) if self.rich else (3, 3)
         narrative = [
             f"{a} and {b} know each other from the {rng.choice(_WORDS)} group. "
             + " ".join(_sentence(rng) for _ in range(rng.randint(*sentences)))
@@ -293,6 +292,40 @@ reply = ScriptedWriter()
 
 rich = ScriptedWriter(seed=11, rich=True)
 """Seed-length cards and experiences, never broken: ``scripted:rich``."""
+
+
+class GrammarChecked:
+    """A reply function that answers as ``writer`` does, and refuses (HTTP 422) any reply
+    the request's grammar would not have allowed.
+
+    A real vLLM server cannot return such a reply: its grammar shapes every token. The
+    fake server can, so a run against this wrapper shows whether the grammars a config
+    sends would cut or forbid what a model writes (``request:http_422`` failures, or
+    none). Checking costs a grammar compile per request (about 20 ms for a turn).
+    """
+
+    def __init__(self, writer: ScriptedWriter) -> None:
+        self.writer = writer
+        self.checked = 0
+        self.refused = 0
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        from xgrammar.testing import _is_grammar_accept_string
+
+        from soc_async.testing.fake_model import ReplyError
+
+        text = self.writer(body)
+        grammar = (body.get("structured_outputs") or {}).get("grammar")
+        if grammar:
+            self.checked += 1
+            if not _is_grammar_accept_string(grammar, text):
+                self.refused += 1
+                raise ReplyError(422, "the reply is not accepted by the request's grammar")
+        return text
+
+
+rich_checked = GrammarChecked(rich)
+"""``scripted:rich`` under its requests' grammars: ``scripted:rich_checked``."""
 
 flaky = ScriptedWriter(seed=7, error_rate=0.1)
 """Breaks about one reply in ten, for tests of the retries: ``scripted:flaky``."""
