@@ -102,7 +102,7 @@ def _check_events_and_dates(out: Path, conversations: list[dict]) -> None:
                 attributed += owner is not None
     assert given > 100 and attributed > given / 2, (given, attributed)
     first_days = set()
-    window = (date(2025, 3, 1), date(2025, 3, 1) + timedelta(days=364))
+    window = (date(2026, 3, 15), date(2026, 3, 15) + timedelta(days=364))
     for c in conversations:
         e = experiences[c["experience_id"]]
         start = date.fromisoformat(e["start_date"])

@@ -497,3 +497,32 @@ def test_sigint_flushes_and_exits_130_with_a_clean_resume(tmp_path: Path) -> Non
     ids = _check_dir(path, acked)
     assert len(ids) < 100_000
     assert os.path.getsize(path / RUN) == size_before
+
+
+def test_a_second_process_cannot_write_a_locked_run_directory(tmp_path: Path) -> None:
+    """While one process holds a run directory, `soc-async run --resume DIR` from another
+    exits 2 naming the holder's pid and writes nothing; once the holder is gone it opens."""
+    import subprocess
+
+    run = new_run(tmp_path / "run")
+    run.release()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from soc_async.store import RunDir; RunDir.open(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(60)", str(run.path)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = {p.name: p.stat().st_mtime_ns for p in run.path.iterdir()}
+        refused = subprocess.run(
+            [sys.executable, "-m", "soc_async.cli", "run", "--resume", str(run.path)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode == 2
+        assert f"in use by process {holder.pid}" in refused.stderr
+        assert {p.name: p.stat().st_mtime_ns for p in run.path.iterdir()} == before
+    finally:
+        holder.kill()
+        holder.communicate()
+    RunDir.open(run.path).release()  # the lock went with the process

@@ -12,24 +12,28 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
+import msgspec
 
 from soc_async import config as config_mod
 from soc_async import logs
 from soc_async.config import RunConfig
-from soc_async.errors import ConfigError, Interrupted, ServerStartError
+from soc_async.errors import ConfigError, Interrupted, ServerStartError, first_error
 from soc_async.gateway import ModelGateway
 from soc_async.llm.server import ManagedServer, spec_for
+from soc_async.monitor.exporter import MetricsServer
 from soc_async.pipeline import Pipeline
-from soc_async.progress import LiveView, RunCounters
-from soc_async.records import Experience, id_index
+from soc_async.progress import LiveView, Reporter, RunCounters
+from soc_async.records import id_index
 from soc_async.scheduler.runner import StopSignal
 from soc_async.store import RunDir, run_identity
 
 log = logs.get("app")
+T = TypeVar("T")
 
 
 def execute(
@@ -38,10 +42,33 @@ def execute(
     imports: dict[str, Path] | None = None,
     resume: bool = False,
     chats_from_imports: bool = False,
+    allow_torn: bool = False,
+    metrics_at: tuple[str, int] | None = None,
 ) -> str:
-    """Runs ``config`` to completion and returns a one-line summary of what was written."""
-    with _terminate_as_interrupt():
-        return _execute(config, imports or {}, resume, chats_from_imports)
+    """Runs ``config`` to completion and returns a one-line summary of what was written.
+
+    ``imports`` are input files already checked (store.check_stage_inputs); a torn last
+    line in them is left out only with ``allow_torn``. ``metrics_at`` (host, port): serve
+    the run's figures for Prometheus there.
+    """
+    with _terminate_as_interrupt(), _exporter(config, metrics_at) as exporter:
+        return _execute(config, imports or {}, resume, chats_from_imports, allow_torn, exporter)
+
+
+@contextlib.contextmanager
+def _exporter(
+    config: RunConfig, metrics_at: tuple[str, int] | None
+) -> Iterator[MetricsServer | None]:
+    """The Prometheus endpoint, opened before anything is written (a busy port is an
+    input error that must leave no run directory behind)."""
+    if metrics_at is None:
+        yield None
+        return
+    host, port = metrics_at
+    info = {"path": str(Path(config.out)), "seed": str(config.seed), "shard": config.shard}
+    with MetricsServer(host, port, info) as server:
+        log.info("prometheus metrics", url=server.url)
+        yield server
 
 
 @contextlib.contextmanager
@@ -65,9 +92,49 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _execute(
-    config: RunConfig, imports: dict[str, Path], resume: bool, chats_from_imports: bool
+    config: RunConfig,
+    imports: dict[str, Path],
+    resume: bool,
+    chats_from_imports: bool,
+    allow_torn: bool,
+    exporter: MetricsServer | None,
 ) -> str:
-    run_dir = _prepare(config, imports, resume, chats_from_imports)
+    run_dir = _prepare(config, imports, resume, chats_from_imports, allow_torn)
+    counters = RunCounters()
+    counters.capacity = config.concurrency.fixed or config.concurrency.initial
+    reporter = Reporter(
+        counters,
+        lambda snap: run_dir.append_metrics(msgspec.to_builtins(snap)),
+        interval_s=config.monitor.interval_s,
+        publish=exporter.publish if exporter is not None else None,
+    )
+    # A line at once: a watcher of a resumed directory must not take the previous
+    # process's finished line for this one's end while a managed server starts.
+    reporter.report()
+    outcome = "failed"
+    try:
+        _run(config, run_dir, counters, reporter, chats_from_imports)
+        outcome = "done"
+    except BaseException as exc:
+        error = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if isinstance(error, Interrupted | KeyboardInterrupt):
+            outcome = "interrupted"
+        raise
+    finally:
+        try:
+            reporter.final(outcome)
+        except OSError as exc:  # advisory figures must not hide how the run ended
+            log.warning("cannot write the last metrics line", error=str(exc))
+    return _summary(run_dir, counters)
+
+
+def _run(
+    config: RunConfig,
+    run_dir: RunDir,
+    counters: RunCounters,
+    reporter: Reporter,
+    chats_from_imports: bool,
+) -> None:
     if chats_from_imports:
         config = config_mod.override(
             config, {"targets.chats": _chat_target(run_dir)}, "imported experiences"
@@ -82,13 +149,15 @@ def _execute(
                 },
                 "managed server",
             )
-        counters = RunCounters()
-        _run_loop(config, run_dir, counters, server)
-    return _summary(run_dir, counters)
+        _run_loop(config, run_dir, counters, reporter, server)
 
 
 def _prepare(
-    config: RunConfig, imports: dict[str, Path], resume: bool, chats_from_imports: bool
+    config: RunConfig,
+    imports: dict[str, Path],
+    resume: bool,
+    chats_from_imports: bool,
+    allow_torn: bool,
 ) -> RunDir:
     chats_follow_experiences = not (chats_from_imports or resume or imports.get("experiences"))
     if chats_follow_experiences and config.targets.chats > config.targets.experiences:
@@ -99,14 +168,18 @@ def _prepare(
     text = config_mod.dump(config)
     identity = run_identity(config)
     path = Path(config.out)
-    run_dir = RunDir.open(path, config_text=text) if resume else RunDir.create(path, text, identity)
+    if resume:
+        run_dir = RunDir.open(path, config_text=text)
+        run_dir.check()  # a hand-edited line is named before any server starts
+    else:
+        run_dir = RunDir.create(path, text, identity)
     for stage, source in imports.items():
-        run_dir.import_records(stage, source)
+        run_dir.import_records(stage, source, allow_torn=allow_torn)
     return run_dir
 
 
 def _chat_target(run_dir: RunDir) -> int:
-    indices = [id_index(r.id) for r in run_dir.load("experiences") if isinstance(r, Experience)]
+    indices = [id_index(h.item_id) for h in run_dir.scan("experiences") if h.kind == "experience"]
     return max(indices) + 1 if indices else 0
 
 
@@ -125,11 +198,15 @@ def _server(config: RunConfig) -> Iterator[ManagedServer | None]:
 
 
 def _run_loop(
-    config: RunConfig, run_dir: RunDir, counters: RunCounters, server: ManagedServer | None
+    config: RunConfig,
+    run_dir: RunDir,
+    counters: RunCounters,
+    reporter: Reporter,
+    server: ManagedServer | None,
 ) -> None:
     async def main() -> None:
         stop = StopSignal(grace_s=config.client.shutdown_grace_s)
-        with stop.installed(), LiveView(counters) as view:
+        with stop.installed(), LiveView(counters, title=str(run_dir.path)) as view:
             async with ModelGateway(config, counters) as gateway, anyio.create_task_group() as tg:
                 pipeline = Pipeline(
                     config,
@@ -142,8 +219,10 @@ def _run_loop(
                 )
                 if server is not None:
                     tg.start_soon(_watch, server)
+                tg.start_soon(view.run)
+                tg.start_soon(reporter.run)
                 async with stop.guard():
-                    await pipeline.run_with_view(view)
+                    await pipeline.run()
                 tg.cancel_scope.cancel()
         if stop.requested:
             raise Interrupted(
@@ -170,20 +249,30 @@ async def _watch(server: ManagedServer) -> None:
 
 
 def _summary(run_dir: RunDir, counters: RunCounters) -> str:
-    """One line: records per file, tokens, and (with several models) records by model."""
-    counts = {s: 0 for s in ("personas", "experiences", "conversations", "failures")}
+    """One line: records per file, tokens, faults, rejections and, when more than one
+    model wrote the records, how many each wrote."""
+    # Headers only: a run of 100,000 conversations is counted, not loaded.
+    counts = dict.fromkeys(("personas", "experiences", "conversations", "failures"), 0)
     by_model: dict[str, dict[str, int]] = {}
     for name in counts:
         for header in run_dir.scan(name):
+            if not header.kind:
+                continue
             counts[name] += 1
             if header.model_name:
                 per = by_model.setdefault(header.model_name, {})
                 per[name] = per.get(name, 0) + 1
-    rate = counters.snapshot()
+    snap = counters.snapshot()
+    faults = ", ".join(f"{k} {v}" for k, v in snap.faults.items()) or "none"
+    rejected = ", ".join(f"{k} {v}" for k, v in list(snap.rejections.items())[:5]) or "none"
+    if len(snap.rejections) > 5:
+        rejected += f", ... ({sum(snap.rejections.values())} in all)"
     line = (
         f"{run_dir.path}: {counts['personas']} personas, {counts['experiences']} experiences, "
         f"{counts['conversations']} conversations, {counts['failures']} failures; "
-        f"{rate['completion_tokens']} tokens generated in {rate['elapsed_s']:.0f}s"
+        f"{snap.completion_tokens} tokens generated in {snap.elapsed_s:.0f}s; "
+        f"transport faults: {faults} ({snap.request_errors} requests failed for good); "
+        f"rejected: {rejected}"
     )
     if len(by_model) > 1:
         parts = [
@@ -192,6 +281,33 @@ def _summary(run_dir: RunDir, counters: RunCounters) -> str:
         ]
         line += "; by model: " + "; ".join(parts)
     return line
+
+
+def with_gateway(config: RunConfig, work: Callable[[ModelGateway], Awaitable[T]]) -> T:
+    """Runs ``work`` with a :class:`ModelGateway` on the config's servers, as a run would:
+    the embedded server is started (and stopped) when the config names no endpoint.
+    For commands other than ``run`` that ask the served model, e.g. the report's judge."""
+    with _terminate_as_interrupt(), _server(config) as server:
+        if server is not None:
+            config = config_mod.override(
+                config,
+                {
+                    "endpoints": [server.base_url],
+                    "client.send_priority": server.priority_scheduling,
+                },
+                "managed server",
+            )
+        gateway_config = config
+
+        async def main() -> T:
+            async with ModelGateway(gateway_config, RunCounters()) as gateway:
+                return await work(gateway)
+
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+            return asyncio.run(main())
+        return uvloop.run(main())
 
 
 def serve(*, model: str, host: str, port: int, extra: list[str], api_key: str | None) -> int:

@@ -222,7 +222,7 @@ class ChatConfig(_Section):
     # The window chats start in: each experience draws a day in [start_date, start_date
     # + start_days) and an hour by start_hours, seeded by its index, and its narrative
     # is written for that weekday and time. An experience without one starts on start_date.
-    start_date: str = "2025-03-01"
+    start_date: str = "2026-03-15"
     start_days: PosInt = 365
     start_hours: list[NonNegFloat] = msgspec.field(default_factory=_default_start_hours)
     # Minutes after the experience's start time within which the first message falls.
@@ -235,6 +235,14 @@ class ChatConfig(_Section):
             "async": [0, 4320],
         }
     )
+
+
+class MonitorConfig(_Section):
+    """How the run reports itself (docs/observability.md)."""
+
+    # A metrics.jsonl line (and the Prometheus endpoint's figures) this often: what
+    # `status --watch` and a scraper see is at most this old.
+    interval_s: PosFloat = 5.0
 
 
 class RunConfig(_Section):
@@ -255,6 +263,7 @@ class RunConfig(_Section):
     persona: PersonaConfig = msgspec.field(default_factory=PersonaConfig)
     experience: ExperienceConfig = msgspec.field(default_factory=ExperienceConfig)
     chat: ChatConfig = msgspec.field(default_factory=ChatConfig)
+    monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
 
     def call(self, kind: str) -> CallConfig:
         """The settings of one call kind."""

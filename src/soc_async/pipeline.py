@@ -14,7 +14,9 @@ as soon as their experience is accepted, through a bounded stream.
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
@@ -26,8 +28,9 @@ from soc_async.dedup import NearDuplicateIndex
 from soc_async.errors import InputError
 from soc_async.fewshot import FewShotRing, RingSnapshot
 from soc_async.llm.types import Completer
-from soc_async.progress import LiveView, RunCounters
+from soc_async.progress import RunCounters
 from soc_async.records import (
+    STAGES,
     Conversation,
     Experience,
     Failure,
@@ -42,7 +45,7 @@ from soc_async.stages.pairing import PersonaPool, pair_for
 from soc_async.stages.personas import PersonaStage
 from soc_async.stages.style_monitor import StyleMonitor
 from soc_async.stats import load_stats_engine
-from soc_async.store import RunDir, Writers
+from soc_async.store import DATA_FILES, RunDir, Writers
 
 log = logs.get("pipeline")
 
@@ -55,6 +58,43 @@ def rebuilt_index(
     """The dataset-wide near-duplicate index of the accepted ``(id, text, names)`` items,
     as a resumed run must have it; None when ``threshold`` is 0 (the check is off)."""
     return NearDuplicateIndex.rebuilt(threshold, items) if threshold > 0 else None
+
+
+@dataclass
+class Finished:
+    """What the run directory already holds, read once before the stages start."""
+
+    personas: list[Persona]  # in index order
+    experiences: list[Experience]  # in index order
+    conversations: int  # finished conversations
+    finished: dict[str, set[str]]  # ids done or failed, per stage
+    pending: dict[str, list[bytes]]  # journaled steps of chats in progress
+    todo: dict[str, list[int]] = field(default_factory=dict)  # this shard's indices left
+
+    @functools.cached_property
+    def experience_by_index(self) -> dict[int, Experience]:
+        return {id_index(r.id): r for r in self.experiences}
+
+
+def read_finished(run_dir: RunDir) -> Finished:
+    """Reads the run directory for a (re)start; blocking file work, so the pipeline runs
+    it in a worker thread: a resume of 100,000 records must not freeze the event loop.
+    Opening the journal (which compacts it) and every writer (which scans its file's ids)
+    happen here too, for the same reason."""
+    personas = [r for r in run_dir.iter_records("personas") if isinstance(r, Persona)]
+    experiences = [r for r in run_dir.iter_records("experiences") if isinstance(r, Experience)]
+    conversations = sum(1 for h in run_dir.scan("conversations") if h.kind == "conversation")
+    finished = {stage: run_dir.finished_ids(stage) for stage in STAGES}
+    pending = run_dir.journal_pending()
+    for name in DATA_FILES:
+        run_dir.writer(name)
+    return Finished(
+        personas=sorted(personas, key=lambda p: id_index(p.id)),
+        experiences=sorted(experiences, key=lambda e: id_index(e.id)),
+        conversations=conversations,
+        finished=finished,
+        pending=pending,
+    )
 
 
 def shard_indices(target: int, shard: tuple[int, int]) -> list[int]:
@@ -100,46 +140,30 @@ class Pipeline:
         self.shard = config.shard_parts()
         self.pipes: list[Pipe[Any]] = []  # the streams between stages, for the live panel
 
-    async def run_with_view(self, view: LiveView) -> None:
-        """:meth:`run`, refreshing ``view`` while it goes."""
-        async with anyio.create_task_group() as tg:
-
-            async def refresh() -> None:
-                while True:
-                    view.refresh()
-                    await anyio.sleep(0.5)
-
-            tg.start_soon(refresh)
-            await self.run()
-            tg.cancel_scope.cancel()
-
     async def run(self) -> None:
         """Runs every stage to its target, or until a stop is requested."""
-        async with self.run_dir.writers() as out, anyio.create_task_group() as tg:
-            tg.start_soon(self._report_loop)
-            try:
-                personas = await self._personas(out)
-                if not self.stop.requested:
-                    await self._experiences_and_chats(out, personas)
-            finally:
-                tg.cancel_scope.cancel()
-                self.run_dir.append_metrics(self.counters.snapshot())
+        async with self.run_dir.writers() as out:
+            done = await anyio.to_thread.run_sync(self._read_and_plan)
+            personas = await self._personas(out, done)
+            if not self.stop.requested:
+                await self._experiences_and_chats(out, personas, done)
 
     # --- personas ---------------------------------------------------------------------
 
-    async def _personas(self, out: Writers) -> list[Persona]:
+    async def _personas(self, out: Writers, done: Finished) -> list[Persona]:
         cfg = self.config
-        existing = [r for r in self.run_dir.load("personas") if isinstance(r, Persona)]
-        todo = self._todo("personas", cfg.targets.personas, len(existing))
+        existing = list(done.personas)
+        todo = done.todo["personas"]
         if todo:
             ring = await rebuilt_ring(
                 persona_cards(),
-                [p.persona_text for p in sorted(existing, key=lambda p: id_index(p.id))],
+                [p.persona_text for p in existing],
                 capacity=cfg.persona.ring_capacity,
                 reset_every=cfg.persona.reset_every,
             )
             sampler = load_stats_engine(cfg.persona)
-            dedup = rebuilt_index(
+            dedup = await anyio.to_thread.run_sync(
+                rebuilt_index,
                 cfg.persona.dedup_threshold,
                 [(p.id, p.persona_text, [p.meta.name]) for p in existing],
             )
@@ -157,24 +181,20 @@ class Pipeline:
 
     # --- experiences and chats ----------------------------------------------------------
 
-    async def _experiences_and_chats(self, out: Writers, personas: list[Persona]) -> None:
+    async def _experiences_and_chats(
+        self, out: Writers, personas: list[Persona], done: Finished
+    ) -> None:
         cfg = self.config
-        experiences = {
-            id_index(r.id): r for r in self.run_dir.load("experiences") if isinstance(r, Experience)
-        }
-        exp_todo = self._todo("experiences", cfg.targets.experiences, len(experiences))
-        done_chats = sum(
-            1 for r in self.run_dir.load("conversations") if isinstance(r, Conversation)
-        )
-        chat_todo = set(self._todo("chats", cfg.targets.chats, done_chats))
+        experiences = done.experience_by_index
+        exp_todo = done.todo["experiences"]
+        chat_todo = set(done.todo["chats"])
         if exp_todo and len(personas) < 2:
             raise InputError(
                 f"{self.run_dir.path}: experiences need at least 2 personas, found "
                 f"{len(personas)}; generate personas first (--personas N)"
             )
         pending = {
-            chat_id: [decode_event(e) for e in events]
-            for chat_id, events in self.run_dir.journal_pending().items()
+            chat_id: [decode_event(e) for e in events] for chat_id, events in done.pending.items()
         }
         # Chats whose experience exists go first, those already mid-way before the rest:
         # they are closest to done.
@@ -182,7 +202,9 @@ class Pipeline:
             (experiences[j] for j in chat_todo if j in experiences),
             key=lambda e: make_id(cfg.seed, "chats", id_index(e.id)) not in pending,
         )
-        new_experiences = await self._experience_stage(out, personas)
+        new_experiences = await self._experience_stage(
+            personas, done.experiences, index=bool(exp_todo)
+        )
         chat_stage = ChatStage(
             cfg,
             self.completer,
@@ -194,6 +216,8 @@ class Pipeline:
 
         async def make_experience(i: int) -> Experience | None:
             record = await self._counted("experiences", new_experiences(i), out)
+            if isinstance(record, Failure) and i in chat_todo:
+                self.counters.stages["chats"].skipped += 1  # chat i has no experience
             wanted = isinstance(record, Experience) and id_index(record.id) in chat_todo
             return record if wanted else None
 
@@ -229,15 +253,12 @@ class Pipeline:
             )
 
     async def _experience_stage(
-        self, out: Writers, personas: list[Persona]
+        self, personas: list[Persona], earlier: list[Experience], *, index: bool = True
     ) -> Callable[[int], Awaitable[Experience | Failure]]:
-        """The experience of index ``i``, written by a stage whose ring and style monitor
-        are rebuilt as the interrupted run left them."""
+        """The experience of index ``i``, written by a stage whose ring, style monitor and
+        near-duplicate index are rebuilt as the interrupted run left them (``earlier``: in
+        index order; ``index`` False: no experience is left to write, so no index)."""
         cfg = self.config
-        earlier = sorted(
-            (r for r in self.run_dir.load("experiences") if isinstance(r, Experience)),
-            key=lambda r: id_index(r.id),
-        )
         ring = await rebuilt_ring(
             seed_experiences(),
             [r.experience_text for r in earlier],
@@ -248,15 +269,18 @@ class Pipeline:
         for r in earlier[-cfg.experience.style_window :]:
             monitor.observe(r.style)
         by_id = {p.id: p for p in personas}
-        dedup = rebuilt_index(
-            cfg.experience.dedup_threshold,
+        # Signatures of 100,000 accepted experiences take a minute and a half to compute,
+        # and grouping as many personas by region a while: not on the event loop.
+        dedup = await anyio.to_thread.run_sync(
+            rebuilt_index,
+            cfg.experience.dedup_threshold if index else 0.0,
             [
                 (r.id, r.experience_text, [by_id[p].meta.name for p in r.persona_ids if p in by_id])
                 for r in earlier
             ],
         )
         stage = ExperienceStage(cfg, self.completer, ring, monitor, self.model_name, dedup=dedup)
-        pool = PersonaPool(personas) if len(personas) >= 2 else None
+        pool = await anyio.to_thread.run_sync(PersonaPool, personas) if len(personas) >= 2 else None
 
         async def write(i: int) -> Experience | Failure:
             assert pool is not None
@@ -272,10 +296,36 @@ class Pipeline:
 
     # --- shared machinery ---------------------------------------------------------------
 
-    def _todo(self, stage: str, target: int, done: int) -> list[int]:
+    def _read_and_plan(self) -> Finished:
+        """What is finished and what is left to do; blocking (a worker thread runs it):
+        at 100,000 records the ids alone take a second to compute."""
+        # The cyclic collector would run full passes over the records while they are being
+        # read, each holding the GIL (and so the event loop) for half a second at 100,000
+        # records: it waits, and what was read, which lives as long as the run, is then
+        # moved out of its reach (gc.freeze).
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            done = read_finished(self.run_dir)
+            done.experience_by_index  # noqa: B018 - computed here, in the worker thread
+            targets = self.config.targets
+            done.todo = {
+                "personas": self._todo("personas", targets.personas, len(done.personas), done),
+                "experiences": self._todo(
+                    "experiences", targets.experiences, len(done.experiences), done
+                ),
+                "chats": self._todo("chats", targets.chats, done.conversations, done),
+            }
+            gc.freeze()
+        finally:
+            if was_enabled:
+                gc.enable()
+        return done
+
+    def _todo(self, stage: str, target: int, done: int, state: Finished) -> list[int]:
         """This shard's indices of ``stage`` not yet finished; sets the stage's counters."""
         cfg = self.config
-        finished = self.run_dir.finished_ids(stage)
+        finished = state.finished[stage]
         mine = shard_indices(target, self.shard)
         count = self.counters.stages[stage]
         count.target = len(mine)
@@ -292,6 +342,7 @@ class Pipeline:
         finally:
             count.active -= 1
         await out.put(record)
+        self.counters.on_record(record)
         if isinstance(record, Failure):
             count.failed += 1
         else:
@@ -309,8 +360,3 @@ class Pipeline:
                 pipe.receive,
                 None,
             )
-
-    async def _report_loop(self) -> None:
-        while True:
-            await anyio.sleep(5.0)
-            self.run_dir.append_metrics(self.counters.snapshot())

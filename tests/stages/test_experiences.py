@@ -16,6 +16,7 @@ from soc_async.llm.types import ChatRequest, Completion, TokenUsage
 from soc_async.records import Experience, Failure, Persona, PersonaMeta
 from soc_async.stages.experiences import ExperienceStage, seed_experiences
 from soc_async.stages.style_monitor import StyleMonitor
+from soc_async.testing.completer import Reply, ScriptedCompleter
 
 
 def persona(pid: str, name: str, region: str) -> Persona:
@@ -86,28 +87,6 @@ Possible instant events:
 </experience>"""
 
 
-class ScriptedCompleter:
-    """Answers each request with the next scripted reply and records what it was asked."""
-
-    def __init__(self, replies: list[Completion | BaseException]) -> None:
-        self.replies = list(replies)
-        self.calls: list[tuple[str, ChatRequest, int]] = []
-
-    async def complete(
-        self,
-        kind: str,
-        request: ChatRequest,
-        *,
-        affinity: str | None = None,
-        priority: int = 0,
-    ) -> Completion:
-        self.calls.append((kind, request, priority))
-        reply = self.replies.pop(0)
-        if isinstance(reply, BaseException):
-            raise reply
-        return reply
-
-
 def reply(text: str, finish: str = "stop", prompt: int = 100, completion: int = 50) -> Completion:
     return Completion(
         text=text,
@@ -128,7 +107,7 @@ def config(**experience: object) -> RunConfig:
 
 
 def make_stage(
-    replies: list[Completion | BaseException],
+    replies: list[Reply],
     cfg: RunConfig | None = None,
     monitor: StyleMonitor | None = None,
     seeds: list[str] | None = None,
@@ -178,7 +157,7 @@ async def test_request_carries_prompt_sampling_and_grammar_from_config() -> None
     """Kind, sampling, both cards, a seed example and a grammar for these names are sent."""
     stage, completer, _, _ = make_stage([reply(GOOD)])
     await stage.write(0, "e-0", PAIR, False)
-    kind, request, _ = completer.calls[0]
+    kind, request = completer.calls[0].kind, completer.calls[0].request
     assert kind == "experience"
     assert (request.temperature, request.top_p) == (0.8, 0.95)
     assert request.max_tokens == config().call("experience").max_tokens
@@ -198,7 +177,7 @@ async def test_no_grammar_when_config_disables_it() -> None:
     cfg = from_dict({"calls": {"experience": {"grammar": False}}})
     stage, completer, _, _ = make_stage([reply(GOOD)], cfg=cfg)
     assert isinstance(await stage.write(0, "e-0", PAIR, False), Experience)
-    assert completer.calls[0][1].grammar is None
+    assert completer.calls[0].request.grammar is None
 
 
 async def test_system_prompt_is_identical_across_calls() -> None:
@@ -206,7 +185,7 @@ async def test_system_prompt_is_identical_across_calls() -> None:
     stage, completer, _, _ = make_stage([reply(GOOD), reply(OTHER)])
     await stage.write(0, "e-0", PAIR, False)
     await stage.write(1, "e-1", (INES, RAFAEL), False)
-    first, second = (call[1].messages[0]["content"] for call in completer.calls)
+    first, second = (r.messages[0]["content"] for r in completer.requests())
     assert first == second
 
 
@@ -217,11 +196,11 @@ async def test_invalid_then_valid_is_corrected_and_accepted() -> None:
     result = await stage.write(1, "e-1", PAIR, False)
     assert isinstance(result, Experience)
     assert len(completer.calls) == 2
-    assert "not accepted" not in user_prompt(completer.calls[0][1])
-    correction = user_prompt(completer.calls[1][1])
+    assert "not accepted" not in user_prompt(completer.calls[0].request)
+    correction = user_prompt(completer.calls[1].request)
     assert "not accepted" in correction and "'Opens:' must be" in correction
     assert (result.meta.prompt_tokens, result.meta.completion_tokens) == (220, 110)
-    assert completer.calls[0][1].seed != completer.calls[1][1].seed
+    assert completer.calls[0].request.seed != completer.calls[1].request.seed
 
 
 async def test_always_invalid_becomes_a_failure_with_reason_and_attempts() -> None:
@@ -243,7 +222,7 @@ async def test_truncated_reply_is_invalid_even_if_it_parses() -> None:
     stage, completer, _, _ = make_stage([reply(GOOD, finish="length"), reply(GOOD)])
     result = await stage.write(0, "e-0", PAIR, False)
     assert isinstance(result, Experience)
-    assert "cut by max_tokens" in user_prompt(completer.calls[1][1])
+    assert "cut by max_tokens" in user_prompt(completer.calls[1].request)
 
 
 async def test_near_copy_of_a_reference_is_rejected() -> None:
@@ -283,7 +262,7 @@ async def test_style_hint_forces_the_grammar_and_is_recorded() -> None:
     stage, completer, _, _ = make_stage([reply(freeform)], monitor=monitor)
     result = await stage.write(0, "e-0", PAIR, False)
     assert isinstance(result, Experience)
-    request = completer.calls[0][1]
+    request = completer.calls[0].request
     assert "make this one freeform" in user_prompt(request)
     assert request.grammar is not None
     assert _is_grammar_accept_string(request.grammar, freeform)
@@ -400,7 +379,7 @@ async def test_prompt_weekday_is_the_chats_weekday() -> None:
         result = await stage.write(index, f"e-{index}", PAIR, False)
         assert isinstance(result, Experience)
         start = start_for(stage.config.chat, stage.config.seed, index)
-        user = user_prompt(completer.calls[0][1])
+        user = user_prompt(completer.calls[0].request)
         weekday = re.search(r"The chat starts on (\w+), (\d+ \w+ \d{4}), at (\d\d:\d\d)", user)
         assert weekday is not None
         assert weekday.group(3) == start.strftime("%H:%M") == result.start_time
@@ -444,5 +423,5 @@ async def test_a_paraphrase_of_an_accepted_experience_is_refused_dataset_wide() 
     second = await stage.write(1, "e-1", PAIR, False)
     assert isinstance(second, Experience) and second.experience_text == OTHER
     assert len(completer.calls) == 3 and len(index) == 2
-    correction = user_prompt(completer.calls[2][1])
+    correction = user_prompt(completer.calls[2].request)
     assert "already in the dataset (e-0)" in correction

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import pytest
 from xgrammar.testing import _is_grammar_accept_string
@@ -17,8 +16,7 @@ from soc_async.records import Failure, Persona, PersonaSample, decode_line, enco
 from soc_async.seeds import persona_cards
 from soc_async.stages.personas import PersonaStage
 from soc_async.stats import StatsEngine, load_stats_engine
-
-Reply = Callable[[ChatRequest, int], "str | Completion | Exception"]
+from soc_async.testing.completer import ReplyFn, ScriptedCompleter
 
 _PROSE = {
     h: f"Section {h.lower()}: a short paragraph of ordinary detail about a bus commute, a "
@@ -38,47 +36,21 @@ def card_for(sample: PersonaSample, **overrides: str) -> str:
     return canonical_text(sections)
 
 
-class ScriptedWriter:
-    """A Completer whose replies come from a function of (request, call number)."""
-
-    def __init__(self, reply: Reply) -> None:
-        self.reply = reply
-        self.requests: list[ChatRequest] = []
-        self.kinds: list[str] = []
-
-    async def complete(
-        self, kind: str, request: ChatRequest, *, affinity: str | None = None, priority: int = 0
-    ) -> Completion:
-        self.kinds.append(kind)
-        self.requests.append(request)
-        out = self.reply(request, len(self.requests) - 1)
-        if isinstance(out, Exception):
-            raise out
-        if isinstance(out, Completion):
-            return out
-        return Completion(
-            text=out,
-            finish_reason="stop",
-            usage=TokenUsage(prompt=100, completion=50),
-            model="scripted-model",
-        )
-
-
 @pytest.fixture(scope="module")
 def stats() -> StatsEngine:
     return load_stats_engine(PersonaConfig())
 
 
 def make_stage(
-    stats: StatsEngine, reply: Reply, **config: object
-) -> tuple[PersonaStage, ScriptedWriter, FewShotRing[str]]:
+    stats: StatsEngine, reply: ReplyFn, **config: object
+) -> tuple[PersonaStage, ScriptedCompleter, FewShotRing[str]]:
     cfg: RunConfig = from_dict({"seed": 11, **config})
     ring = FewShotRing(
         persona_cards(),
         capacity=cfg.persona.ring_capacity,
         reset_every=cfg.persona.reset_every,
     )
-    model = ScriptedWriter(reply)
+    model = ScriptedCompleter(reply)
     return PersonaStage(cfg, model, stats, ring, "served-model"), model, ring
 
 
@@ -88,7 +60,7 @@ def user_text(request: ChatRequest) -> str:
 
 async def test_valid_card_becomes_a_persona(stats: StatsEngine) -> None:
     """A valid first reply is accepted, recorded with its sample, and pushed into the ring."""
-    stage, _, ring = make_stage(stats, lambda r, n: card_for(stage.sample(3)[0]))
+    stage, _, ring = make_stage(stats, lambda k, r, n: card_for(stage.sample(3)[0]))
     sample = stage.sample(3)[0]
     record = await stage.write(3, "p-0000003-x")
     assert isinstance(record, Persona)
@@ -112,12 +84,12 @@ async def test_request_carries_sample_settings_and_grammar(stats: StatsEngine) -
     """The request names the sample, uses the call's settings, and sends its grammar."""
     stage, model, _ = make_stage(
         stats,
-        lambda r, n: card_for(stage.sample(0)[0]),
+        lambda k, r, n: card_for(stage.sample(0)[0]),
         calls={"persona": {"max_tokens": 1200, "temperature": 0.8, "top_p": 0.95}},
     )
     sample = stage.sample(0)[0]
     await stage.write(0, "p0")
-    request = model.requests[0]
+    request = model.requests()[0]
     assert model.kinds == ["persona"]
     assert request.model == "served-model"
     assert (request.max_tokens, request.temperature, request.top_p) == (1200, 0.8, 0.95)
@@ -133,39 +105,39 @@ async def test_request_carries_sample_settings_and_grammar(stats: StatsEngine) -
 async def test_grammar_is_left_out_when_disabled(stats: StatsEngine) -> None:
     """With calls.persona.grammar = false no grammar is sent."""
     stage, model, _ = make_stage(
-        stats, lambda r, n: card_for(stage.sample(0)[0]), calls={"persona": {"grammar": False}}
+        stats, lambda k, r, n: card_for(stage.sample(0)[0]), calls={"persona": {"grammar": False}}
     )
     await stage.write(0, "p0")
-    assert model.requests[0].grammar is None
+    assert model.requests()[0].grammar is None
 
 
 async def test_system_prompt_is_identical_across_calls(stats: StatsEngine) -> None:
     """Every call sends the same system text byte for byte (prefix-cache friendly)."""
-    stage, model, _ = make_stage(stats, lambda r, n: "nothing useful")
+    stage, model, _ = make_stage(stats, lambda k, r, n: "nothing useful")
     for i in range(3):
         await stage.write(i, f"p{i}")
-    systems = {r.messages[0]["content"] for r in model.requests}
+    systems = {r.messages[0]["content"] for r in model.requests()}
     assert len(systems) == 1
     assert all(h in next(iter(systems)) for h in SECTIONS)
 
 
 async def test_sample_and_request_are_deterministic(stats: StatsEngine) -> None:
     """The same seed and index give the same sample and the same prompt in a new stage."""
-    replies = lambda r, n: "not a card"  # noqa: E731
+    replies = lambda k, r, n: "not a card"  # noqa: E731
     one, m1, _ = make_stage(stats, replies)
     two, m2, _ = make_stage(stats, replies)
     assert one.sample(5)[0] == two.sample(5)[0]
     assert one.sample(5)[0] != one.sample(6)[0]
     await one.write(5, "p5")
     await two.write(5, "p5")
-    assert [r.messages for r in m1.requests] == [r.messages for r in m2.requests]
-    assert [r.seed for r in m1.requests] == [r.seed for r in m2.requests]
+    assert [r.messages for r in m1.requests()] == [r.messages for r in m2.requests()]
+    assert [r.seed for r in m1.requests()] == [r.seed for r in m2.requests()]
 
 
 async def test_invalid_then_valid_is_retried_with_a_correction(stats: StatsEngine) -> None:
     """A card missing a section is retried once with a one-line correction, then accepted."""
 
-    def reply(request: ChatRequest, n: int) -> str:
+    def reply(kind: str, request: ChatRequest, n: int) -> str:
         sample = stage.sample(2)[0]
         if n == 0:
             return card_for(sample).replace("**Values**\n", "")
@@ -174,11 +146,11 @@ async def test_invalid_then_valid_is_retried_with_a_correction(stats: StatsEngin
     stage, model, _ = make_stage(stats, reply)
     record = await stage.write(2, "p2")
     assert isinstance(record, Persona)
-    assert len(model.requests) == 2
-    assert "not accepted" not in user_text(model.requests[0])
-    correction = user_text(model.requests[1]).rstrip().splitlines()[-1]
+    assert len(model.requests()) == 2
+    assert "not accepted" not in user_text(model.requests()[0])
+    correction = user_text(model.requests()[1]).rstrip().splitlines()[-1]
     assert "not accepted" in correction and "**Values**" in correction
-    assert model.requests[1].seed != model.requests[0].seed
+    assert model.requests()[1].seed != model.requests()[0].seed
     assert record.meta.prompt_tokens == 200 and record.meta.completion_tokens == 100
 
 
@@ -186,7 +158,7 @@ async def test_always_invalid_becomes_a_failure(stats: StatsEngine) -> None:
     """After 1 + retries invalid replies the item is a Failure with its reason and counts."""
     stage, model, ring = make_stage(
         stats,
-        lambda r, n: card_for(stage.sample(4)[0]).replace("**Age:** ", "**Age:** 1"),
+        lambda k, r, n: card_for(stage.sample(4)[0]).replace("**Age:** ", "**Age:** 1"),
         calls={"persona": {"retries": 2}},
     )
     before = ring.items()
@@ -194,7 +166,7 @@ async def test_always_invalid_becomes_a_failure(stats: StatsEngine) -> None:
     assert isinstance(record, Failure)
     assert record.stage == "personas"
     assert record.reason == "retries_exhausted:age_mismatch"
-    assert record.attempts == 3 == len(model.requests)
+    assert record.attempts == 3 == len(model.requests())
     assert record.retries == {"age_mismatch": 3}
     assert record.detail
     assert ring.items() == before
@@ -203,7 +175,7 @@ async def test_always_invalid_becomes_a_failure(stats: StatsEngine) -> None:
 async def test_truncated_reply_is_invalid(stats: StatsEngine) -> None:
     """finish_reason 'length' counts as invalid ('truncated') even if the text parses."""
 
-    def reply(request: ChatRequest, n: int) -> Completion | str:
+    def reply(kind: str, request: ChatRequest, n: int) -> Completion | str:
         card = card_for(stage.sample(1)[0])
         if n == 0:
             return Completion(text=card, finish_reason="length", usage=TokenUsage(completion=9))
@@ -212,13 +184,13 @@ async def test_truncated_reply_is_invalid(stats: StatsEngine) -> None:
     stage, model, _ = make_stage(stats, reply)
     record = await stage.write(1, "p1")
     assert isinstance(record, Persona)
-    assert "cut by max_tokens" in user_text(model.requests[1])
+    assert "cut by max_tokens" in user_text(model.requests()[1])
 
 
 async def test_near_duplicate_of_a_reference_is_refused(stats: StatsEngine) -> None:
     """A reply that copies a reference card (with the right facts) is refused as a copy."""
 
-    def reply(request: ChatRequest, n: int) -> str:
+    def reply(kind: str, request: ChatRequest, n: int) -> str:
         sample = stage.sample(0)[0]
         reference = re.search(r"<character>.*?</character>", user_text(request), re.S)
         assert reference is not None
@@ -242,7 +214,7 @@ async def test_first_iterations_draw_seed_references_only(stats: StatsEngine) ->
     """Below seed_only_iterations references are seeds, even when the ring holds none."""
     stage, model, ring = make_stage(
         stats,
-        lambda r, n: "no card",
+        lambda k, r, n: "no card",
         persona={"seed_only_iterations": 3, "few_shot": 2},
         calls={"persona": {"retries": 0}},
     )
@@ -254,7 +226,7 @@ async def test_first_iterations_draw_seed_references_only(stats: StatsEngine) ->
         await stage.write(index, f"p{index}")
     for index in (3, 4, 5):
         await stage.write(index, f"p{index}")
-    for n, request in enumerate(model.requests):
+    for n, request in enumerate(model.requests()):
         refs = re.findall(r"<character>.*?</character>", user_text(request), re.S)
         assert len(refs) == 2
         from_seeds = [r in seeds for r in refs]
@@ -268,17 +240,17 @@ async def test_request_errors_become_failures(stats: StatsEngine) -> None:
         (RetriesExhausted("timeout", attempts=7), "request:timeout"),
         (RequestError("odd reply"), "request:error"),
     ):
-        stage, model, _ = make_stage(stats, lambda r, n, exc=exc: exc)
+        stage, model, _ = make_stage(stats, lambda k, r, n, exc=exc: exc)
         record = await stage.write(0, "p0")
         assert isinstance(record, Failure)
         assert record.reason == reason and record.attempts == 1
-        assert len(model.requests) == 1
+        assert len(model.requests()) == 1
 
 
 async def test_request_error_after_an_invalid_reply_counts_both(stats: StatsEngine) -> None:
     """A request that fails on the retry reports two attempts and the earlier rejection."""
     stage, _, _ = make_stage(
-        stats, lambda r, n: "junk" if n == 0 else RequestError("boom", status=422)
+        stats, lambda k, r, n: "junk" if n == 0 else RequestError("boom", status=422)
     )
     record = await stage.write(0, "p0")
     assert isinstance(record, Failure)
@@ -288,23 +260,23 @@ async def test_request_error_after_an_invalid_reply_counts_both(stats: StatsEngi
 
 async def test_server_error_propagates(stats: StatsEngine) -> None:
     """A dead server stops the run: ServerError is not turned into a failure record."""
-    stage, _, _ = make_stage(stats, lambda r, n: ServerError("all endpoints down"))
+    stage, _, _ = make_stage(stats, lambda k, r, n: ServerError("all endpoints down"))
     with pytest.raises(ServerError):
         await stage.write(0, "p0")
 
 
 async def test_occupation_and_band_go_to_the_prompt_and_the_record(stats: StatsEngine) -> None:
     """The sampled occupation and band are given to the model and kept in the meta."""
-    stage, model, _ = make_stage(stats, lambda r, n: card_for(stage.sample(5)[0]))
+    stage, model, _ = make_stage(stats, lambda k, r, n: card_for(stage.sample(5)[0]))
     sample = stage.sample(5)[0]
     assert sample.occupation and sample.band
     record = await stage.write(5, "p-5")
     assert isinstance(record, Persona)
     assert (record.meta.occupation, record.meta.band) == (sample.occupation, sample.band)
-    user = user_text(model.requests[0])
-    assert f"Occupation: {sample.occupation}" in user
-    assert f"Money and circumstances: {sample.band}" in user
-    assert "not its extreme" in model.requests[0].messages[0]["content"]
+    request = model.calls[0].request
+    assert f"Occupation: {sample.occupation}" in user_text(request)
+    assert f"Money and circumstances: {sample.band}" in user_text(request)
+    assert "not its extreme" in request.messages[0]["content"]
 
 
 async def test_a_card_copying_an_accepted_one_is_refused_dataset_wide(stats: StatsEngine) -> None:
@@ -315,18 +287,18 @@ async def test_a_card_copying_an_accepted_one_is_refused_dataset_wide(stats: Sta
     cfg: RunConfig = from_dict({"seed": 11, "persona": {"few_shot": 0}})
     index = NearDuplicateIndex(cfg.persona.dedup_threshold)
 
-    def stage(reply: Reply) -> tuple[PersonaStage, ScriptedWriter]:
+    def stage(reply: ReplyFn) -> tuple[PersonaStage, ScriptedCompleter]:
         ring = FewShotRing(persona_cards(), capacity=20, reset_every=50)
-        model = ScriptedWriter(reply)
+        model = ScriptedCompleter(reply)
         return PersonaStage(cfg, model, stats, ring, "m", dedup=index), model
 
-    first, _ = stage(lambda r, n: card_for(first.sample(0)[0]))
+    first, _ = stage(lambda k, r, n: card_for(first.sample(0)[0]))
     assert isinstance(await first.write(0, "p-a"), Persona)
     fresh = {h: f"A harbour pilot's week, told differently, part {i}." for i, h in
              enumerate(SECTIONS[1:])}  # fmt: skip
-    second, model = stage(lambda r, n: card_for(second.sample(1)[0], **(fresh if n else {})))
+    second, model = stage(lambda k, r, n: card_for(second.sample(1)[0], **(fresh if n else {})))
     record = await second.write(1, "p-b")
     assert isinstance(record, Persona) and "harbour pilot" in record.persona_text
-    assert len(model.requests) == 2
-    assert "already in the dataset (p-a)" in user_text(model.requests[1])
+    assert len(model.calls) == 2
+    assert "already in the dataset (p-a)" in user_text(model.calls[1].request)
     assert len(index) == 2

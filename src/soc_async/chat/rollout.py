@@ -35,10 +35,16 @@ SYSTEM_PROMPT_TEMPLATE = "chat_system.j2"
 
 
 class TurnEvent(msgspec.Struct, tag="turn", kw_only=True):
-    """Journaled when a turn is accepted; ``ended`` marks the turn that ended the chat."""
+    """Journaled when a turn is accepted; ``ended`` marks the turn that ended the chat.
+
+    What the turn cost (tokens, calls, refusals) travels with it, so a resumed chat's
+    record counts the work done before the interruption too."""
 
     turn: Turn
     ended: bool = False
+    usage: Usage | None = None
+    attempts: int = 0
+    retries: dict[str, int] = {}
 
 
 class FoldEvent(msgspec.Struct, tag="fold", kw_only=True):
@@ -46,6 +52,7 @@ class FoldEvent(msgspec.Struct, tag="fold", kw_only=True):
 
     summary: str
     count: int
+    usage: Usage | None = None  # what the summary call cost
 
 
 class StartEvent(msgspec.Struct, tag="start", kw_only=True):
@@ -136,8 +143,12 @@ class ChatStage:
         for event in journaled:
             if isinstance(event, TurnEvent):
                 state = sm.replay(state, event.turn, event.ended)
+                rollout.attempts += event.attempts
+                rollout.retries.update(event.retries)
             elif isinstance(event, FoldEvent):
                 state = sm.apply_fold(state, event.summary, event.count)
+            if isinstance(event, TurnEvent | FoldEvent) and event.usage is not None:
+                rollout.usage.add(event.usage)
         return await rollout.run(state)
 
 
@@ -147,6 +158,7 @@ class _Fold:
     def __init__(self, count: int) -> None:
         self.count = count
         self.summary = ""
+        self.usage = Usage()
         self.done = anyio.Event()
 
 
@@ -202,10 +214,13 @@ class _Rollout:
                 result = await self._turns(state, tg)
                 tg.cancel_scope.cancel()  # a failed chat leaves no summary call behind
         except BaseExceptionGroup as group:
+            # Callers see the error itself, as from the other stages, not the group.
             error = first_error(group)
             if isinstance(error, RequestError):
                 return self._failure(f"request:{error.reason}", str(error))
-            raise
+            if error is group:
+                raise
+            raise error from group
         if isinstance(result, Failure):
             return result
         return Conversation(
@@ -247,7 +262,9 @@ class _Rollout:
         return state
 
     async def _apply_fold(self, state: sm.ChatState, fold: _Fold) -> sm.ChatState:
-        await self.s.journal(self.chat_id, FoldEvent(summary=fold.summary, count=fold.count))
+        event = FoldEvent(summary=fold.summary, count=fold.count, usage=fold.usage)
+        await self.s.journal(self.chat_id, event)
+        self.usage.add(fold.usage)
         return sm.apply_fold(state, fold.summary, fold.count)
 
     async def _next_turn(self, state: sm.ChatState) -> sm.ChatState | Failure:
@@ -284,10 +301,13 @@ class _Rollout:
             priority=remaining,
             affinity=self.chat_id,
         )
+        spent = Usage(
+            prompt=outcome.prompt_tokens,
+            completion=outcome.completion_tokens,
+            cached=outcome.cached_tokens,
+        )
         self.attempts += outcome.attempts
-        self.usage.prompt += outcome.prompt_tokens
-        self.usage.completion += outcome.completion_tokens
-        self.usage.cached += outcome.cached_tokens
+        self.usage.add(spent)
         self.retries.update(outcome.rejections)
         if outcome.value is None:
             return outcome.failure(
@@ -295,7 +315,14 @@ class _Rollout:
             )
         accepted = outcome.value
         ended = accepted.ended_by == "exhausted"
-        await self.s.journal(self.chat_id, TurnEvent(turn=accepted.turns[-1], ended=ended))
+        event = TurnEvent(
+            turn=accepted.turns[-1],
+            ended=ended,
+            usage=spent,
+            attempts=outcome.attempts,
+            retries=outcome.rejections,
+        )
+        await self.s.journal(self.chat_id, event)
         self.rendered.append(render_turn(accepted.turns[-1], self.names))
         return accepted
 
@@ -330,7 +357,7 @@ class _Rollout:
             last_day=last_day,
             ending_allowed=sm.ending_allowed(state),
             event=event,
-            correction=f"{correction} Write the turn again following the rules."
+            correction=f"{correction.rstrip('.')}. Write the turn again following the rules."
             if correction
             else "",
         )
@@ -360,16 +387,13 @@ class _Rollout:
             item_id=self.chat_id,
         )
         reply = await self.s.completer.complete("summary", request, affinity=self.chat_id)
-        self._count(reply)
+        fold.usage = Usage(
+            prompt=reply.usage.prompt, completion=reply.usage.completion, cached=reply.usage.cached
+        )
         # A summary is prose for the next prompts, not a validated record: a cut one is
         # still better than none, so only an empty reply falls back to the old summary.
         fold.summary = " ".join(reply.text.split()) or summary
         fold.done.set()
-
-    def _count(self, reply: Completion) -> None:
-        self.usage.prompt += reply.usage.prompt
-        self.usage.completion += reply.usage.completion
-        self.usage.cached += reply.usage.cached
 
     def _failure(self, reason: str, detail: str) -> Failure:
         return failure(

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from soc_async.commands import bench, generate, merge, serve, status
+from soc_async.commands import bench, export, generate, merge, report, serve, status, view
 
-ALL: tuple[ModuleType, ...] = (generate, status, serve, bench, merge)
+ALL: tuple[ModuleType, ...] = (generate, status, serve, bench, merge, view, export, report)
 
 __all__ = ["ALL"]

@@ -11,6 +11,7 @@ from typing import Any
 from soc_async import config as config_mod
 from soc_async.commands.options import add_server_options, add_verbose
 from soc_async.errors import EXIT_INTERRUPTED, EXIT_OK, InputError, Interrupted
+from soc_async.store import check_stage_inputs
 
 # A run that starts the embedded CPU server (no endpoint, no server.model) gets this
 # profile of defaults unless its config names one: src/soc_async/profiles/embedded-cpu.toml.
@@ -26,6 +27,19 @@ def _generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", metavar="I/N", help="this task's share of the run's ids")
     p.add_argument("--no-grammar", action="store_true", help="send no grammars")
     p.add_argument("--print-config", action="store_true", help="print the effective config")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="P",
+        help="serve Prometheus metrics (soc_async_*) on port P while the run lasts "
+        "(0: a free port, logged); off by default",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="H",
+        help="address of --metrics-port (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
     add_verbose(p)
 
 
@@ -54,6 +68,7 @@ def register(sub: Any) -> None:
     experiences.add_argument(
         "--personas", required=True, metavar="FILE", help="personas.jsonl to pair"
     )
+    _allow_torn(experiences)
     experiences.set_defaults(handler=handle)
 
     chats = sub.add_parser("chats", help="the chat stage alone")
@@ -61,7 +76,16 @@ def register(sub: Any) -> None:
     chats.add_argument("-n", type=int, metavar="N", help="default: one per experience")
     chats.add_argument("--experiences", required=True, metavar="FILE")
     chats.add_argument("--personas", metavar="FILE", help="default: beside --experiences")
+    _allow_torn(chats)
     chats.set_defaults(handler=handle)
+
+
+def _allow_torn(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-torn",
+        action="store_true",
+        help="leave out a torn last line of an input file (one copied while being written)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,8 +142,33 @@ def handle(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config_mod.dump(cfg), end="")
         return EXIT_OK
+    imports = _checked_inputs(args)
     from soc_async.app import execute
 
+    resume = bool(getattr(args, "resume", None))
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise InputError(f"--metrics-port: expected a port number 0-65535, got {args.metrics_port}")
+    metrics_at = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
+    try:
+        summary = execute(
+            cfg,
+            imports=imports,
+            resume=resume,
+            chats_from_imports=args.command == "chats" and args.n is None,
+            allow_torn=getattr(args, "allow_torn", False),
+            metrics_at=metrics_at,
+        )
+    except Interrupted as exc:
+        print(f"soc-async: {exc}", file=sys.stderr)
+        print(f"resume with: soc-async run --resume {shlex.quote(cfg.out)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary)
+    return EXIT_OK
+
+
+def _checked_inputs(args: argparse.Namespace) -> dict[str, Path]:
+    """The input files of a single-stage command, read whole and checked before any
+    server is asked or the output directory exists (InputError naming FILE:LINE)."""
     imports: dict[str, Path] = {}
     if args.command == "experiences":
         imports["personas"] = _existing(args.personas, "--personas")
@@ -129,20 +178,14 @@ def handle(args: argparse.Namespace) -> int:
         imports["personas"] = _existing(
             args.personas or str(exp.with_name("personas.jsonl")), "--personas"
         )
-    resume = bool(getattr(args, "resume", None))
-    try:
-        summary = execute(
-            cfg,
-            imports=imports,
-            resume=resume,
-            chats_from_imports=args.command == "chats" and args.n is None,
+    if imports:
+        check_stage_inputs(
+            personas=imports.get("personas"),
+            experiences=imports.get("experiences"),
+            min_personas=2 if args.command == "experiences" else 0,
+            allow_torn=args.allow_torn,
         )
-    except Interrupted as exc:
-        print(f"soc-async: {exc}", file=sys.stderr)
-        print(f"resume with: soc-async run --resume {shlex.quote(cfg.out)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print(summary)
-    return EXIT_OK
+    return imports
 
 
 def _existing(path: str, flag: str) -> Path:

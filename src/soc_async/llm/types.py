@@ -25,6 +25,9 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     grammar: str | None = None  # xgrammar EBNF, sent as structured_outputs.grammar
     priority: int | None = None  # lower is served first (vLLM --scheduling-policy priority)
     extra: dict[str, Any] | None = None  # other body fields as they are, e.g. ignore_eos
+    # A JSON schema the reply must follow, sent as structured_outputs.json (set this or
+    # ``grammar``, not both: vLLM takes one kind of constraint per request).
+    json_schema: dict[str, Any] | None = None
 
 
 class TokenUsage(msgspec.Struct, kw_only=True):

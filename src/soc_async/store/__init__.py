@@ -20,7 +20,7 @@ from soc_async.store.files import (
     RUN,
     STAGE_FILES,
 )
-from soc_async.store.inputs import RecordHeader, TornLine, read_records
+from soc_async.store.inputs import RecordHeader, TornLine, check_stage_inputs, read_records
 from soc_async.store.journal import Journal
 from soc_async.store.lines import RecordWriter
 from soc_async.store.rundir import LOCK, RunDir, Writers
@@ -45,6 +45,7 @@ __all__ = [
     "RunIdentity",
     "TornLine",
     "Writers",
+    "check_stage_inputs",
     "read_identity",
     "read_records",
     "run_identity",

@@ -55,8 +55,12 @@ header_decoder = msgspec.json.Decoder(RecordHeader)
 R = TypeVar("R", Persona, Experience, Conversation, Failure, Record)
 
 
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
 def _expected(kinds: tuple[type, ...]) -> str:
-    return " or ".join(f"a {KIND_NAMES[k]} record" for k in kinds)
+    return " or ".join(f"{_a(KIND_NAMES[k])} record" for k in kinds)
 
 
 class TornLine(InputError):
@@ -112,8 +116,65 @@ def _decode(p: Path, lineno: int, line: bytes, wanted: tuple[type[R], ...]) -> R
         raise InputError(f"{p}:{lineno}: not JSON; expected {_expected(wanted)}") from None
     if not isinstance(record, wanted):
         got = KIND_NAMES.get(type(record), type(record).__name__)
-        raise InputError(f"{p}:{lineno}: a {got} record; expected {_expected(wanted)}")
+        raise InputError(f"{p}:{lineno}: {_a(got)} record; expected {_expected(wanted)}")
     return record  # type: ignore[return-value]
 
 
-__all__ = ["KIND_NAMES", "RecordHeader", "TornLine", "header_decoder", "read_records"]
+def check_stage_inputs(
+    *,
+    personas: Path | None = None,
+    experiences: Path | None = None,
+    min_personas: int = 0,
+    allow_torn: bool = False,
+) -> dict[str, int]:
+    """Reads the input files of a single-stage command whole, before anything starts.
+
+    Every line must be a record of the file's kind with an id not seen before in that
+    file; ``personas`` must hold at least ``min_personas`` records; every persona an
+    experience names must be in ``personas``. Returns the record count per kind; raises
+    InputError naming the file (and the line) otherwise. Nothing is written.
+    """
+    counts: dict[str, int] = {}
+    persona_ids: dict[str, int] = {}
+    if personas is not None:
+        for lineno, persona in read_records(personas, Persona, allow_torn=allow_torn):
+            _unique(personas, lineno, persona.id, persona_ids)
+        counts["personas"] = len(persona_ids)
+        if len(persona_ids) < min_personas:
+            found = "an empty file" if not persona_ids else f"{len(persona_ids)}"
+            raise InputError(
+                f"{personas}: {found} persona record(s); at least {min_personas} are needed "
+                "(a personas.jsonl written by soc-async personas or run)"
+            )
+    if experiences is not None:
+        seen: dict[str, int] = {}
+        for lineno, experience in read_records(experiences, Experience, allow_torn=allow_torn):
+            _unique(experiences, lineno, experience.id, seen)
+            missing = [p for p in experience.persona_ids if p not in persona_ids]
+            if personas is not None and missing:
+                raise InputError(
+                    f"{experiences}:{lineno}: experience {experience.id} names persona "
+                    f"{missing[0]}, which is not in {personas}"
+                )
+        if not seen:
+            raise InputError(
+                f"{experiences}: no experience records (empty file); at least 1 is needed"
+            )
+        counts["experiences"] = len(seen)
+    return counts
+
+
+def _unique(path: Path, lineno: int, item_id: str, seen: dict[str, int]) -> None:
+    first = seen.setdefault(item_id, lineno)
+    if first != lineno:
+        raise InputError(f"{path}:{lineno}: duplicate id {item_id} (first on line {first})")
+
+
+__all__ = [
+    "KIND_NAMES",
+    "RecordHeader",
+    "TornLine",
+    "check_stage_inputs",
+    "header_decoder",
+    "read_records",
+]

@@ -178,6 +178,15 @@ class RunDir:
         """Every record of a data file; a torn last line is left out."""
         return list(self.iter_records(name))
 
+    def check(self) -> None:
+        """Every line of every data file and of the journal decodes; RunDirError naming
+        FILE:LINE otherwise (a hand-edited file is refused before a resume starts)."""
+        for name in DATA_FILES:
+            for _ in decode_all(self.file(name), decode_line):
+                pass
+        for _ in decode_all(self.file(JOURNAL), entry_decoder.decode):
+            pass
+
     def scan(self, name: str) -> Iterator[RecordHeader]:
         """Ids, kinds and failure reasons of a data file without decoding whole records."""
         return decode_all(self.file(name), header_decoder.decode)
@@ -233,7 +242,9 @@ class RunDir:
         finally:
             await self.aclose()
 
-    def import_records(self, stage: str, source: str | os.PathLike[str]) -> int:
+    def import_records(
+        self, stage: str, source: str | os.PathLike[str], *, allow_torn: bool = False
+    ) -> int:
         """Copy the records of ``stage`` from a JSONL file (another run's personas.jsonl,
         say) into this run; ids already here are skipped. Returns how many were added."""
         name = ALIASES.get(stage, stage)
@@ -247,7 +258,7 @@ class RunDir:
         kind = KINDS[name]
         have = {h.item_id for h in self.scan(name)}
         lines = []
-        for _, record in read_records(src, kind):
+        for _, record in read_records(src, kind, allow_torn=allow_torn):
             if record_id(record) not in have:
                 have.add(record_id(record))
                 lines.append(encode_line(record))

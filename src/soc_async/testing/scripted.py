@@ -21,6 +21,7 @@ window the prompt gives.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from datetime import date, datetime, timedelta
@@ -117,6 +118,9 @@ class ScriptedWriter:
         system = messages[0].get("content", "") if messages else ""
         user = messages[-1].get("content", "") if messages else ""
         broken = self._rng.random() < self.error_rate
+        schema = (body.get("structured_outputs") or {}).get("json")
+        if isinstance(schema, dict):
+            return self.json_reply(schema, broken)
         if "Write the <character> card for" in user:
             return self.persona(user, broken)
         if "Write the <experience> for" in user:
@@ -126,6 +130,28 @@ class ScriptedWriter:
         if "State line:" in user:
             return self.turn(user, broken)
         return "ok"
+
+    def json_reply(self, schema: dict[str, Any], broken: bool) -> str:
+        """An object that follows a flat JSON schema (the report's judge asks for one):
+        integers drawn within their bounds, strings one short line. Broken: an integer
+        past its maximum."""
+        rng = self._rng
+        out: dict[str, Any] = {}
+        for name, spec in (schema.get("properties") or {}).items():
+            kind = spec.get("type")
+            if kind == "integer":
+                lo, hi = int(spec.get("minimum", 0)), int(spec.get("maximum", 10))
+                out[name] = rng.randint(max(lo, hi - 3), hi)
+            elif kind == "string":
+                out[name] = f"the {rng.choice(_WORDS)} part feels {rng.choice(_VERBS)} it"
+            else:
+                out[name] = None
+        if broken:
+            numbers = [k for k, v in out.items() if isinstance(v, int)]
+            if numbers:
+                name = rng.choice(numbers)
+                out[name] = int(schema["properties"][name].get("maximum", 10)) + 2
+        return json.dumps(out)
 
     def persona(self, prompt: str, broken: bool) -> str:
         rng = self._rng
