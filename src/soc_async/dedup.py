@@ -67,7 +67,9 @@ def signature(text: str, names: Sequence[str] = (), *, num_perm: int = NUM_PERM)
     if base is None:
         base = _BASE[num_perm] = MinHash(num_perm=num_perm)
     # The permutations are shared: making them per signature costs a quarter millisecond.
-    minhash = MinHash(num_perm=num_perm, permutations=base.permutations, scheme=base.scheme)
+    # datasketch 2 wants their scheme named; 1.x has no scheme.
+    scheme = {"scheme": base.scheme} if hasattr(base, "scheme") else {}
+    minhash = MinHash(num_perm=num_perm, permutations=base.permutations, **scheme)
     grams = shingles(text, names)
     if grams:
         minhash.update_batch(list(grams))
