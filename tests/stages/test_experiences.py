@@ -425,3 +425,18 @@ async def test_a_paraphrase_of_an_accepted_experience_is_refused_dataset_wide() 
     assert len(completer.calls) == 3 and len(index) == 2
     correction = user_prompt(completer.calls[2].request)
     assert "already in the dataset (e-0)" in correction
+
+
+async def test_a_freeform_plan_shorter_than_min_turns_is_corrected() -> None:
+    """A freeform experience whose topics add up to fewer turns than chat.min_turns (its
+    chat would end too soon) is refused as short_plan and retried with a correction."""
+    short = OTHER.replace(
+        "Possible instant events:",
+        "The conversation will likely cover the following topics:\n"
+        "- Gears: the derailleur (1 turn)\n\nInitial state: Gears; 1; end\n\n"
+        "Possible instant events:",
+    )
+    stage, completer, _, _ = make_stage([reply(short), reply(OTHER)])
+    result = await stage.write(0, "e-0", PAIR, False)
+    assert isinstance(result, Experience) and result.topics == []
+    assert "needs at least 3" in user_prompt(completer.calls[1].request)

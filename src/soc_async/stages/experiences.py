@@ -217,6 +217,18 @@ class ExperienceStage:
         )
         if isinstance(parsed, Refusal):
             return parsed
+        # A freeform chat ends with its roadmap: one shorter than chat.min_turns would only
+        # become a too_short failure of its chat, so the plan is corrected here instead.
+        chat = self.config.chat
+        least = min(chat.min_turns, chat.max_turns)
+        planned = sum(t.turns for t in parsed.topics)
+        if parsed.style == "freeform" and parsed.topics and planned < least:
+            return Refusal(
+                reason="short_plan",
+                detail=f"the topics add up to {planned} turns, but a freeform chat ends with "
+                f"its topics and needs at least {least}: give them more turns or leave "
+                "the topic list out",
+            )
         cutoff = exp.similarity_threshold * 100
         for reference in references:
             if fuzz.ratio(parsed.text, reference, score_cutoff=cutoff) > cutoff:
