@@ -41,13 +41,14 @@ Phase = Literal["pipeline", "ceiling", "adaptive"]
 class BenchSettings(msgspec.Struct, kw_only=True, frozen=True):
     """What the bench was asked to do (the run's model and sampling are in its RunConfig)."""
 
-    concurrency: list[int]  # the fixed limits swept, ascending
+    concurrency: list[int]  # the fixed limits swept, ascending ([]: size from the server)
     conversations: int = 8  # per concurrency value; at least that value are used
     max_turns: int = 6
     grammar: bool = True
     adaptive: bool = True
     shared_prefix: bool = True  # the ceiling's prompts share the pipeline's cached share
     tolerance: float = 0.05  # a recommendation is within this of the best tokens/s
+    sweep_source: str = ""  # where the sweep's values came from (bench/sizing.py)
 
     def conversations_for(self, concurrency: int) -> int:
         """Conversations for one phase: at least ``concurrency`` of them, or the limit

@@ -22,7 +22,7 @@ import aiohttp
 import msgspec
 
 from soc_async import config as config_mod
-from soc_async.bench import load
+from soc_async.bench import load, sizing
 from soc_async.bench.cast import bench_conversations, seed_experiences, seed_personas
 from soc_async.bench.live import BenchView
 from soc_async.bench.metrics import (
@@ -318,6 +318,14 @@ async def run_bench(
     async with aiohttp.ClientSession(headers=headers) as session:
         sweep = _Sweep(config, settings, session, view)
         await check_reachable(session, sweep.endpoints)
+        facts = await sizing.read_server_facts(session, sweep.endpoints[0])
+        if not settings.concurrency:
+            plan = sizing.plan_sweep(facts)
+            settings = msgspec.structs.replace(
+                settings, concurrency=plan.concurrency, sweep_source=plan.source
+            )
+            sweep.settings = settings
+        view.note("sweep", concurrency=settings.concurrency, source=settings.sweep_source)
         fixed = [
             config_mod.override(config, {"concurrency.fixed": c}) for c in settings.concurrency
         ]
@@ -345,8 +353,15 @@ async def run_bench(
         if settings.adaptive:
             lo, hi = min(settings.concurrency), max(settings.concurrency)
             initial = min(hi, max(lo, config.concurrency.initial))
+            # A simulated server runs faster than real time: so does its controller.
+            interval = config.concurrency.interval_s / (facts.time_scale or 1.0)
             limits = msgspec.structs.replace(
-                config.concurrency, fixed=None, min=lo, max=hi, initial=initial
+                config.concurrency,
+                fixed=None,
+                min=lo,
+                max=hi,
+                initial=initial,
+                interval_s=max(0.01, interval),
             )
             adaptive = msgspec.structs.replace(config, concurrency=limits)
             phases.append(await sweep.pipeline(None, adaptive, "adaptive"))
@@ -355,7 +370,10 @@ async def run_bench(
     return BenchResult(
         settings=settings,
         config=data,
-        environment=environment(config, model, vllm_version, fit),
+        environment={
+            **environment(config, model, vllm_version, fit),
+            "server_facts": msgspec.to_builtins(facts),
+        },
         phases=phases,
         summary=summarize(phases, settings.tolerance),
     )
