@@ -219,6 +219,10 @@ class ChatConfig(_Section):
     instant_event_p: Probability = 0.05
     min_messages: PosInt = 1
     max_messages: PosInt = 3
+    # The turn grammar's bound on one message's text, in characters: shape, not richness.
+    # 1,500 is about 300 words, where the method's own validator called a message a
+    # failure; the embedded CPU profile keeps its small model to 200.
+    max_message_chars: PosInt = 1500
     # The window chats start in: each experience draws a day in [start_date, start_date
     # + start_days) and an hour by start_hours, seeded by its index, and its narrative
     # is written for that weekday and time. An experience without one starts on start_date.

@@ -127,7 +127,7 @@ def test_accepts_a_valid_turn(middle: ChatState) -> None:
         (SECOND, ("22:58", "15.03", "text", ""), False),  # empty text
         (SECOND, ("22:58", "15.03", "text", "a <b>"), False),  # markup
         (SECOND, ("22:58", "15.03", "text", "two\nlines"), False),
-        (SECOND, ("22:58", "15.03", "text", "x" * 301), False),  # longer than 300
+        (SECOND, ("22:58", "15.03", "text", "x" * 1501), False),  # longer than the bound
     ],
 )
 def test_rejects(

@@ -104,7 +104,7 @@ class ChatRules(msgspec.Struct, frozen=True, kw_only=True):
     gap_min: int = 0  # minutes a reply waits at least after the previous turn
     gap_max: int = 45  # minutes at most between consecutive messages
     instant_event_p: float = 0.05
-    max_text_chars: int = 200  # the grammar's bound on one message; the validator has none
+    max_text_chars: int = 1500  # the grammar's bound on one message; the validator has none
     min_turns: int = 1  # no ending before this many turns; a shorter plan is refused
     # Turns past a spent roadmap before a structured or semi-structured chat stops
     # ("overtime"); None: it runs to max_turns.
@@ -132,6 +132,7 @@ class ChatRules(msgspec.Struct, frozen=True, kw_only=True):
             min_turns=min(chat.min_turns, chat.max_turns),
             max_overtime_turns=chat.max_overtime_turns,
             opening_minutes=chat.opening_minutes,
+            max_text_chars=chat.max_message_chars,
         )
 
     @property
