@@ -126,3 +126,59 @@ def test_servers_on_the_command_line_replace_those_of_a_resumed_run(tmp_path) ->
     assert fresh.endpoints == [] and fresh.endpoints_file == "new.json"
     named = resolve_config(parse(["run", "--resume", str(run), "--endpoint", "http://h:1"]))
     assert named.endpoints == ["http://h:1"] and named.endpoints_file == ""
+
+
+# --- profiles -------------------------------------------------------------------------------
+
+
+def test_embedded_profile_layers_under_the_file(tmp_path):
+    """profile = "embedded-cpu" brings its bounded grammars and short chats; keys the file
+    sets itself win over the profile's."""
+    path = tmp_path / "c.toml"
+    path.write_text('profile = "embedded-cpu"\n[chat]\nmax_turns = 12\n')
+    loaded = cfg.load(path)
+    assert loaded.calls.persona.grammar_bounds == "max_tokens"
+    assert loaded.calls.experience.grammar_bounds == "max_tokens"
+    assert loaded.chat.max_turns == 12
+    default = cfg.RunConfig()
+    assert default.calls.persona.grammar_bounds == "shape"
+    saved = tmp_path / "saved.toml"
+    saved.write_text(cfg.dump(loaded))
+    assert cfg.load(saved) == loaded  # what a run directory keeps reads back the same
+
+
+def test_unknown_profile_is_a_config_error(tmp_path):
+    """A profile name that is not shipped is refused with the known names."""
+    path = tmp_path / "c.toml"
+    path.write_text('profile = "tiny"\n')
+    with pytest.raises(ConfigError, match=r"profile.*embedded-cpu"):
+        cfg.load(path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "toml", "profile"),
+    [
+        (["run"], None, "embedded-cpu"),
+        (["run", "--endpoint", "http://127.0.0.1:8000"], None, "default"),
+        (["run"], 'endpoints = ["http://127.0.0.1:8000"]\n', "default"),
+        (["run"], '[server]\nmodel = "Qwen/Qwen3-8B"\n', "default"),
+        (["run"], "[targets]\nchats = 2\n", "embedded-cpu"),
+        (["run"], 'profile = "default"\n', "default"),
+        (["run", "--endpoint", "http://127.0.0.1:8000"], 'profile = "embedded-cpu"\n',
+         "embedded-cpu"),
+    ],
+)  # fmt: skip
+def test_the_embedded_profile_is_chosen_only_for_the_embedded_server(tmp_path, argv, toml, profile):
+    """A new run whose config names no profile gets embedded-cpu only when it will start
+    the embedded server; a profile the file names is kept."""
+    from soc_async.cli import build_parser
+    from soc_async.commands.generate import resolve_config
+
+    if toml is not None:
+        path = tmp_path / "c.toml"
+        path.write_text(toml)
+        argv = [*argv, "--config", str(path)]
+    args = build_parser().parse_args(argv)
+    resolved = resolve_config(args)
+    assert resolved.profile == profile
+    assert (resolved.calls.persona.grammar_bounds == "max_tokens") == (profile == "embedded-cpu")

@@ -1,5 +1,6 @@
-"""The ModelGateway the stages call: its in-flight bounds sized per engine, replies without
-thinking, the chat-template switches sent per call kind, and endpoints not yet ready."""
+"""The ModelGateway the stages call: each request to the servers of its model, in-flight
+bounds sized per engine, replies without thinking, the chat-template switches sent per
+call kind, and endpoints not yet ready."""
 
 from __future__ import annotations
 
@@ -129,3 +130,35 @@ async def test_no_endpoint_ready_fails_before_the_first_request(ready_timeout: f
             config(dead, **{"client.ready_timeout_s": ready_timeout}), RunCounters()
         ):
             pass
+
+
+async def test_a_model_with_its_own_endpoints_is_served_there(fake_server) -> None:
+    """Model "b" names its own server: its requests go there; model "a" (no endpoints of
+    its own) and other kinds go to the kind's, else the run's, servers."""
+    main = await fake_server(reply=lambda body: f"from main as {body['model']}")
+    other = await fake_server(reply=lambda body: f"from other as {body['model']}")
+    config = config_mod.from_dict(
+        {
+            "endpoints": [main.url],
+            "model": "a",
+            "concurrency": {"fixed": 4},
+            "calls": {
+                "persona": {
+                    "models": [
+                        {"name": "a", "weight": 1},
+                        {"name": "b", "weight": 1, "endpoints": [other.url]},
+                    ]
+                }
+            },
+        }
+    )
+    async with ModelGateway(config, RunCounters()) as gateway:
+        replies = {}
+        for kind, model in (("persona", "a"), ("persona", "b"), ("turn", "b"), ("turn", "a")):
+            request = ChatRequest(messages=[{"role": "user", "content": "hi"}], model=model)
+            replies[(kind, model)] = (await gateway.complete(kind, request)).text
+    assert replies[("persona", "a")] == "from main as a"
+    assert replies[("persona", "b")] == "from other as b"
+    assert replies[("turn", "b")] == "from main as b"  # turns list no models: kind's servers
+    assert replies[("turn", "a")] == "from main as a"
+    assert other.stats.received == 1 and main.stats.received == 3

@@ -265,11 +265,19 @@ async def _watch(group: EngineGroup) -> None:
 
 
 def _summary(run_dir: RunDir, counters: RunCounters) -> str:
+    """One line: records per file, tokens, faults, rejections and, when more than one
+    model wrote the records, how many each wrote."""
     # Headers only: a run of 100,000 conversations is counted, not loaded.
-    counts = {
-        name: sum(1 for header in run_dir.scan(name) if header.kind)
-        for name in ("personas", "experiences", "conversations", "failures")
-    }
+    counts = dict.fromkeys(("personas", "experiences", "conversations", "failures"), 0)
+    by_model: dict[str, dict[str, int]] = {}
+    for name in counts:
+        for header in run_dir.scan(name):
+            if not header.kind:
+                continue
+            counts[name] += 1
+            if header.model_name:
+                per = by_model.setdefault(header.model_name, {})
+                per[name] = per.get(name, 0) + 1
     snap = counters.snapshot()
     faults = ", ".join(f"{k} {v}" for k, v in snap.faults.items()) or "none"
     rejected = ", ".join(f"{k} {v}" for k, v in list(snap.rejections.items())[:5]) or "none"
@@ -280,13 +288,20 @@ def _summary(run_dir: RunDir, counters: RunCounters) -> str:
     )
     if len(snap.rejections) > 5:
         rejected += f", ... ({sum(snap.rejections.values())} in all)"
-    return (
+    line = (
         f"{run_dir.path}: {counts['personas']} personas, {counts['experiences']} experiences, "
         f"{counts['conversations']} conversations, {counts['failures']} failures; "
         f"{snap.completion_tokens} tokens generated in {snap.elapsed_s:.0f}s; "
         f"transport faults: {faults} ({snap.request_errors} requests failed for good); "
         f"rejected: {rejected}{thinking}"
     )
+    if len(by_model) > 1:
+        parts = [
+            f"{model} " + ", ".join(f"{n} {name}" for name, n in per.items())
+            for model, per in sorted(by_model.items())
+        ]
+        line += "; by model: " + "; ".join(parts)
+    return line
 
 
 def with_gateway(config: RunConfig, work: Callable[[ModelGateway], Awaitable[T]]) -> T:

@@ -15,6 +15,10 @@ Opening it waits for every endpoint to be ready (llm/readiness.py) and sizes the
 from the engines: each endpoint takes at most its batch size in flight
 (:func:`engine_limits`), and unless ``concurrency.max`` says otherwise the whole run may
 keep their sum in flight. Replies lose any ``<think>`` text before the stages see them.
+
+A request goes to the servers of its model: a model of ``[calls.KIND] models`` that
+names its own ``endpoints`` is served there, any other model by the kind's endpoints
+(else the run's). The model itself was chosen by ``stages.calls.build_request``.
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ class ModelGateway:
         self.controller: AdaptiveController | None = None
         self._clients: dict[tuple[str, ...], LLMClient] = {}
         self._by_kind: dict[str, LLMClient] = {}
+        self._by_model: dict[tuple[str, str], LLMClient] = {}  # (kind, model) -> its servers
         self._stack = AsyncExitStack()
         self._tg: anyio.abc.TaskGroup | None = None
         self._reader: MetricsReader | None = None
@@ -117,6 +122,7 @@ class ModelGateway:
         self._tokens: Counter[str] = Counter()  # completion tokens by endpoint URL
         self.model = config.model
         self.limits: dict[str, int] = {}  # each endpoint's bound, once open
+        self._not_ready: list[str] = []  # endpoints not ready in time: out until they answer
 
     async def __aenter__(self) -> ModelGateway:
         try:
@@ -126,9 +132,15 @@ class ModelGateway:
             raise
 
     async def _open(self) -> ModelGateway:
-        servers = list(dict.fromkeys(u for k in CALL_KINDS for u in self.config.endpoints_for(k)))
-        not_ready, limits = await self._survey(servers)
+        cfg = self.config
+        servers: dict[str, None] = {}
+        for kind in CALL_KINDS:
+            servers.update(dict.fromkeys(cfg.endpoints_for(kind)))
+            for choice in cfg.call(kind).models:
+                servers.update(dict.fromkeys(choice.endpoints))
+        not_ready, limits = await self._survey(list(servers))
         self.limits = limits
+        self._not_ready = not_ready
         cfg = self.config
         c = cfg.concurrency
         total = c.max or sum(limits.values())
@@ -144,20 +156,11 @@ class ModelGateway:
         pool = c.fixed or total
         log.debug("in-flight bounds", per_engine=limits, total=total)
         for kind in CALL_KINDS:
-            urls = tuple(cfg.endpoints_for(kind))
-            if urls not in self._clients:
-                client = LLMClient(
-                    list(urls),
-                    api_key=cfg.api_key,
-                    config=cfg.client,
-                    pool_size=pool,
-                    default_model=cfg.model,
-                )
-                client.pool.router.set_limits(limits)
-                for url in not_ready:
-                    client.pool.take_out(url)
-                self._clients[urls] = await self._stack.enter_async_context(client)
-            self._by_kind[kind] = self._clients[urls]
+            self._by_kind[kind] = await self._client(tuple(cfg.endpoints_for(kind)), pool)
+            for choice in cfg.call(kind).models:
+                if choice.endpoints:
+                    client = await self._client(tuple(choice.endpoints), pool)
+                    self._by_model[(kind, choice.name)] = client
         if not self.model:
             self.model = await self._by_kind["turn"].served_model()
         self.counters.capacity = self.limiter.capacity
@@ -198,6 +201,26 @@ class ModelGateway:
                             tg.start_soon(read, url)
         return not_ready, engine_limits(urls, cfg.concurrency.per_engine, reported)
 
+    async def _client(self, urls: tuple[str, ...], pool: int) -> LLMClient:
+        """The one client of an endpoint set, opened on first use."""
+        if urls not in self._clients:
+            client = LLMClient(
+                list(urls),
+                api_key=self.config.api_key,
+                config=self.config.client,
+                pool_size=pool,
+                default_model=self.config.model,
+            )
+            client.pool.router.set_limits(self.limits)
+            for url in self._not_ready:
+                client.pool.take_out(url)
+            self._clients[urls] = await self._stack.enter_async_context(client)
+        return self._clients[urls]
+
+    def client_for(self, kind: str, model: str) -> LLMClient:
+        """The client whose servers serve ``model`` for calls of ``kind``."""
+        return self._by_model.get((kind, model)) or self._by_kind[kind]
+
     def endpoint_urls(self) -> list[str]:
         """Every server of the run, each once, in the order the config names them."""
         urls: dict[str, None] = {}
@@ -227,9 +250,11 @@ class ModelGateway:
     async def _read_metrics(self) -> MetricsView:
         """The controller's view: the turn servers' /metrics combined, our limiter's state."""
         read = await self._poll()
-        turn = [
-            read[u.rstrip("/")] for u in self.config.endpoints_for("turn") if u.rstrip("/") in read
+        cfg = self.config
+        turn_urls = cfg.endpoints_for("turn") + [
+            u for m in cfg.call("turn").models for u in m.endpoints
         ]
+        turn = [read[u.rstrip("/")] for u in dict.fromkeys(turn_urls) if u.rstrip("/") in read]
         if not turn:
             raise ServerError("no turn server's /metrics could be read")
         snap = combine(turn)
@@ -315,7 +340,8 @@ class ModelGateway:
             queued = time.monotonic() - t0
             self.counters.in_flight += 1
             try:
-                reply = await self._by_kind[kind].chat(request, affinity=affinity)
+                client = self.client_for(kind, request.model)
+                reply = await client.chat(request, affinity=affinity)
             except RequestError:
                 self.counters.request_errors += 1
                 raise

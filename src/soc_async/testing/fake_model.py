@@ -43,6 +43,19 @@ class FakeConfig(msgspec.Struct, kw_only=True):
     backlog: int = 4096  # listen backlog: thousands of clients connect at once
 
 
+class ReplyError(Exception):
+    """Raised by a reply function to answer with an HTTP error (vLLM's error body).
+
+    Defined here rather than in fake_server so that a reply module sees the same class
+    when the server runs as ``python -m soc_async.testing.fake_server`` (``__main__``).
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 def even_faults(rate: float) -> dict[str, float]:
     """FakeConfig fields spreading a total fault ``rate`` evenly over every kind."""
     return {f"p_{kind}": rate / len(FAULT_KINDS) for kind in FAULT_KINDS}

@@ -43,6 +43,7 @@ from soc_async.testing.fake_model import (
     FAULT_KINDS,
     FakeConfig,
     PrefixCache,
+    ReplyError,
     count_tokens,
     exposition,
     fit_reply,
@@ -57,15 +58,6 @@ Reply = Callable[[dict[str, Any]], str | Awaitable[str]]
 def default_reply(body: dict[str, Any]) -> str:
     """A short fixed answer: enough for transport tests and benchmarks."""
     return "Sure, that works for me."
-
-
-class ReplyError(Exception):
-    """Raised by a reply function to answer with an HTTP error (vLLM's error body)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Hit(msgspec.Struct, array_like=True):
