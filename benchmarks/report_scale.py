@@ -225,7 +225,10 @@ def build(path: Path, conversations: int) -> dict[str, int]:
     w = Words(rng)
     path.mkdir(parents=True, exist_ok=True)
     cfg = config_mod.from_dict(
-        {"seed": SEED, "chat": {"max_turns": MAX_TURNS},
+        # min_turns 1 and an overtime past max_turns: the chats below end as chats did
+        # before those settings (short freeform plans, structured chats to max_turns).
+        {"seed": SEED,
+         "chat": {"max_turns": MAX_TURNS, "min_turns": 1, "max_overtime_turns": MAX_TURNS},
          "targets": {"personas": max(10, conversations // 5), "experiences": conversations,
                      "chats": conversations}},
         "report_scale",

@@ -11,6 +11,7 @@ no item both finished and failed, and an assertion naming the first broken rule.
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import msgspec
@@ -29,8 +30,20 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def check_run_dir(path: Path, *, max_turns: int, gaps: dict | None = None) -> dict[str, int]:
-    """Checks every record of a run directory; returns counts per file."""
-    rules = ChatRules(max_turns=max_turns, **({"gaps": gaps} if gaps else {}))
+    """Checks every record of a run directory; returns counts per file. The minimum
+    turns, overtime and opening window come from the run's config.toml (read as TOML
+    here, with the config's defaults); ``max_turns`` must agree with it."""
+    chat = {}
+    if (path / "config.toml").exists():
+        chat = tomllib.loads((path / "config.toml").read_text()).get("chat", {})
+    assert chat.get("max_turns", max_turns) == max_turns, (chat, max_turns)
+    rules = ChatRules(
+        max_turns=max_turns,
+        min_turns=chat.get("min_turns", 3),
+        max_overtime_turns=chat.get("max_overtime_turns", 4),
+        opening_minutes=chat.get("opening_minutes", 60),
+        **({"gaps": gaps} if gaps else {}),
+    )
     personas = read_jsonl(path / "personas.jsonl")
     experiences = read_jsonl(path / "experiences.jsonl")
     conversations = read_jsonl(path / "conversations.jsonl")
@@ -47,6 +60,12 @@ def check_run_dir(path: Path, *, max_turns: int, gaps: dict | None = None) -> di
     assert not done & {f["id"] for f in failures}, "an item is both finished and failed"
     names = {p["id"]: p["meta"]["name"] for p in personas}
     starts = {e["id"]: e["start_date"] for e in experiences if e.get("start_date")}
+    times = {e["id"]: e["start_time"] for e in experiences if e.get("start_time")}
+    owners = {
+        e["id"]: dict(zip(e["instant_events"], e["event_personas"], strict=True))
+        for e in experiences
+        if e.get("event_personas")
+    }
     for p in personas:
         found = check_persona(msgspec.convert(p, Persona))
         assert not found, (p["id"], found)
@@ -60,11 +79,15 @@ def check_run_dir(path: Path, *, max_turns: int, gaps: dict | None = None) -> di
             persona_ids=names.keys(),
             names=names,
             start_date=starts.get(c["experience_id"]),
+            start_time=times.get(c["experience_id"]),
+            event_owners=owners.get(c["experience_id"]),
         )
         assert not found, (c["chat_id"], found)
         assert c["usage"]["prompt"] > 0 and c["usage"]["completion"] > 0, c["chat_id"]
     for f in failures:
-        assert f["reason"] and f["attempts"] >= 1 and f["stage"], f
+        # A chat refused before its first call (its plan is under chat.min_turns) made none.
+        assert f["reason"] and f["stage"], f
+        assert f["attempts"] >= (0 if f["reason"] == "too_short" else 1), f
     return {
         "personas": len(personas),
         "experiences": len(experiences),

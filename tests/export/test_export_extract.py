@@ -18,7 +18,7 @@ from soc_async.export.extract import (
     unwrap,
 )
 from soc_async.formats.character import SECTIONS
-from soc_async.records import Experience, ExperienceMeta, Persona, PersonaMeta, TopicSlot
+from soc_async.records import Experience, ExperienceMeta, Persona, TopicSlot
 from soc_async.stages.experiences import seed_experiences
 
 
@@ -60,15 +60,11 @@ def test_traits_are_bullet_labels():
 def test_recorded_occupation_wins_over_the_card():
     """A later run's meta.occupation is used when the record has it; the card's otherwise."""
 
-    class NewMeta(PersonaMeta, kw_only=True):
-        occupation: str | None = None
-        band: str | None = None
-
     p = seed_personas()[0]
     newer = Persona(
         id=p.id,
         persona_text=p.persona_text,
-        meta=NewMeta(**msgspec.structs.asdict(p.meta), occupation="nurse", band="25-34"),
+        meta=msgspec.structs.replace(p.meta, occupation="nurse", band="low income"),
     )
     assert persona_fields(newer).occupation == "nurse"
     assert persona_fields(p).occupation.startswith("Pharmacy technician")

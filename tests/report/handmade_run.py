@@ -34,7 +34,8 @@ SEED = 5
 CONFIG = {
     "seed": SEED,
     "targets": {"personas": 4, "experiences": 3, "chats": 4},
-    "chat": {"max_turns": 6, "active_window": 4, "fold": 2},
+    # min_turns 1: the two-turn freeform chat below was valid before chat.min_turns.
+    "chat": {"max_turns": 6, "active_window": 4, "fold": 2, "min_turns": 1},
 }
 
 P = [f"p-000000{i}-aaaa" for i in range(4)]

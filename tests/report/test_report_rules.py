@@ -254,3 +254,37 @@ def test_persona_and_experience_checks() -> None:
     e = experiences()[0]
     e.persona_ids = [P[0], "p-x"]
     assert {f.rule for f in check_experience(e, set(P))} == {"pair"}
+
+
+def test_minimum_turns_overtime_opening_window_and_event_owners() -> None:
+    """With chat.min_turns, an overtime stop, a start time and attributed events: a chat
+    under min_turns, a structured chat that ran past its overtime stop as max_turns, one
+    that says overtime at the wrong length, a first message outside the opening window,
+    and an event that belongs to the other persona are each caught for that reason."""
+    rules = ChatRules(max_turns=6, min_turns=3, max_overtime_turns=2, opening_minutes=30)
+
+    def broken(c: Conversation, **kw: object) -> set[str]:
+        return {f.rule for f in check_conversation(c, rules, start_date="2026-03-15", **kw)}
+
+    assert broken(_c0()) == set()  # ended on the tag after its roadmap, at 3 turns
+    short = _c0()
+    short.turns = short.turns[:2]
+    short.ended_by = "max_turns"
+    assert "turn_count" in broken(short)
+    past = _c2()  # semi-structured, roadmap 2: the overtime stop is max(2 + 2, 3) = 4
+    assert broken(past) == {"ending"}  # it ran to max_turns 6 instead
+    stopped = _c2()
+    stopped.turns = stopped.turns[:4]
+    stopped.ended_by = "overtime"
+    assert broken(stopped) == set()
+    stopped.turns = stopped.turns[:3]
+    assert broken(stopped) == {"ending"}
+    assert broken(_c0(), start_time="09:45") == set()  # 10:00 is 15 min after
+    assert broken(_c0(), start_time="09:00") == {"clock_start"}  # an hour after
+    assert broken(_c0(), start_time="10:01") == {"clock_start"}  # before it opens
+    event = _c0().turns[1].instant_event
+    assert event is not None
+    sender = _c0().turns[1].sender
+    other = next(p for p in _c0().persona_ids if p != sender)
+    assert broken(_c0(), event_owners={event: sender}) == set()
+    assert broken(_c0(), event_owners={event: other}) == {"event_owner"}

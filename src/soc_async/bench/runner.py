@@ -47,6 +47,7 @@ from soc_async.config import CALL_KINDS, RunConfig
 from soc_async.errors import ServerError
 from soc_async.gateway import ModelGateway
 from soc_async.llm.metrics import MetricsSnapshot, combine, parse_metrics
+from soc_async.llm.readiness import wait_until_ready
 from soc_async.llm.types import ChatRequest
 from soc_async.progress import RunCounters
 from soc_async.records import Experience, Persona
@@ -82,24 +83,22 @@ async def read_servers(session: aiohttp.ClientSession, endpoints: list[str]) -> 
     return ServerReading(snapshot=combine(snaps), ttft=merge_histograms(hists))
 
 
-async def check_reachable(session: aiohttp.ClientSession, endpoints: list[str]) -> None:
-    """ServerError naming the first endpoint that does not answer GET /v1/models.
+async def check_reachable(
+    session: aiohttp.ClientSession, endpoints: list[str], timeout_s: float = 0.0
+) -> None:
+    """Waits up to ``timeout_s`` for every endpoint's /health and model list; ServerError
+    naming the ones that never answered.
 
     Checked before anything else, so an unreachable server is one clear line rather than
-    a failure half-way into the first phase.
+    a failure half-way into the first phase; a bench measures every endpoint it is
+    given, so one not ready is an error too.
     """
-    for url in endpoints:
-        target = url.rstrip("/") + "/v1/models"
-        try:
-            async with session.get(target, timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    raise ServerError(f"{target}: HTTP {resp.status}; is it a vLLM server?")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ServerError(
-                f"{url}: not reachable ({exc.__class__.__name__}: {exc}); start the server "
-                "or check --endpoint"
-            ) from exc
+    not_ready = await wait_until_ready(session, endpoints, timeout_s)
+    if not_ready:
+        raise ServerError(
+            f"not ready after {timeout_s:g} s: {', '.join(not_ready)}; start the server or "
+            "check --endpoint (--ready-timeout)"
+        )
 
 
 async def _server_version(session: aiohttp.ClientSession, url: str) -> str | None:
@@ -238,7 +237,7 @@ class _Sweep:
         )
 
     async def pipeline(self, concurrency: int | None, config: RunConfig, label: str) -> PhaseResult:
-        limit = concurrency or config.concurrency.max
+        limit = concurrency or config.concurrency.max or config.concurrency.initial
         n = self.settings.conversations_for(limit)
         experiences = self.experiences(n)
 
@@ -317,12 +316,20 @@ async def run_bench(
     headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None
     async with aiohttp.ClientSession(headers=headers) as session:
         sweep = _Sweep(config, settings, session, view)
-        await check_reachable(session, sweep.endpoints)
+        await check_reachable(session, sweep.endpoints, config.client.ready_timeout_s)
         facts = await sizing.read_server_facts(session, sweep.endpoints[0])
         if not settings.concurrency:
+            # The batch soc-async serve started the engines with (its endpoints file, or
+            # managed engines), where the server itself does not say it.
+            started = config.concurrency.per_engine
+            if facts.max_num_seqs is None and started:
+                facts = msgspec.structs.replace(facts, max_num_seqs=started)
             plan = sizing.plan_sweep(facts)
+            source = plan.source
+            if started and facts.max_num_seqs == started:
+                source = f"up to {started}, concurrency.per_engine (the engines' batch)"
             settings = msgspec.structs.replace(
-                settings, concurrency=plan.concurrency, sweep_source=plan.source
+                settings, concurrency=plan.concurrency, sweep_source=source
             )
             sweep.settings = settings
         view.note("sweep", concurrency=settings.concurrency, source=settings.sweep_source)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,9 +59,10 @@ def embedded_cpu(config: RunConfig) -> bool:
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
+    from soc_async.commands.options import server_overrides
+
     changes: dict[str, Any] = {
-        "endpoints": args.endpoint,
-        "model": args.model,
+        **server_overrides(args),
         "seed": args.seed,
     }
     if args.no_grammar:
@@ -106,27 +106,13 @@ def settings_from(args: argparse.Namespace, config: RunConfig) -> BenchSettings:
 
 @contextlib.contextmanager
 def _server(config: RunConfig) -> Iterator[RunConfig]:
-    """``config`` pointed at its endpoints, or at a managed embedded vLLM server's."""
-    if config.endpoints:
+    """``config`` pointed at its endpoints (an endpoints file's too), or at managed vLLM
+    engines started for the bench (the embedded CPU one when no model is named)."""
+    from soc_async.app import managed_engines
+    from soc_async.gateway import served_engines
+
+    with managed_engines(served_engines(config)) as (config, _group):
         yield config
-        return
-    try:
-        from soc_async.llm.server import ManagedServer, spec_for
-    except ModuleNotFoundError as exc:
-        raise InputError(
-            "no --endpoint given and the embedded vLLM server is not available in this "
-            f"installation ({exc}); pass --endpoint URL"
-        ) from exc
-    spec = spec_for(config.server)
-    log.info("starting vLLM", model=spec.model or "embedded SmolLM2-135M-Instruct")
-    t0 = time.monotonic()
-    with ManagedServer(spec) as server:
-        log.info("vLLM ready", url=server.base_url, seconds=round(time.monotonic() - t0, 1))
-        changes = {
-            "endpoints": [server.base_url],
-            "client.send_priority": server.priority_scheduling,
-        }
-        yield config_mod.override(config, changes, "managed server")
 
 
 def _loop(config: RunConfig, settings: BenchSettings, view: BenchView) -> BenchResult:

@@ -23,12 +23,13 @@ from soc_async.chat import state as sm
 from soc_async.chat.grammar import turn_grammar
 from soc_async.config import RunConfig
 from soc_async.errors import RequestError, first_error
-from soc_async.formats.clock import format_stamp
+from soc_async.formats.clock import describe_stamp, format_stamp, parse_time
+from soc_async.formats.events import attribute_events
 from soc_async.formats.refusal import TRUNCATED, Refusal
 from soc_async.formats.turn import parse_turn
 from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.records import Conversation, Experience, Failure, Persona, Turn, Usage
-from soc_async.stages.calls import ask_until_valid, build_request, failure
+from soc_async.stages.calls import ask_until_valid, build_request, failure, model_for_item
 
 SYSTEM_PROMPT_TEMPLATE = "chat_system.j2"
 
@@ -88,6 +89,13 @@ def render_turn(turn: Turn, names: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _opening(state: sm.ChatState) -> tuple[str, str, str, str]:
+    """The start day, its weekday, and the opening window's ends, as the tail spells them."""
+    opens, closes = sm.opening_window(state)
+    start_day = state.start_date.strftime("%d.%m")
+    return start_day, opens.strftime("%A"), describe_stamp(opens), describe_stamp(closes)
+
+
 class ChatStage:
     """Rolls out conversations; one instance serves every conversation of a run."""
 
@@ -124,10 +132,19 @@ class ChatStage:
         names = {pid: personas[pid].meta.name for pid in experience.persona_ids}
         rules = sm.ChatRules.from_config(self.config.chat, experience.cadence)
         start = date.fromisoformat(experience.start_date or self.config.chat.start_date)
+        opens = parse_time(experience.start_time) if experience.start_time else None
         state = sm.initial_state(
-            experience, chat_id=chat_id, names=names, rules=rules, start_date=start
+            experience,
+            chat_id=chat_id,
+            names=names,
+            rules=rules,
+            start_date=start,
+            start_time=opens,
         )
         rollout = _Rollout(self, chat_id, experience, personas, names, rules)
+        problem = sm.plan_problem(state)
+        if problem is not None:
+            return rollout._failure(problem.reason, problem.detail)
         if not journaled:
             await self.journal(chat_id, StartEvent(experience_id=experience.id))
         for event in journaled:
@@ -178,6 +195,16 @@ class _Rollout:
         people = [
             {"name": names[pid], "card": personas[pid].persona_text} for pid in (opener, other)
         ]
+        events = experience.instant_events
+        # Who each event happens to: as the experience stage attributed them, or, for a
+        # record written before attribution, read off the names now.
+        self.event_owners: list[str | None] = (
+            list(experience.event_personas)
+            if len(experience.event_personas) == len(events)
+            else attribute_events(events, [(pid, names[pid]) for pid in experience.persona_ids])
+        )
+        # The model that writes this chat's turns: one per chat, drawn by its id.
+        self.model = model_for_item(stage.config, "turn", chat_id, stage.model)
         # Rendered once: the cards and the experience never change within a conversation.
         # Kept as UTF-8 (decoded for each request, about a microsecond): the cards carry
         # emoji, so as a str it would take 4 bytes a character for every live chat.
@@ -216,7 +243,7 @@ class _Rollout:
             turns=result.turns,
             summary=result.summary,
             ended_by=result.ended_by or "max_turns",
-            model=self.s.model,
+            model=self.model,
             usage=self.usage,
             retries=dict(self.retries),
         )
@@ -260,6 +287,8 @@ class _Rollout:
             state.turn_index,
             self.experience.instant_events,
             cfg.chat.instant_event_p,
+            speaker=sm.current_speaker(state),
+            owners=self.event_owners,
         )
         grammar = turn_grammar(state, self.rules) if call.grammar else None
         remaining = sm.turn_limit(state) - state.turn_index
@@ -317,7 +346,10 @@ class _Rollout:
     ) -> ChatRequest:
         speaker = sm.current_speaker(state)
         listener = next(p for p in state.speakers if p != speaker)
-        last_time, last_day = ("", "") if state.clock is None else format_stamp(state.clock)
+        first_turn = state.clock is None
+        last_time, last_day = ("", "") if first_turn else format_stamp(state.clock)
+        # The opening window is spelled out on the first turn only (chat_tail.j2).
+        opening = _opening(state) if first_turn else ("", "", "", "")
         user = prompts.render(
             "chat_user.j2",
             fixed=self.fixed.decode("utf-8", "surrogatepass"),
@@ -328,8 +360,11 @@ class _Rollout:
             speaker=self.names[speaker],
             listener=self.names[listener],
             state_line=sm.expected_state_line(state),
-            first_turn=state.clock is None,
-            start_day=state.start_date.strftime("%d.%m"),
+            first_turn=first_turn,
+            start_day=opening[0],
+            weekday=opening[1],
+            opens=opening[2],
+            closes=opening[3],
             last_time=last_time,
             last_day=last_day,
             ending_allowed=sm.ending_allowed(state),
@@ -346,6 +381,7 @@ class _Rollout:
             served_model=self.s.model,
             grammar=grammar,
             priority=remaining if self.s.send_priority else None,
+            item_id=self.chat_id,
         )
 
     async def _summarize(self, fold: _Fold, summary: str, turns: list[Turn]) -> None:
@@ -355,7 +391,12 @@ class _Rollout:
             transcript="\n\n".join(render_turn(t, self.names) for t in turns),
         )
         request = build_request(
-            self.s.config, "summary", self.s.summary_system, user, served_model=self.s.model
+            self.s.config,
+            "summary",
+            self.s.summary_system,
+            user,
+            served_model=self.s.model,
+            item_id=self.chat_id,
         )
         reply = await self.s.completer.complete("summary", request, affinity=self.chat_id)
         fold.usage = Usage(

@@ -321,6 +321,8 @@ def _body(request: ChatRequest, model: str) -> dict[str, Any]:
         body["structured_outputs"] = {"json": request.json_schema}
     if request.priority is not None:
         body["priority"] = request.priority
+    if request.chat_template_kwargs:
+        body["chat_template_kwargs"] = request.chat_template_kwargs
     if request.extra:
         body.update(request.extra)
     return body

@@ -30,6 +30,9 @@ def chat_rules(config: RunConfig) -> ChatRules:
         max_messages=ch.max_messages,
         start_date=ch.start_date,
         gaps={k: (v[0], v[1]) for k, v in ch.gaps.items()},
+        min_turns=ch.min_turns,
+        max_overtime_turns=ch.max_overtime_turns,
+        opening_minutes=ch.opening_minutes,
     )
 
 
@@ -42,6 +45,9 @@ class RulesFigure:
         self._events = (config.experience.min_events, config.experience.max_events)
         self._names: dict[str, str] = {}
         self._starts: dict[str, str] = {}
+        self._times: dict[str, str] = {}  # experience id -> start_time, where set
+        # experience id -> {event: persona id it names}, attributed events only
+        self._owners: dict[str, dict[str, str]] = {}
         self._fig = Rules()
         self._by: dict[str, Counter[str]] = {k: Counter() for k in ("c", "p", "e")}
 
@@ -57,6 +63,16 @@ class RulesFigure:
         start = getattr(e.meta, "start", None) or e.start_date
         if isinstance(start, str) and start:
             self._starts[e.id] = start[:10]
+        if e.start_time:
+            self._times[e.id] = e.start_time
+        if len(e.event_personas) == len(e.instant_events):
+            owned = {
+                ev: owner
+                for ev, owner in zip(e.instant_events, e.event_personas, strict=True)
+                if owner is not None
+            }
+            if owned:
+                self._owners[e.id] = owned
 
     def conversation(self, c: Conversation) -> None:
         found = check_conversation(
@@ -65,6 +81,8 @@ class RulesFigure:
             persona_ids=self._names.keys() if self._names else None,
             names=self._names or None,
             start_date=self._starts.get(c.experience_id),
+            start_time=self._times.get(c.experience_id),
+            event_owners=self._owners.get(c.experience_id),
         )
         self._note("c", c.chat_id, found, self._fig.conversations)
 

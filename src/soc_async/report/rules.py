@@ -8,22 +8,27 @@ imports them, so a bug there cannot also hide here. It grew out of tests/dataset
 
 Each check returns :class:`Finding` values, one per broken rule, with a stable code:
 
-    turn_count        no turn, or more than chat.max_turns
+    turn_count        fewer turns than chat.min_turns, or more than chat.max_turns
     personas          the two persona ids are equal, or one is not in personas.jsonl
     sender            turn k not sent by the opener (k even) or the other (k odd)
     state             a state line that is not the roadmap's countdown
     ending            the ending tag in freeform or before every slot was spent, or a
-                      chat that stopped short of its turn limit without the tag
+                      chat that stopped short of its turn limit without the tag (the
+                      limit of a structured chat: its roadmap plus chat.max_overtime_turns,
+                      "overtime", else chat.max_turns)
     message_count     a turn with fewer or more messages than [min, max]
     message_type      a type other than text, image, audio, video, sticker
     empty_text        a message with only whitespace
     leftover_tag      markup (``<x``, ``</x``) in a message's text
     speaker_prefix    a message that starts with a speaker's name and a colon
     clock_format      t or d that is not a real HH:MM or DD.MM
-    clock_start       the first message not on the chat's start date
+    clock_start       the first message not on the chat's start date, or (when the
+                      experience has a start time) not in its opening window
     clock_backwards   a message stamped before the one before it
     gap               a step between messages past the cadence's maximum, or a reply
                       sooner than its minimum
+    event_owner       a turn's instant event is one the experience attributes to the
+                      other persona
 
 Pure functions over records; no I/O.
 """
@@ -64,6 +69,7 @@ RULES: tuple[str, ...] = (
     "clock_start",
     "clock_backwards",
     "gap",
+    "event_owner",
 )
 
 TYPES = frozenset({"text", "image", "audio", "video", "sticker"})
@@ -106,6 +112,10 @@ class ChatRules(msgspec.Struct, frozen=True, kw_only=True):
     gaps: dict[str, tuple[int, int]] = msgspec.field(
         default_factory=lambda: {"realtime": (0, 45), "delayed": (0, 360), "async": (0, 4320)}
     )
+    # The defaults below keep the rules of runs made before these settings existed.
+    min_turns: int = 1  # chat.min_turns (capped at max_turns)
+    max_overtime_turns: int | None = None  # chat.max_overtime_turns; None: no overtime stop
+    opening_minutes: int = 0  # chat.opening_minutes, after an experience's start_time
 
 
 def _plural(n: int) -> str:
@@ -154,17 +164,29 @@ def check_conversation(
     persona_ids: Container[str] | None = None,
     names: Mapping[str, str] | None = None,
     start_date: str | None = None,
+    start_time: str | None = None,
+    event_owners: Mapping[str, str | None] | None = None,
 ) -> list[Finding]:
-    """Every rule ``c`` breaks (empty: it passes). ``persona_ids``, ``names`` and
-    ``start_date`` (the experience's) enable the checks that need them."""
+    """Every rule ``c`` breaks (empty: it passes). ``persona_ids``, ``names``,
+    ``start_date`` and ``start_time`` (the experience's) and ``event_owners`` (the
+    experience's instant events and who each names) enable the checks that need them."""
     found: list[Finding] = []
     turns = c.turns
     n = len(turns)
-    if not 1 <= n <= rules.max_turns:
-        found.append(Finding("turn_count", f"{n} turns; expected 1 to {rules.max_turns}"))
+    least = max(1, min(rules.min_turns, rules.max_turns))
+    if not least <= n <= rules.max_turns:
+        found.append(Finding("turn_count", f"{n} turns; expected {least} to {rules.max_turns}"))
     _check_personas(c, persona_ids, found)
     _check_turns(c, rules, names, found)
-    _check_clock(c, rules, start_date, found)
+    _check_clock(c, rules, start_date, start_time, found)
+    if event_owners:
+        for k, turn in enumerate(turns):
+            owner = event_owners.get(turn.instant_event) if turn.instant_event else None
+            if owner is not None and owner != turn.sender:
+                found.append(
+                    Finding("event_owner", f"turn {k + 1}: {turn.sender} got {owner}'s event")
+                )
+                break
     return found
 
 
@@ -201,14 +223,20 @@ def _check_turns(
             found.append(Finding("state", f"turn {k + 1}: {turn.state!r}; expected {want!r}"))
             break
     budget = sum(b for _, b in roadmap) if roadmap else rules.max_turns
+    ending = c.style in ENDING_STYLES
+    overtime = rules.max_overtime_turns
+    stop = max(budget + overtime, rules.min_turns) if ending and overtime is not None else None
     if c.ended_by == "exhausted":
-        if c.style not in ENDING_STYLES:
+        if not ending:
             found.append(Finding("ending", f"a {c.style} chat ended on the tag"))
         elif n < budget:
             found.append(Finding("ending", f"ended on the tag after {n} of {budget} turns"))
+    elif c.ended_by == "overtime":
+        if stop is None or n != stop or n >= rules.max_turns:
+            found.append(Finding("ending", f"ended by overtime after {n} turns; stop {stop}"))
     else:
-        limit = rules.max_turns if c.style in ENDING_STYLES else min(rules.max_turns, budget)
-        if n != limit:
+        limit = rules.max_turns if ending else min(rules.max_turns, budget)
+        if n != limit or (stop is not None and stop < limit):
             found.append(Finding("ending", f"ended by max_turns after {n} turns; limit {limit}"))
     speakers = [names[p] for p in c.persona_ids if names and p in names]
     prefixes = tuple(f"{name}:".lower() for name in speakers if name)
@@ -241,7 +269,11 @@ def _check_turns(
 
 
 def _check_clock(
-    c: Conversation, rules: ChatRules, start_date: str | None, found: list[Finding]
+    c: Conversation,
+    rules: ChatRules,
+    start_date: str | None,
+    start_time: str | None,
+    found: list[Finding],
 ) -> None:
     gap_min, gap_max = rules.gaps.get(c.cadence, (0, 10**9))
     prev: int | None = None
@@ -254,7 +286,19 @@ def _check_clock(
                 return
             if prev is None:
                 start = date.fromisoformat(start_date or rules.start_date)
-                if (now // 1440) != _day_of_year(start):
+                opens = clock_minutes(f"{start:%d.%m}", start_time) if start_time else None
+                if opens is not None:
+                    while now < opens - 24 * 60:  # past new year
+                        now += _YEAR
+                    if not opens <= now <= opens + rules.opening_minutes:
+                        found.append(
+                            Finding(
+                                "clock_start",
+                                f"{where}; the chat opens at {start_time} {start:%d.%m} "
+                                f"and {rules.opening_minutes} min after",
+                            )
+                        )
+                elif (now // 1440) != _day_of_year(start):
                     found.append(Finding("clock_start", f"{where}; the chat starts {start:%d.%m}"))
             else:
                 while now < prev - 24 * 60:  # more than a day back: the calendar rolled over
@@ -319,4 +363,11 @@ def check_experience(
         found.append(
             Finding("events", f"{len(e.instant_events)} events; expected {min_events}-{max_events}")
         )
+    owners = e.event_personas
+    if owners and (
+        len(owners) != len(e.instant_events) or any(o not in (None, *pair) for o in owners)
+    ):
+        found.append(Finding("event_personas", "owners not one per event, or not of the pair"))
+    if e.start_time is not None and _HHMM.fullmatch(e.start_time) is None:
+        found.append(Finding("start_time", f"start_time {e.start_time!r} is not HH:MM"))
     return found

@@ -43,6 +43,19 @@ class FakeConfig(msgspec.Struct, kw_only=True):
     backlog: int = 4096  # listen backlog: thousands of clients connect at once
 
 
+class ReplyError(Exception):
+    """Raised by a reply function to answer with an HTTP error (vLLM's error body).
+
+    Defined here rather than in fake_server so that a reply module sees the same class
+    when the server runs as ``python -m soc_async.testing.fake_server`` (``__main__``).
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 def even_faults(rate: float) -> dict[str, float]:
     """FakeConfig fields spreading a total fault ``rate`` evenly over every kind."""
     return {f"p_{kind}": rate / len(FAULT_KINDS) for kind in FAULT_KINDS}
@@ -117,8 +130,12 @@ def exposition(
     prefix_queries: float,
     generation_tokens: float,
     prompt_tokens: float,
+    kv_capacity_tokens: int = 0,
 ) -> str:
-    """A /metrics page in Prometheus text format with vLLM's metric names and labels."""
+    """A /metrics page in Prometheus text format with vLLM's metric names and labels.
+
+    With ``kv_capacity_tokens``, also vLLM's ``vllm:cache_config_info`` (an info gauge
+    whose labels describe the KV cache; like vLLM 0.32's, it has no max_num_seqs)."""
     labels = f'{{engine="0",model_name="{model}"}}'
     rows = [
         ("vllm:num_requests_running", "gauge", "Requests in the model's batch.", running),
@@ -136,4 +153,14 @@ def exposition(
         out.append(f"# HELP {sample} {help_text}")
         out.append(f"# TYPE {sample} {kind}")
         out.append(f"{sample}{labels} {float(value)!r}")
+    if kv_capacity_tokens:
+        block = 16
+        info = (
+            f'block_size="{block}",enable_prefix_caching="True",engine="0",'
+            f'gpu_memory_utilization="0.9",kv_cache_size_tokens="{kv_capacity_tokens}",'
+            f'num_gpu_blocks="{kv_capacity_tokens // block}"'
+        )
+        out.append("# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig")
+        out.append("# TYPE vllm:cache_config_info gauge")
+        out.append(f"vllm:cache_config_info{{{info}}} 1.0")
     return "\n".join(out) + "\n"

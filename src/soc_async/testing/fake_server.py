@@ -30,6 +30,7 @@ import importlib
 import inspect
 import random
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,7 @@ from soc_async.testing.fake_model import (
     FAULT_KINDS,
     FakeConfig,
     PrefixCache,
+    ReplyError,
     count_tokens,
     exposition,
     fit_reply,
@@ -56,15 +58,6 @@ Reply = Callable[[dict[str, Any]], str | Awaitable[str]]
 def default_reply(body: dict[str, Any]) -> str:
     """A short fixed answer: enough for transport tests and benchmarks."""
     return "Sure, that works for me."
-
-
-class ReplyError(Exception):
-    """Raised by a reply function to answer with an HTTP error (vLLM's error body)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Hit(msgspec.Struct, array_like=True):
@@ -131,8 +124,9 @@ class FakeServer:
         """Force the next requests' outcomes ("ok", a fault kind, or "400") before the RNG."""
         self._script.extend(outcomes)
 
-    async def start(self) -> None:
-        """Listen on the configured port (0: a free one, kept for :meth:`restart`)."""
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on the configured port (0: a free one, kept for :meth:`restart`), or on
+        ``sock``, a socket already bound and listening."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
@@ -141,7 +135,11 @@ class FakeServer:
         # A short shutdown: stop() should look like a server dying, not draining.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.port, backlog=self.config.backlog)
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(runner, sock)
+        else:
+            site = web.TCPSite(runner, self.config.host, self.port, backlog=self.config.backlog)
         try:
             await site.start()
         except BaseException:
@@ -318,6 +316,7 @@ class FakeServer:
             prefix_queries=c["prefix_queries"],
             generation_tokens=c["generation"],
             prompt_tokens=c["prompt"],
+            kv_capacity_tokens=self.config.kv_capacity_tokens,
         )
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
