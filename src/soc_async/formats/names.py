@@ -39,6 +39,8 @@ _PLAIN = str.maketrans(
 
 def strip_accents(text: str) -> str:
     """``text`` with accents removed and case kept: "Phạm Minh Đức" -> "Pham Minh Duc"."""
+    if text.isascii():  # nothing to translate, decompose or drop (most event texts)
+        return text
     decomposed = unicodedata.normalize("NFKD", text.translate(_PLAIN))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
