@@ -9,8 +9,9 @@ grammars, parser, state machine), the gateway with its limiter (fixed at
 starts at once and the run stops after ``--duration-s`` (0: when every conversation is
 done).
 
-Measured over the steady window (from the moment every conversation has started to the
-end, so neither the start-up nor a tail of finishing chats is in it): the client's CPU
+Measured over the steady window (from the moment every conversation has started and had
+about one turn to the end, so neither the start-up nor a tail of finishing chats is in
+it): the client's CPU
 per request and as a share of one core (``time.process_time``), requests/s in real and
 in simulated time, and what the engines' /metrics say (requests running against the
 limit, waiting, KV usage, output tokens/s). Peak RSS (``ru_maxrss``) covers the whole
@@ -96,7 +97,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Window:
-    """The steady window: opened once every conversation has started."""
+    """The steady window: opened once every conversation has started and as many replies
+    have come back as there are conversations (about one turn each), so the start of the
+    conversations (their fixed prompt parts, their first turns) is not in it."""
 
     def __init__(self) -> None:
         self.open = False
@@ -136,7 +139,8 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
             while True:
                 now = time.monotonic()
                 live.append((now - t_start, float(tally.active)))
-                if not window.open and tally.peak_active >= args.conversations:
+                started = tally.peak_active >= args.conversations
+                if not window.open and started and len(recorder.samples) >= args.conversations:
                     window.open = True
                     window.t0, window.cpu0 = now, time.process_time()
                     window.requests0 = len(recorder.samples)

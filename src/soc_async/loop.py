@@ -6,7 +6,7 @@ between its turns (about 90 objects the cyclic collector tracks), so 10,000 of t
 about a million objects in its reach. With CPython's default thresholds (700, 10, 10) a
 young collection runs every few requests, promotes the objects of every request still
 waiting for its slot, and a full collection then walks all of them again: at 10,000
-live conversations that was about 15% of the client's CPU (docs/performance.md). Raising
+live conversations that was 15-30% of the client's CPU (docs/performance.md). Raising
 the first threshold makes young collections rare enough that most of a request's
 objects are freed by reference counting before one runs; cycles are still collected,
 only later. The thresholds are restored when the loop ends.
