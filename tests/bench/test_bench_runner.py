@@ -53,3 +53,19 @@ def test_changes_keeps_only_where_the_value_moves() -> None:
     steps = [(0.0, 16), (0.1, 16), (2.0, 12), (4.0, 12), (6.0, 16)]
     assert changes(steps) == [(0.0, 16), (2.0, 12), (6.0, 16)]
     assert changes([]) == []
+
+
+def test_ceiling_prefix_is_placed_on_the_cache_blocks() -> None:
+    """With the server's block size known, the shared prefix ends half a block past the
+    nearest boundary to the pipeline's cached share: 69% of 2,590 tokens is 1,787, whose
+    nearest boundary is 14 blocks of 128 (the old prefix of 1,787 cached only 13)."""
+    server = CounterDelta(
+        seconds=1.0, prefix_cache_hits=690, prefix_cache_queries=1000, preemptions=0,
+        generation_tokens=0, prompt_tokens=0,
+    )  # fmt: skip
+    pipe = phase_result(
+        "pipeline", 8, turns(8, 2590, 200, 0), errors=0, duration_s=1.0, server=server, ttft=None
+    )
+    shape = ceiling_shape(pipe, 8, shared_prefix=True, block=128)
+    assert shape is not None and shape.shared_tokens == 14 * 128 + 64
+    assert ceiling_shape(pipe, 8, shared_prefix=False, block=128).shared_tokens == 0  # type: ignore[union-attr]
