@@ -16,15 +16,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import msgspec
 
 from soc_async import config as config_mod
 from soc_async import logs
 from soc_async.config import RunConfig
-from soc_async.errors import ConfigError, Interrupted, ServerStartError
+from soc_async.errors import ConfigError, Interrupted, ServerStartError, first_error
 from soc_async.gateway import ModelGateway
 from soc_async.llm.server import ManagedServer, spec_for
+from soc_async.monitor.exporter import MetricsServer
 from soc_async.pipeline import Pipeline
-from soc_async.progress import LiveView, RunCounters
+from soc_async.progress import LiveView, Reporter, RunCounters
 from soc_async.records import id_index
 from soc_async.scheduler.runner import StopSignal
 from soc_async.store import RunDir, run_identity
@@ -39,13 +41,32 @@ def execute(
     resume: bool = False,
     chats_from_imports: bool = False,
     allow_torn: bool = False,
+    metrics_at: tuple[str, int] | None = None,
 ) -> str:
     """Runs ``config`` to completion and returns a one-line summary of what was written.
 
     ``imports`` are input files already checked (store.check_stage_inputs); a torn last
-    line in them is left out only with ``allow_torn``."""
-    with _terminate_as_interrupt():
-        return _execute(config, imports or {}, resume, chats_from_imports, allow_torn)
+    line in them is left out only with ``allow_torn``. ``metrics_at`` (host, port): serve
+    the run's figures for Prometheus there.
+    """
+    with _terminate_as_interrupt(), _exporter(config, metrics_at) as exporter:
+        return _execute(config, imports or {}, resume, chats_from_imports, allow_torn, exporter)
+
+
+@contextlib.contextmanager
+def _exporter(
+    config: RunConfig, metrics_at: tuple[str, int] | None
+) -> Iterator[MetricsServer | None]:
+    """The Prometheus endpoint, opened before anything is written (a busy port is an
+    input error that must leave no run directory behind)."""
+    if metrics_at is None:
+        yield None
+        return
+    host, port = metrics_at
+    info = {"path": str(Path(config.out)), "seed": str(config.seed), "shard": config.shard}
+    with MetricsServer(host, port, info) as server:
+        log.info("prometheus metrics", url=server.url)
+        yield server
 
 
 @contextlib.contextmanager
@@ -74,8 +95,44 @@ def _execute(
     resume: bool,
     chats_from_imports: bool,
     allow_torn: bool,
+    exporter: MetricsServer | None,
 ) -> str:
     run_dir = _prepare(config, imports, resume, chats_from_imports, allow_torn)
+    counters = RunCounters()
+    counters.capacity = config.concurrency.fixed or config.concurrency.initial
+    reporter = Reporter(
+        counters,
+        lambda snap: run_dir.append_metrics(msgspec.to_builtins(snap)),
+        interval_s=config.monitor.interval_s,
+        publish=exporter.publish if exporter is not None else None,
+    )
+    # A line at once: a watcher of a resumed directory must not take the previous
+    # process's finished line for this one's end while a managed server starts.
+    reporter.report()
+    outcome = "failed"
+    try:
+        _run(config, run_dir, counters, reporter, chats_from_imports)
+        outcome = "done"
+    except BaseException as exc:
+        error = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if isinstance(error, Interrupted | KeyboardInterrupt):
+            outcome = "interrupted"
+        raise
+    finally:
+        try:
+            reporter.final(outcome)
+        except OSError as exc:  # advisory figures must not hide how the run ended
+            log.warning("cannot write the last metrics line", error=str(exc))
+    return _summary(run_dir, counters)
+
+
+def _run(
+    config: RunConfig,
+    run_dir: RunDir,
+    counters: RunCounters,
+    reporter: Reporter,
+    chats_from_imports: bool,
+) -> None:
     if chats_from_imports:
         config = config_mod.override(
             config, {"targets.chats": _chat_target(run_dir)}, "imported experiences"
@@ -90,9 +147,7 @@ def _execute(
                 },
                 "managed server",
             )
-        counters = RunCounters()
-        _run_loop(config, run_dir, counters, server)
-    return _summary(run_dir, counters)
+        _run_loop(config, run_dir, counters, reporter, server)
 
 
 def _prepare(
@@ -141,11 +196,15 @@ def _server(config: RunConfig) -> Iterator[ManagedServer | None]:
 
 
 def _run_loop(
-    config: RunConfig, run_dir: RunDir, counters: RunCounters, server: ManagedServer | None
+    config: RunConfig,
+    run_dir: RunDir,
+    counters: RunCounters,
+    reporter: Reporter,
+    server: ManagedServer | None,
 ) -> None:
     async def main() -> None:
         stop = StopSignal(grace_s=config.client.shutdown_grace_s)
-        with stop.installed(), LiveView(counters) as view:
+        with stop.installed(), LiveView(counters, title=str(run_dir.path)) as view:
             async with ModelGateway(config, counters) as gateway, anyio.create_task_group() as tg:
                 pipeline = Pipeline(
                     config,
@@ -158,8 +217,10 @@ def _run_loop(
                 )
                 if server is not None:
                     tg.start_soon(_watch, server)
+                tg.start_soon(view.run)
+                tg.start_soon(reporter.run)
                 async with stop.guard():
-                    await pipeline.run_with_view(view)
+                    await pipeline.run()
                 tg.cancel_scope.cancel()
         if stop.requested:
             raise Interrupted(
@@ -191,11 +252,17 @@ def _summary(run_dir: RunDir, counters: RunCounters) -> str:
         name: sum(1 for header in run_dir.scan(name) if header.kind)
         for name in ("personas", "experiences", "conversations", "failures")
     }
-    rate = counters.snapshot()
+    snap = counters.snapshot()
+    faults = ", ".join(f"{k} {v}" for k, v in snap.faults.items()) or "none"
+    rejected = ", ".join(f"{k} {v}" for k, v in list(snap.rejections.items())[:5]) or "none"
+    if len(snap.rejections) > 5:
+        rejected += f", ... ({sum(snap.rejections.values())} in all)"
     return (
         f"{run_dir.path}: {counts['personas']} personas, {counts['experiences']} experiences, "
         f"{counts['conversations']} conversations, {counts['failures']} failures; "
-        f"{rate['completion_tokens']} tokens generated in {rate['elapsed_s']:.0f}s"
+        f"{snap.completion_tokens} tokens generated in {snap.elapsed_s:.0f}s; "
+        f"transport faults: {faults} ({snap.request_errors} requests failed for good); "
+        f"rejected: {rejected}"
     )
 
 

@@ -167,6 +167,14 @@ class ChatConfig(_Section):
     )
 
 
+class MonitorConfig(_Section):
+    """How the run reports itself (docs/observability.md)."""
+
+    # A metrics.jsonl line (and the Prometheus endpoint's figures) this often: what
+    # `status --watch` and a scraper see is at most this old.
+    interval_s: PosFloat = 5.0
+
+
 class RunConfig(_Section):
     seed: int = 0
     model: str = ""  # served model name; "": whatever the (first) server serves
@@ -182,6 +190,7 @@ class RunConfig(_Section):
     persona: PersonaConfig = msgspec.field(default_factory=PersonaConfig)
     experience: ExperienceConfig = msgspec.field(default_factory=ExperienceConfig)
     chat: ChatConfig = msgspec.field(default_factory=ChatConfig)
+    monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
 
     def call(self, kind: str) -> CallConfig:
         """The settings of one call kind."""

@@ -27,7 +27,7 @@ from soc_async.config import RunConfig
 from soc_async.errors import InputError
 from soc_async.fewshot import FewShotRing, RingSnapshot
 from soc_async.llm.types import Completer
-from soc_async.progress import LiveView, RunCounters
+from soc_async.progress import RunCounters
 from soc_async.records import (
     STAGES,
     Conversation,
@@ -131,31 +131,13 @@ class Pipeline:
         self.shard = config.shard_parts()
         self.pipes: list[Pipe[Any]] = []  # the streams between stages, for the live panel
 
-    async def run_with_view(self, view: LiveView) -> None:
-        """:meth:`run`, refreshing ``view`` while it goes."""
-        async with anyio.create_task_group() as tg:
-
-            async def refresh() -> None:
-                while True:
-                    view.refresh()
-                    await anyio.sleep(0.5)
-
-            tg.start_soon(refresh)
-            await self.run()
-            tg.cancel_scope.cancel()
-
     async def run(self) -> None:
         """Runs every stage to its target, or until a stop is requested."""
-        async with self.run_dir.writers() as out, anyio.create_task_group() as tg:
-            tg.start_soon(self._report_loop)
-            try:
-                done = await anyio.to_thread.run_sync(self._read_and_plan)
-                personas = await self._personas(out, done)
-                if not self.stop.requested:
-                    await self._experiences_and_chats(out, personas, done)
-            finally:
-                tg.cancel_scope.cancel()
-                self.run_dir.append_metrics(self.counters.snapshot())
+        async with self.run_dir.writers() as out:
+            done = await anyio.to_thread.run_sync(self._read_and_plan)
+            personas = await self._personas(out, done)
+            if not self.stop.requested:
+                await self._experiences_and_chats(out, personas, done)
 
     # --- personas ---------------------------------------------------------------------
 
@@ -218,6 +200,8 @@ class Pipeline:
 
         async def make_experience(i: int) -> Experience | None:
             record = await self._counted("experiences", new_experiences(i), out)
+            if isinstance(record, Failure) and i in chat_todo:
+                self.counters.stages["chats"].skipped += 1  # chat i has no experience
             wanted = isinstance(record, Experience) and id_index(record.id) in chat_todo
             return record if wanted else None
 
@@ -332,6 +316,7 @@ class Pipeline:
         finally:
             count.active -= 1
         await out.put(record)
+        self.counters.on_record(record)
         if isinstance(record, Failure):
             count.failed += 1
         else:
@@ -349,8 +334,3 @@ class Pipeline:
                 pipe.receive,
                 None,
             )
-
-    async def _report_loop(self) -> None:
-        while True:
-            await anyio.sleep(5.0)
-            self.run_dir.append_metrics(self.counters.snapshot())

@@ -90,6 +90,18 @@ def test_dry_run_one_tensor_parallel_server(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_dry_run_metrics_port_is_opt_in(tmp_path: Path) -> None:
+    """METRICS_PORT turns on soc-async's Prometheus endpoint (on 127.0.0.1 unless
+    METRICS_HOST says otherwise); unset, the flag is not passed."""
+    (soc_off,) = _commands(_dry(tmp_path, SLURM_GPUS_ON_NODE="1").stdout)[-1:]
+    assert "--metrics-port" not in soc_off
+    (soc,) = _commands(_dry(tmp_path, METRICS_PORT="9400").stdout)[-1:]
+    assert soc[soc.index("--metrics-port") + 1] == "9400"
+    assert soc[soc.index("--metrics-host") + 1] == "127.0.0.1"
+    (wide,) = _commands(_dry(tmp_path, METRICS_PORT="9400", METRICS_HOST="0.0.0.0").stdout)[-1:]
+    assert wide[wide.index("--metrics-host") + 1] == "0.0.0.0"
+
+
 def test_dry_run_one_server_per_gpu_with_affinity_endpoints(tmp_path: Path) -> None:
     """SERVERS=per-gpu: one server per TP_SIZE of the job's devices (SLURM's
     CUDA_VISIBLE_DEVICES), each on its own port, and soc-async gets every endpoint."""

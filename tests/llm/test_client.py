@@ -282,3 +282,38 @@ async def test_affinity_and_failover_across_two_servers(fake_server) -> None:
         await until(lambda: client.pool.endpoints[0].up)
         fresh = await run_batch(client, [f"n{c}/t0" for c in range(20)], 8, affinity=True)
         assert {r.endpoint for r in fresh.values()} == {one.url, two.url}  # type: ignore[union-attr]
+
+
+# What each fault the fake server injects is counted as.
+CAUSES = {"500": "5xx", "503": "5xx", "429": "429", "reset": "reset", "stall": "timeout",
+          "bad_json": "bad_json"}  # fmt: skip
+
+
+async def test_every_failed_attempt_is_counted_by_endpoint_and_cause(fake_server) -> None:
+    """Faults on two servers: each failed attempt, retried or the last, is counted once
+    under its endpoint and cause, equal to what each server injected."""
+    one = await fake_server(seed=3, retry_after_s=0.01, **even_faults(0.3))
+    two = await fake_server(seed=4, retry_after_s=0.01, **even_faults(0.3))
+    config = ClientConfig(
+        timeout_s=0.5, max_retries=2, backoff_base_s=0.01, backoff_max_s=0.02, probe_interval_s=0.02
+    )
+    async with client_for(one, two, config=config) as client:
+        await run_batch(client, [f"r{i}" for i in range(200)], concurrency=32)
+        for server in (one, two):
+            injected: collections.Counter[str] = collections.Counter()
+            for outcome, n in server.stats.outcomes.items():
+                if outcome in CAUSES:
+                    injected[CAUSES[outcome]] += n
+            assert client.faults[server.url] == injected
+            assert set(injected) == {"5xx", "429", "reset", "timeout", "bad_json"}
+
+
+async def test_a_refused_connection_counts_as_connect(fake_server) -> None:
+    """A server that is not listening: the attempt is counted as `connect`."""
+    server = await fake_server()
+    await server.stop()
+    config = ClientConfig(max_retries=0, connect_timeout_s=1.0, probe_interval_s=0.05)
+    async with client_for(server, config=config, default_model="m") as client:
+        with pytest.raises(RetriesExhausted):
+            await client.chat(ask("refused"))
+    assert client.faults[server.url] == {"connect": 1}

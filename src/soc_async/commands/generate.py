@@ -27,6 +27,19 @@ def _generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", metavar="I/N", help="this task's share of the run's ids")
     p.add_argument("--no-grammar", action="store_true", help="send no grammars")
     p.add_argument("--print-config", action="store_true", help="print the effective config")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="P",
+        help="serve Prometheus metrics (soc_async_*) on port P while the run lasts "
+        "(0: a free port, logged); off by default",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="H",
+        help="address of --metrics-port (default 127.0.0.1; 0.0.0.0 for every interface)",
+    )
     add_verbose(p)
 
 
@@ -130,6 +143,9 @@ def handle(args: argparse.Namespace) -> int:
     from soc_async.app import execute
 
     resume = bool(getattr(args, "resume", None))
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise InputError(f"--metrics-port: expected a port number 0-65535, got {args.metrics_port}")
+    metrics_at = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
     try:
         summary = execute(
             cfg,
@@ -137,6 +153,7 @@ def handle(args: argparse.Namespace) -> int:
             resume=resume,
             chats_from_imports=args.command == "chats" and args.n is None,
             allow_torn=getattr(args, "allow_torn", False),
+            metrics_at=metrics_at,
         )
     except Interrupted as exc:
         print(f"soc-async: {exc}", file=sys.stderr)

@@ -15,6 +15,11 @@ means the request itself is wrong: it raises ``RequestError`` at once with the s
 message. While every server is out, requests wait in the endpoint pool
 (``EndpointPool.acquire``) instead of spending their retries; past
 ``down_timeout_s`` that wait raises ``ServerError``.
+
+Every failed attempt is counted in :attr:`LLMClient.faults`, by endpoint and by cause
+(:data:`FAULT_CAUSES`), whether it was retried or was the last one: the run's live view,
+metrics.jsonl and Prometheus endpoint show them, so a proxy or server that answers 5xx
+or drops connections is visible before it costs a single item.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -79,12 +85,19 @@ _decode_models = msgspec.json.Decoder(_Models).decode
 _encode = msgspec.json.Encoder().encode
 
 
-class _Transient(Exception):
-    """One attempt failed in a way worth retrying."""
+# Why an attempt failed, as counted: an HTTP status class or 429, a connection that
+# broke mid-request, one that could not be opened, no reply in time, a 200 whose body is
+# not the JSON expected.
+FAULT_CAUSES: tuple[str, ...] = ("5xx", "429", "reset", "connect", "timeout", "bad_json")
 
-    def __init__(self, reason: str, detail: str, *, status: int | None = None) -> None:
+
+class _Transient(Exception):
+    """One attempt failed in a way worth retrying; ``cause`` is one of FAULT_CAUSES."""
+
+    def __init__(self, reason: str, detail: str, *, cause: str, status: int | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
+        self.cause = cause
         self.status = status
         self.retry_after: float | None = None
 
@@ -117,6 +130,8 @@ class LLMClient:
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self.pool = EndpointPool(endpoints, config, self._probe)
+        # Failed attempts by endpoint URL and cause (FAULT_CAUSES), retried or not.
+        self.faults: dict[str, Counter[str]] = {ep.url: Counter() for ep in self.pool.endpoints}
         self._max_retry_after = max(config.backoff_max_s, config.timeout_s)
 
     async def __aenter__(self) -> LLMClient:
@@ -195,12 +210,16 @@ class LLMClient:
                             return _completion(
                                 parsed, model, ep.url, time.perf_counter() - started, attempts
                             )
-                        raise _Transient("bad_json", "reply has no choices", status=200)
+                        raise _Transient(
+                            "bad_json", "reply has no choices", cause="bad_json", status=200
+                        )
                     pool.answered(ep)
                     failure = _http_failure(status, payload, resp.headers, ep.chat_url, attempts)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 pool.answered(ep)
-                failure = _Transient("bad_json", f"unreadable reply: {exc}", status=200)
+                failure = _Transient(
+                    "bad_json", f"unreadable reply: {exc}", cause="bad_json", status=200
+                )
                 failure.__cause__ = exc
             except _Transient as exc:
                 pool.answered(ep)
@@ -209,14 +228,22 @@ class LLMClient:
                 # A connect timeout means the server is unreachable; a read timeout may
                 # be one stalled request on a healthy server.
                 pool.failed(ep, hard=isinstance(exc, aiohttp.ConnectionTimeoutError))
-                failure = _Transient("timeout", f"no reply within the timeout ({exc!r})")
+                failure = _Transient(
+                    "timeout", f"no reply within the timeout ({exc!r})", cause="timeout"
+                )
                 failure.__cause__ = exc
             except aiohttp.ClientError as exc:
-                pool.failed(ep, hard=isinstance(exc, aiohttp.ClientConnectorError))
-                failure = _Transient("connection", f"{exc.__class__.__name__}: {exc}")
+                unreachable = isinstance(exc, aiohttp.ClientConnectorError)
+                pool.failed(ep, hard=unreachable)
+                failure = _Transient(
+                    "connection",
+                    f"{exc.__class__.__name__}: {exc}",
+                    cause="connect" if unreachable else "reset",
+                )
                 failure.__cause__ = exc
             finally:
                 pool.release(ep)
+            self.faults[ep.url][failure.cause] += 1
             if attempts > max_retries:
                 err = RetriesExhausted(failure.reason, status=failure.status, attempts=attempts)
                 err.endpoint = ep.url  # type: ignore[attr-defined]
@@ -322,11 +349,16 @@ def _completion(
 def _http_failure(status: int, payload: bytes, headers: Any, url: str, attempts: int) -> _Transient:
     """The retryable failure an HTTP status stands for; raises RequestError if none."""
     if status == 429:
-        failure = _Transient("http_429", f"HTTP 429 from {url}", status=429)
+        failure = _Transient("http_429", f"HTTP 429 from {url}", cause="429", status=429)
         failure.retry_after = _retry_after(headers.get("Retry-After"))
         return failure
     if status >= 500:
-        return _Transient(f"http_{status}", f"HTTP {status} from {url}: {_error_message(payload)}")
+        return _Transient(
+            f"http_{status}",
+            f"HTTP {status} from {url}: {_error_message(payload)}",
+            cause="5xx",
+            status=status,
+        )
     raise RequestError(
         f"HTTP {status} from {url}: {_error_message(payload)}", status=status, attempts=attempts
     )

@@ -192,8 +192,11 @@ def _down(
 class AdaptiveController:
     """Reads metrics every ``interval_s`` and applies :func:`decide` to the limiter.
 
-    ``history`` keeps one ``(time, capacity, reason)`` per decision, for the bench's plot.
-    A failed metrics read is logged and skipped; the capacity stays where it was.
+    ``history`` keeps one ``(time, capacity, reason)`` per decision, for the bench's plot;
+    ``last_move`` the ``(time, old, new, reason)`` of the last change and ``moves`` how
+    many there were, for the live panel's one line (a change is logged at debug level
+    only, so it does not scroll over the panel). A failed metrics read is logged and
+    skipped; the capacity stays where it was.
     """
 
     def __init__(
@@ -210,6 +213,8 @@ class AdaptiveController:
         self.interval_s = interval_s
         self.state = ControllerState()
         self.history: list[tuple[float, int, str]] = []
+        self.last_move: tuple[float, int, int, str] | None = None
+        self.moves = 0
         self._read = read_metrics
         self._prev: MetricsView | None = None
 
@@ -226,7 +231,9 @@ class AdaptiveController:
             queued=self.limiter.waiting,
         )
         if capacity != self.limiter.capacity:
-            _log.info("capacity", old=self.limiter.capacity, new=capacity, reason=reason)
+            _log.debug("capacity", old=self.limiter.capacity, new=capacity, reason=reason)
+            self.last_move = (now.time, self.limiter.capacity, capacity, reason)
+            self.moves += 1
             self.limiter.set_capacity(capacity)
         self._prev = now
         self.history.append((now.time, capacity, reason))
