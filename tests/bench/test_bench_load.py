@@ -11,9 +11,9 @@ from soc_async.bench.load import (
     LoadShape,
     RequestShape,
     TokenFit,
-    aligned_prefix,
     build_requests,
     fit_tokens,
+    place_prefix,
     spread_items,
     synthetic_text,
     warm_request,
@@ -61,17 +61,20 @@ def test_synthetic_text_has_the_words_asked_for() -> None:
     assert synthetic_text(rng, 0) == ""
 
 
-def test_aligned_prefix_lands_half_a_block_past_the_nearest_boundary() -> None:
-    """A share of whole blocks is kept whole: the prefix ends mid-block, so the server
-    caches exactly the blocks the share had (the old prefix, cut at the share itself,
-    lost a block whenever the share fell just short of a boundary)."""
-    assert aligned_prefix(1787.0, 2590.0, 128) == 14 * 128 + 64  # cached: 14 blocks
-    assert aligned_prefix(1792.0, 2590.0, 128) == 14 * 128 + 64
-    assert aligned_prefix(1700.0, 2590.0, 128) == 13 * 128 + 64
-    assert aligned_prefix(40.0, 2590.0, 128) == 0  # under half a block: nothing cached
-    assert aligned_prefix(2580.0, 2590.0, 128) == 2589  # never the whole prompt
-    assert aligned_prefix(1787.0, 2590.0, None) == 1787  # no block size: as measured
-    assert aligned_prefix(0.0, 2590.0, 16) == 0
+def test_place_prefix_keeps_the_computed_tokens_and_lands_mid_block() -> None:
+    """The cached share is rounded to whole blocks and the prompt moves with it, so each
+    request computes what the pipeline's did; the prefix ends half a block past the
+    boundary (the old prefix, cut at the mean share itself, cached a block less whenever
+    the share fell just short of a boundary)."""
+    prompt, shared = place_prefix(2590.0, 1787.0, 128)
+    assert shared == 14 * 128 + 64  # 14 blocks cached
+    assert prompt - 14 * 128 == pytest.approx(2590 - 1787)  # computed tokens unchanged
+    assert place_prefix(2590.0, 1792.0, 128) == (2590.0, 14 * 128 + 64)
+    assert place_prefix(2590.0, 1700.0, 128)[1] == 13 * 128 + 64
+    assert place_prefix(2590.0, 40.0, 128) == (2550.0, 0.0)  # under half a block: none
+    assert place_prefix(2590.0, 2580.0, 128) == (2570.0, 2569.0)  # never the whole prompt
+    assert place_prefix(2590.0, 1787.0, None) == (2590.0, 1787.0)  # no block size
+    assert place_prefix(2590.0, 0.0, 16) == (2590.0, 0.0)
 
 
 def test_build_requests_shares_exactly_the_prefix() -> None:

@@ -58,7 +58,8 @@ def test_changes_keeps_only_where_the_value_moves() -> None:
 def test_ceiling_prefix_is_placed_on_the_cache_blocks() -> None:
     """With the server's block size known, the shared prefix ends half a block past the
     nearest boundary to the pipeline's cached share: 69% of 2,590 tokens is 1,787, whose
-    nearest boundary is 14 blocks of 128 (the old prefix of 1,787 cached only 13)."""
+    nearest boundary is 14 blocks of 128 (the old prefix of 1,787 cached only 13); the
+    prompt grows by the 5 tokens rounded up, so each request computes the same 803."""
     server = CounterDelta(
         seconds=1.0, prefix_cache_hits=690, prefix_cache_queries=1000, preemptions=0,
         generation_tokens=0, prompt_tokens=0,
@@ -68,4 +69,5 @@ def test_ceiling_prefix_is_placed_on_the_cache_blocks() -> None:
     )
     shape = ceiling_shape(pipe, 8, shared_prefix=True, block=128)
     assert shape is not None and shape.shared_tokens == 14 * 128 + 64
+    assert shape.prompt_tokens - 14 * 128 == pytest.approx(2590 * 0.31)
     assert ceiling_shape(pipe, 8, shared_prefix=False, block=128).shared_tokens == 0  # type: ignore[union-attr]

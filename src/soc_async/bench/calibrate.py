@@ -6,7 +6,7 @@
   token, and the template's opening is the longest run of tokens two one-word messages
   share (:func:`common_prefix`).
 - ``vllm:cache_config_info`` on /metrics carries the prefix cache's ``block_size``: the
-  ceiling's shared prefix is placed by it (:func:`soc_async.bench.load.aligned_prefix`).
+  ceiling's shared prefix is placed by it (:func:`soc_async.bench.load.place_prefix`).
 
 A server without /tokenize (not vLLM, or an old one) leaves the fitted line of
 :func:`soc_async.bench.load.probe_fit` as it is; one without the metric leaves the

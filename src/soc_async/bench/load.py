@@ -11,7 +11,7 @@ not, so by default the ceiling's prompts open with a prefix shared by all of the
 so that the server caches as many tokens of each as it did of the pipeline's (vLLM's
 benchmark has ``random_prefix_len`` for this): both then prefill the same number of new
 tokens per request. vLLM caches whole blocks, so the prefix ends half a block past a
-block boundary (:func:`aligned_prefix`): a prefix cut at the pipeline's mean cached share
+block boundary (:func:`place_prefix`): a prefix cut at the pipeline's mean cached share
 lost up to a block a request, and on a CPU server, where prefill dominates, that was the
 ceiling's 10% shortfall against vLLM's benchmark (docs/performance.md).
 
@@ -44,9 +44,9 @@ __all__ = [
     "LoadShape",
     "RequestShape",
     "TokenFit",
-    "aligned_prefix",
     "build_requests",
     "fit_tokens",
+    "place_prefix",
     "probe_fit",
     "run_load",
     "spread_items",
@@ -144,23 +144,26 @@ async def probe_fit(
     return fit_tokens(probes)
 
 
-def aligned_prefix(cached: float, prompt: float, block: int | None) -> float:
-    """Leading tokens to share so that the server caches about ``cached`` of a prompt.
+def place_prefix(prompt: float, cached: float, block: int | None) -> tuple[float, float]:
+    """(prompt length, shared prefix) for a request that should find ``cached`` of its
+    ``prompt`` tokens in the prefix cache and compute the rest.
 
     vLLM serves a shared prefix of S tokens from its cache as floor(S / block) whole
-    blocks. The share to imitate is whole blocks already (a mean of them), so the prefix
-    is the nearest whole number of blocks plus half a block, which a token more or less
-    at its edge does not move across a boundary; never past the prompt's last token.
-    With no block size known, ``cached`` itself.
+    blocks, so ``cached`` (a mean of whole blocks, from the pipeline) is rounded to the
+    nearest whole number of blocks, and the prompt moves by as much, so that each request
+    computes exactly the tokens the pipeline's did (its context then differs by at most
+    half a block). The prefix ends half a block past the boundary: a token more or less at
+    its edge does not move it across. With no block size known: ``cached`` as it is.
     """
     if cached <= 0 or prompt <= 1:
-        return 0.0
+        return prompt, 0.0
     if not block or block <= 1:
-        return float(min(cached, prompt - 1))
+        return prompt, float(min(cached, prompt - 1))
     blocks = round(cached / block)
+    prompt = prompt - cached + blocks * block
     if blocks == 0:
-        return 0.0
-    return float(min(blocks * block + block // 2, prompt - 1))
+        return prompt, 0.0
+    return prompt, float(min(blocks * block + block // 2, prompt - 1))
 
 
 class RequestShape(msgspec.Struct, array_like=True, frozen=True):
@@ -198,7 +201,8 @@ def spread_items(
     out = []
     for i in range(n):
         prompt, cached, output = order[i % len(order)]
-        out.append(RequestShape(prompt, aligned_prefix(cached, prompt, block), max(1, output)))
+        length, shared = place_prefix(prompt, cached, block)
+        out.append(RequestShape(length, shared, max(1, output)))
     return out
 
 

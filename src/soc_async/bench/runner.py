@@ -398,19 +398,20 @@ def ceiling_shape(
     """The synthetic load that imitates a pipeline phase; None when it had no turns.
 
     Its shared prefix is the pipeline's prefix-cached share of the mean prompt, placed on
-    the server's cache blocks (``block`` tokens each, when known) so that the server caches
-    as many tokens of each prompt as it did of the pipeline's.
+    the server's cache blocks (``block`` tokens each, when known) so that each request
+    computes as many new tokens as the pipeline's did on average (load.place_prefix).
     """
     if pipeline.mean_prompt_tokens is None or pipeline.mean_completion_tokens is None:
         return None
     share = pipeline.prefix_hit_rate
     if share is None:
         share = pipeline.cached_share
-    prompt = pipeline.mean_prompt_tokens
-    shared = load.aligned_prefix((share or 0.0) * prompt, prompt, block) if shared_prefix else 0.0
+    prompt, shared = pipeline.mean_prompt_tokens, 0.0
+    if shared_prefix:
+        prompt, shared = load.place_prefix(prompt, (share or 0.0) * prompt, block)
     return load.LoadShape(
         requests=max(pipeline.requests, concurrency),
-        prompt_tokens=pipeline.mean_prompt_tokens,
+        prompt_tokens=prompt,
         output_tokens=max(1, round(pipeline.mean_completion_tokens)),
         shared_tokens=shared,
     )
