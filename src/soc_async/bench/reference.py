@@ -31,6 +31,7 @@ import contextlib
 import gc
 import importlib
 import io
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -135,10 +136,16 @@ def load_benchmark() -> ModuleType | str:
     """vLLM's serving benchmark module, or one line saying why it cannot be had.
 
     What vLLM prints while it is imported (and its loggers, which bind to the streams of
-    that moment, print later) is kept off the bench's output.
+    that moment, print later) is kept off the bench's output, and so are the warnings its
+    dependencies raise on import (deprecations), which are not the bench's to act on.
     """
     try:
-        with contextlib.redirect_stdout(_Tail(1)), contextlib.redirect_stderr(_Tail(1)):
+        with (
+            contextlib.redirect_stdout(_Tail(1)),
+            contextlib.redirect_stderr(_Tail(1)),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
             module = importlib.import_module(MODULE)
     except Exception as exc:  # ImportError, or a vLLM whose own imports fail
         return (
