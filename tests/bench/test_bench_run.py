@@ -11,10 +11,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from soc_async import config as config_mod
 from soc_async.bench import reference, session
-from soc_async.bench.report import CSV_COLUMNS, write_reports
+from soc_async.bench.report import CSV_COLUMNS, render_breakdown, write_reports
 from soc_async.bench.results import BenchSettings
 from soc_async.bench.runner import run_bench
 from soc_async.commands import bench as bench_command
@@ -201,6 +202,9 @@ async def test_reference_and_breakdown_without_vllm(
     assert spread.requests == ceil.requests
     assert result.breakdown and result.breakdown[0].step == "the bench's uniform load"
     assert result.breakdown[-1].step == "end-of-phase tail"
+    console = Console(width=200, record=True)
+    console.print(render_breakdown(result))
+    assert "prompt-length spread" in console.export_text()
 
 
 def test_bench_command_says_the_reference_is_missing(
