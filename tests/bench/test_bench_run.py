@@ -191,15 +191,16 @@ async def test_reference_and_breakdown_without_vllm(
     result = await run_bench(config, settings)
 
     assert [(p.phase, p.variant) for p in result.phases] == [
-        ("pipeline", ""), ("ceiling", ""), ("pipeline", "no-grammar"), ("ceiling", "spread"),
+        ("pipeline", ""), ("ceiling", ""), ("ceiling", "spread"),
+        ("pipeline", "no-grammar"), ("ceiling", "no-grammar"),
     ]  # fmt: skip
     (missing,) = [n for n in result.notes if n.startswith("no reference phase")]
     assert reference.MODULE in missing
     assert any("fitted, not exact" in n for n in result.notes)  # the fake has no /tokenize
     assert result.summary.points[0].reference_tokens_per_s is None
-    pipe, ceil, _, spread = result.phases
+    pipe, ceil, spread, no_grammar, its_load = result.phases
     assert pipe.steady_tokens_per_s is not None and ceil.steady_tokens_per_s is not None
-    assert spread.requests == ceil.requests
+    assert spread.requests == ceil.requests and its_load.requests == no_grammar.requests
     assert result.breakdown and result.breakdown[0].step == "the bench's uniform load"
     assert result.breakdown[-1].step == "end-of-phase tail"
     console = Console(width=200, record=True)

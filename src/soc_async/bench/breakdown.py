@@ -2,20 +2,22 @@
 
 ``soc-async bench --breakdown`` runs, at each concurrency, besides the pipeline, the
 ceiling and (with ``--reference``) vLLM's benchmark, the phases that switch one thing
-off: the pipeline without the turn grammar, the pipeline without summary calls (only
-when it made any), and the ceiling with the pipeline's own spread of prompt, cached and
-output lengths instead of their means. :func:`loss_steps` reads them as a ladder from
-the reference down to the pipeline's whole-phase figure; each step's factor is the
-tokens/s after it over the tokens/s before, and the factors multiply out to
-pipeline / reference:
+off: a load with the pipeline's own spread of prompt, cached and output lengths instead
+of their means (phase "ceiling", variant "spread"); the pipeline without the turn
+grammar, and without summary calls (only when it made any), each followed by a load of
+its own lengths (phase "ceiling" with the same variant). :func:`loss_steps` reads them
+as a ladder from the reference down to the pipeline's whole-phase figure; each step's
+factor is the tokens/s after it over the tokens/s before, and the factors multiply out
+to pipeline / reference:
 
 1. method: the bench's own uniform load (the ceiling) against vLLM's benchmark;
-2. prompt-length spread: the ceiling with the pipeline's lengths against the uniform one;
-3. conversations: what is left between that load and the pipeline with neither grammar
-   nor summaries (turns that wait on each other, the client's work between them, slots
-   idle while it runs, the prompts' own content);
-4. turn grammar: the pipeline against the pipeline without it;
-5. summary calls: the pipeline against the pipeline without them;
+2. prompt-length spread: the load of the pipeline's lengths against the uniform one;
+3. conversations: the pipeline's share of a load of its own lengths, grammar and
+   summaries taken out (turns that wait on each other, the client's work between them);
+4. turn grammar: the pipeline's share of the load of its lengths, over the same share
+   of the pipeline without the grammar (each against the work it did: without a grammar
+   a small model writes other lengths, and tokens/s depends on them);
+5. summary calls: likewise against the pipeline without them (1 when none were made);
 6. end-of-phase tail: the pipeline's whole phase against its steady window.
 
 Steps 1-5 compare steady windows (bench/steady.py), so the tail is counted once, in
@@ -49,14 +51,18 @@ def _at(c: int, phases: Sequence[PhaseResult], grammar: bool) -> list[LossStep]:
     def get(phase: str, variant: str = "") -> PhaseResult | None:
         return by_concurrency(phases, phase, variant).get(c)  # type: ignore[arg-type]
 
+    def share(variant: str) -> float | None:
+        """A pipeline's steady tokens/s over a load of its own lengths'."""
+        return ratio(_steady(get("pipeline", variant)), _steady(get("ceiling", variant)))
+
     pipe, ceil, ref = get("pipeline"), get("ceiling"), get("reference")
     spread = get("ceiling", "spread")
-    no_grammar, no_summaries = get("pipeline", "no-grammar"), get("pipeline", "no-summaries")
     if pipe is None or _steady(pipe) is None:
         return []
     summaries = pipe.requests_by_kind.get("summary", 0)
-    grammar_f = ratio(_steady(pipe), _steady(no_grammar)) if grammar else 1.0
-    summary_f = 1.0 if summaries == 0 else ratio(_steady(pipe), _steady(no_summaries))
+    own = ratio(_steady(pipe), _steady(spread if spread is not None else ceil))
+    grammar_f = ratio(own, share("no-grammar")) if grammar else 1.0
+    summary_f = 1.0 if summaries == 0 else ratio(own, share("no-summaries"))
     # The pipeline with neither grammar nor summaries, as far as the two variants say.
     bare = ratio(_steady(pipe), _product(grammar_f, summary_f))
     load = spread if _steady(spread) is not None else ceil
@@ -91,7 +97,7 @@ def _at(c: int, phases: Sequence[PhaseResult], grammar: bool) -> list[LossStep]:
         "conversations: turns wait on each other, client work between them",
         bare,
         _steady(load),
-        "the rest: pipeline without grammar and summaries / the load above"
+        "the rest: pipeline / the load of its lengths, grammar and summaries taken out"
         + (f"; slots idle {idle:.0%} of the pipeline's steady window" if idle is not None else "")
         + f"; client queue p50 {pipe.queue_s.p50 or 0.0:.2g} s",
     )
@@ -100,7 +106,9 @@ def _at(c: int, phases: Sequence[PhaseResult], grammar: bool) -> list[LossStep]:
         "turn grammar",
         grammar_rate,
         bare,
-        "pipeline / pipeline without the turn grammar" if grammar else "none sent (--no-grammar)",
+        "(pipeline / its lengths' load) / (the same without the turn grammar)"
+        if grammar
+        else "none sent (--no-grammar)",
     )
     add(
         "summary calls",
@@ -108,7 +116,7 @@ def _at(c: int, phases: Sequence[PhaseResult], grammar: bool) -> list[LossStep]:
         grammar_rate,
         "none made at these turn counts"
         if summaries == 0
-        else "pipeline / pipeline without summary calls",
+        else "(pipeline / its lengths' load) / (the same without summary calls)",
     )
     add(
         "end-of-phase tail",

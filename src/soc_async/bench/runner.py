@@ -176,12 +176,15 @@ class _Sweep:
         # Drawn afresh for every bench run: the synthetic prompts (ceiling, reference) of
         # an earlier run against the same server must not be found in its prefix cache.
         self.nonce = secrets.randbits(31)
+        self.draws = 0
         self.notes: list[str] = []
         self.last_turns: list[tuple[int, int, int]] = []  # the last pipeline's turns
 
     def fresh_seed(self, tag: str) -> int:
-        """A seed of this bench run's own for the load called ``tag``."""
-        return random.Random(f"{self.nonce}:{tag}").randrange(2**31)
+        """A seed of this bench run's own for the load called ``tag``, another at every
+        call: a load repeated in one run must not find its own prompts cached either."""
+        self.draws += 1
+        return random.Random(f"{self.nonce}:{tag}:{self.draws}").randrange(2**31)
 
     def note(self, line: str) -> None:
         """A line for the table's notes and bench.json, shown at once too."""
@@ -352,35 +355,52 @@ class _Sweep:
         concurrency: int,
         config: RunConfig,
         pipeline: PhaseResult,
-        shape: load.LoadShape,
         fit: load.TokenFit,
         block: int | None,
     ) -> list[PhaseResult]:
-        """The phases that each switch one thing off (bench/breakdown.py)."""
-        turns = self.last_turns
-        out = []
+        """The phases that each switch one thing off (bench/breakdown.py): the pipeline's
+        own lengths as a load ("ceiling", "spread"); the pipeline without the turn
+        grammar, and without summary calls when it made any, each followed by a load of
+        its own lengths (a variant writes other lengths: a small model without a grammar
+        writes longer turns), so that each is read against the work it did."""
+        own = await self.spread(concurrency, config, pipeline, fit, block, "spread")
+        out: list[PhaseResult | None] = [own]
+        variants: list[tuple[Variant, dict[str, Any], str]] = []
         if config.call("turn").grammar:
-            off = config_mod.override(config, {"calls.turn.grammar": False})
-            label = f"pipeline C={concurrency} no grammar"
-            out.append(await self.pipeline(concurrency, off, label, "no-grammar"))
+            variants.append(("no-grammar", {"calls.turn.grammar": False}, "no grammar"))
         if pipeline.requests_by_kind.get("summary"):
-            window = config.chat.max_turns + 1  # nothing to fold
-            off = config_mod.override(
-                config, {"chat.active_window": max(window, config.chat.active_window)}
-            )
-            label = f"pipeline C={concurrency} no summaries"
-            out.append(await self.pipeline(concurrency, off, label, "no-summaries"))
-        if turns:
-            share = pipeline.prefix_hit_rate
-            if not any(c for _, c, _ in turns) and share is not None:
-                # No per-request cached counts (the server's usage lacks them): the phase's share.
-                turns = [(p, round(p * share), o) for p, _, o in turns]
-            if not self.settings.shared_prefix:
-                turns = [(p, 0, o) for p, _, o in turns]
-            seed = self.fresh_seed(f"spread:{concurrency}")
-            items = load.spread_items(turns, shape.requests, block, seed)
-            out.append(await self.ceiling(concurrency, config, items, fit, "spread"))
-        return out
+            window = max(config.chat.max_turns + 1, config.chat.active_window)  # no fold
+            variants.append(("no-summaries", {"chat.active_window": window}, "no summaries"))
+        for variant, changes, words in variants:
+            off = config_mod.override(config, changes)
+            label = f"pipeline C={concurrency} {words}"
+            result = await self.pipeline(concurrency, off, label, variant)
+            out += [result, await self.spread(concurrency, config, result, fit, block, variant)]
+        return [p for p in out if p is not None]
+
+    async def spread(
+        self,
+        concurrency: int,
+        config: RunConfig,
+        pipeline: PhaseResult,
+        fit: load.TokenFit,
+        block: int | None,
+        variant: Variant,
+    ) -> PhaseResult | None:
+        """A load replaying the last pipeline phase's own turn lengths (``pipeline``'s);
+        None when it answered no turn."""
+        turns = self.last_turns
+        if not turns:
+            return None
+        share = pipeline.prefix_hit_rate
+        if not any(c for _, c, _ in turns) and share is not None:
+            # No per-request cached counts (the server's usage lacks them): the phase's share.
+            turns = [(p, round(p * share), o) for p, _, o in turns]
+        if not self.settings.shared_prefix:
+            turns = [(p, 0, o) for p, _, o in turns]
+        n = max(pipeline.requests, concurrency)
+        items = load.spread_items(turns, n, block, self.fresh_seed(f"spread:{concurrency}"))
+        return await self.ceiling(concurrency, config, items, fit, variant)
 
 
 def changes(steps: list[tuple[float, int]]) -> list[tuple[float, int]]:
@@ -466,7 +486,7 @@ async def run_bench(
                 ref = await sweep.reference(benchmark, c, shape)
                 phases += [ref] if ref is not None else []
             if settings.breakdown:
-                phases += await sweep.breakdown(c, cfg, result, shape, fit, block)
+                phases += await sweep.breakdown(c, cfg, result, fit, block)
         if settings.adaptive:
             lo, hi = min(settings.concurrency), max(settings.concurrency)
             initial = min(hi, max(lo, config.concurrency.initial))
