@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 
 from soc_async import config as config_mod
-from soc_async.bench import calibrate, load, reference
+from soc_async.bench import load, reference, sizing
 from soc_async.bench.live import BenchView
 from soc_async.bench.results import BenchSettings
 
@@ -85,7 +85,7 @@ async def _run(args: argparse.Namespace, url: str, pid: int | None, priority: bo
         sweep = _Sweep(config, BenchSettings(concurrency=[c]), session, BenchView(enabled=False))
         async with ModelGateway(config, RunCounters()) as gateway:
             fit = await _calibrate(sweep, gateway, gateway.model)
-        block = await calibrate.read_block_size(session, url)
+        block = (await sizing.read_server_facts(session, url)).block_size
         prompt, shared = load.place_prefix(args.prompt, args.cached, block)
         shape = load.LoadShape(
             requests=args.requests, prompt_tokens=prompt, output_tokens=args.output,

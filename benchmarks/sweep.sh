@@ -11,6 +11,8 @@
 # Dry run, print the command only:
 #     DRY_RUN=1 benchmarks/sweep.sh
 # Extra arguments go to `soc-async bench` as they are (e.g. --no-grammar, --no-adaptive).
+# (`soc-async bench` without --concurrency sizes its own sweep from the server; this
+# script passes the values the CPU table of docs/performance.md was measured with.)
 # PLOT_TO=docs/bench-cpu.png copies the plot there when the sweep is done.
 set -euo pipefail
 

@@ -1,33 +1,23 @@
-"""An independent check of a run directory's records, written apart from the package.
+"""An independent check of a run directory's records, for the tests of whole runs.
 
-It re-derives every rule from the record formats of docs/records.md with its own small
-code (it never imports the state machine, the parsers or the clock), so a bug in the
-code that made a conversation cannot also hide it here. Tests of real and fake runs use
-it on every saved record.
+The rules themselves live in ``soc_async.report.rules`` (promoted from this file so that
+``soc-async report`` applies them to every dataset): code that re-derives each rule from
+the record formats of docs/records.md and never imports the state machine, the parsers
+or the clock, so a bug in the code that made a conversation cannot also hide it. This
+module adds what a test of a run also wants: every line readable, no id written twice,
+no item both finished and failed, and an assertion naming the first broken rule.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import tomllib
 from pathlib import Path
 
-TYPES = {"text", "image", "audio", "video", "sticker"}
-SECTIONS = [
-    "Basic Information",
-    "Physical & Lifestyle",
-    "Personality Overview",
-    "Core Traits",
-    "Emotional Profile",
-    "Relationships",
-    "Values",
-    "Motivations & Fears",
-    "Behavioral Patterns",
-    "Communication Style",
-    "Example Messages",
-    "Summary",
-]
-DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+import msgspec
+
+from soc_async.records import Conversation, Experience, Persona
+from soc_async.report.rules import ChatRules, check_conversation, check_experience, check_persona
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -39,100 +29,25 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in data.splitlines()]
 
 
-def _minutes(stamp_d: str, stamp_t: str, prev: int | None) -> int:
-    """Minutes since an arbitrary epoch; a day-month before the previous one is next year."""
-    day, month = (int(x) for x in stamp_d.split("."))
-    hour, minute = (int(x) for x in stamp_t.split(":"))
-    assert 1 <= month <= 12 and 1 <= day <= DAYS_IN_MONTH[month - 1], (stamp_d, stamp_t)
-    assert 0 <= hour < 24 and 0 <= minute < 60, (stamp_d, stamp_t)
-    day_of_year = sum(DAYS_IN_MONTH[: month - 1]) + day - 1
-    value = (day_of_year * 24 + hour) * 60 + minute
-    if prev is not None:
-        year = 366 * 24 * 60
-        while value < prev - 60 * 24:  # more than a day back: the calendar rolled over
-            value += year
-    return value
-
-
-def expected_states(topics: list[dict], turns: int) -> list[str]:
-    """The state lines a roadmap gives for ``turns`` turns: N counts down to 0 per slot."""
-    lines = []
-    slots = [(t["title"], t["turns"]) for t in topics] or [("free talk", 10**6)]
-    for i, (title, budget) in enumerate(slots):
-        nxt = slots[i + 1][0] if i + 1 < len(slots) else "end"
-        for left in range(budget - 1, -1, -1):
-            lines.append(f"{title}; {left} {'turn' if left == 1 else 'turns'} remaining; {nxt}")
-    last_title = slots[-1][0]
-    while len(lines) < turns:
-        lines.append(f"{last_title}; 0 turns remaining; end")
-    return lines[:turns]
-
-
-def check_conversation(c: dict, persona_ids: set[str], max_turns: int, gaps: dict) -> None:
-    """Raises AssertionError naming the first rule ``c`` breaks."""
-    cid = c["chat_id"]
-    turns = c["turns"]
-    assert 1 <= len(turns) <= max_turns, (cid, len(turns))
-    opener, other = c["persona_ids"]
-    assert opener != other and {opener, other} <= persona_ids, cid
-    for k, turn in enumerate(turns):
-        assert turn["sender"] == (opener if k % 2 == 0 else other), (cid, k, "sender")
-    norm = [" ".join(t["state"].split()).lower() for t in turns]
-    expected = [" ".join(s.split()).lower() for s in expected_states(c["topics"], len(turns))]
-    assert norm == expected, (cid, norm, expected)
-    budget = sum(t["turns"] for t in c["topics"])
-    if c["ended_by"] == "exhausted":
-        assert c["style"] in ("structured", "semi-structured"), cid
-        assert len(turns) >= budget, (cid, "ended before every slot was spent")
-    else:
-        limit = max_turns if c["style"] != "freeform" or not c["topics"] else min(max_turns, budget)
-        assert len(turns) == limit, (cid, len(turns), limit)
-    _gap_min, gap_max = gaps[c["cadence"]]
-    prev = None
-    for k, turn in enumerate(turns):
-        assert 1 <= len(turn["messages"]) <= 3, (cid, k, "message count")
-        for m in turn["messages"]:
-            assert m["type"] in TYPES, (cid, k, m["type"])
-            text = m["text"].strip()
-            assert text, (cid, k, "empty text")
-            assert not re.search(r"</?[A-Za-z]", text), (cid, k, "leftover tag")
-            now = _minutes(m["d"], m["t"], prev)
-            if prev is not None:
-                assert now >= prev, (cid, k, "time went backwards", m)
-                assert now - prev <= gap_max, (cid, k, "gap too long", m)
-            prev = now
-    assert c["usage"]["prompt"] > 0 and c["usage"]["completion"] > 0, cid
-
-
-def check_persona(p: dict) -> None:
-    text = p["persona_text"]
-    assert "<character>" in text and "</character>" in text, p["id"]
-    positions = [text.find(f"**{s}**") for s in SECTIONS]
-    assert all(pos >= 0 for pos in positions), (p["id"], "missing section")
-    assert positions == sorted(positions), (p["id"], "sections out of order")
-    assert p["meta"]["name"] in text and str(p["meta"]["age"]) in text, p["id"]
-
-
-def check_experience(e: dict, persona_ids: set[str]) -> None:
-    a, b = e["persona_ids"]
-    assert a != b and {a, b} <= persona_ids, e["id"]
-    assert e["opener"] in (a, b), e["id"]
-    assert e["style"] in ("freeform", "semi-structured", "structured"), e["id"]
-    assert e["cadence"] in ("realtime", "delayed", "async"), e["id"]
-    assert all(t["turns"] >= 1 for t in e["topics"]), e["id"]
-    if e["style"] != "freeform":
-        assert sum(t["primary"] for t in e["topics"]) == 1, e["id"]
-    assert 2 <= len(e["instant_events"]) <= 5, e["id"]
-
-
 def check_run_dir(path: Path, *, max_turns: int, gaps: dict | None = None) -> dict[str, int]:
-    """Checks every record of a run directory; returns counts per file."""
-    gaps = gaps or {"realtime": [0, 45], "delayed": [0, 360], "async": [0, 4320]}
+    """Checks every record of a run directory; returns counts per file. The minimum
+    turns, overtime and opening window come from the run's config.toml (read as TOML
+    here, with the config's defaults); ``max_turns`` must agree with it."""
+    chat = {}
+    if (path / "config.toml").exists():
+        chat = tomllib.loads((path / "config.toml").read_text()).get("chat", {})
+    assert chat.get("max_turns", max_turns) == max_turns, (chat, max_turns)
+    rules = ChatRules(
+        max_turns=max_turns,
+        min_turns=chat.get("min_turns", 3),
+        max_overtime_turns=chat.get("max_overtime_turns", 4),
+        opening_minutes=chat.get("opening_minutes", 60),
+        **({"gaps": gaps} if gaps else {}),
+    )
     personas = read_jsonl(path / "personas.jsonl")
     experiences = read_jsonl(path / "experiences.jsonl")
     conversations = read_jsonl(path / "conversations.jsonl")
     failures = read_jsonl(path / "failures.jsonl")
-    persona_ids = {p["id"] for p in personas}
     for records, key in (
         (personas, "id"),
         (experiences, "id"),
@@ -143,14 +58,36 @@ def check_run_dir(path: Path, *, max_turns: int, gaps: dict | None = None) -> di
         assert len(ids) == len(set(ids)), "an id is written twice"
     done = {r["id"] for r in personas + experiences} | {c["chat_id"] for c in conversations}
     assert not done & {f["id"] for f in failures}, "an item is both finished and failed"
+    names = {p["id"]: p["meta"]["name"] for p in personas}
+    starts = {e["id"]: e["start_date"] for e in experiences if e.get("start_date")}
+    times = {e["id"]: e["start_time"] for e in experiences if e.get("start_time")}
+    owners = {
+        e["id"]: dict(zip(e["instant_events"], e["event_personas"], strict=True))
+        for e in experiences
+        if e.get("event_personas")
+    }
     for p in personas:
-        check_persona(p)
+        found = check_persona(msgspec.convert(p, Persona))
+        assert not found, (p["id"], found)
     for e in experiences:
-        check_experience(e, persona_ids)
+        found = check_experience(msgspec.convert(e, Experience), names.keys())
+        assert not found, (e["id"], found)
     for c in conversations:
-        check_conversation(c, persona_ids, max_turns, gaps)
+        found = check_conversation(
+            msgspec.convert(c, Conversation),
+            rules,
+            persona_ids=names.keys(),
+            names=names,
+            start_date=starts.get(c["experience_id"]),
+            start_time=times.get(c["experience_id"]),
+            event_owners=owners.get(c["experience_id"]),
+        )
+        assert not found, (c["chat_id"], found)
+        assert c["usage"]["prompt"] > 0 and c["usage"]["completion"] > 0, c["chat_id"]
     for f in failures:
-        assert f["reason"] and f["attempts"] >= 1 and f["stage"], f
+        # A chat refused before its first call (its plan is under chat.min_turns) made none.
+        assert f["reason"] and f["stage"], f
+        assert f["attempts"] >= (0 if f["reason"] == "too_short" else 1), f
     return {
         "personas": len(personas),
         "experiences": len(experiences),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
 from soc_async import config as cfg
@@ -80,3 +82,103 @@ def test_partial_call_table_keeps_the_kinds_other_defaults(tmp_path):
     assert loaded.calls.turn.max_tokens == cfg.RunConfig().calls.turn.max_tokens
     assert loaded.calls.summary.temperature == cfg.RunConfig().calls.summary.temperature
     assert loaded.calls.summary.max_tokens == 99
+
+
+def test_concurrency_bounds_are_per_engine_by_default() -> None:
+    """No total and no per-engine bound by default (the engines size them); a per-engine
+    bound below 1 is refused; initial is checked against max only when max is set."""
+    default = cfg.RunConfig()
+    assert default.concurrency.max is None and default.concurrency.per_engine is None
+    assert cfg.from_dict({"concurrency": {"initial": 5000}}).concurrency.initial == 5000
+    with pytest.raises(ConfigError, match=r"concurrency\.per_engine"):
+        cfg.from_dict({"concurrency": {"per_engine": 0}})
+    with pytest.raises(ConfigError, match=r"concurrency\.initial.*concurrency\.max \(64\)"):
+        cfg.from_dict({"concurrency": {"max": 64, "initial": 128}})
+
+
+def test_chat_template_kwargs_default_to_thinking_off_and_survive_a_dump() -> None:
+    """Every call kind turns thinking off by default; a kind's own table replaces it and
+    reads back the same from the dumped config.toml."""
+    default = cfg.RunConfig()
+    for kind in cfg.CALL_KINDS:
+        assert default.call(kind).chat_template_kwargs == {"enable_thinking": False}
+    changed = cfg.override(default, {"calls.summary.chat_template_kwargs": {}})
+    again = cfg.from_dict(tomllib.loads(cfg.dump(changed)))
+    assert again.calls.summary.chat_template_kwargs == {}
+    assert again.calls.turn.chat_template_kwargs == {"enable_thinking": False}
+
+
+def test_servers_on_the_command_line_replace_those_of_a_resumed_run(tmp_path) -> None:
+    """A requeued job resumes with its new engines: --endpoints-file replaces the URLs
+    saved in the run's config.toml (another job's ports), and --endpoint replaces a saved
+    endpoints file, so no dead server is waited for."""
+    from soc_async.cli import build_parser
+    from soc_async.commands.generate import resolve_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = cfg.override(
+        cfg.RunConfig(), {"endpoints": ["http://127.0.0.1:20000"], "endpoints_file": "old.json"}
+    )
+    (run / "config.toml").write_text(cfg.dump(saved))
+    parse = build_parser().parse_args
+    fresh = resolve_config(parse(["run", "--resume", str(run), "--endpoints-file", "new.json"]))
+    assert fresh.endpoints == [] and fresh.endpoints_file == "new.json"
+    named = resolve_config(parse(["run", "--resume", str(run), "--endpoint", "http://h:1"]))
+    assert named.endpoints == ["http://h:1"] and named.endpoints_file == ""
+
+
+# --- profiles -------------------------------------------------------------------------------
+
+
+def test_embedded_profile_layers_under_the_file(tmp_path):
+    """profile = "embedded-cpu" brings its bounded grammars and short chats; keys the file
+    sets itself win over the profile's."""
+    path = tmp_path / "c.toml"
+    path.write_text('profile = "embedded-cpu"\n[chat]\nmax_turns = 12\n')
+    loaded = cfg.load(path)
+    assert loaded.calls.persona.grammar_bounds == "max_tokens"
+    assert loaded.calls.experience.grammar_bounds == "max_tokens"
+    assert loaded.chat.max_turns == 12
+    default = cfg.RunConfig()
+    assert default.calls.persona.grammar_bounds == "shape"
+    saved = tmp_path / "saved.toml"
+    saved.write_text(cfg.dump(loaded))
+    assert cfg.load(saved) == loaded  # what a run directory keeps reads back the same
+
+
+def test_unknown_profile_is_a_config_error(tmp_path):
+    """A profile name that is not shipped is refused with the known names."""
+    path = tmp_path / "c.toml"
+    path.write_text('profile = "tiny"\n')
+    with pytest.raises(ConfigError, match=r"profile.*embedded-cpu"):
+        cfg.load(path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "toml", "profile"),
+    [
+        (["run"], None, "embedded-cpu"),
+        (["run", "--endpoint", "http://127.0.0.1:8000"], None, "default"),
+        (["run"], 'endpoints = ["http://127.0.0.1:8000"]\n', "default"),
+        (["run"], '[server]\nmodel = "Qwen/Qwen3-8B"\n', "default"),
+        (["run"], "[targets]\nchats = 2\n", "embedded-cpu"),
+        (["run"], 'profile = "default"\n', "default"),
+        (["run", "--endpoint", "http://127.0.0.1:8000"], 'profile = "embedded-cpu"\n',
+         "embedded-cpu"),
+    ],
+)  # fmt: skip
+def test_the_embedded_profile_is_chosen_only_for_the_embedded_server(tmp_path, argv, toml, profile):
+    """A new run whose config names no profile gets embedded-cpu only when it will start
+    the embedded server; a profile the file names is kept."""
+    from soc_async.cli import build_parser
+    from soc_async.commands.generate import resolve_config
+
+    if toml is not None:
+        path = tmp_path / "c.toml"
+        path.write_text(toml)
+        argv = [*argv, "--config", str(path)]
+    args = build_parser().parse_args(argv)
+    resolved = resolve_config(args)
+    assert resolved.profile == profile
+    assert (resolved.calls.persona.grammar_bounds == "max_tokens") == (profile == "embedded-cpu")

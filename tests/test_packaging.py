@@ -38,6 +38,15 @@ def test_the_wheel_holds_every_template_and_seed_file(wheel: Path) -> None:
             assert f"soc_async/_data/{path.relative_to(ROOT)}" in names, path
 
 
+def test_the_wheel_holds_the_config_profiles(wheel: Path) -> None:
+    """Every profile of src/soc_async/profiles/ is in the wheel, where config.py reads it."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    profiles = sorted((ROOT / "src" / "soc_async" / "profiles").glob("*.toml"))
+    assert {p.stem for p in profiles} >= {"default", "embedded-cpu"}
+    for path in profiles:
+        assert f"soc_async/profiles/{path.name}" in names, path
+
+
 @pytest.mark.slow
 def test_a_non_editable_install_writes_personas_from_outside_the_checkout(
     wheel: Path, tmp_path: Path

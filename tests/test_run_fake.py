@@ -61,7 +61,9 @@ def test_run_with_faults_and_invalid_replies(tmp_path):
 @pytest.mark.slow
 def test_two_thousand_conversations_interleaved(tmp_path):
     """2,000 conversations against a server with latency: all end complete or failed with a
-    reason, instant events land on 5% +- 1 of all turns, every conversation passes."""
+    reason, instant events land on 5% +- 1 of all turns, every conversation passes; no
+    event ever reaches the persona it does not name; first days spread over the start
+    window and each narrative's weekday is the weekday its chat opens on."""
     out = tmp_path / "run"
     cfg = write_config(tmp_path, "[concurrency]\nfixed = 512\n")
     with FakeProcess("--reply", "soc_async.testing.scripted:flaky", "--ttft-s", "0.002",
@@ -77,9 +79,39 @@ def test_two_thousand_conversations_interleaved(tmp_path):
     assert counts["conversations"] + len(chat_failures) == counts["experiences"]
     assert counts["conversations"] > 1500
     assert all(f["reason"] for f in failures)
-    turns = [t for c in read_jsonl(out / "conversations.jsonl") for t in c["turns"]]
+    conversations = read_jsonl(out / "conversations.jsonl")
+    turns = [t for c in conversations for t in c["turns"]]
     rate = sum(t["instant_event"] is not None for t in turns) / len(turns)
     assert 0.04 <= rate <= 0.06, rate
+    _check_events_and_dates(out, conversations)
+
+
+def _check_events_and_dates(out: Path, conversations: list[dict]) -> None:
+    from datetime import date, timedelta
+
+    experiences = {e["id"]: e for e in read_jsonl(out / "experiences.jsonl")}
+    attributed = given = 0
+    for c in conversations:
+        e = experiences[c["experience_id"]]
+        owners = dict(zip(e["instant_events"], e["event_personas"], strict=True))
+        for t in c["turns"]:
+            if t["instant_event"] is not None:
+                owner = owners[t["instant_event"]]
+                assert owner in (None, t["sender"]), (c["chat_id"], t["instant_event"])
+                given += 1
+                attributed += owner is not None
+    assert given > 100 and attributed > given / 2, (given, attributed)
+    first_days = set()
+    window = (date(2026, 3, 15), date(2026, 3, 15) + timedelta(days=364))
+    for c in conversations:
+        e = experiences[c["experience_id"]]
+        start = date.fromisoformat(e["start_date"])
+        assert window[0] <= start <= window[1], e["start_date"]
+        first = c["turns"][0]["messages"][0]
+        assert first["d"] in (f"{start:%d.%m}", f"{start + timedelta(days=1):%d.%m}"), first
+        assert f"It is {start:%A}," in e["experience_text"], e["id"]
+        first_days.add(first["d"])
+    assert len(first_days) > 250, len(first_days)
 
 
 def _wait_for_lines(path: Path, n: int, timeout: float = 120) -> None:
@@ -96,7 +128,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, sig):
     """A run killed mid-write (SIGKILL) or interrupted (SIGINT: exit 130 after a flush)
     resumes to a complete directory: no torn line, no id twice, nothing finished lost."""
     out = tmp_path / "run"
-    cfg = write_config(tmp_path, "[concurrency]\nfixed = 8\n")
+    cfg = write_config(tmp_path, "[concurrency]\nfixed = 8\n" + MODELS)
     with FakeProcess("--reply", "soc_async.testing.scripted:reply", "--ttft-s", "0.01",
                      "--tpot-s", "0.001") as fake:  # fmt: skip
         args = ("run", "--config", str(cfg), "--endpoint", fake.url, "--out", str(out),
@@ -118,6 +150,45 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, sig):
     assert before <= after
     failures = read_jsonl(out / "failures.jsonl")
     assert counts["conversations"] + sum(f["stage"] == "chats" for f in failures) == 30
+    _check_models(out)
+
+
+MODELS = """
+[[calls.persona.models]]
+name = "model-a"
+weight = 2
+[[calls.persona.models]]
+name = "model-b"
+[[calls.experience.models]]
+name = "model-a"
+[[calls.experience.models]]
+name = "model-b"
+[[calls.turn.models]]
+name = "model-b"
+weight = 3
+[[calls.turn.models]]
+name = "model-c"
+"""
+
+
+def _check_models(out: Path) -> None:
+    """Each record names the model drawn for its id: the first run's and the resumed
+    run's records alike."""
+    from soc_async import config as config_mod
+    from soc_async.stages.calls import model_for_item
+
+    run = config_mod.load(out / "config.toml")
+    seen = set()
+    for name, kind, key in (
+        ("personas", "persona", "id"),
+        ("experiences", "experience", "id"),
+        ("conversations", "turn", "chat_id"),
+    ):
+        for record in read_jsonl(out / f"{name}.jsonl"):
+            model = record["model"] if kind == "turn" else record["meta"]["model"]
+            assert model == model_for_item(run, kind, record[key], "fake-model"), record[key]
+            seen.add((kind, model))
+    assert {("turn", "model-b"), ("turn", "model-c")} <= seen
 
 
 def _readable(path: Path) -> list[dict]:

@@ -224,3 +224,61 @@ def test_engine_refuses_a_locale_faker_cannot_name(tmp_path: Path) -> None:
             StatsEngine(data)
         assert "regions[0].countries[0].locale" in str(info.value)
         assert why in str(info.value)
+
+
+# --- occupation and band ----------------------------------------------------------------
+
+
+def test_band_shares_match_the_configured_weights(
+    engine: StatsEngine, samples: list[PersonaSample]
+) -> None:
+    """Bands follow persona.bands: each share within 2 points of its weight over 10,000."""
+    shares = engine.band_shares()
+    assert shares == pytest.approx(
+        {k: v / sum(PersonaConfig().bands.values()) for k, v in PersonaConfig().bands.items()}
+    )
+    counts = Counter(s.band for s in samples)
+    for band, share in shares.items():
+        assert abs(counts[band] / N - share) < 0.02, band
+
+
+def test_occupation_is_a_local_job_or_study(samples: list[PersonaSample]) -> None:
+    """Every persona has an occupation; students are young (student_max_age) and about
+    student_share of them; jobs come from the locale's own list where Faker has one."""
+    from faker import Faker
+
+    config = PersonaConfig()
+    assert all(s.occupation.strip() for s in samples)
+    young = [s for s in samples if s.age <= config.student_max_age]
+    students = [s for s in samples if s.occupation == "student"]
+    assert all(s.age <= config.student_max_age for s in students)
+    assert abs(len(students) / len(young) - config.student_share) < 0.03
+    jobs = {
+        locale: {
+            " ".join(j.split())
+            for j in Faker(locale, providers=["faker.providers.job"]).providers[0].jobs
+        }
+        for locale in ("de_DE", "pt_BR", "en_US")
+    }
+    german = [s for s in samples if s.locale == "de_DE" and s.occupation != "student"]
+    brazilian = [s for s in samples if s.locale == "pt_BR" and s.occupation != "student"]
+    assert german and brazilian
+    assert all(s.occupation in jobs["de_DE"] for s in german)
+    assert all(s.occupation in jobs["pt_BR"] for s in brazilian)
+    assert len({s.occupation for s in samples}) > 500
+
+
+def test_job_locale_falls_back_by_language_then_to_english() -> None:
+    """A locale Faker lacks uses one of its language, else en_US."""
+    from soc_async.stats import job_locale
+
+    assert job_locale("de_DE") == "de_DE"
+    assert job_locale("fr_CD").startswith("fr_")
+    assert job_locale("kk_KZ") == "en_US"
+
+
+def test_bands_are_configurable() -> None:
+    """A config with one band gives every persona that band."""
+    engine = load_stats_engine(PersonaConfig(bands={"getting by": 1.0}))
+    rng = random.Random(3)
+    assert {engine.sample(rng).band for _ in range(50)} == {"getting by"}

@@ -157,6 +157,27 @@ def test_not_a_run_dir_is_an_input_error(tmp_path: Path) -> None:
         collect(tmp_path)
 
 
+def test_status_counts_records_by_model(tmp_path: Path) -> None:
+    """Finished records are counted by the model that wrote them (meta.model of personas
+    and experiences, model of conversations), and the table shows each model's share."""
+    import msgspec
+
+    path = tmp_path / "run"
+    run = RunDir.create(path, CONFIG_TEXT, RunIdentity.new(5))
+    people = [msgspec.structs.replace(persona(i), meta=msgspec.structs.replace(
+        persona(i).meta, model="kimi" if i % 4 else "glm")) for i in range(8)]  # fmt: skip
+    run.file(PERSONAS).write_bytes(b"".join(encode_line(p) for p in people))
+    chats = [msgspec.structs.replace(chat(i, {}), model="glm") for i in range(3)]
+    run.file(CONVERSATIONS).write_bytes(b"".join(encode_line(c) for c in chats))
+    status = collect(path)
+    by_stage = {s.stage: s.models for s in status.stages}
+    assert by_stage == {"personas": {"kimi": 6, "glm": 2}, "experiences": {}, "chats": {"glm": 3}}
+    console = Console(record=True, width=120)
+    console.print(render(status))
+    text = console.export_text()
+    assert "kimi" in text and "6 (75%)" in text and "3 (100%)" in text
+
+
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "docs" / "status-schema.json"
 
 

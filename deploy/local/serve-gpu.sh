@@ -1,33 +1,32 @@
 #!/usr/bin/env bash
-# A local vLLM on this machine's GPUs, in the foreground until Ctrl-C: a workstation or
-# an interactive allocation (salloc); batch jobs use deploy/slurm/soc-async.sbatch.
+# vLLM on this machine's GPUs, in the foreground until Ctrl-C: a workstation or an
+# interactive allocation (inside `srun --pty bash` of a salloc, so it runs on the compute
+# node); batch jobs use deploy/slurm/soc-async.sbatch.
 #
 # Launch:  MODEL=Qwen/Qwen2.5-7B-Instruct bash deploy/local/serve-gpu.sh [extra vLLM flags]
-#   then:  soc-async run --endpoint http://127.0.0.1:8000 --out runs/dev
-# Needs:   pip install -e '.[gpu]'
+#   then:  soc-async run --endpoints-file engines.json --out runs/dev
+#          (it waits until every engine answers, and routes each chat to one engine)
+# Needs:   pip install -e '.[gpu]', and the model downloaded: hf download "$MODEL"
 # Dry-run: DRY_RUN=1 bash deploy/local/serve-gpu.sh   (prints the command, starts nothing)
 #
-# Settings: MODEL (a Hugging Face name or a local path), HOST (127.0.0.1), PORT (8000),
-# TP_SIZE (tensor-parallel size; default: every visible GPU), SOC_ASYNC (the command).
+# Settings: MODEL (a Hugging Face name or a local path), HOST (127.0.0.1), PORT (8000:
+# engines on 8000, 8010, ...), TP_SIZE (tensor-parallel size; default: from the model's
+# config.json, one engine per GPU when it fits one), ENDPOINTS_FILE (engines.json: the
+# engines' URLs for `soc-async run --endpoints-file`), SOC_ASYNC (the command).
 set -euo pipefail
 
 MODEL=${MODEL:-Qwen/Qwen2.5-7B-Instruct}
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
-if [[ -z ${TP_SIZE:-} ]]; then
-  if [[ -n ${CUDA_VISIBLE_DEVICES:-} ]]; then
-    IFS=, read -r -a gpus <<<"$CUDA_VISIBLE_DEVICES"
-    TP_SIZE=${#gpus[@]}
-  elif command -v nvidia-smi >/dev/null 2>&1; then
-    TP_SIZE=$(nvidia-smi -L | grep -c '^GPU' || true)
-  fi
-  # vLLM's tensor-parallel size must divide the model's attention heads: 1, 2, 4 or 8.
-  case ${TP_SIZE:-1} in 0 | 1) TP_SIZE=1 ;; 2 | 3) TP_SIZE=2 ;; 4 | 5 | 6 | 7) TP_SIZE=4 ;; *) TP_SIZE=8 ;; esac
-fi
+ENDPOINTS_FILE=${ENDPOINTS_FILE:-engines.json}
 read -r -a soc <<<"${SOC_ASYNC:-soc-async}"
 
+# The layout (tensor-parallel size, engines, devices) is soc-async serve's: it reads the
+# model's config.json, and refuses a TP_SIZE that cannot work before anything starts.
 cmd=("${soc[@]}" serve --model "$MODEL" --host "$HOST" --port "$PORT"
-  -- --tensor-parallel-size "$TP_SIZE" "$@")
+  --endpoints-file "$ENDPOINTS_FILE")
+if [[ -n ${TP_SIZE:-} ]]; then cmd+=(--tp "$TP_SIZE"); fi
+if (($#)); then cmd+=(-- "$@"); fi
 
 if [[ ${DRY_RUN:-0} == 1 ]]; then
   printf '%q' "${cmd[0]}"

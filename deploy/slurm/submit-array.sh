@@ -9,6 +9,8 @@
 #
 # Every other setting of soc-async.sbatch (MODEL, SERVERS, TP_SIZE, VENV, ...) is passed
 # on from this environment (--export=ALL). Each task resumes its own shard when requeued.
+# The merge job gets the same partition, account, QOS and cluster as the array (from the
+# sbatch flags given here), and MERGE_ARGS (e.g. "-p cpu" to move it elsewhere) after them.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,15 +24,35 @@ if [[ -n ${CONFIG:-} ]]; then
 fi
 export RUN_DIR CONFIG
 
+# Where the jobs run and who pays: the merge job must keep these, or it lands in the
+# default partition and account (often refused, or billed to the wrong project).
+placement=()
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case ${args[i]} in
+    -p | -A | -q | -M | --partition | --account | --qos | --clusters)
+      ((i + 1 < ${#args[@]})) && placement+=("${args[i]}" "${args[i + 1]}")
+      i=$((i + 1))
+      ;;
+    --partition=* | --account=* | --qos=* | --clusters=* | -p?* | -A?* | -q?* | -M?*)
+      placement+=("${args[i]}")
+      ;;
+  esac
+done
+read -r -a merge_extra <<<"${MERGE_ARGS:-}"
+
 array=(sbatch --parsable --array="0-$((SHARDS - 1))" --export=ALL "$@" "$here/soc-async.sbatch")
+merge_cmd=(sbatch --parsable --export=ALL "${placement[@]}" "${merge_extra[@]}")
 if [[ ${DRY_RUN:-0} == 1 ]]; then
   printf '%q' "${array[0]}"
   printf ' %q' "${array[@]:1}"
-  printf '\nsbatch --dependency=afterok:<array job id> --export=ALL %q\n' "$here/merge.sbatch"
+  printf '\n%q' "${merge_cmd[0]}"
+  printf ' %q' "${merge_cmd[@]:1}"
+  printf ' --dependency=afterok:<array job id> %q\n' "$here/merge.sbatch"
   exit 0
 fi
 job=$("${array[@]}")
 job=${job%%;*}  # "id;cluster" on federated clusters
-merge=$(sbatch --parsable --dependency="afterok:$job" --export=ALL "$here/merge.sbatch")
+merge=$("${merge_cmd[@]}" --dependency="afterok:$job" "$here/merge.sbatch")
 echo "array job ${job} (${SHARDS} shards in ${RUN_DIR}); merge job ${merge%%;*} -> ${RUN_DIR}/merged"
 echo "watch: squeue -j ${job},${merge%%;*}; progress: soc-async status ${RUN_DIR}/shard-0"

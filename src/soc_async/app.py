@@ -1,29 +1,36 @@
 """One run from start to finish: the run directory, the server, the event loop, the end.
 
 The CLI hands over a validated config; this module prepares the run directory (so a bad
-config never leaves files behind), starts the embedded vLLM server when no endpoint is
-given, runs the pipeline on uvloop when it is installed, and turns a requested stop into
+config never leaves files behind), takes the endpoints from an endpoints file of
+``soc-async serve`` or starts managed vLLM engines when no endpoint is given, runs the
+pipeline on uvloop when it is installed, and turns a requested stop into
 :class:`~soc_async.errors.Interrupted` once everything finished has been flushed.
+
+``serve`` is ``soc-async serve``: the engines of a layout in the foreground, restarted
+when one dies, until a signal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import anyio
 import msgspec
 
 from soc_async import config as config_mod
 from soc_async import logs
-from soc_async.config import RunConfig
+from soc_async.config import RunConfig, ServerConfig
 from soc_async.errors import ConfigError, Interrupted, ServerStartError, first_error
-from soc_async.gateway import ModelGateway
-from soc_async.llm.server import ManagedServer, spec_for
+from soc_async.gateway import ModelGateway, served_engines
+from soc_async.llm.engines import EngineGroup
+from soc_async.llm.plan import plan_engines
 from soc_async.monitor.exporter import MetricsServer
 from soc_async.pipeline import Pipeline
 from soc_async.progress import LiveView, Reporter, RunCounters
@@ -32,6 +39,10 @@ from soc_async.scheduler.runner import StopSignal
 from soc_async.store import RunDir, run_identity
 
 log = logs.get("app")
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from soc_async.llm.server import ServerSpec
 
 
 def execute(
@@ -137,17 +148,9 @@ def _run(
         config = config_mod.override(
             config, {"targets.chats": _chat_target(run_dir)}, "imported experiences"
         )
-    with _server(config) as server:
-        if server is not None:
-            config = config_mod.override(
-                config,
-                {
-                    "endpoints": [server.base_url],
-                    "client.send_priority": server.priority_scheduling,
-                },
-                "managed server",
-            )
-        _run_loop(config, run_dir, counters, reporter, server)
+    config = served_engines(config)
+    with managed_engines(config) as (config, group):
+        _run_loop(config, run_dir, counters, reporter, group)
 
 
 def _prepare(
@@ -182,17 +185,25 @@ def _chat_target(run_dir: RunDir) -> int:
 
 
 @contextlib.contextmanager
-def _server(config: RunConfig) -> Iterator[ManagedServer | None]:
-    """The managed vLLM server of a run that names no endpoint; None when it names some."""
+def managed_engines(config: RunConfig) -> Iterator[tuple[RunConfig, EngineGroup | None]]:
+    """The managed vLLM engines of a config that names no endpoint, started and ready,
+    and the config pointed at them (their batch size, their scheduling policy); the
+    config as it is, and None, when it names endpoints."""
     if config.endpoints:
-        yield None
+        yield config, None
         return
-    spec = spec_for(config.server, api_key=config.api_key)
-    log.info("starting vLLM", model=spec.model or "embedded SmolLM2-135M-Instruct")
+    plan = plan_engines(config.server, api_key=config.api_key)
+    log.info("starting vLLM", layout=plan.describe())
     t0 = time.monotonic()
-    with ManagedServer(spec) as server:
-        log.info("vLLM ready", url=server.base_url, seconds=round(time.monotonic() - t0, 1))
-        yield server
+    with EngineGroup(plan, max_restarts=config.server.max_restarts) as group:
+        log.info("vLLM ready", urls=group.ready_urls(), seconds=round(time.monotonic() - t0, 1))
+        changes: dict[str, object] = {
+            "endpoints": group.urls,
+            "client.send_priority": group.priority_scheduling,
+        }
+        if config.concurrency.per_engine is None:
+            changes["concurrency.per_engine"] = group.max_num_seqs
+        yield config_mod.override(config, changes, "managed server"), group
 
 
 def _run_loop(
@@ -200,14 +211,20 @@ def _run_loop(
     run_dir: RunDir,
     counters: RunCounters,
     reporter: Reporter,
-    server: ManagedServer | None,
+    group: EngineGroup | None,
 ) -> None:
     async def main() -> None:
         stop = StopSignal(grace_s=config.client.shutdown_grace_s)
         with stop.installed(), LiveView(counters, title=str(run_dir.path)) as view:
             async with ModelGateway(config, counters) as gateway, anyio.create_task_group() as tg:
+                log.info(
+                    "requests in flight",
+                    per_engine=gateway.limits,
+                    total=gateway.config.concurrency.max,
+                    fixed=config.concurrency.fixed,
+                )
                 pipeline = Pipeline(
-                    config,
+                    gateway.config,  # with the bounds sized from the engines
                     run_dir,
                     gateway,
                     model_name=gateway.model,
@@ -215,8 +232,8 @@ def _run_loop(
                     counters=counters,
                     send_priority=config.client.send_priority,
                 )
-                if server is not None:
-                    tg.start_soon(_watch, server)
+                if group is not None:
+                    tg.start_soon(_watch, group)
                 tg.start_soon(view.run)
                 tg.start_soon(reporter.run)
                 async with stop.guard():
@@ -235,60 +252,157 @@ def _run_loop(
         uvloop.run(main())
 
 
-async def _watch(server: ManagedServer) -> None:
-    """Fails the run at once when the managed server dies, rather than waiting out the
-    client's down_timeout_s against a server that will never come back."""
-    while server.alive():  # noqa: ASYNC110 - a child process has no event to wait on
+async def _watch(group: EngineGroup) -> None:
+    """Keeps the managed engines going (an engine that dies is restarted, a bounded
+    number of times) and fails the run once none is left, rather than waiting out the
+    client's down_timeout_s against servers that will never come back."""
+    while await anyio.to_thread.run_sync(group.poll):  # noqa: ASYNC110 - no event to wait on
         await anyio.sleep(1.0)
     raise ServerStartError(
-        f"the managed vLLM server exited during the run (log: {server.log_path})",
-        server.log_tail(),
+        "every managed vLLM engine has exited more often than server.max_restarts allows",
+        group.log_tail(),
     )
 
 
 def _summary(run_dir: RunDir, counters: RunCounters) -> str:
+    """One line: records per file, tokens, faults, rejections and, when more than one
+    model wrote the records, how many each wrote."""
     # Headers only: a run of 100,000 conversations is counted, not loaded.
-    counts = {
-        name: sum(1 for header in run_dir.scan(name) if header.kind)
-        for name in ("personas", "experiences", "conversations", "failures")
-    }
+    counts = dict.fromkeys(("personas", "experiences", "conversations", "failures"), 0)
+    by_model: dict[str, dict[str, int]] = {}
+    for name in counts:
+        for header in run_dir.scan(name):
+            if not header.kind:
+                continue
+            counts[name] += 1
+            if header.model_name:
+                per = by_model.setdefault(header.model_name, {})
+                per[name] = per.get(name, 0) + 1
     snap = counters.snapshot()
     faults = ", ".join(f"{k} {v}" for k, v in snap.faults.items()) or "none"
     rejected = ", ".join(f"{k} {v}" for k, v in list(snap.rejections.items())[:5]) or "none"
+    thinking = (
+        f"; {snap.thinking_stripped} <think> parts stripped from replies"
+        if snap.thinking_stripped
+        else ""
+    )
     if len(snap.rejections) > 5:
         rejected += f", ... ({sum(snap.rejections.values())} in all)"
-    return (
+    line = (
         f"{run_dir.path}: {counts['personas']} personas, {counts['experiences']} experiences, "
         f"{counts['conversations']} conversations, {counts['failures']} failures; "
         f"{snap.completion_tokens} tokens generated in {snap.elapsed_s:.0f}s; "
         f"transport faults: {faults} ({snap.request_errors} requests failed for good); "
-        f"rejected: {rejected}"
+        f"rejected: {rejected}{thinking}"
     )
+    if len(by_model) > 1:
+        parts = [
+            f"{model} " + ", ".join(f"{n} {name}" for name, n in per.items())
+            for model, per in sorted(by_model.items())
+        ]
+        line += "; by model: " + "; ".join(parts)
+    return line
 
 
-def serve(*, model: str, host: str, port: int, extra: list[str], api_key: str | None) -> int:
-    """``soc-async serve``: a managed vLLM server in the foreground until SIGINT/SIGTERM.
+def with_gateway(config: RunConfig, work: Callable[[ModelGateway], Awaitable[T]]) -> T:
+    """Runs ``work`` with a :class:`ModelGateway` on the config's servers, as a run would:
+    the embedded server is started (and stopped) when the config names no endpoint.
+    For commands other than ``run`` that ask the served model, e.g. the report's judge."""
+    with _terminate_as_interrupt(), managed_engines(served_engines(config)) as (config, _):
+        gateway_config = config
 
-    Runs until the server dies (an error, exit 1) or a signal stops it (exit 0): the
-    server is always stopped on the way out, so no orphan holds the port.
+        async def main() -> T:
+            async with ModelGateway(gateway_config, RunCounters()) as gateway:
+                return await work(gateway)
+
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+            return asyncio.run(main())
+        return uvloop.run(main())
+
+
+def serve(
+    server: ServerConfig,
+    *,
+    host: str,
+    api_key: str | None,
+    dp_mode: Literal["engines", "vllm"] = "engines",
+    gpus: str | None = None,
+    gpu_memory_gib: float | None = None,
+    endpoints_file: str | None = None,
+    log_dir: str | None = None,
+    stagger_s: float = 15.0,
+    restart_delay_s: float = 10.0,
+    dry_run: bool = False,
+) -> int:
+    """``soc-async serve``: the engines of a layout in the foreground until SIGINT/SIGTERM.
+
+    The layout is checked before anything starts (InputError, exit 2). An engine that
+    dies is restarted up to ``server.max_restarts`` times while the others serve on;
+    when none is left it is an error (exit 1). A signal stops them all (exit 0). The
+    endpoints file, when asked for, is written before the first engine starts and
+    removed at the end.
     """
-    from soc_async.config import ServerConfig
-    from soc_async.errors import ServerStartError
-    from soc_async.llm.server import ManagedServer, spec_for
+    from soc_async.llm.node import visible_gpus
+    from soc_async.llm.server import has_gpu
 
-    spec = spec_for(
-        ServerConfig(model=model, port=port, extra_args=extra), host=host, api_key=api_key
+    chosen = None
+    if server.model and (gpus is not None or has_gpu()):
+        chosen = visible_gpus(gpus, memory_gib=gpu_memory_gib)
+    plan = plan_engines(
+        server, host=host, api_key=api_key, gpus=chosen, dp_mode=dp_mode, log_dir=log_dir
     )
-    try:
-        with _terminate_as_interrupt(), ManagedServer(spec) as server:
-            print(f"vLLM serving {spec.model} at {server.base_url} (Ctrl-C stops it)", flush=True)
-            log.info("server log", path=str(server.log_path))
-            while server.alive():
-                time.sleep(1.0)
-            raise ServerStartError(
-                f"the vLLM server at {server.base_url} exited (log: {server.log_path})",
-                server.log_tail(),
-            )
-    except KeyboardInterrupt:
-        print("soc-async: server stopped", flush=True)
+    print(f"layout: {plan.describe()}", flush=True)
+    if dry_run:
+        for engine in plan.engines:
+            print(_shown(engine.spec), flush=True)
         return 0
+    group = EngineGroup(
+        plan,
+        max_restarts=server.max_restarts,
+        stagger_s=stagger_s,
+        restart_delay_s=restart_delay_s,
+    )
+    written = None
+    announced: set[str] = set()
+    try:
+        with _terminate_as_interrupt():
+            if endpoints_file:
+                written = group.write_endpoints_file(endpoints_file)
+            group.start()
+            while True:
+                live = group.poll()
+                for url in group.ready_urls():
+                    if url not in announced:
+                        announced.add(url)
+                        print(f"engine ready: {url}", flush=True)
+                if live == 0:
+                    raise ServerStartError(
+                        "every vLLM engine has exited more often than --max-restarts allows",
+                        group.log_tail(),
+                    )
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("soc-async: engines stopped", flush=True)
+        return 0
+    finally:
+        group.stop()
+        if written is not None:
+            with contextlib.suppress(OSError):
+                written.unlink()
+
+
+def _shown(spec: ServerSpec) -> str:
+    """One engine's environment and command line, for a dry run."""
+    from soc_async.errors import InputError
+    from soc_async.llm.server import ManagedServer
+
+    try:
+        command = ManagedServer(spec).printable_command()
+    except InputError:  # no vLLM here (a login node): show what would run on the node
+        launcher = spec.launcher or ["vllm", "serve"]
+        shown = msgspec.structs.replace(spec, launcher=launcher)
+        command = ManagedServer(shown).printable_command()
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in spec.env.items())
+    return f"{env} {command}" if env else command

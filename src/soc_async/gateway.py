@@ -10,22 +10,42 @@ every server's /metrics each ``concurrency.interval_s`` (for the controller when
 limit is adaptive, for the live panel in any case), counts replies and tokens per
 endpoint, and hands :class:`~soc_async.progress.RunCounters` the functions that describe
 each engine and the limit at snapshot time.
+
+Opening it waits for every endpoint to be ready (llm/readiness.py) and sizes the bounds
+from the engines: each endpoint takes at most its batch size in flight
+(:func:`engine_limits`), and unless ``concurrency.max`` says otherwise the whole run may
+keep their sum in flight. Replies lose any ``<think>`` text before the stages see them.
+
+A request goes to the servers of its model: a model of ``[calls.KIND] models`` that
+names its own ``endpoints`` is served there, any other model by the kind's endpoints
+(else the run's). The model itself was chosen by ``stages.calls.build_request``.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 
+import aiohttp
 import anyio
 import msgspec
 
+from soc_async import config as config_mod
 from soc_async import logs
 from soc_async.config import CALL_KINDS, RunConfig
 from soc_async.errors import RequestError, ServerError
+from soc_async.formats.thinking import strip_thinking
 from soc_async.llm.client import LLMClient
-from soc_async.llm.metrics import MetricsReader, MetricsSnapshot, combine
+from soc_async.llm.metrics import (
+    EngineInfo,
+    MetricsReader,
+    MetricsSnapshot,
+    combine,
+    fetch_engine_info,
+)
+from soc_async.llm.readiness import EndpointsFile, wait_for_endpoints_file, wait_until_ready
 from soc_async.llm.types import ChatRequest, Completion
 from soc_async.monitor.engines import EngineWatch
 from soc_async.monitor.snapshot import ControllerFigures, EngineFigures
@@ -34,6 +54,52 @@ from soc_async.scheduler.controller import AdaptiveController, Bounds, MetricsVi
 from soc_async.scheduler.limiter import PriorityLimiter
 
 log = logs.get("engine")
+
+# vLLM's own max_num_seqs on GPUs under 70 GiB (1,024 on H100/H200-class GPUs): the bound
+# of an engine that neither the config, the start nor its /metrics sizes.
+DEFAULT_PER_ENGINE = 256
+
+
+def engine_limits(
+    urls: Sequence[str], configured: int | None, reported: Mapping[str, EngineInfo]
+) -> dict[str, int]:
+    """Each endpoint's bound on requests in flight: ``concurrency.per_engine`` when set,
+    else the batch size its server reports, else :data:`DEFAULT_PER_ENGINE`."""
+    out: dict[str, int] = {}
+    for url in urls:
+        info = reported.get(url)
+        if configured is not None:
+            out[url] = configured
+        elif info is not None and info.max_num_seqs:
+            out[url] = info.max_num_seqs
+        else:
+            out[url] = DEFAULT_PER_ENGINE
+    return out
+
+
+def with_endpoints_file(config: RunConfig, served: EndpointsFile) -> RunConfig:
+    """``config`` pointed at the engines of an endpoints file, after any ``endpoints`` it
+    names: their batch size becomes ``concurrency.per_engine`` (unless that is set) and
+    priority scheduling is used when every engine has it."""
+    urls = list(dict.fromkeys([*config.endpoints, *served.urls]))
+    changes: dict[str, object] = {"endpoints": urls}
+    if all(e.priority for e in served.engines):
+        changes["client.send_priority"] = True
+    sizes = {e.max_num_seqs for e in served.engines}
+    if config.concurrency.per_engine is None and len(sizes) == 1:
+        changes["concurrency.per_engine"] = sizes.pop()
+    return config_mod.override(config, changes, config.endpoints_file)
+
+
+def served_engines(config: RunConfig) -> RunConfig:
+    """``config`` with its ``endpoints_file`` read (waiting for it while `soc-async serve`
+    starts, up to ``client.ready_timeout_s``); the config as it is without one."""
+    if not config.endpoints_file:
+        return config
+    served = anyio.run(
+        wait_for_endpoints_file, config.endpoints_file, config.client.ready_timeout_s
+    )
+    return with_endpoints_file(config, served)
 
 
 class ModelGateway:
@@ -47,6 +113,7 @@ class ModelGateway:
         self.controller: AdaptiveController | None = None
         self._clients: dict[tuple[str, ...], LLMClient] = {}
         self._by_kind: dict[str, LLMClient] = {}
+        self._by_model: dict[tuple[str, str], LLMClient] = {}  # (kind, model) -> its servers
         self._stack = AsyncExitStack()
         self._tg: anyio.abc.TaskGroup | None = None
         self._reader: MetricsReader | None = None
@@ -54,6 +121,8 @@ class ModelGateway:
         self._replies: Counter[str] = Counter()  # by endpoint URL
         self._tokens: Counter[str] = Counter()  # completion tokens by endpoint URL
         self.model = config.model
+        self.limits: dict[str, int] = {}  # each endpoint's bound, once open
+        self._not_ready: list[str] = []  # endpoints not ready in time: out until they answer
 
     async def __aenter__(self) -> ModelGateway:
         try:
@@ -64,19 +133,34 @@ class ModelGateway:
 
     async def _open(self) -> ModelGateway:
         cfg = self.config
-        pool = cfg.concurrency.fixed or cfg.concurrency.max
+        servers: dict[str, None] = {}
         for kind in CALL_KINDS:
-            urls = tuple(cfg.endpoints_for(kind))
-            if urls not in self._clients:
-                client = LLMClient(
-                    list(urls),
-                    api_key=cfg.api_key,
-                    config=cfg.client,
-                    pool_size=pool,
-                    default_model=cfg.model,
-                )
-                self._clients[urls] = await self._stack.enter_async_context(client)
-            self._by_kind[kind] = self._clients[urls]
+            servers.update(dict.fromkeys(cfg.endpoints_for(kind)))
+            for choice in cfg.call(kind).models:
+                servers.update(dict.fromkeys(choice.endpoints))
+        not_ready, limits = await self._survey(list(servers))
+        self.limits = limits
+        self._not_ready = not_ready
+        cfg = self.config
+        c = cfg.concurrency
+        total = c.max or sum(limits.values())
+        if c.max is None:
+            sized = {
+                "concurrency.max": total,
+                "concurrency.min": min(c.min, total),
+                "concurrency.initial": min(c.initial, total),
+            }
+            cfg = self.config = config_mod.override(cfg, sized, "engines")
+        if c.fixed is None and self.limiter.capacity > total:
+            self.limiter.set_capacity(total)
+        pool = c.fixed or total
+        log.debug("in-flight bounds", per_engine=limits, total=total)
+        for kind in CALL_KINDS:
+            self._by_kind[kind] = await self._client(tuple(cfg.endpoints_for(kind)), pool)
+            for choice in cfg.call(kind).models:
+                if choice.endpoints:
+                    client = await self._client(tuple(choice.endpoints), pool)
+                    self._by_model[(kind, choice.name)] = client
         if not self.model:
             self.model = await self._by_kind["turn"].served_model()
         self.counters.capacity = self.limiter.capacity
@@ -90,13 +174,52 @@ class ModelGateway:
             self.controller = AdaptiveController(
                 self.limiter,
                 self._read_metrics,
-                Bounds(min=cfg.concurrency.min, max=cfg.concurrency.max),
+                Bounds(min=min(cfg.concurrency.min, total), max=total),
                 cfg.concurrency.interval_s,
             )
             self._tg.start_soon(self.controller.run)
         else:
             self._tg.start_soon(self._watch_engines, cfg.concurrency.interval_s)
         return self
+
+    async def _survey(self, urls: list[str]) -> tuple[list[str], dict[str, int]]:
+        """Waits for the endpoints (those still not ready when the time is up come back
+        first) and reads each one's bound."""
+        cfg = self.config
+        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else None
+        async with aiohttp.ClientSession(headers=headers) as session:
+            not_ready = await wait_until_ready(session, urls, cfg.client.ready_timeout_s)
+            reported: dict[str, EngineInfo] = {}
+            if cfg.concurrency.per_engine is None:
+                async with anyio.create_task_group() as tg:
+
+                    async def read(url: str) -> None:
+                        reported[url] = await fetch_engine_info(session, url)
+
+                    for url in urls:
+                        if url not in not_ready:
+                            tg.start_soon(read, url)
+        return not_ready, engine_limits(urls, cfg.concurrency.per_engine, reported)
+
+    async def _client(self, urls: tuple[str, ...], pool: int) -> LLMClient:
+        """The one client of an endpoint set, opened on first use."""
+        if urls not in self._clients:
+            client = LLMClient(
+                list(urls),
+                api_key=self.config.api_key,
+                config=self.config.client,
+                pool_size=pool,
+                default_model=self.config.model,
+            )
+            client.pool.router.set_limits(self.limits)
+            for url in self._not_ready:
+                client.pool.take_out(url)
+            self._clients[urls] = await self._stack.enter_async_context(client)
+        return self._clients[urls]
+
+    def client_for(self, kind: str, model: str) -> LLMClient:
+        """The client whose servers serve ``model`` for calls of ``kind``."""
+        return self._by_model.get((kind, model)) or self._by_kind[kind]
 
     def endpoint_urls(self) -> list[str]:
         """Every server of the run, each once, in the order the config names them."""
@@ -127,9 +250,11 @@ class ModelGateway:
     async def _read_metrics(self) -> MetricsView:
         """The controller's view: the turn servers' /metrics combined, our limiter's state."""
         read = await self._poll()
-        turn = [
-            read[u.rstrip("/")] for u in self.config.endpoints_for("turn") if u.rstrip("/") in read
+        cfg = self.config
+        turn_urls = cfg.endpoints_for("turn") + [
+            u for m in cfg.call("turn").models for u in m.endpoints
         ]
+        turn = [read[u.rstrip("/")] for u in dict.fromkeys(turn_urls) if u.rstrip("/") in read]
         if not turn:
             raise ServerError("no turn server's /metrics could be read")
         snap = combine(turn)
@@ -207,18 +332,26 @@ class ModelGateway:
             request.model = self.model_for(kind)
         if not self.config.client.send_seed:
             request.seed = None
+        if request.chat_template_kwargs is None:
+            kwargs = self.config.call(kind).chat_template_kwargs
+            request.chat_template_kwargs = dict(kwargs) if kwargs else None
         t0 = time.monotonic()
         async with self.limiter.slot(priority):
             queued = time.monotonic() - t0
             self.counters.in_flight += 1
             try:
-                reply = await self._by_kind[kind].chat(request, affinity=affinity)
+                client = self.client_for(kind, request.model)
+                reply = await client.chat(request, affinity=affinity)
             except RequestError:
                 self.counters.request_errors += 1
                 raise
             finally:
                 self.counters.in_flight -= 1
         reply.queue_s = queued
+        text, thoughts = strip_thinking(reply.text)
+        if thoughts:
+            reply.text = text
+            self.counters.thinking_stripped += thoughts
         self._replies[reply.endpoint] += 1
         self._tokens[reply.endpoint] += reply.usage.completion
         self.counters.capacity = self.limiter.capacity

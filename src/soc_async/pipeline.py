@@ -24,6 +24,7 @@ import anyio
 from soc_async import logs
 from soc_async.chat.rollout import ChatStage, StartEvent, decode_event, encode_event
 from soc_async.config import RunConfig
+from soc_async.dedup import NearDuplicateIndex
 from soc_async.errors import InputError
 from soc_async.fewshot import FewShotRing, RingSnapshot
 from soc_async.llm.types import Completer
@@ -49,6 +50,14 @@ from soc_async.store import DATA_FILES, RunDir, Writers
 log = logs.get("pipeline")
 
 RecordT = TypeVar("RecordT", Persona, Experience, Conversation, Failure, Any)
+
+
+def rebuilt_index(
+    threshold: float, items: list[tuple[str, str, list[str]]]
+) -> NearDuplicateIndex | None:
+    """The dataset-wide near-duplicate index of the accepted ``(id, text, names)`` items,
+    as a resumed run must have it; None when ``threshold`` is 0 (the check is off)."""
+    return NearDuplicateIndex.rebuilt(threshold, items) if threshold > 0 else None
 
 
 @dataclass
@@ -153,7 +162,12 @@ class Pipeline:
                 reset_every=cfg.persona.reset_every,
             )
             sampler = load_stats_engine(cfg.persona)
-            stage = PersonaStage(cfg, self.completer, sampler, ring, self.model_name)
+            dedup = await anyio.to_thread.run_sync(
+                rebuilt_index,
+                cfg.persona.dedup_threshold,
+                [(p.id, p.persona_text, [p.meta.name]) for p in existing],
+            )
+            stage = PersonaStage(cfg, self.completer, sampler, ring, self.model_name, dedup=dedup)
 
             async def one(i: int) -> None:
                 record = await self._counted(
@@ -162,7 +176,12 @@ class Pipeline:
                 if isinstance(record, Persona):
                     existing.append(record)
 
-            await self._stream("personas", todo, one, max_active=cfg.concurrency.max)
+            await self._stream(
+                "personas",
+                todo,
+                one,
+                max_active=cfg.concurrency.max or cfg.concurrency.max_active_chats,
+            )
         return sorted(existing, key=lambda p: p.id)
 
     # --- experiences and chats ----------------------------------------------------------
@@ -188,7 +207,9 @@ class Pipeline:
             (experiences[j] for j in chat_todo if j in experiences),
             key=lambda e: make_id(cfg.seed, "chats", id_index(e.id)) not in pending,
         )
-        new_experiences = await self._experience_stage(personas, done.experiences)
+        new_experiences = await self._experience_stage(
+            personas, done.experiences, index=bool(exp_todo)
+        )
         chat_stage = ChatStage(
             cfg,
             self.completer,
@@ -222,7 +243,11 @@ class Pipeline:
             tg.start_soon(functools.partial(feed, stop=self.stop), ready, chat_pipe.send.clone())
             tg.start_soon(functools.partial(feed, stop=self.stop), exp_todo, exp_pipe.send)
             tg.start_soon(
-                functools.partial(stream_map, max_active=cfg.concurrency.max, stop=self.stop),
+                functools.partial(
+                    stream_map,
+                    max_active=cfg.concurrency.max or cfg.concurrency.max_active_chats,
+                    stop=self.stop,
+                ),
                 make_experience,
                 exp_pipe.receive,
                 chat_pipe.send,
@@ -237,10 +262,11 @@ class Pipeline:
             )
 
     async def _experience_stage(
-        self, personas: list[Persona], earlier: list[Experience]
+        self, personas: list[Persona], earlier: list[Experience], *, index: bool = True
     ) -> Callable[[int], Awaitable[Experience | Failure]]:
-        """The experience of index ``i``, written by a stage whose ring and style monitor
-        are rebuilt as the interrupted run left them (``earlier``: in index order)."""
+        """The experience of index ``i``, written by a stage whose ring, style monitor and
+        near-duplicate index are rebuilt as the interrupted run left them (``earlier``: in
+        index order; ``index`` False: no experience is left to write, so no index)."""
         cfg = self.config
         ring = await rebuilt_ring(
             seed_experiences(),
@@ -251,9 +277,18 @@ class Pipeline:
         monitor = StyleMonitor(cfg.experience.style_window, cfg.experience.style_min_pool)
         for r in earlier[-cfg.experience.style_window :]:
             monitor.observe(r.style)
-        stage = ExperienceStage(cfg, self.completer, ring, monitor, self.model_name)
         by_id = {p.id: p for p in personas}
-        # Grouping 100,000 personas by region takes a while: not on the event loop.
+        # Signatures of 100,000 accepted experiences take a minute and a half to compute,
+        # and grouping as many personas by region a while: not on the event loop.
+        dedup = await anyio.to_thread.run_sync(
+            rebuilt_index,
+            cfg.experience.dedup_threshold if index else 0.0,
+            [
+                (r.id, r.experience_text, [by_id[p].meta.name for p in r.persona_ids if p in by_id])
+                for r in earlier
+            ],
+        )
+        stage = ExperienceStage(cfg, self.completer, ring, monitor, self.model_name, dedup=dedup)
         pool = await anyio.to_thread.run_sync(PersonaPool, personas) if len(personas) >= 2 else None
 
         async def write(i: int) -> Experience | Failure:

@@ -66,6 +66,7 @@ class RunCounters:
         self.cached_tokens = 0
         self.queue_s = 0.0
         self.latency_s = 0.0
+        self.thinking_stripped = 0  # <think> parts removed from replies before parsing
         self.rejections: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         self.engines: Callable[[], list[EngineFigures]] = list
@@ -121,6 +122,7 @@ class RunCounters:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             cached_tokens=self.cached_tokens,
+            thinking_stripped=self.thinking_stripped,
             tokens_per_s=round(
                 window_tps if window_tps is not None else self.completion_tokens / elapsed, 2
             ),

@@ -15,7 +15,7 @@ import msgspec
 Style = Literal["freeform", "semi-structured", "structured"]
 Cadence = Literal["realtime", "delayed", "async"]
 MessageType = Literal["text", "image", "audio", "video", "sticker"]
-EndedBy = Literal["exhausted", "max_turns"]
+EndedBy = Literal["exhausted", "max_turns", "overtime"]
 Stage = Literal["personas", "experiences", "chats"]
 
 STYLES: tuple[str, ...] = ("freeform", "semi-structured", "structured")
@@ -66,6 +66,8 @@ class PersonaSample(msgspec.Struct, kw_only=True, frozen=True):
     name: str  # display name, in the order the country writes it in English
     age: int
     locale: str  # the place's locale tag, e.g. "zh_CN"
+    occupation: str = ""  # a job from the locale's list (Faker), or "student"
+    band: str = ""  # life circumstance / socioeconomic band, a key of persona.bands
 
 
 class PersonaMeta(msgspec.Struct, kw_only=True):
@@ -79,6 +81,8 @@ class PersonaMeta(msgspec.Struct, kw_only=True):
     time_taken: float
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    occupation: str = ""  # as sampled and given to the prompt ("" in older runs)
+    band: str = ""  # life circumstance / socioeconomic band as sampled ("" in older runs)
 
 
 class Persona(msgspec.Struct, kw_only=True, tag="persona", tag_field="kind"):
@@ -123,6 +127,10 @@ class Experience(msgspec.Struct, kw_only=True, tag="experience", tag_field="kind
     opener: str  # persona id of the one who sends the first turn
     meta: ExperienceMeta
     start_date: str | None = None  # ISO date the chat starts on; None: the config's
+    start_time: str | None = None  # "HH:MM" the chat opens at; None: any time that day
+    # Who each instant event happens to, in order: a persona id, or None when the event
+    # names neither (or both) of them and may go to either speaker.
+    event_personas: list[str | None] = []
 
 
 class Message(msgspec.Struct, kw_only=True):

@@ -14,6 +14,14 @@ run, whatever was sampled before.
 Ages follow N(mean, sd) rounded to whole years and restricted to [age_min, age_max]:
 the normal's mass on each allowed year, renormalised (the same law as resampling until
 the age fits, without a loop that could spin when the range sits far in a tail).
+
+Then an occupation and a band, for the spread of lives the SOC-2602 write-up asks for
+while "aiming for the statistical average rather than the dramatic exception". The
+occupation is "student" for a share of the young (``student_share`` of those aged
+``student_max_age`` or under) and otherwise a job from Faker's list for the place's
+locale (its own list where Faker has one, else a locale of the same language, else
+en_US), as the job is called there. The band, a life circumstance / socioeconomic
+label, is drawn from configurable weights (``persona.bands``).
 """
 
 from __future__ import annotations
@@ -84,14 +92,25 @@ class StatsEngine:
         age_max: int = 70,
         age_mean: float = 25.0,
         age_sd: float = 5.0,
+        *,
+        bands: dict[str, float] | None = None,
+        student_share: float = 0.35,
+        student_max_age: int = 24,
     ) -> None:
         if not 0 < age_min <= age_max:
             raise SeedError(f"age range [{age_min}, {age_max}] is empty or not positive")
         if age_sd <= 0:
             raise SeedError(f"age_sd must be positive, got {age_sd}")
+        bands = bands if bands is not None else {"": 1.0}
+        if not bands or any(w < 0 for w in bands.values()) or sum(bands.values()) <= 0:
+            raise SeedError(f"bands need positive weights, got {bands}")
         self.data = data
         self.age_min, self.age_max = age_min, age_max
         self.age_mean, self.age_sd = age_mean, age_sd
+        self._bands = list(bands)
+        self._band_cum = list(accumulate(bands.values()))
+        self.student_share, self.student_max_age = student_share, student_max_age
+        self._jobs: dict[str, Faker] = {}  # job providers by locale, made on first use
         # Faker instances are costly to make and carry their own random state: one per
         # locale, reseeded per draw under a lock so that threads cannot interleave a
         # reseed and a draw.
@@ -208,6 +227,10 @@ class StatsEngine:
         gender: Gender = "female" if rng.random() < 0.5 else "male"
         first, last = self._name(place, gender, rng)
         age = self._ages[self._pick(rng, self._age_cum)]
+        # Both draws are always made, so the band does not depend on the branch taken.
+        studies = rng.random() < self.student_share and age <= self.student_max_age
+        job = self._job(place.locale, rng.getrandbits(64))
+        band = self._bands[self._pick(rng, self._band_cum)]
         return PersonaSample(
             region=place.region,
             country=place.country,
@@ -218,7 +241,29 @@ class StatsEngine:
             name=f"{last} {first}" if place.family_first else f"{first} {last}",
             age=age,
             locale=place.locale,
+            occupation="student" if studies else job,
+            band=band,
         )
+
+    def band_shares(self) -> dict[str, float]:
+        """Each band's probability, from the configured weights."""
+        total = self._band_cum[-1]
+        previous = 0.0
+        shares = {}
+        for name, cum in zip(self._bands, self._band_cum, strict=True):
+            shares[name] = (cum - previous) / total
+            previous = cum
+        return shares
+
+    def _job(self, locale: str, seed: int) -> str:
+        with self._lock:
+            fake = self._jobs.get(locale)
+            if fake is None:
+                fake = self._jobs[locale] = Faker(
+                    job_locale(locale), providers=["faker.providers.job"]
+                )
+            fake.seed_instance(seed)
+            return " ".join(fake.job().split())
 
     def _name(self, place: _Place, gender: Gender, rng: random.Random) -> tuple[str, str]:
         if place.names is not None:
@@ -259,15 +304,29 @@ def _draw(draw: Callable[[], str], tries: int = 20) -> str:
     return name
 
 
+def job_locale(locale: str) -> str:
+    """The Faker locale whose job list serves ``locale``: itself when Faker knows it
+    (Faker falls back to en_US where it has no job list of its own), else one of the same
+    language, else en_US."""
+    if locale in AVAILABLE_LOCALES:
+        return locale
+    language = locale.split("_")[0]
+    same = sorted(loc for loc in AVAILABLE_LOCALES if loc.split("_")[0] == language)
+    return same[0] if same else "en_US"
+
+
 def load_stats_engine(config: PersonaConfig) -> StatsEngine:
-    """The engine over the packaged seed data, with the config's age law."""
+    """The engine over the packaged seed data, with the config's age law and bands."""
     return StatsEngine(
         load_seed_data(),
         age_min=config.age_min,
         age_max=config.age_max,
         age_mean=config.age_mean,
         age_sd=config.age_sd,
+        bands=config.bands,
+        student_share=config.student_share,
+        student_max_age=config.student_max_age,
     )
 
 
-__all__ = ["StatsEngine", "load_stats_engine"]
+__all__ = ["StatsEngine", "job_locale", "load_stats_engine"]

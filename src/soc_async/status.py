@@ -53,6 +53,7 @@ class StageStatus(msgspec.Struct, kw_only=True):
     done: int  # records in the stage's file
     failed: int  # failure records of the stage
     target: int | None = None  # from config.toml (the whole run); None when unreadable
+    models: dict[str, int] = {}  # records by the model that wrote them ("unknown": none named)
 
 
 class RunStatus(msgspec.Struct, kw_only=True):
@@ -113,6 +114,7 @@ def status_of(follower: Follower) -> RunStatus:
                 done=follower.done[s],
                 failed=follower.failed[s],
                 target=follower.targets.get(s),
+                models=dict(follower.models[s].most_common()),
             )
             for s in STAGES
         ],
@@ -153,6 +155,8 @@ def render(status: RunStatus) -> RenderableType:
         target = "-" if s.target is None else str(s.target)
         stages.add_row(s.stage, str(s.done), target, str(s.failed))
     parts: list[RenderableType] = [Text(title, style="bold"), _state_line(status), stages]
+    if any(s.models for s in status.stages):
+        parts.append(_models(status.stages))
     parts.append(Text(f"in progress (journal): {status.in_progress}"))
     if status.failures:
         parts.append(_counts("failure reason", status.failures))
@@ -161,6 +165,22 @@ def render(status: RunStatus) -> RenderableType:
     parts.append(_faults(status))
     parts.append(_metrics(status.metrics))
     return Group(*parts)
+
+
+def _models(stages: list[StageStatus]) -> Table:
+    """Records by model, one column per stage, with each model's share of the stage."""
+    table = Table()
+    table.add_column("model")
+    names = list(dict.fromkeys(m for s in stages for m in s.models))
+    for s in stages:
+        table.add_column(s.stage, justify="right")
+    for name in names:
+        cells = []
+        for s in stages:
+            n = s.models.get(name, 0)
+            cells.append(f"{n} ({n / s.done:.0%})" if s.done else "-")
+        table.add_row(name, *cells)
+    return table
 
 
 def _state_line(status: RunStatus) -> Text:

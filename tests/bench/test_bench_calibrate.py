@@ -1,4 +1,4 @@
-"""What the server says about its tokens: one-token words, the template's head, blocks."""
+"""What the server says about its tokens: one-token words, the template's head."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ from aiohttp import web
 
 from soc_async.bench.calibrate import (
     Tokenizer,
-    block_size,
     common_prefix,
     exact_fit,
-    read_block_size,
     read_tokenizer,
     single_token_words,
 )
@@ -48,20 +46,9 @@ async def tokenize(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def tokenizing_server() -> AsyncIterator[str]:
-    """A server with vLLM's /tokenize (a word tokenizer) and a /metrics page."""
+    """A server with vLLM's /tokenize (a word tokenizer)."""
     app = web.Application()
     app.router.add_post("/tokenize", tokenize)
-    metrics = (
-        "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
-        "# TYPE vllm:cache_config_info gauge\n"
-        'vllm:cache_config_info{block_size="128",enable_prefix_caching="True",'
-        'num_gpu_blocks="1310"} 1.0\n'
-    )
-
-    async def page(_: web.Request) -> web.Response:
-        return web.Response(text=metrics)
-
-    app.router.add_get("/metrics", page)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -85,21 +72,11 @@ def test_single_token_words_keeps_only_ones() -> None:
     assert single_token_words({"river": 1, "apple": 1, "zipper": 2}) == ("apple", "river")
 
 
-def test_block_size_from_cache_config_info() -> None:
-    """The label of vLLM's cache_config_info; None without the metric or with a bad label."""
-    page = 'vllm:cache_config_info{block_size="16",num_gpu_blocks="90000"} 1.0\n'
-    assert block_size(page) == 16
-    assert block_size("vllm:num_requests_running 3.0\n") is None
-    assert block_size('vllm:cache_config_info{block_size="x"} 1.0\n') is None
-    assert block_size("not { prometheus") is None
-
-
 async def test_read_tokenizer_finds_one_token_words_and_the_head(tokenizing_server: str) -> None:
     """Through /tokenize: the words that are one token, and the tokens before a message's
     first word (the template's opening plus LEAD)."""
     async with aiohttp.ClientSession() as session:
         found = await read_tokenizer(session, tokenizing_server, "m")
-        assert await read_block_size(session, tokenizing_server) == 128
     assert isinstance(found, Tokenizer)
     assert set(found.words) == set(WORDS) - TWO_TOKEN_WORDS
     assert found.head == len(HEAD) + len(word_tokens(LEAD))
@@ -108,9 +85,8 @@ async def test_read_tokenizer_finds_one_token_words_and_the_head(tokenizing_serv
 
 
 async def test_without_tokenize_the_fit_stands(fake_server: FakeServerFactory) -> None:
-    """A server with no /tokenize (the fake one) gives a reason, and no block size."""
+    """A server with no /tokenize (the fake one) gives a reason instead."""
     server = await fake_server()
     async with aiohttp.ClientSession() as session:
         found = await read_tokenizer(session, server.url, "fake-model")
-        assert await read_block_size(session, server.url) is None
     assert isinstance(found, str) and "404" in found

@@ -162,7 +162,8 @@ def test_unreachable_endpoint_is_a_server_error(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # free once closed: nothing listens there
-    argv = ["--endpoint", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "b")]
+    argv = ["--endpoint", f"http://127.0.0.1:{port}", "--ready-timeout", "0"]
+    argv += ["--out", str(tmp_path / "b")]
     with pytest.raises(ServerError):
         session.run(parse(argv), live=False)
     assert not (tmp_path / "b").exists()

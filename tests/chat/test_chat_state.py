@@ -703,3 +703,91 @@ def test_hostile_reply(case: hostile_turns.Hostile) -> None:
         assert not isinstance(result, ChatState), f"accepted: {case.reply!r}"
         assert result.reason == case.reason, result
         assert result.detail and "\n" not in result.detail
+
+
+# --- opening window, minimum turns, overtime, events by owner ------------------------------
+
+
+def test_first_message_falls_in_the_opening_window() -> None:
+    """With a start time the first message must fall between it and opening_minutes later
+    (across midnight too); before or after the window is wrong_date_start."""
+    from datetime import time
+
+    from soc_async.chat.state import opening_window
+
+    rules = ChatRules(opening_minutes=30)
+    state = initial_state(
+        experience(),
+        chat_id="c-1",
+        names=NAMES,
+        rules=rules,
+        start_date=date(2026, 12, 31),
+        start_time=time(23, 50),
+    )
+    assert opening_window(state) == (datetime(2026, 12, 31, 23, 50), datetime(2027, 1, 1, 0, 20))
+    line = oracle(ROADMAP, 0)
+    assert refused(apply_turn(state, turn(line, ("23:49", "31.12")), rules)).reason == (
+        "wrong_date_start"
+    )
+    assert refused(apply_turn(state, turn(line, ("00:21", "01.01")), rules)).reason == (
+        "wrong_date_start"
+    )
+    after = accepted(apply_turn(state, turn(line, ("00:05", "01.01")), rules))
+    assert after.clock == datetime(2027, 1, 1, 0, 5)
+
+
+def test_ending_before_min_turns_is_refused_and_a_short_plan_is_a_problem() -> None:
+    """The ending tag is refused until min_turns turns are in, even with the roadmap
+    spent; a freeform plan shorter than min_turns cannot be rolled out at all."""
+    from soc_async.chat.state import plan_problem
+
+    rules = ChatRules(min_turns=3)
+    state = start(rules=rules, topics=[("Quick question", 2)])
+    assert plan_problem(state) is None
+    state = accepted(say(state, "Quick question; 1 turn remaining; end", rules=rules))
+    assert not ending_allowed(state)
+    early = refused(say(state, "Quick question; 0 turns remaining; end", ended=True, rules=rules))
+    assert early.reason == "early_ending" and "at least 3 turns" in early.detail
+    state = accepted(say(state, "Quick question; 0 turns remaining; end", rules=rules))
+    assert ending_allowed(state)
+    state = accepted(say(state, "Quick question; 0 turns remaining; end", ended=True, rules=rules))
+    assert state.ended_by == "exhausted" and state.turn_index == 3
+    short = start(rules=rules, style="freeform", topics=[("Hi", 2)])
+    problem = plan_problem(short)
+    assert problem is not None and problem.reason == "too_short"
+
+
+def test_structured_chat_without_the_tag_stops_after_its_overtime() -> None:
+    """A structured chat that never writes the ending tag stops max_overtime_turns after
+    its roadmap (ended_by "overtime"), not at max_turns; a freeform one has no overtime."""
+    from soc_async.chat.state import turn_limit
+
+    rules = ChatRules(max_turns=50, max_overtime_turns=2)
+    state = start(rules=rules)
+    assert turn_limit(state) == 6 + 2
+    for k in range(8):
+        assert not is_done(state)
+        state = accepted(say(state, oracle(ROADMAP, k), rules=rules))
+    assert is_done(state) and state.ended_by == "overtime" and state.turn_index == 8
+    free = start(rules=rules, style="freeform")
+    assert free.overtime_limit is None and turn_limit(free) == 6
+
+
+def test_instant_event_goes_only_to_its_owner_or_anyone() -> None:
+    """Over many turns, an event owned by one persona is never drawn for the other, and
+    the draw rate stays p over turns that have any eligible event."""
+    events = ["the landlord calls Mia", "Tomás's bus arrives", "the wifi drops"]
+    owners = ["p-mia", "p-tom", None]
+    drawn = {"p-mia": set(), "p-tom": set()}
+    hits = 0
+    for k in range(4000):
+        speaker = "p-mia" if k % 2 == 0 else "p-tom"
+        event = instant_event_for(1, "c-x", k, events, 0.05, speaker=speaker, owners=owners)
+        if event is not None:
+            hits += 1
+            drawn[speaker].add(event)
+    assert drawn["p-mia"] <= {"the landlord calls Mia", "the wifi drops"}
+    assert drawn["p-tom"] <= {"Tomás's bus arrives", "the wifi drops"}
+    assert 0.04 <= hits / 4000 <= 0.06
+    assert instant_event_for(1, "c-x", 0, ["only Tom's"], 1.0, speaker="p-mia",
+                             owners=["p-tom"]) is None  # fmt: skip

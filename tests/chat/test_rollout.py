@@ -34,6 +34,7 @@ from soc_async.records import (
     Persona,
     PersonaMeta,
     TopicSlot,
+    Usage,
 )
 from soc_async.testing.completer import Gate, Reply, ReplyFn, ScriptedCompleter, writer_replies
 from soc_async.testing.scripted import ScriptedWriter
@@ -129,7 +130,8 @@ async def test_rollout_with_a_fold() -> None:
 
     assert isinstance(journal[0], StartEvent)
     folds = [e for e in journal if isinstance(e, FoldEvent)]
-    assert folds == [FoldEvent(summary=summary, count=3)]
+    assert [(f.summary, f.count) for f in folds] == [(summary, 3)]
+    assert folds[0].usage == Usage(prompt=100, completion=50)  # what the summary call cost
     assert result.summary == summary
     assert [e.turn for e in turn_events(journal)] == result.turns
 
@@ -240,6 +242,8 @@ async def test_resume_continues_mid_conversation() -> None:
 
     assert not any(isinstance(e, StartEvent) for e in rest)
     assert [e.turn for e in turn_events(rest)] == resumed.turns[k:]
+    # The usage journaled before the cut is kept: the resumed record counts all the work.
+    assert resumed.usage == whole.usage
 
 
 async def test_cancelled_mid_turn_leaves_no_task_and_journals_nothing_of_it() -> None:

@@ -127,7 +127,7 @@ def test_accepts_a_valid_turn(middle: ChatState) -> None:
         (SECOND, ("22:58", "15.03", "text", ""), False),  # empty text
         (SECOND, ("22:58", "15.03", "text", "a <b>"), False),  # markup
         (SECOND, ("22:58", "15.03", "text", "two\nlines"), False),
-        (SECOND, ("22:58", "15.03", "text", "x" * 301), False),  # longer than 300
+        (SECOND, ("22:58", "15.03", "text", "x" * 1501), False),  # longer than the bound
     ],
 )
 def test_rejects(
@@ -325,3 +325,36 @@ def test_grammar_admits_exactly_its_rules_and_the_machine_agrees(
         assert isinstance(after, ChatState), (after, reply)
         assert after.turns[-1].state == oracle(topics, k)
         event("machine accepted")
+
+
+def test_first_turn_grammar_keeps_to_the_opening_window() -> None:
+    """With a start time, the first turn's grammar admits stamps from it to
+    opening_minutes later only, and what it admits the state machine accepts."""
+    from datetime import time
+
+    rules = ChatRules(opening_minutes=20)
+    exp = Experience(
+        id="e-1",
+        persona_ids=["p-ana", "p-kofi"],
+        experience_text="Neighbours who share a garage.",
+        style="structured",
+        cadence="realtime",
+        topics=[TopicSlot(title=t, turns=n) for t, n in TOPICS],
+        initial_state="",
+        instant_events=[],
+        opener="p-ana",
+        meta=ExperienceMeta(iteration=0, model="test", time_taken=0.0),
+    )
+    state = initial_state(
+        exp, chat_id="c-1", names=NAMES, rules=rules, start_date=date(2026, 3, 15),
+        start_time=time(18, 45),
+    )  # fmt: skip
+    grammar = turn_grammar(state, rules)
+    line = "Broken bike; 1 turn remaining; Band practice"
+    for t, ok in (("18:44", False), ("18:45", True), ("19:05", True), ("19:06", False)):
+        reply = write(line, (t, "15.03", "text", "hey"))
+        assert _is_grammar_accept_string(grammar, reply) == ok, t
+        if ok:
+            parsed = parse_turn(reply)
+            assert isinstance(parsed, ParsedTurn)
+            assert isinstance(apply_turn(state, parsed, rules), ChatState), t

@@ -351,10 +351,10 @@ def test_seed_cards_are_varied() -> None:
 def test_bounded_grammar_keeps_a_card_inside_the_token_budget() -> None:
     """With max_tokens the grammar refuses a section that would run past the budget and
     still accepts an ordinary card, so a rambling model closes its card in time."""
-    from soc_async.formats.character import LINE_CHARS
+    from soc_async.formats.character import section_chars
 
     bounded = character_grammar(SAMPLE, max_tokens=1200)
-    rambling = canonical_text(sections(Values="word " * (LINE_CHARS // 5 + 10)))
+    rambling = canonical_text(sections(Values="word " * (section_chars(1200) // 5 + 10)))
     assert accepts(SAMPLE, rambling)  # unbounded: any length
     assert not _is_grammar_accept_string(bounded, rambling)
     assert _is_grammar_accept_string(bounded, VALID)

@@ -127,7 +127,6 @@ def test_style_and_cadence_words_map_onto_their_sets(
         (lambda t: t.replace("delayed (both", "slowish (both"), "bad_cadence"),
         (lambda t: t.replace("Message cadence", "Cadence"), "unexpected_line"),
         (lambda t: t.replace("Opens: Tomasz", "Opens: Marek"), "bad_opener"),
-        (lambda t: t.replace("Opens: Tomasz\n", ""), "missing_opener"),
         (lambda t: t.replace("(4 turns)", "(0 turns)"), "bad_budget"),
         (lambda t: t.replace("(4 turns)", "(-4 turns)"), "bad_budget"),
         (lambda t: t.replace("(4 turns)", "(four turns)"), "bad_topic_line"),

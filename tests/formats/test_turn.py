@@ -167,7 +167,7 @@ def test_reason_codes_are_stable() -> None:
         "no_turn", "several_turns", "unclosed", "missing_state", "bad_state_line",
         "no_messages", "too_few_messages", "too_many_messages", "unknown_type",
         "bad_timestamp", "empty_text", "leftover_tag", "speaker_prefix", "state_mismatch",
-        "early_ending", "clock_backwards", "gap_too_short", "gap_too_long",
+        "early_ending", "clock_backwards", "gap_too_short", "gap_too_long", "too_short",
         "wrong_date_start", "truncated",
     }  # fmt: skip
     assert str(Refusal(Reason.UNCLOSED, "x")) == "unclosed: x"

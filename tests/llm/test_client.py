@@ -115,6 +115,17 @@ async def test_chat_sends_every_field_and_reads_text_and_usage(fake_server) -> N
     assert first.attempts == 1 and first.endpoint == server.url and first.latency_s > 0
 
 
+async def test_a_json_schema_is_sent_as_structured_outputs_json(fake_server) -> None:
+    """ChatRequest.json_schema reaches vLLM as ``structured_outputs: {"json": schema}``."""
+    seen: list[dict[str, Any]] = []
+    server = await fake_server(reply=lambda body: seen.append(body) or '{"a": 1}')
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    request = ChatRequest(messages=[{"role": "user", "content": "x"}], json_schema=schema)
+    async with client_for(server) as client:
+        await client.chat(request)
+    assert seen[0]["structured_outputs"] == {"json": schema}
+
+
 async def test_optional_fields_are_left_out_and_the_served_model_is_used(fake_server) -> None:
     """No seed, stop, grammar or priority: none is sent; no model anywhere: /v1/models names it."""
     seen: list[dict[str, Any]] = []

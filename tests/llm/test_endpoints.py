@@ -142,3 +142,48 @@ async def test_a_probe_that_raises_counts_as_no_answer() -> None:
     ep = await asyncio.wait_for(pool.acquire(), 2)
     assert ep.up and calls == 3
     await pool.aclose()
+
+
+def test_new_work_goes_where_the_share_of_the_bound_is_smallest() -> None:
+    """With per-engine bounds, new work goes to the engine with the most room relative to
+    its batch: 100 of 1,024 in flight is less loaded than 40 of 256."""
+    r = Router([A, B])
+    r.set_limits({A: 1024, B: 256})
+    a, b = r.endpoints
+    a.in_flight, b.in_flight = 100, 40
+    assert r.pick() is a
+
+
+def test_an_engine_at_its_bound_gets_new_work_only_when_all_are() -> None:
+    """B is at its bound, A over half of a larger one: A; both at their bound: the lower
+    share; a conversation whose home is full still goes home (the server queues it)."""
+    r = Router([A, B])
+    r.set_limits({A: 8, B: 4})
+    a, b = r.endpoints
+    home = r.pick("chat-1")
+    assert home is not None
+    a.in_flight, b.in_flight = 6, 4
+    assert r.pick() is a
+    a.in_flight, b.in_flight = 9, 4
+    assert r.pick() is b  # 4/4 = 1.0 against 9/8 > 1
+    home.in_flight = (home.limit or 0) + 5
+    assert r.pick("chat-1") is home
+
+
+async def test_an_endpoint_taken_out_at_the_start_comes_back_when_it_answers() -> None:
+    """take_out: out of service before any request (it was not ready), probed, restored."""
+    answers = iter([False, True])
+
+    async def probe(url: str) -> bool:
+        return next(answers)
+
+    pool = EndpointPool([A, B], ClientConfig(probe_interval_s=0.01), probe)
+    pool.take_out(B)
+    assert [ep.up for ep in pool.endpoints] == [True, False]
+    assert pool.try_acquire() is pool.endpoints[0]
+    for _ in range(100):
+        if pool.endpoints[1].up:
+            break
+        await asyncio.sleep(0.01)
+    assert pool.endpoints[1].up
+    await pool.aclose()

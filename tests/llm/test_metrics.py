@@ -8,7 +8,15 @@ import pytest
 from soc_async.config import ClientConfig
 from soc_async.errors import ServerError
 from soc_async.llm.client import LLMClient
-from soc_async.llm.metrics import MetricsSnapshot, combine, fetch_metrics, parse_metrics
+from soc_async.llm.metrics import (
+    EngineInfo,
+    MetricsSnapshot,
+    combine,
+    fetch_engine_info,
+    fetch_metrics,
+    parse_engine_info,
+    parse_metrics,
+)
 from soc_async.llm.types import ChatRequest
 
 # Written for these tests in the shape a vLLM server exports: HELP and TYPE lines,
@@ -135,3 +143,26 @@ async def test_fetch_from_a_dead_server_raises_server_error_with_its_url(fake_se
     async with LLMClient([url], api_key=None, config=ClientConfig(), pool_size=2) as c:
         with pytest.raises(ServerError, match=url):
             await c.read_metrics()
+
+
+def test_engine_info_reads_the_cache_config_labels() -> None:
+    """vllm:cache_config_info's labels give the KV capacity (kv_cache_size_tokens, else
+    blocks x block size) summed over engines; max_num_seqs only where a label has it."""
+    page = (
+        "# TYPE vllm:cache_config_info gauge\n"
+        'vllm:cache_config_info{block_size="16",engine="0",num_gpu_blocks="1000"} 1.0\n'
+        'vllm:cache_config_info{block_size="16",engine="1",kv_cache_size_tokens="20000",'
+        'max_num_seqs="512"} 1.0\n'
+    )
+    info = parse_engine_info(page)
+    assert info.kv_cache_tokens == 16000 + 20000
+    assert info.max_num_seqs == 512
+    assert parse_engine_info("# TYPE x gauge\nx 1\n") == EngineInfo()
+
+
+async def test_the_fake_server_exposes_vllms_cache_config_info(fake_server) -> None:
+    """Like vLLM 0.32: KV size in the labels, no batch size."""
+    server = await fake_server(kv_capacity_tokens=4096)
+    async with aiohttp.ClientSession() as session:
+        info = await fetch_engine_info(session, server.url)
+    assert info == EngineInfo(max_num_seqs=None, kv_cache_tokens=4096)

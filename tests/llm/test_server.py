@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -143,6 +144,8 @@ def test_missing_vllm_names_the_extra_to_install(
 ) -> None:
     monkeypatch.setattr(server, "vllm_available", lambda: False)
     monkeypatch.setattr(server, "has_gpu", lambda: gpu)
+    monkeypatch.setattr(server.shutil, "which", lambda name: None)
+    monkeypatch.setattr(server, "_distribution", lambda name: False)
     with pytest.raises(InputError, match=rf"vLLM is not installed.*{re.escape(extra)}"):
         ManagedServer(ServerSpec(model=str(model_dir))).start()
 
@@ -168,6 +171,53 @@ def test_api_key_never_on_the_command_line_nor_printed(model_dir: Path) -> None:
     env = managed.environment()
     assert env["VLLM_API_KEY"] == "s3cret-main"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "3"
+
+
+def test_the_vllm_command_is_vllm_serve_with_the_model_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Where a working `vllm` command is found (vLLM's GPU build, a container's), the
+    server is `vllm serve MODEL ...`; the CPU build runs the module with --model."""
+    exe = tmp_path / "bin" / "vllm"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", str(exe.parent))
+    gpu = ManagedServer(ServerSpec(model="org/m", port=8123)).command()
+    assert gpu[:3] == [str(exe), "serve", "org/m"]
+    assert gpu[3:7] == ["--host", "127.0.0.1", "--port", "8123"]
+    cpu = ManagedServer(ServerSpec(model="org/m", port=8123, cpu=True)).command()
+    assert cpu[:5] == [sys.executable, "-m", server.VLLM_MODULE, "--model", "org/m"]
+
+
+def test_the_cpu_builds_own_vllm_command_is_passed_over(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """vLLM's CPU build installs a `vllm` command beside this Python that fails (it looks
+    up a distribution named vllm): without that distribution the module is used."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "vllm").write_text("#!/bin/sh\n")
+    (scripts / "vllm").chmod(0o755)
+    monkeypatch.setenv("PATH", str(scripts))
+    monkeypatch.setattr(server.sysconfig, "get_path", lambda name: str(scripts))
+    monkeypatch.setattr(server, "_distribution", lambda name: False)
+    monkeypatch.setattr(server, "vllm_available", lambda: True)
+    assert server.default_launcher() == [sys.executable, "-m", server.VLLM_MODULE]
+    monkeypatch.setattr(server, "_distribution", lambda name: name == "vllm")
+    assert server.default_launcher() == [str(scripts / "vllm"), "serve"]
+
+
+def test_every_managed_server_is_quiet_and_takes_the_runs_sampling() -> None:
+    """The CPU default carries the access-log, request-log and generation-config flags,
+    and priority scheduling; extra arguments come after them, so they win."""
+    args = ManagedServer(
+        ServerSpec(model="m", extra_args=[*server.CPU_DEFAULT_ARGS, "--enable-log-requests"])
+    ).spec.extra_args
+    for flag in ("--disable-uvicorn-access-log", "--no-enable-log-requests"):
+        assert flag in args
+    assert server.flag_value(args, "--generation-config") == "vllm"
+    assert args.index("--enable-log-requests") > args.index("--no-enable-log-requests")
 
 
 def test_priority_scheduling_follows_the_last_flag(model_dir: Path) -> None:
@@ -369,3 +419,63 @@ def test_sigterm_while_the_server_starts_leaves_no_server(tmp_path: Path, model_
     while alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(grandchild)
+
+
+_PARSE = textwrap.dedent(
+    """\
+    import json, sys, warnings
+    warnings.simplefilter("ignore")
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    parser = make_arg_parser(FlexibleArgumentParser())
+    out = []
+    for argv in json.load(sys.stdin):
+        a = parser.parse_args(argv)
+        out.append({k: getattr(a, k, None) for k in (
+            "model_tag", "model", "disable_uvicorn_access_log", "enable_log_requests",
+            "generation_config", "scheduling_policy", "max_num_seqs", "enforce_eager",
+            "tensor_parallel_size", "data_parallel_size")})
+    json.dump(out, sys.stdout)
+    """
+)
+
+
+@pytest.mark.slow
+def test_vllms_own_parser_takes_every_flag_of_a_managed_engine(
+    fake_node: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The installed vLLM (0.32, the CPU build in CI) parses the command line of a GPU
+    engine of the default layout, of vLLM data parallelism, and of the CPU default: no
+    flag of ours is unknown to it (its request-log switch was renamed once already).
+    vLLM is imported in a child process: its imports are heavy and change global state."""
+    if not server.vllm_available():
+        pytest.skip("vLLM is not installed: pip install 'soc-async[cpu]'")
+    from soc_async.config import ServerConfig
+    from soc_async.llm.plan import plan_engines
+
+    fake_node.apply(monkeypatch)
+    fake_node.model()
+    config = ServerConfig(model="Qwen/Qwen2.5-7B-Instruct", command=["vllm", "serve"])
+    engines = [
+        *plan_engines(config).engines[:1],
+        *plan_engines(config, dp_mode="vllm").engines,
+    ]
+    argvs = [ManagedServer(e.spec).command()[2:] for e in engines]  # after `vllm serve`
+    cpu = ManagedServer(ServerSpec(model="m", cpu=True, extra_args=[*server.CPU_DEFAULT_ARGS]))
+    argvs.append(cpu.command()[3:])  # after python -m module
+    result = subprocess.run(
+        [sys.executable, "-c", _PARSE],
+        input=json.dumps(argvs),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    gpu, dp, on_cpu = json.loads(result.stdout)
+    for parsed in (gpu, dp):
+        assert parsed["model_tag"] == "Qwen/Qwen2.5-7B-Instruct"
+        assert parsed["disable_uvicorn_access_log"] and parsed["enable_log_requests"] is False
+        assert parsed["generation_config"] == "vllm"
+        assert parsed["scheduling_policy"] == "priority" and parsed["max_num_seqs"] == 1024
+    assert dp["data_parallel_size"] == 8
+    assert on_cpu["model"] == "m" and on_cpu["enforce_eager"]

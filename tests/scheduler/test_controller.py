@@ -15,8 +15,9 @@ from soc_async.scheduler import (
     PriorityLimiter,
     decide,
 )
+from soc_async.scheduler.controller import run_all
 
-BOUNDS = Bounds(min=4, max=64)
+BOUNDS = Bounds(min=4, max=1024)
 
 
 def sample(
@@ -57,91 +58,163 @@ def replay(
     return out
 
 
-def rising_rate(n: int) -> list[MetricsView]:
-    """Throughput that keeps improving, so no increase is ever undone."""
-    total, out = 0.0, []
-    for t in range(n):
-        total += 100 * (t + 1)
-        out.append(sample(t, tokens=total))
+def plant(
+    capacity: int,
+    steps: int,
+    *,
+    per_request: float = 0.01,
+    max_num_seqs: int = 10_000,
+    bounds: Bounds = BOUNDS,
+    preempt_over: int | None = None,
+) -> list[tuple[int, str]]:
+    """A scripted engine: it runs what it is sent (up to max_num_seqs, the rest waits),
+    each request holding ``per_request`` of the KV cache; past ``preempt_over`` it
+    preempts one request per interval."""
+    state = ControllerState()
+    prev = None
+    out = []
+    preempted = 0
+    for t in range(steps):
+        running = min(capacity, max_num_seqs)
+        if preempt_over is not None and running > preempt_over:
+            preempted += 1
+        now = MetricsView(
+            running=running,
+            waiting=capacity - running,
+            kv_cache_usage=min(1.0, running * per_request),
+            preemptions=preempted,
+            generation_tokens=1000.0 * t,
+            time=float(t),
+            in_flight=capacity,
+            queued=10,
+        )
+        capacity, state, reason = decide(prev, now, capacity, bounds, state)
+        out.append((capacity, reason))
+        prev = now
     return out
 
 
-def test_grows_while_server_queue_empty_and_kv_has_room() -> None:
-    """With an empty server queue, KV room and our limit in use, capacity only grows."""
-    caps = [c for c, _ in replay(rising_rate(6), 8)]
-    assert caps[0] == 8  # the first sample has nothing to compare with
-    assert all(b > a for a, b in itertools.pairwise(caps[1:]))
-    assert caps[1] == 10  # x1.25
+def test_grows_toward_the_kv_fit_at_most_by_up_factor() -> None:
+    """With room in the KV cache the capacity grows by at most x1.5 a decision, toward
+    the number of requests that fit at kv_target, and holds there."""
+    caps = [c for c, _ in plant(8, 12, per_request=0.01)]  # 75 requests fit at 75%
+    assert caps[:6] == [8, 12, 18, 27, 41, 62]
+    assert all(75 <= c <= 78 for c in caps[6:])  # smoothing: within a few of 75
+    assert caps[-1] == caps[-2] == caps[-3]
+    assert all(b <= a * 1.5 + 1 for a, b in itertools.pairwise(caps))
 
 
-def test_shrinks_on_new_preemptions() -> None:
-    """New preemptions since the last sample cut the capacity; old ones do not."""
-    samples = [sample(0, preemptions=5), sample(1, preemptions=9), sample(2, preemptions=9)]
-    caps = replay(samples, 32)
-    assert caps[1][0] == 24 and "preemptions" in caps[1][1]
-    assert caps[2][0] > caps[1][0]  # no new preemptions, queue empty: grows again
+def test_holds_at_the_kv_target() -> None:
+    """At or above kv_target (and under kv_high) the capacity neither grows nor falls."""
+    caps = replay([sample(0, kv=0.8), sample(1, kv=0.8), sample(2, kv=0.8)], 16)
+    assert [c for c, _ in caps] == [16, 16, 16]
+    assert "at its target" in caps[-1][1]
 
 
-def test_shrinks_on_a_growing_server_queue() -> None:
-    """A rising server queue cuts the capacity; a steady one holds it."""
+def test_kv_usage_over_kv_high_comes_down_to_the_fit() -> None:
+    """Usage over kv_high lowers the capacity toward the fit, at most x down_factor at a
+    time, and leaves no ceiling behind (usage moves as requests grow)."""
+    samples = [sample(0, kv=0.95, running=100), sample(1, kv=0.95, running=100)]
+    state = ControllerState()
+    cap, state, _ = decide(None, samples[0], 100, BOUNDS, state, in_flight=100)
+    cap, state, reason = decide(samples[0], samples[1], cap, BOUNDS, state, in_flight=100)
+    assert cap == 85 and "over 85%" in reason  # the fit is 78; one cut goes to x0.85
+    assert state.ceiling is None
+
+
+def test_preemptions_cut_and_leave_a_ceiling() -> None:
+    """New preemptions cut x0.85; the capacity that overflowed is avoided (growth stops
+    at near x ceiling) for ceiling_hold decisions, then approached by probe steps."""
+    bounds = Bounds(min=4, max=1024, ceiling_hold=5)
+    out = plant(100, 16, per_request=0.001, preempt_over=99, bounds=bounds)
+    caps = [c for c, _ in out]
+    assert caps[1] == 85 and "preemptions" in out[1][1]
+    assert caps[2:6] == [90, 90, 90, 90]  # 0.9 x 100 while the ceiling holds
+    assert caps[6] == 92 and "probing near 100" in out[6][1]  # +2% a decision after
+    assert max(caps) <= 100
+
+
+def test_a_ceiling_far_below_is_forgotten() -> None:
+    """Probing past ceiling / near shows the ceiling no longer holds: growth is back to
+    x up_factor."""
+    bounds = Bounds(min=4, max=1024, ceiling_hold=1)
+    state = ControllerState(ceiling=20, ceiling_ttl=0)
+    prev = sample(0, kv=0.01, running=24)
+    now = sample(1, kv=0.01, running=24)
+    cap, state, _ = decide(prev, now, 24, bounds, state, in_flight=24)
+    assert cap == 36 and state.ceiling is None
+
+
+def test_a_lasting_server_queue_cuts_below_what_the_engine_runs() -> None:
+    """An engine that runs at most 64 (max_num_seqs) while more wait: the capacity falls
+    below 64 and settles around it, never running far past it again."""
+    out = plant(8, 60, per_request=0.001, max_num_seqs=64)
+    caps = [c for c, _ in out]
+    cut = next(i for i, (_, reason) in enumerate(out) if "server queue" in reason)
+    assert caps[cut] == 54  # 0.85 x 64
+    assert all(54 <= c <= 72 for c in caps[cut:])  # around 64 + slack, no leap past it
+
+
+def test_a_queue_seen_once_is_not_a_saturated_engine() -> None:
+    """Requests that arrived between two steps wait for one sample: no cut."""
+    samples = [sample(0), sample(1, waiting=9, kv=0.1), sample(2, kv=0.1)]
+    caps = replay(samples, 16)
+    assert all("queue" not in reason for _, reason in caps)
+    assert caps[-1][0] > 16
+
+
+def test_a_queue_while_the_batch_still_fills_holds() -> None:
+    """A queue while the engine's batch keeps growing is a burst being admitted (prefill
+    after prefill): hold rather than cut to the partial batch."""
     samples = [
-        sample(0, waiting=0),
-        sample(1, waiting=3),
-        sample(2, waiting=7),
-        sample(3, waiting=7),
+        sample(0, waiting=300, running=20, kv=0.1),
+        sample(1, waiting=250, running=60, kv=0.3),
+        sample(2, waiting=200, running=100, kv=0.5),
     ]
-    caps = replay(samples, 40)
-    assert [c for c, _ in caps] == [40, 30, 22, 22]
-    assert "queue grew" in caps[1][1] and "steady" in caps[3][1]
+    caps = replay(samples, 400)
+    assert caps[-1][0] == 400 and "still admits" in caps[-1][1]
 
 
-def test_holds_when_kv_cache_is_nearly_full() -> None:
-    """KV usage at or above kv_high stops growth without cutting."""
-    caps = replay([sample(0, kv=0.95), sample(1, kv=0.95)], 16)
-    assert caps[1] == (16, "KV cache 95% full")
+def test_a_queue_with_a_full_kv_cache_goes_to_the_fit() -> None:
+    """Waiting requests and a full KV cache: down to what fits at kv_target at once."""
+    samples = [
+        sample(0, waiting=3000, running=100, kv=0.97),
+        sample(1, waiting=3000, running=100, kv=0.97),
+    ]
+    cap, reason = replay(samples, 4096)[-1]
+    assert cap == 77 and "KV 97% full" in reason
+
+
+def test_holds_while_draining_an_excess_in_flight() -> None:
+    """More in flight than the capacity (it was cut): what the server shows is the old
+    load, so the controller waits for the excess to finish instead of cutting on."""
+    samples = [sample(0, preemptions=0), sample(1, preemptions=5, waiting=900)]
+    caps = replay(samples, 100, in_flight=1000)
+    assert caps[-1] == (100, "draining: 1000 in flight over the capacity 100")
 
 
 def test_does_not_grow_a_limit_that_is_not_used() -> None:
     """Growing is pointless while our own in-flight work is far below the capacity."""
-    caps = replay(rising_rate(4), 32, in_flight=5)
+    caps = replay([sample(t, kv=0.05) for t in range(4)], 32, in_flight=5)
     assert [c for c, _ in caps] == [32, 32, 32, 32]
     assert "not used" in caps[-1][1]
 
 
 def test_respects_bounds_and_holds_at_them() -> None:
     """Growth stops at max and cuts stop at min; the controller then holds there."""
-    up = replay(rising_rate(20), 50)
+    bounds = Bounds(min=4, max=64)
+    up = plant(8, 12, per_request=0.001, bounds=bounds)
     assert max(c for c, _ in up) == 64 and up[-1] == (64, "room to grow but at max")
-    down = [sample(t, preemptions=t) for t in range(10)]
-    caps = replay(down, 10)
-    assert min(c for c, _ in caps) == 4 and caps[-1][0] == 4
-    assert caps[-1][1].endswith("at min")
+    down = replay([sample(t, preemptions=t) for t in range(20)], 10, bounds=bounds)
+    assert min(c for c, _ in down) == 4 and down[-1][0] == 4
+    assert down[-1][1].endswith("at min")
 
 
 def test_clamps_a_capacity_outside_the_bounds() -> None:
     """A capacity set outside [min, max] is brought back in at the next decision."""
-    assert decide(None, sample(0), 500, BOUNDS, ControllerState())[0] == 64
-    assert decide(None, sample(0), 1, BOUNDS, ControllerState())[0] == 4
-
-
-def test_backs_off_when_throughput_fell_after_an_increase() -> None:
-    """An increase followed by lower tokens/s is undone, and the capacity that did worse
-    is not tried again for ceiling_hold decisions."""
-    bounds = Bounds(min=4, max=64, ceiling_hold=3)
-    samples = [
-        sample(0, tokens=0),
-        sample(1, tokens=1000),  # 1000 tok/s: up 16 -> 20
-        sample(2, tokens=1800),  # 800 tok/s after the increase: back to 16
-        sample(3, tokens=2800),  # up again, but below 20
-        sample(4, tokens=3800),
-        sample(5, tokens=4800),
-        sample(6, tokens=5800),
-    ]
-    caps = replay(samples, 16, bounds=bounds)
-    assert [c for c, _ in caps[:3]] == [16, 20, 16]
-    assert "fell" in caps[2][1]
-    assert caps[3][0] == 19 and caps[4] == (19, "room to grow but below 20, which did worse")
-    assert caps[6][0] > 20  # the ceiling is forgotten after ceiling_hold decisions
+    bounds = Bounds(min=4, max=64)
+    assert decide(None, sample(0), 500, bounds, ControllerState())[0] == 64
+    assert decide(None, sample(0), 1, bounds, ControllerState())[0] == 4
 
 
 def test_server_restart_resets_the_comparison() -> None:
@@ -150,10 +223,19 @@ def test_server_restart_resets_the_comparison() -> None:
     assert caps[1][0] == 16 and "restarted" in caps[1][1]
 
 
+def test_smoothing_damps_a_single_kv_spike() -> None:
+    """One sample of KV usage over kv_high after a calm one is averaged, not obeyed."""
+    samples = [sample(0, kv=0.76), sample(1, kv=0.76), sample(2, kv=0.9)]
+    caps = replay(samples, 16)
+    assert caps[-1][0] == 16 and "at its target" in caps[-1][1]  # (0.76 + 0.9) / 2
+
+
 def test_bounds_are_validated() -> None:
-    """Bounds with min > max are refused."""
+    """Bounds with min > max or a KV target over kv_high are refused."""
     with pytest.raises(ValueError, match="min"):
         Bounds(min=10, max=5)
+    with pytest.raises(ValueError, match="kv_target"):
+        Bounds(kv_target=0.9, kv_high=0.8)
 
 
 async def test_controller_applies_decisions_and_keeps_history() -> None:
@@ -197,11 +279,39 @@ async def test_run_survives_metrics_failures_until_cancelled() -> None:
     assert all(reason == "first sample" for _, _, reason in controller.history)
 
 
+async def test_run_all_steers_each_engine_on_its_own_metrics() -> None:
+    """Two engines, two limiters: one preempting, one with room. Each limit moves on its
+    own engine's figures only."""
+    full, roomy = PriorityLimiter(40), PriorityLimiter(40)
+    t = 0.0
+
+    async def read_full() -> MetricsView:
+        return sample(t, preemptions=t, running=40, kv=0.8)
+
+    async def read_roomy() -> MetricsView:
+        return sample(t, running=40, kv=0.1)
+
+    controllers = [
+        AdaptiveController(full, read_full, BOUNDS, interval_s=0.001, name="a"),
+        AdaptiveController(roomy, read_roomy, BOUNDS, interval_s=0.001, name="b"),
+    ]
+    for c in controllers:  # our own in-flight counts: the limit is in use
+        c.limiter._in_flight = 40  # a scripted load
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_all, controllers)
+            while len(controllers[0].history) < 3 or len(controllers[1].history) < 3:
+                t += 1.0
+                await anyio.sleep(0.002)
+            tg.cancel_scope.cancel()
+    assert full.capacity < 40 < roomy.capacity
+
+
 def test_limiter_figures_may_come_with_the_sample() -> None:
     """In-flight and queued counts carried by the MetricsView are used when decide is
     not given them, so a reader can fill them in at sampling time."""
-    prev, now = sample(0), sample(1)
+    prev, now = sample(0, kv=0.1), sample(1, kv=0.1)
     now.in_flight, now.queued = 2, 0
     assert decide(prev, now, 32, BOUNDS, ControllerState())[0] == 32
     now.queued = 5  # callers waiting for a slot: the limit is in use
-    assert decide(prev, now, 32, BOUNDS, ControllerState())[0] == 40
+    assert decide(prev, now, 32, BOUNDS, ControllerState())[0] == 48

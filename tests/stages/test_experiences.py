@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from xgrammar.testing import _is_grammar_accept_string
 
@@ -339,3 +341,102 @@ def test_seed_experiences_are_about_seed_personas() -> None:
     }
     for pair in SEED_NAMES.values():
         assert set(pair) <= names, pair
+
+
+# --- start dates, event attribution, dataset-wide duplicates --------------------------------
+
+
+def test_starts_spread_over_the_window_and_are_drawn_per_experience() -> None:
+    """2,000 experiences start inside [start_date, start_date + start_days), on hundreds of
+    distinct days and every weekday, mostly in waking hours; the same index always draws
+    the same start (resume and shards)."""
+    from datetime import date, timedelta
+
+    from soc_async.stages.experiences import start_for
+
+    chat = from_dict({"chat": {"start_date": "2025-06-01", "start_days": 365}}).chat
+    starts = [start_for(chat, 9, i) for i in range(2000)]
+    first, last = date(2025, 6, 1), date(2025, 6, 1) + timedelta(days=364)
+    assert all(first <= s.date() <= last for s in starts)
+    assert len({s.date() for s in starts}) > 300
+    assert {s.weekday() for s in starts} == set(range(7))
+    assert sum(7 <= s.hour <= 23 for s in starts) / len(starts) > 0.85
+    assert [start_for(chat, 9, i) for i in range(0, 2000, 7)] == starts[::7]
+    assert start_for(chat, 10, 0) != start_for(chat, 9, 0) or start_for(chat, 10, 1) != starts[1]
+
+
+async def test_prompt_weekday_is_the_chats_weekday() -> None:
+    """The experience prompt names the start's weekday, date and time; the record keeps
+    them, and the chat built from the record opens on that weekday at that time."""
+    from datetime import date, datetime
+
+    from soc_async.chat.state import ChatRules, initial_state, opening_window
+    from soc_async.formats.clock import parse_time
+    from soc_async.stages.experiences import start_for
+
+    for index in range(40):
+        stage, completer, _, _ = make_stage([reply(GOOD)])
+        result = await stage.write(index, f"e-{index}", PAIR, False)
+        assert isinstance(result, Experience)
+        start = start_for(stage.config.chat, stage.config.seed, index)
+        user = user_prompt(completer.calls[0].request)
+        weekday = re.search(r"The chat starts on (\w+), (\d+ \w+ \d{4}), at (\d\d:\d\d)", user)
+        assert weekday is not None
+        assert weekday.group(3) == start.strftime("%H:%M") == result.start_time
+        assert result.start_date == start.date().isoformat()
+        names = {"p-rafael": "Rafael", "p-ines": "Inês"}
+        state = initial_state(
+            result, chat_id="c", names=names, rules=ChatRules(),
+            start_date=date.fromisoformat(result.start_date),
+            start_time=parse_time(result.start_time),
+        )  # fmt: skip
+        opens, _ = opening_window(state)
+        assert opens == datetime.combine(start.date(), start.time())
+        assert opens.strftime("%A") == weekday.group(1)
+        assert datetime.strptime(weekday.group(2), "%d %B %Y").date() == opens.date()
+
+
+async def test_events_are_attributed_in_the_record() -> None:
+    """Each instant event is recorded with the persona it names, or None."""
+    stage, _, _, _ = make_stage([reply(GOOD)])
+    result = await stage.write(0, "e-0", PAIR, False)
+    assert isinstance(result, Experience)
+    # "Rafael's neighbour starts drilling", "Inês gets a call from the dentist"
+    assert result.event_personas == ["p-rafael", "p-ines"]
+
+
+async def test_a_paraphrase_of_an_accepted_experience_is_refused_dataset_wide() -> None:
+    """With the run's index, a lightly reworded copy of an accepted experience is refused
+    as a dataset duplicate and retried; an unrelated one passes."""
+    from soc_async.dedup import NearDuplicateIndex
+
+    copy = GOOD.replace("volunteer translation forum", "volunteer subtitling forum").replace(
+        "the project lead just moved", "the project lead has just moved"
+    )
+    cfg = config(few_shot=0)  # no examples: only the dataset-wide index can see the copy
+    completer = ScriptedCompleter([reply(GOOD), reply(copy), reply(OTHER)])
+    ring: FewShotRing[str] = FewShotRing([SEED], capacity=20, reset_every=50)
+    monitor = StyleMonitor(30, 6)
+    index = NearDuplicateIndex(cfg.experience.dedup_threshold)
+    stage = ExperienceStage(cfg, completer, ring, monitor, "m", dedup=index)
+    assert isinstance(await stage.write(0, "e-0", PAIR, False), Experience)
+    second = await stage.write(1, "e-1", PAIR, False)
+    assert isinstance(second, Experience) and second.experience_text == OTHER
+    assert len(completer.calls) == 3 and len(index) == 2
+    correction = user_prompt(completer.calls[2].request)
+    assert "already in the dataset (e-0)" in correction
+
+
+async def test_a_freeform_plan_shorter_than_min_turns_is_corrected() -> None:
+    """A freeform experience whose topics add up to fewer turns than chat.min_turns (its
+    chat would end too soon) is refused as short_plan and retried with a correction."""
+    short = OTHER.replace(
+        "Possible instant events:",
+        "The conversation will likely cover the following topics:\n"
+        "- Gears: the derailleur (1 turn)\n\nInitial state: Gears; 1; end\n\n"
+        "Possible instant events:",
+    )
+    stage, completer, _, _ = make_stage([reply(short), reply(OTHER)])
+    result = await stage.write(0, "e-0", PAIR, False)
+    assert isinstance(result, Experience) and result.topics == []
+    assert "needs at least 3" in user_prompt(completer.calls[1].request)

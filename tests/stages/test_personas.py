@@ -263,3 +263,42 @@ async def test_server_error_propagates(stats: StatsEngine) -> None:
     stage, _, _ = make_stage(stats, lambda k, r, n: ServerError("all endpoints down"))
     with pytest.raises(ServerError):
         await stage.write(0, "p0")
+
+
+async def test_occupation_and_band_go_to_the_prompt_and_the_record(stats: StatsEngine) -> None:
+    """The sampled occupation and band are given to the model and kept in the meta."""
+    stage, model, _ = make_stage(stats, lambda k, r, n: card_for(stage.sample(5)[0]))
+    sample = stage.sample(5)[0]
+    assert sample.occupation and sample.band
+    record = await stage.write(5, "p-5")
+    assert isinstance(record, Persona)
+    assert (record.meta.occupation, record.meta.band) == (sample.occupation, sample.band)
+    request = model.calls[0].request
+    assert f"Occupation: {sample.occupation}" in user_text(request)
+    assert f"Money and circumstances: {sample.band}" in user_text(request)
+    assert "not its extreme" in request.messages[0]["content"]
+
+
+async def test_a_card_copying_an_accepted_one_is_refused_dataset_wide(stats: StatsEngine) -> None:
+    """With the run's index, a card repeating an accepted card under another name is
+    refused as dataset_duplicate and retried; the retry's new card is accepted."""
+    from soc_async.dedup import NearDuplicateIndex
+
+    cfg: RunConfig = from_dict({"seed": 11, "persona": {"few_shot": 0}})
+    index = NearDuplicateIndex(cfg.persona.dedup_threshold)
+
+    def stage(reply: ReplyFn) -> tuple[PersonaStage, ScriptedCompleter]:
+        ring = FewShotRing(persona_cards(), capacity=20, reset_every=50)
+        model = ScriptedCompleter(reply)
+        return PersonaStage(cfg, model, stats, ring, "m", dedup=index), model
+
+    first, _ = stage(lambda k, r, n: card_for(first.sample(0)[0]))
+    assert isinstance(await first.write(0, "p-a"), Persona)
+    fresh = {h: f"A harbour pilot's week, told differently, part {i}." for i, h in
+             enumerate(SECTIONS[1:])}  # fmt: skip
+    second, model = stage(lambda k, r, n: card_for(second.sample(1)[0], **(fresh if n else {})))
+    record = await second.write(1, "p-b")
+    assert isinstance(record, Persona) and "harbour pilot" in record.persona_text
+    assert len(model.calls) == 2
+    assert "already in the dataset (p-a)" in user_text(model.calls[1].request)
+    assert len(index) == 2

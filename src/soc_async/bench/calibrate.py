@@ -5,14 +5,13 @@
   token each after a space, so a prompt of ``n`` words is ``base + n`` tokens to the
   token, and the template's opening is the longest run of tokens two one-word messages
   share (:func:`common_prefix`).
-- ``vllm:cache_config_info`` on /metrics carries the prefix cache's ``block_size``: the
-  ceiling's shared prefix is placed by it (:func:`soc_async.bench.load.place_prefix`).
+- (The prefix cache's ``block_size``, by which the ceiling's shared prefix is placed,
+  comes from ``vllm:cache_config_info`` on /metrics, read by
+  :func:`soc_async.bench.sizing.read_server_facts`.)
 
 A server without /tokenize (not vLLM, or an old one) leaves the fitted line of
-:func:`soc_async.bench.load.probe_fit` as it is; one without the metric leaves the
-prefix unaligned. :func:`common_prefix`, :func:`single_token_words` and
-:func:`block_size` are pure; :func:`read_tokenizer` and :func:`read_block_size` do the
-HTTP.
+:func:`soc_async.bench.load.probe_fit` as it is. :func:`common_prefix` and
+:func:`single_token_words` are pure; :func:`read_tokenizer` does the HTTP.
 """
 
 from __future__ import annotations
@@ -23,16 +22,13 @@ from typing import Any
 import aiohttp
 import anyio
 import msgspec
-from prometheus_client.parser import text_string_to_metric_families
 
 from soc_async.bench.load import LEAD, WORDS, TokenFit
 
 __all__ = [
     "Tokenizer",
-    "block_size",
     "common_prefix",
     "exact_fit",
-    "read_block_size",
     "read_tokenizer",
     "single_token_words",
 ]
@@ -54,35 +50,6 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 def single_token_words(counts: Mapping[str, int]) -> tuple[str, ...]:
     """The words whose count (of " word") is exactly one token, in a stable order."""
     return tuple(sorted(w for w, n in counts.items() if n == 1))
-
-
-def block_size(text: str) -> int | None:
-    """The prefix cache's block size from a /metrics page (``vllm:cache_config_info``),
-    None when the page has none or it does not parse."""
-    try:
-        families = list(text_string_to_metric_families(text))
-    except ValueError:
-        return None
-    for family in families:
-        for sample in family.samples:
-            if sample.name == "vllm:cache_config_info":
-                try:
-                    size = int(sample.labels["block_size"])
-                except (KeyError, ValueError):
-                    return None
-                return size if size > 0 else None
-    return None
-
-
-async def read_block_size(session: aiohttp.ClientSession, url: str) -> int | None:
-    """The block size ``url``'s /metrics reports; None when it cannot be read."""
-    try:
-        async with session.get(url.rstrip("/") + "/metrics", timeout=_TIMEOUT) as resp:
-            if resp.status != 200:
-                return None
-            return block_size(await resp.text())
-    except (aiohttp.ClientError, TimeoutError):
-        return None
 
 
 class _Unavailable(Exception):

@@ -268,12 +268,23 @@ def recommendation_text(result: BenchResult) -> str:
     s = result.summary
     tol = result.settings.tolerance
     lines = []
+    source = result.settings.sweep_source
+    if source:
+        values = ",".join(str(c) for c in result.settings.concurrency)
+        lines.append(f"sweep {values}: {source}")
+    scale = (result.environment.get("server_facts") or {}).get("time_scale")
+    if scale:
+        lines.append(
+            f"a simulated server running {scale:g}x faster than real time: divide tokens/s "
+            f"by {scale:g} and multiply latency and queue times by it for the simulated "
+            "GPU's own figures (TTFT comes from the server, already in simulated seconds)"
+        )
     if s.recommended is None:
         lines.append("no recommendation: no pipeline phase produced tokens")
     else:
         lines.append(
-            f"recommended concurrency: {s.recommended} (the smallest within {tol:.0%} of the "
-            f"best, {s.best_tokens_per_s:.1f} tok/s at {s.best_concurrency}); "
+            f"recommended concurrency: {s.recommended} (the knee: the smallest within "
+            f"{tol:.0%} of the best, {s.best_tokens_per_s:.1f} tok/s at {s.best_concurrency}); "
             f"run with --concurrency {s.recommended}"
         )
     for pt in s.points:

@@ -48,13 +48,14 @@ Variant = Literal["", "no-grammar", "no-summaries", "spread"]
 class BenchSettings(msgspec.Struct, kw_only=True, frozen=True):
     """What the bench was asked to do (the run's model and sampling are in its RunConfig)."""
 
-    concurrency: list[int]  # the fixed limits swept, ascending
+    concurrency: list[int]  # the fixed limits swept, ascending ([]: size from the server)
     conversations: int = 8  # per concurrency value; at least that value are used
     max_turns: int = 6
     grammar: bool = True
     adaptive: bool = True
     shared_prefix: bool = True  # the ceiling's prompts share the pipeline's cached share
     tolerance: float = 0.05  # a recommendation is within this of the best tokens/s
+    sweep_source: str = ""  # where the sweep's values came from (bench/sizing.py)
     reference: bool = False  # also run vLLM's own serving benchmark at each value
     breakdown: bool = False  # also run the phases that size each loss against the reference
 

@@ -26,7 +26,7 @@ import aiohttp
 import msgspec
 
 from soc_async import config as config_mod
-from soc_async.bench import calibrate, load, reference
+from soc_async.bench import calibrate, load, reference, sizing
 from soc_async.bench.breakdown import loss_steps
 from soc_async.bench.cast import bench_conversations, seed_experiences, seed_personas
 from soc_async.bench.live import BenchView
@@ -53,6 +53,7 @@ from soc_async.config import CALL_KINDS, RunConfig
 from soc_async.errors import ServerError
 from soc_async.gateway import ModelGateway
 from soc_async.llm.metrics import MetricsSnapshot, combine, parse_metrics
+from soc_async.llm.readiness import wait_until_ready
 from soc_async.llm.types import ChatRequest
 from soc_async.progress import RunCounters
 from soc_async.records import Experience, Persona
@@ -88,24 +89,22 @@ async def read_servers(session: aiohttp.ClientSession, endpoints: list[str]) -> 
     return ServerReading(snapshot=combine(snaps), ttft=merge_histograms(hists))
 
 
-async def check_reachable(session: aiohttp.ClientSession, endpoints: list[str]) -> None:
-    """ServerError naming the first endpoint that does not answer GET /v1/models.
+async def check_reachable(
+    session: aiohttp.ClientSession, endpoints: list[str], timeout_s: float = 0.0
+) -> None:
+    """Waits up to ``timeout_s`` for every endpoint's /health and model list; ServerError
+    naming the ones that never answered.
 
     Checked before anything else, so an unreachable server is one clear line rather than
-    a failure half-way into the first phase.
+    a failure half-way into the first phase; a bench measures every endpoint it is
+    given, so one not ready is an error too.
     """
-    for url in endpoints:
-        target = url.rstrip("/") + "/v1/models"
-        try:
-            async with session.get(target, timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    raise ServerError(f"{target}: HTTP {resp.status}; is it a vLLM server?")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ServerError(
-                f"{url}: not reachable ({exc.__class__.__name__}: {exc}); start the server "
-                "or check --endpoint"
-            ) from exc
+    not_ready = await wait_until_ready(session, endpoints, timeout_s)
+    if not_ready:
+        raise ServerError(
+            f"not ready after {timeout_s:g} s: {', '.join(not_ready)}; start the server or "
+            "check --endpoint (--ready-timeout)"
+        )
 
 
 async def _server_version(session: aiohttp.ClientSession, url: str) -> str | None:
@@ -274,7 +273,7 @@ class _Sweep:
     async def pipeline(
         self, concurrency: int | None, config: RunConfig, label: str, variant: Variant = ""
     ) -> PhaseResult:
-        limit = concurrency or config.concurrency.max
+        limit = concurrency or config.concurrency.max or config.concurrency.initial
         n = self.settings.conversations_for(limit)
         experiences = self.experiences(n)
 
@@ -450,7 +449,23 @@ async def run_bench(
     headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None
     async with aiohttp.ClientSession(headers=headers) as session:
         sweep = _Sweep(config, settings, session, view)
-        await check_reachable(session, sweep.endpoints)
+        await check_reachable(session, sweep.endpoints, config.client.ready_timeout_s)
+        facts = await sizing.read_server_facts(session, sweep.endpoints[0])
+        if not settings.concurrency:
+            # The batch soc-async serve started the engines with (its endpoints file, or
+            # managed engines), where the server itself does not say it.
+            started = config.concurrency.per_engine
+            if facts.max_num_seqs is None and started:
+                facts = msgspec.structs.replace(facts, max_num_seqs=started)
+            plan = sizing.plan_sweep(facts)
+            source = plan.source
+            if started and facts.max_num_seqs == started:
+                source = f"up to {started}, concurrency.per_engine (the engines' batch)"
+            settings = msgspec.structs.replace(
+                settings, concurrency=plan.concurrency, sweep_source=source
+            )
+            sweep.settings = settings
+        view.note("sweep", concurrency=settings.concurrency, source=settings.sweep_source)
         fixed = [
             config_mod.override(config, {"concurrency.fixed": c}) for c in settings.concurrency
         ]
@@ -458,7 +473,7 @@ async def run_bench(
         async with ModelGateway(fixed[0], RunCounters()) as gateway:
             model = gateway.model
             fit = await _calibrate(sweep, gateway, model)
-        block = await calibrate.read_block_size(session, sweep.endpoints[0])
+        block = facts.block_size  # vllm:cache_config_info, read by sizing
         if block is None and settings.shared_prefix:
             sweep.note(
                 "the server reports no prefix-cache block size (vllm:cache_config_info): "
@@ -490,8 +505,15 @@ async def run_bench(
         if settings.adaptive:
             lo, hi = min(settings.concurrency), max(settings.concurrency)
             initial = min(hi, max(lo, config.concurrency.initial))
+            # A simulated server runs faster than real time: so does its controller.
+            interval = config.concurrency.interval_s / (facts.time_scale or 1.0)
             limits = msgspec.structs.replace(
-                config.concurrency, fixed=None, min=lo, max=hi, initial=initial
+                config.concurrency,
+                fixed=None,
+                min=lo,
+                max=hi,
+                initial=initial,
+                interval_s=max(0.01, interval),
             )
             adaptive = msgspec.structs.replace(config, concurrency=limits)
             phases.append(await sweep.pipeline(None, adaptive, "adaptive"))
@@ -500,9 +522,10 @@ async def run_bench(
     return BenchResult(
         settings=settings,
         config=data,
-        environment=environment(
-            config, model, vllm_version, fit, prefix_cache_block_size=block, load_nonce=sweep.nonce
-        ),
+        environment={
+            **environment(config, model, vllm_version, fit, load_nonce=sweep.nonce),
+            "server_facts": msgspec.to_builtins(facts),
+        },
         phases=phases,
         summary=summarize(phases, settings.tolerance),
         breakdown=loss_steps(phases, grammar=settings.grammar) if settings.breakdown else [],

@@ -12,19 +12,21 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from soc_async import config as config_mod
 from soc_async import logs
+from soc_async.bench import sizing
 from soc_async.bench.results import BenchResult, BenchSettings
 from soc_async.config import RunConfig
 from soc_async.errors import EXIT_FAILED, EXIT_OK, InputError, first_error
 
 __all__ = [
-    "DEFAULT_CONCURRENCY",
+    "DEFAULT_CONVERSATIONS",
+    "DEFAULT_TURNS",
+    "embedded_cpu",
     "parse_concurrency",
     "run",
     "settings_from",
@@ -33,7 +35,8 @@ __all__ = [
 if TYPE_CHECKING:
     from soc_async.bench.live import BenchView
 
-DEFAULT_CONCURRENCY = "1,4,16,64"
+DEFAULT_TURNS = 6  # turns per conversation when neither --max-turns nor the plan says
+DEFAULT_CONVERSATIONS = 8
 log = logs.get("bench")
 
 
@@ -50,30 +53,55 @@ def parse_concurrency(text: str) -> list[int]:
     return values
 
 
+def embedded_cpu(config: RunConfig) -> bool:
+    """True when the bench will start the embedded CPU server itself (no endpoint, no
+    model of the user's): its sweep must stay small."""
+    return not config.endpoints and not config.server.model
+
+
 def _config(args: argparse.Namespace) -> RunConfig:
+    from soc_async.commands.options import server_overrides
+
     changes: dict[str, Any] = {
-        "endpoints": args.endpoint,
-        "model": args.model,
+        **server_overrides(args),
         "seed": args.seed,
-        "chat.max_turns": args.max_turns,
     }
     if args.no_grammar:
         for kind in config_mod.CALL_KINDS:
             changes[f"calls.{kind}.grammar"] = False
-    return config_mod.override(config_mod.load(args.config), changes)
+    config = config_mod.override(config_mod.load(args.config), changes)
+    turns = args.max_turns
+    if turns is None:
+        turns = sizing.CPU_TURNS if embedded_cpu(config) else DEFAULT_TURNS
+    return config_mod.override(config, {"chat.max_turns": turns})
 
 
 def settings_from(args: argparse.Namespace, config: RunConfig) -> BenchSettings:
-    """The bench's own settings from its arguments; InputError on a bad value."""
-    if args.conversations < 1:
-        raise InputError(f"--conversations: expected a positive integer, got {args.conversations}")
+    """The bench's own settings from its arguments; InputError on a bad value.
+
+    Without --concurrency the sweep is the CPU plan when the bench starts the embedded
+    server, else empty: :func:`~soc_async.bench.runner.run_bench` sizes it from the
+    server (:mod:`soc_async.bench.sizing`).
+    """
+    conversations = args.conversations
+    if conversations is not None and conversations < 1:
+        raise InputError(f"--conversations: expected a positive integer, got {conversations}")
+    if args.concurrency is not None:
+        concurrency, source = parse_concurrency(args.concurrency), "--concurrency"
+    elif embedded_cpu(config):
+        plan = sizing.plan_sweep(None, embedded_cpu=True)
+        concurrency, source = plan.concurrency, plan.source
+        conversations = conversations or plan.conversations
+    else:
+        concurrency, source = [], ""
     return BenchSettings(
-        concurrency=parse_concurrency(args.concurrency),
-        conversations=args.conversations,
+        concurrency=concurrency,
+        conversations=conversations or DEFAULT_CONVERSATIONS,
         max_turns=config.chat.max_turns,
         grammar=config.call("turn").grammar,
         adaptive=args.adaptive,
         shared_prefix=args.shared_prefix,
+        sweep_source=source,
         reference=args.reference,
         breakdown=args.breakdown,
     )
@@ -81,27 +109,13 @@ def settings_from(args: argparse.Namespace, config: RunConfig) -> BenchSettings:
 
 @contextlib.contextmanager
 def _server(config: RunConfig) -> Iterator[RunConfig]:
-    """``config`` pointed at its endpoints, or at a managed embedded vLLM server's."""
-    if config.endpoints:
+    """``config`` pointed at its endpoints (an endpoints file's too), or at managed vLLM
+    engines started for the bench (the embedded CPU one when no model is named)."""
+    from soc_async.app import managed_engines
+    from soc_async.gateway import served_engines
+
+    with managed_engines(served_engines(config)) as (config, _group):
         yield config
-        return
-    try:
-        from soc_async.llm.server import ManagedServer, spec_for
-    except ModuleNotFoundError as exc:
-        raise InputError(
-            "no --endpoint given and the embedded vLLM server is not available in this "
-            f"installation ({exc}); pass --endpoint URL"
-        ) from exc
-    spec = spec_for(config.server)
-    log.info("starting vLLM", model=spec.model or "embedded SmolLM2-135M-Instruct")
-    t0 = time.monotonic()
-    with ManagedServer(spec) as server:
-        log.info("vLLM ready", url=server.base_url, seconds=round(time.monotonic() - t0, 1))
-        changes = {
-            "endpoints": [server.base_url],
-            "client.send_priority": server.priority_scheduling,
-        }
-        yield config_mod.override(config, changes, "managed server")
 
 
 def _loop(config: RunConfig, settings: BenchSettings, view: BenchView) -> BenchResult:

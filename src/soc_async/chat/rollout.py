@@ -23,21 +23,28 @@ from soc_async.chat import state as sm
 from soc_async.chat.grammar import turn_grammar
 from soc_async.config import RunConfig
 from soc_async.errors import RequestError, first_error
-from soc_async.formats.clock import format_stamp
+from soc_async.formats.clock import describe_stamp, format_stamp, parse_time
+from soc_async.formats.events import attribute_events
 from soc_async.formats.refusal import TRUNCATED, Refusal
 from soc_async.formats.turn import parse_turn
 from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.records import Conversation, Experience, Failure, Persona, Turn, Usage
-from soc_async.stages.calls import ask_until_valid, build_request, failure
+from soc_async.stages.calls import ask_until_valid, build_request, failure, model_for_item
 
 SYSTEM_PROMPT_TEMPLATE = "chat_system.j2"
 
 
 class TurnEvent(msgspec.Struct, tag="turn", kw_only=True):
-    """Journaled when a turn is accepted; ``ended`` marks the turn that ended the chat."""
+    """Journaled when a turn is accepted; ``ended`` marks the turn that ended the chat.
+
+    What the turn cost (tokens, calls, refusals) travels with it, so a resumed chat's
+    record counts the work done before the interruption too."""
 
     turn: Turn
     ended: bool = False
+    usage: Usage | None = None
+    attempts: int = 0
+    retries: dict[str, int] = {}
 
 
 class FoldEvent(msgspec.Struct, tag="fold", kw_only=True):
@@ -45,6 +52,7 @@ class FoldEvent(msgspec.Struct, tag="fold", kw_only=True):
 
     summary: str
     count: int
+    usage: Usage | None = None  # what the summary call cost
 
 
 class StartEvent(msgspec.Struct, tag="start", kw_only=True):
@@ -117,17 +125,30 @@ class ChatStage:
         names = {pid: personas[pid].meta.name for pid in experience.persona_ids}
         rules = sm.ChatRules.from_config(self.config.chat, experience.cadence)
         start = date.fromisoformat(experience.start_date or self.config.chat.start_date)
+        opens = parse_time(experience.start_time) if experience.start_time else None
         state = sm.initial_state(
-            experience, chat_id=chat_id, names=names, rules=rules, start_date=start
+            experience,
+            chat_id=chat_id,
+            names=names,
+            rules=rules,
+            start_date=start,
+            start_time=opens,
         )
         rollout = _Rollout(self, chat_id, experience, personas, names, rules)
+        problem = sm.plan_problem(state)
+        if problem is not None:
+            return rollout._failure(problem.reason, problem.detail)
         if not journaled:
             await self.journal(chat_id, StartEvent(experience_id=experience.id))
         for event in journaled:
             if isinstance(event, TurnEvent):
                 state = sm.replay(state, event.turn, event.ended)
+                rollout.attempts += event.attempts
+                rollout.retries.update(event.retries)
             elif isinstance(event, FoldEvent):
                 state = sm.apply_fold(state, event.summary, event.count)
+            if isinstance(event, TurnEvent | FoldEvent) and event.usage is not None:
+                rollout.usage.add(event.usage)
         return await rollout.run(state)
 
 
@@ -137,6 +158,7 @@ class _Fold:
     def __init__(self, count: int) -> None:
         self.count = count
         self.summary = ""
+        self.usage = Usage()
         self.done = anyio.Event()
 
 
@@ -166,6 +188,16 @@ class _Rollout:
         people = [
             {"name": names[pid], "card": personas[pid].persona_text} for pid in (opener, other)
         ]
+        events = experience.instant_events
+        # Who each event happens to: as the experience stage attributed them, or, for a
+        # record written before attribution, read off the names now.
+        self.event_owners: list[str | None] = (
+            list(experience.event_personas)
+            if len(experience.event_personas) == len(events)
+            else attribute_events(events, [(pid, names[pid]) for pid in experience.persona_ids])
+        )
+        # The model that writes this chat's turns: one per chat, drawn by its id.
+        self.model = model_for_item(stage.config, "turn", chat_id, stage.model)
         # Rendered once: the cards and the experience never change within a conversation.
         self.fixed = prompts.render(
             "chat_fixed.j2", people=people, experience_text=experience.experience_text
@@ -201,7 +233,7 @@ class _Rollout:
             turns=result.turns,
             summary=result.summary,
             ended_by=result.ended_by or "max_turns",
-            model=self.s.model,
+            model=self.model,
             usage=self.usage,
             retries=dict(self.retries),
         )
@@ -230,7 +262,9 @@ class _Rollout:
         return state
 
     async def _apply_fold(self, state: sm.ChatState, fold: _Fold) -> sm.ChatState:
-        await self.s.journal(self.chat_id, FoldEvent(summary=fold.summary, count=fold.count))
+        event = FoldEvent(summary=fold.summary, count=fold.count, usage=fold.usage)
+        await self.s.journal(self.chat_id, event)
+        self.usage.add(fold.usage)
         return sm.apply_fold(state, fold.summary, fold.count)
 
     async def _next_turn(self, state: sm.ChatState) -> sm.ChatState | Failure:
@@ -243,6 +277,8 @@ class _Rollout:
             state.turn_index,
             self.experience.instant_events,
             cfg.chat.instant_event_p,
+            speaker=sm.current_speaker(state),
+            owners=self.event_owners,
         )
         grammar = turn_grammar(state, self.rules) if call.grammar else None
         remaining = sm.turn_limit(state) - state.turn_index
@@ -265,10 +301,13 @@ class _Rollout:
             priority=remaining,
             affinity=self.chat_id,
         )
+        spent = Usage(
+            prompt=outcome.prompt_tokens,
+            completion=outcome.completion_tokens,
+            cached=outcome.cached_tokens,
+        )
         self.attempts += outcome.attempts
-        self.usage.prompt += outcome.prompt_tokens
-        self.usage.completion += outcome.completion_tokens
-        self.usage.cached += outcome.cached_tokens
+        self.usage.add(spent)
         self.retries.update(outcome.rejections)
         if outcome.value is None:
             return outcome.failure(
@@ -276,7 +315,14 @@ class _Rollout:
             )
         accepted = outcome.value
         ended = accepted.ended_by == "exhausted"
-        await self.s.journal(self.chat_id, TurnEvent(turn=accepted.turns[-1], ended=ended))
+        event = TurnEvent(
+            turn=accepted.turns[-1],
+            ended=ended,
+            usage=spent,
+            attempts=outcome.attempts,
+            retries=outcome.rejections,
+        )
+        await self.s.journal(self.chat_id, event)
         self.rendered.append(render_turn(accepted.turns[-1], self.names))
         return accepted
 
@@ -291,6 +337,7 @@ class _Rollout:
         speaker = sm.current_speaker(state)
         listener = next(p for p in state.speakers if p != speaker)
         last_time, last_day = ("", "") if state.clock is None else format_stamp(state.clock)
+        opens, closes = sm.opening_window(state)
         user = prompts.render(
             "chat_user.j2",
             fixed=self.fixed,
@@ -303,6 +350,9 @@ class _Rollout:
             state_line=sm.expected_state_line(state),
             first_turn=state.clock is None,
             start_day=state.start_date.strftime("%d.%m"),
+            weekday=opens.strftime("%A"),
+            opens=describe_stamp(opens),
+            closes=describe_stamp(closes),
             last_time=last_time,
             last_day=last_day,
             ending_allowed=sm.ending_allowed(state),
@@ -319,6 +369,7 @@ class _Rollout:
             served_model=self.s.model,
             grammar=grammar,
             priority=remaining if self.s.send_priority else None,
+            item_id=self.chat_id,
         )
 
     async def _summarize(self, fold: _Fold, summary: str, turns: list[Turn]) -> None:
@@ -328,19 +379,21 @@ class _Rollout:
             transcript="\n\n".join(render_turn(t, self.names) for t in turns),
         )
         request = build_request(
-            self.s.config, "summary", self.s.summary_system, user, served_model=self.s.model
+            self.s.config,
+            "summary",
+            self.s.summary_system,
+            user,
+            served_model=self.s.model,
+            item_id=self.chat_id,
         )
         reply = await self.s.completer.complete("summary", request, affinity=self.chat_id)
-        self._count(reply)
+        fold.usage = Usage(
+            prompt=reply.usage.prompt, completion=reply.usage.completion, cached=reply.usage.cached
+        )
         # A summary is prose for the next prompts, not a validated record: a cut one is
         # still better than none, so only an empty reply falls back to the old summary.
         fold.summary = " ".join(reply.text.split()) or summary
         fold.done.set()
-
-    def _count(self, reply: Completion) -> None:
-        self.usage.prompt += reply.usage.prompt
-        self.usage.completion += reply.usage.completion
-        self.usage.cached += reply.usage.cached
 
     def _failure(self, reason: str, detail: str) -> Failure:
         return failure(

@@ -6,12 +6,14 @@ bad at bookkeeping, so the bookkeeping lives here, as plain data and pure functi
 - the topic tracker: the experience's roadmap as slots with turn budgets. Turn by turn
   the tracker says which state line the reply must carry ("topic; N turns remaining;
   next"), N counting down to 0 on a slot's last turn. The model cannot skip ahead;
-- the clock: the last message's time. Stamps never go backwards, and the steps between
-  messages stay inside the cadence's gap;
+- the clock: the last message's time. The first message falls in the opening window
+  (the experience's start time and the next ``opening_minutes``), stamps never go
+  backwards, and the steps between messages stay inside the cadence's gap;
 - who speaks: the opener, then the other, alternating; every turn records its sender;
 - how it ends: a freeform chat runs to its turn limit; a structured or semi-structured
-  one may end with ``<predefined_topics_exhausted/>`` once every slot is spent, and runs
-  to ``max_turns`` otherwise;
+  one may end with ``<predefined_topics_exhausted/>`` once every slot is spent and it
+  has ``min_turns``, and otherwise stops after ``max_overtime_turns`` past its roadmap
+  (``ended_by`` "overtime"), ``max_turns`` capping every style;
 - memory: turns folded into a rolling summary, so the prompt shows ``turns[folded:]``.
 
 A :class:`ChatState` is journal-able data. :func:`apply_turn` takes a parsed reply and
@@ -31,7 +33,8 @@ from __future__ import annotations
 import functools
 import random
 import re
-from datetime import date, datetime, time
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import cast
 
@@ -46,6 +49,7 @@ from soc_async.formats.clock import (
     parse_stamp,
     parse_stamp_before,
 )
+from soc_async.formats.events import events_for
 from soc_async.formats.refusal import Refusal
 from soc_async.formats.turn import ParsedTurn, RawMessage, Reason
 from soc_async.records import (
@@ -63,7 +67,7 @@ from soc_async.records import (
 class Phase(StrEnum):
     """Where a chat stands between two turns."""
 
-    OPENING = "opening"  # no turn yet: the first message must fall on the start date
+    OPENING = "opening"  # no turn yet: the first message must fall in the opening window
     TALKING = "talking"  # on the roadmap: the current slot has turns left
     OVERTIME = "overtime"  # every slot spent, the chat goes on ("<last>; 0 turns remaining; end")
     ENDED = "ended"  # ``ended_by`` says why; no turn may follow
@@ -100,12 +104,19 @@ class ChatRules(msgspec.Struct, frozen=True, kw_only=True):
     gap_min: int = 0  # minutes a reply waits at least after the previous turn
     gap_max: int = 45  # minutes at most between consecutive messages
     instant_event_p: float = 0.05
-    max_text_chars: int = 200  # the grammar's bound on one message; the validator has none
+    max_text_chars: int = 1500  # the grammar's bound on one message; the validator has none
+    min_turns: int = 1  # no ending before this many turns; a shorter plan is refused
+    # Turns past a spent roadmap before a structured or semi-structured chat stops
+    # ("overtime"); None: it runs to max_turns.
+    max_overtime_turns: int | None = None
+    opening_minutes: int = 60  # the first message falls this long after the start time
 
     def __post_init__(self) -> None:
         Gap(min_minutes=self.gap_min, max_minutes=self.gap_max)  # refuses impossible bounds
         if not 1 <= self.min_messages <= self.max_messages:
             raise ValueError(f"need 1 <= min_messages <= max_messages, got {self}")
+        if self.min_turns < 1 or not 0 <= self.opening_minutes < 24 * 60:
+            raise ValueError(f"need min_turns >= 1 and opening_minutes under a day, got {self}")
 
     @classmethod
     def from_config(cls, chat: ChatConfig, cadence: str) -> ChatRules:
@@ -118,6 +129,10 @@ class ChatRules(msgspec.Struct, frozen=True, kw_only=True):
             gap_min=gap_min,
             gap_max=gap_max,
             instant_event_p=chat.instant_event_p,
+            min_turns=min(chat.min_turns, chat.max_turns),
+            max_overtime_turns=chat.max_overtime_turns,
+            opening_minutes=chat.opening_minutes,
+            max_text_chars=chat.max_message_chars,
         )
 
     @property
@@ -136,7 +151,7 @@ class ChatState(msgspec.Struct, frozen=True, kw_only=True):
     speaker_names: list[str]  # their names, same order; a message may not start with one
     slots: list[tuple[str, int]]  # the roadmap: (title, turn budget) in order
     turn_limit: int  # turns after which the chat ends as "max_turns"
-    start_date: date  # the first message falls on this day
+    start_date: date  # the day the chat opens
     turn_index: int = 0  # turns accepted so far
     slot_index: int = 0  # the slot the next turn belongs to
     turns_left_in_slot: int  # of the current slot, before the next turn; 0 only in overtime
@@ -146,6 +161,11 @@ class ChatState(msgspec.Struct, frozen=True, kw_only=True):
     folded: int = 0  # turns folded into the summary so far
     ended_by: EndedBy | None = None
     phase: Phase = Phase.OPENING
+    # The first message's window, both ends inclusive; None: any time of start_date.
+    opening: tuple[datetime, datetime] | None = None
+    min_turns: int = 1  # the ending tag is refused before this many turns
+    # Turns after which a chat whose roadmap is spent ends as "overtime"; None: never.
+    overtime_limit: int | None = None
 
     def __repr__(self) -> str:
         title = self.slots[self.slot_index][0]
@@ -168,11 +188,16 @@ def initial_state(
     names: dict[str, str],
     rules: ChatRules,
     start_date: date,
+    start_time: time | None = None,
 ) -> ChatState:
     """The state before the first turn of a chat grounded in ``experience``.
 
+    With ``start_time`` the first message falls between it and ``opening_minutes``
+    later (possibly past midnight); without, at any time of ``start_date``.
+
     Raises ``ValueError`` for an experience the experience stage should have refused:
     an opener that is not one of two distinct personas, a budget below 1, a missing name.
+    A plan shorter than ``min_turns`` is not an error here: :func:`plan_problem` says so.
     """
     first, second = _pair(experience)
     other = second if experience.opener == first else first
@@ -184,7 +209,15 @@ def initial_state(
     if any(budget < 1 for _, budget in slots):
         raise ValueError(f"{experience.id}: every topic needs a turn budget of at least 1")
     roadmap = sum(budget for _, budget in slots)
-    limit = rules.max_turns if experience.style in ENDING_STYLES else min(rules.max_turns, roadmap)
+    ending = experience.style in ENDING_STYLES
+    limit = rules.max_turns if ending else min(rules.max_turns, roadmap)
+    overtime = None
+    if ending and rules.max_overtime_turns is not None:
+        overtime = max(roadmap + rules.max_overtime_turns, rules.min_turns)
+    opening = None
+    if start_time is not None:
+        first = datetime.combine(start_date, start_time)
+        opening = (first, first + timedelta(minutes=rules.opening_minutes))
     return ChatState(
         chat_id=chat_id,
         style=experience.style,
@@ -195,6 +228,21 @@ def initial_state(
         turn_limit=limit,
         start_date=start_date,
         turns_left_in_slot=slots[0][1],
+        opening=opening,
+        min_turns=rules.min_turns,
+        overtime_limit=overtime,
+    )
+
+
+def plan_problem(state: ChatState) -> Refusal | None:
+    """Why a chat cannot be rolled out at all: its plan ends before ``min_turns``."""
+    if turn_limit(state) >= state.min_turns:
+        return None
+    return Refusal(
+        Reason.TOO_SHORT,
+        f"the experience ends the chat after {turn_limit(state)} turns "
+        f"(a {state.style} roadmap of {sum(b for _, b in state.slots)}); "
+        f"chat.min_turns is {state.min_turns}",
     )
 
 
@@ -218,8 +266,11 @@ def _clean_title(title: str, index: int) -> str:
 
 
 def turn_limit(state: ChatState) -> int:
-    """How many turns the chat has at most (it may end sooner on the tag)."""
-    return state.turn_limit
+    """How many turns the chat has at most (it may end sooner on the tag): ``max_turns``
+    or the roadmap's end, and the overtime limit of an ending style."""
+    if state.overtime_limit is None:
+        return state.turn_limit
+    return min(state.turn_limit, state.overtime_limit)
 
 
 def current_speaker(state: ChatState) -> str:
@@ -242,6 +293,7 @@ def ending_allowed(state: ChatState) -> bool:
         and not is_done(state)
         and _on_last_slot(state)
         and state.turns_left_in_slot <= 1  # after this turn every slot is spent
+        and state.turn_index + 1 >= state.min_turns
     )
 
 
@@ -257,10 +309,17 @@ def time_window(state: ChatState, rules: ChatRules) -> tuple[datetime, datetime]
     within the cadence's gap; the grammar keeps the whole turn inside this window.
     """
     if state.clock is None:
-        start = datetime.combine(state.start_date, time())
-        return start, datetime.combine(state.start_date, time(23, 59))
+        return opening_window(state)
     gap = rules.gap
     return state.clock + gap.min, state.clock + gap.max
+
+
+def opening_window(state: ChatState) -> tuple[datetime, datetime]:
+    """The earliest and latest times of the chat's first message."""
+    if state.opening is not None:
+        return state.opening
+    start = datetime.combine(state.start_date, time())
+    return start, datetime.combine(state.start_date, time(23, 59))
 
 
 def _turns(count: int) -> str:
@@ -357,11 +416,13 @@ def _advance(state: ChatState, turn: Turn, clock: datetime, ended: bool) -> Chat
     left = max(left, 0)  # overtime stays on the last slot at 0
     turn_index = state.turn_index + 1
     ended_by: EndedBy | None = None
+    spent = slot_index == len(state.slots) - 1 and left == 0
     if ended:
         ended_by = "exhausted"
     elif turn_index >= state.turn_limit:
         ended_by = "max_turns"
-    spent = slot_index == len(state.slots) - 1 and left == 0
+    elif spent and state.overtime_limit is not None and turn_index >= state.overtime_limit:
+        ended_by = "overtime"
     phase = Phase.ENDED if ended_by else Phase.OVERTIME if spent else Phase.TALKING
     if phase not in MOVES[state.phase]:
         raise IllegalMove(f"{state.chat_id}: no move from {state.phase} to {phase}")
@@ -402,8 +463,10 @@ def _check_ending(state: ChatState, ended: bool) -> Refusal | None:
         return None
     if state.style not in ENDING_STYLES:
         why = f"a {state.style} chat runs to its turn limit and never ends on the tag"
-    else:
+    elif _roadmap_left_after_next(state):
         why = f"{_turns(_roadmap_left_after_next(state))} of the topic roadmap would remain"
+    else:
+        why = f"the chat needs at least {_turns(state.min_turns)}"
     return Refusal(Reason.EARLY_ENDING, f"<predefined_topics_exhausted/> too early: {why}")
 
 
@@ -458,10 +521,12 @@ def _place_in_time(
     for number, message in enumerate(messages, start=1):
         where = f"message {number} at {message.t} on {message.d}"
         if previous is None:  # the first message of the chat
-            stamp = parse_stamp(message.t, message.d, datetime.combine(state.start_date, time()))
-            if stamp is not None and stamp.date() != state.start_date:
-                start = state.start_date.strftime("%d.%m")
-                return Refusal(Reason.WRONG_DATE_START, f"{where}; the chat starts on {start}")
+            earliest, latest = opening_window(state)
+            floor = datetime.combine(earliest.date(), time())
+            stamp = parse_stamp(message.t, message.d, floor)
+            if stamp is not None and not earliest <= stamp <= latest:
+                span = f"{describe_stamp(earliest)} and {describe_stamp(latest)}"
+                return Refusal(Reason.WRONG_DATE_START, f"{where}; the chat opens between {span}")
         else:
             stamp = parse_stamp(message.t, message.d, previous)
         if stamp is None:
@@ -500,17 +565,28 @@ def _check_step(
 
 
 def instant_event_for(
-    run_seed: int, chat_id: str, turn_index: int, events: list[str], p: float
+    run_seed: int,
+    chat_id: str,
+    turn_index: int,
+    events: list[str],
+    p: float,
+    *,
+    speaker: str | None = None,
+    owners: Sequence[str | None] = (),
 ) -> str | None:
     """The instant event woven into turn ``turn_index``'s prompt, drawn with probability ``p``.
 
+    With ``speaker`` and ``owners`` (who each event happens to, as
+    ``Experience.event_personas``) the draw picks only among the speaker's own events and
+    the unattributed ones: an event that names the other person never reaches this one.
     Seeded by the run, the chat and the turn (a string seed hashes the same in every
     process), so retries of a turn and a resumed run draw exactly what the first did.
     """
-    if not events:
+    eligible = events_for(speaker, events, owners) if speaker is not None else list(events)
+    if not eligible:
         return None
     rng = random.Random(f"{run_seed}:{chat_id}:{turn_index}")
-    return rng.choice(events) if rng.random() < p else None
+    return rng.choice(eligible) if rng.random() < p else None
 
 
 # --- Memory: the rolling summary ---------------------------------------------------------

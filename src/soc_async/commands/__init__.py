@@ -11,8 +11,28 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from soc_async.commands import bench, generate, merge, serve, status
+from soc_async.commands import (
+    bench,
+    export,
+    generate,
+    merge,
+    report,
+    serve,
+    smoke,
+    status,
+    view,
+)
 
-ALL: tuple[ModuleType, ...] = (generate, status, serve, bench, merge)
+ALL: tuple[ModuleType, ...] = (
+    generate,
+    status,
+    serve,
+    bench,
+    merge,
+    view,
+    export,
+    report,
+    smoke,
+)
 
 __all__ = ["ALL"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from soc_async.bench.session import DEFAULT_CONCURRENCY
+from soc_async.bench.session import DEFAULT_CONVERSATIONS, DEFAULT_TURNS
 from soc_async.commands.options import add_server_options, add_verbose
 
 
@@ -22,19 +22,29 @@ def register(sub: Any) -> None:
     add_server_options(p)
     p.add_argument(
         "--concurrency",
-        default=DEFAULT_CONCURRENCY,
+        default=None,
         metavar="N,N,...",
-        help=f"fixed limits to sweep (default {DEFAULT_CONCURRENCY})",
+        help=(
+            "fixed limits to sweep (default: sized from the server, up to its engine's "
+            "batch size; 2,8 on the embedded CPU server)"
+        ),
     )
     p.add_argument(
         "--conversations",
         type=int,
-        default=8,
+        default=None,
         metavar="N",
-        help="conversations per value; at least the value itself are used (default 8)",
+        help=(
+            "conversations per value; at least the value itself are used "
+            f"(default {DEFAULT_CONVERSATIONS}; 2 on the embedded CPU server)"
+        ),
     )
     p.add_argument(
-        "--max-turns", type=int, default=6, metavar="N", help="turns per conversation (default 6)"
+        "--max-turns",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"turns per conversation (default {DEFAULT_TURNS}; 2 on the embedded CPU server)",
     )
     p.add_argument("--out", default="runs/bench", metavar="DIR", help="where the files go")
     p.add_argument("--no-grammar", action="store_true", help="send no grammars with the turns")

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from soc_async import config as config_mod
-from soc_async.commands.options import add_server_options, add_verbose
+from soc_async.commands.options import add_server_options, add_verbose, server_overrides
 from soc_async.errors import EXIT_INTERRUPTED, EXIT_OK, InputError, Interrupted
 from soc_async.store import check_stage_inputs
 
-# `soc-async run` with no config and no endpoint is the embedded default job: vLLM's CPU
-# build with a 135M model, so it keeps chats short enough to finish in a few minutes.
-EMBEDDED_MAX_TURNS = 8
+# A run that starts the embedded CPU server (no endpoint, no server.model) gets this
+# profile of defaults unless its config names one: src/soc_async/profiles/embedded-cpu.toml.
+EMBEDDED_PROFILE = config_mod.EMBEDDED_PROFILE
 
 
 def _generation_options(p: argparse.ArgumentParser) -> None:
@@ -90,9 +90,8 @@ def _allow_torn(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     changes: dict[str, Any] = {
-        "endpoints": args.endpoint,
+        **server_overrides(args),
         "out": args.out,
-        "model": args.model,
         "concurrency.fixed": args.concurrency,
         "seed": args.seed,
         "chat.max_turns": args.max_turns,
@@ -117,12 +116,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_config(args: argparse.Namespace) -> config_mod.RunConfig:
-    """The effective config: the resumed run's own, or the file's, then the flags on top."""
-    if args.command == "run" and not (args.resume or args.config or args.endpoint):
-        base = config_mod.override(
-            config_mod.load(None), {"chat.max_turns": EMBEDDED_MAX_TURNS}, "embedded default"
-        )
-        return config_mod.override(base, _overrides(args))
+    """The effective config: the resumed run's own, or the file's, then the flags on top.
+
+    A new run whose config names no profile gets "embedded-cpu" when it will start the
+    embedded server and "default" otherwise; the chosen name is saved with the run.
+    """
     if getattr(args, "resume", None):
         path = Path(args.resume) / "config.toml"
         if not path.is_file():
@@ -131,6 +129,11 @@ def resolve_config(args: argparse.Namespace) -> config_mod.RunConfig:
         base = config_mod.override(base, {"out": str(Path(args.resume))}, str(path))
     else:
         base = config_mod.load(args.config)
+        if not base.profile:
+            named = args.endpoint or args.endpoints_file
+            embedded = not named and base.uses_embedded_server()
+            profile = EMBEDDED_PROFILE if embedded else "default"
+            base = config_mod.load(args.config, profile=profile)
     return config_mod.override(base, _overrides(args))
 
 
@@ -192,4 +195,4 @@ def _existing(path: str, flag: str) -> Path:
     return p
 
 
-__all__ = ["EMBEDDED_MAX_TURNS", "handle", "register", "resolve_config"]
+__all__ = ["EMBEDDED_PROFILE", "handle", "register", "resolve_config"]

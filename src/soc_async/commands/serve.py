@@ -1,9 +1,10 @@
-"""``soc-async serve``: a local vLLM server in the foreground until a signal."""
+"""``soc-async serve``: vLLM engines in the foreground until a signal, laid out over the GPUs."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from typing import Any
 
 from soc_async.commands.options import add_verbose
@@ -12,13 +13,39 @@ from soc_async.commands.options import add_verbose
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
-        help="a local vLLM server in the foreground",
-        description="Start a vLLM server on this machine and keep it up until Ctrl-C. "
-        "Arguments after -- go to vLLM unchanged.",
+        help="vLLM engines on this machine, in the foreground",
+        description="Start vLLM on this machine and keep it up until Ctrl-C. With GPUs the "
+        "layout comes from the model's config.json unless --tp says otherwise: one engine "
+        "per GPU when the model fits one, else the smallest tensor-parallel size that "
+        "fits, and as many engines as the GPUs allow, on ports PORT, PORT+10, ... An "
+        "engine that dies is restarted (--max-restarts). Arguments after -- go to vLLM.",
     )
     p.add_argument("--model", default="", help="name or path; default: the embedded CPU model")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="the first engine's port (8000)")
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--tp", type=int, metavar="N", help="tensor-parallel size of each engine")
+    p.add_argument("--engines", type=int, metavar="N", help="at most N engines")
+    p.add_argument(
+        "--dp-mode",
+        choices=["engines", "vllm"],
+        default="engines",
+        help="engines: one server per engine, the client routes (default); "
+        "vllm: one server with --data-parallel-size",
+    )
+    p.add_argument("--gpus", metavar="IDS", help="devices to use, e.g. 0,1 (default: visible)")
+    p.add_argument("--gpu-memory-gib", type=float, metavar="G", help="override nvidia-smi's")
+    p.add_argument("--max-restarts", type=int, default=3, metavar="N", help="per engine (3)")
+    p.add_argument("--stagger-s", type=float, default=15.0, metavar="S", help="between starts")
+    p.add_argument(
+        "--restart-delay", type=float, default=10.0, metavar="S", help="before a restart (10)"
+    )
+    p.add_argument(
+        "--startup-timeout", type=float, default=1800.0, metavar="S", help="per engine start"
+    )
+    p.add_argument("--endpoints-file", metavar="FILE", help="write the engines' URLs here")
+    p.add_argument("--log-dir", metavar="DIR", help="vLLM's logs (default: temp files)")
+    p.add_argument("--vllm-cmd", metavar="CMD", help='how vLLM starts, e.g. "vllm serve"')
+    p.add_argument("--dry-run", action="store_true", help="print the layout and commands only")
     p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- extra vLLM arguments")
     add_verbose(p)
     p.set_defaults(handler=handle)
@@ -26,14 +53,34 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from soc_async.app import serve
+    from soc_async.config import ServerConfig
+    from soc_async.errors import InputError
 
     extra = [a for a in args.vllm_args if a != "--"]
-    return serve(
+    if args.tp is not None and args.tp < 1:
+        raise InputError(f"--tp: expected a positive tensor-parallel size, got {args.tp}")
+    server = ServerConfig(
         model=args.model,
-        host=args.host,
         port=args.port,
-        extra=extra,
+        extra_args=extra,
+        startup_timeout_s=args.startup_timeout,
+        tensor_parallel=args.tp,
+        engines=args.engines,
+        max_restarts=args.max_restarts,
+        command=shlex.split(args.vllm_cmd) if args.vllm_cmd else [],
+    )
+    return serve(
+        server,
+        host=args.host,
         api_key=os.environ.get("SOC_ASYNC_API_KEY"),
+        dp_mode=args.dp_mode,
+        gpus=args.gpus,
+        gpu_memory_gib=args.gpu_memory_gib,
+        endpoints_file=args.endpoints_file,
+        log_dir=args.log_dir,
+        stagger_s=args.stagger_s,
+        restart_delay_s=args.restart_delay,
+        dry_run=args.dry_run,
     )
 
 

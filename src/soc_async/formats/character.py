@@ -18,7 +18,6 @@ wants; length and near-duplicates are still the parser's and the stage's to chec
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable
 
 import lxml.etree
@@ -27,6 +26,7 @@ import msgspec
 from rapidfuzz import fuzz
 
 from soc_async.formats.ebnf import literal
+from soc_async.formats.names import fold
 from soc_async.formats.refusal import Refusal
 from soc_async.records import PersonaSample
 
@@ -65,41 +65,8 @@ _CLOSE = re.compile(r"<\s*/\s*character\s*>", re.IGNORECASE)
 _HEADER = re.compile(r"^[ \t]{0,3}(?:#{1,6}[ \t]*)?\*\*[ \t]*([^*\n]+?)[ \t]*\*\*[ \t]*:?[ \t]*$")
 
 
-# Letters that Unicode does not decompose into a base letter and an accent.
-_PLAIN = str.maketrans(
-    {
-        "Đ": "D",
-        "đ": "d",
-        "Ł": "L",
-        "ł": "l",
-        "Ø": "O",
-        "ø": "o",
-        "ı": "i",
-        "Ħ": "H",
-        "ħ": "h",
-        "ß": "ss",
-        "Æ": "Ae",
-        "æ": "ae",
-        "Œ": "Oe",
-        "œ": "oe",
-        "Þ": "Th",
-        "þ": "th",
-        "ð": "d",
-        "’": "'",
-        "ʼ": "'",
-    }
-)
-
-
-def _fold(text: str) -> str:
-    """Case-, accent- and spacing-insensitive form, for comparing names and headers."""
-    decomposed = unicodedata.normalize("NFKD", text.translate(_PLAIN))
-    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return " ".join(stripped.casefold().split())
-
-
 def _header_key(text: str) -> str:
-    key = _fold(text.rstrip(":").strip())
+    key = fold(text.rstrip(":").strip())
     return re.sub(r"\s+and\s+", " & ", key)
 
 
@@ -232,9 +199,9 @@ def parse_character(
             "missing_field:Name",
             f"Basic Information has no **Name:** line: write **Name:** {sample.name}",
         )
-    written = _fold(name.group("value"))
-    wanted = _fold(sample.name)
-    parts = (_fold(sample.first_name), _fold(sample.last_name))
+    written = fold(name.group("value"))
+    wanted = fold(sample.name)
+    parts = (fold(sample.first_name), fold(sample.last_name))
     if wanted not in written and not all(p and p in written for p in parts):
         return _reject(
             "name_mismatch", f"the Name line must give the name {sample.name}, exactly as written"
@@ -276,36 +243,49 @@ def is_near_duplicate(card: str, references: Iterable[str], threshold: float) ->
 # Every line starts with a visible character, or "- " and one, so no section is blank.
 _GRAMMAR_RULES = r"""
 field ::= "**" label ":** " lead rest "\n"
-label ::= [A-Za-z] [A-Za-z &/'()-]{0,30}
+label ::= [A-Za-z] [A-Za-z &/'()-]*
 line ::= ("- ")? lead rest "\n"
 lead ::= [^<*&#\- \x00-\x1f\x7f-\x9f\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]
 name_extra ::= " (" ([^<*&()\x00-\x1f\x7f-\x9f\u2028\u2029] | "& ")+ ")"
 """
 
-# Characters per grammar line, and characters per token of a card (about 4 for English
-# prose with common tokenizers): the bounds below keep a whole card near the call's
-# max_tokens, so a small model cannot ramble past it and be cut off.
-LINE_CHARS = 200
+# Characters per token of a card (about 4 for English prose with common tokenizers):
+# with max_tokens, each section gets an equal share of max_tokens * 4 characters, so a
+# card with every section full still closes before the call's limit.
 _CHARS_PER_TOKEN = 4.0
+
+
+def section_chars(max_tokens: int) -> int:
+    """Characters one section's text may hold when a card must fit ``max_tokens``."""
+    return max(120, int(max_tokens * _CHARS_PER_TOKEN / len(SECTIONS)))
 
 
 def character_grammar(sample: PersonaSample, *, max_tokens: int | None = None) -> str:
     """xgrammar EBNF for a card about ``sample`` (root rule ``root``).
 
-    With ``max_tokens`` the sections are bounded (lines of at most LINE_CHARS characters,
-    as many lines per section as the budget allows, at least two) so the card closes
-    before the call's token limit.
+    Without ``max_tokens`` it fixes the shape only (headers, facts, no markup in the
+    text) and never the length: a real model writes as much as it would unconstrained.
+    With it (the embedded-cpu profile) each section holds at most
+    :func:`section_chars` characters, lines and blank lines included, so that a small
+    model that rambles closes its card before the token limit.
     """
+    # Field lines of Basic Information are never bounded: each bounded repeat costs
+    # xgrammar seconds to compile (measured: 0.01 s for this grammar unbounded, 2.6 s
+    # with the sections bounded, 8.8 s with fields and labels bounded too), and a field
+    # is one line that a model closes with its newline.
+    rest = 'rest ::= ([^<*&\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029] | "& ")*'
     if max_tokens is None:
-        per_section = "*"
-        rest = 'rest ::= ([^<*&\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029] | "& ")*'
+        body = 'body ::= line ("\\n"? line)*'
     else:
-        budget = int(max_tokens * _CHARS_PER_TOKEN / len(SECTIONS))
-        per_section = f"{{0,{max(2, budget // LINE_CHARS) - 1}}}"
-        # A bounded repeat of one character class costs xgrammar little; of a group with
-        # alternatives (like "& " above) it costs a third of a second per token. So '&'
-        # joins the class here: the card parser reads a stray entity as text anyway.
-        rest = f"rest ::= [^<*\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]{{0,{LINE_CHARS}}}"
+        # A bounded repeat of one character class costs xgrammar little per token; of a
+        # group with alternatives (like "& " above, or a line) a third of a second. So the
+        # bounded text is one class with the newline in it, and '&' joins the class: the
+        # card parser reads a stray entity as text anyway.
+        size = section_chars(max_tokens)
+        body = (
+            f'body ::= ("- ")? lead '
+            f'[^<*\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f\\u2028\\u2029]{{0,{size - 2}}} "\\n"'
+        )
     rules = {h: f"s{i}" for i, h in enumerate(SECTIONS)}
     order = ' "\\n" '.join(rules[h] for h in SECTIONS)
     lines = [f'root ::= "<character>\\n" {order} "</character>"']
@@ -317,7 +297,7 @@ def character_grammar(sample: PersonaSample, *, max_tokens: int | None = None) -
     )
     for header in SECTIONS[1:]:
         lines.append(f'{rules[header]} ::= {literal(f"**{header}**")} "\\n" body')
-    lines.append(f'body ::= line ("\\n"? line){per_section}')
+    lines.append(body)
     lines.append(rest)
     return "\n".join(lines) + "\n" + _GRAMMAR_RULES.lstrip("\n")
 
@@ -329,4 +309,5 @@ __all__ = [
     "character_grammar",
     "is_near_duplicate",
     "parse_character",
+    "section_chars",
 ]

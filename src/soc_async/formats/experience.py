@@ -7,7 +7,7 @@ The model writes an experience as plain text inside one `<experience>` element::
 
     Conversation style: semi-structured
     Message cadence: async (hours between replies)
-    Opens: <one of the two persona names>
+    Opens: <one of the two persona names>           (optional: the first of the pair)
 
     The conversation will likely cover the following topics:
     - Title: description (8 turns) ← PRIMARY
@@ -35,6 +35,7 @@ import re
 import msgspec
 
 from soc_async.formats.ebnf import alternatives, literal
+from soc_async.formats.names import fold, name_tokens
 from soc_async.formats.refusal import Refusal
 from soc_async.records import TopicSlot
 
@@ -126,7 +127,9 @@ def parse_experience(
 ) -> ParsedExperience | Refusal:
     """The experience in ``text`` (a model reply), or why it is not one. Never raises.
 
-    ``names`` are the two personas' names; "Opens:" must name one of them.
+    ``names`` are the two personas' names; "Opens:" must name one of them (its full
+    name, or a part of it that the other name lacks, such as the given name); without
+    an "Opens:" line the first of ``names`` opens, as in the SOC-2602 write-up's format.
     ``min_events``/``max_events`` bound the instant events. With
     ``derive_initial_state`` an "Initial state:" line that disagrees with a valid roadmap
     is not a rejection: the line is derived from the roadmap (the topic tracker in code
@@ -309,12 +312,24 @@ def _cadence(value: str | None) -> tuple[str, str]:
     return cadence, note
 
 
+def opener_spellings(names: tuple[str, str]) -> list[list[str]]:
+    """For each of ``names``, the ways "Opens:" may write it: the full name, then each
+    word of it the other name lacks (so "Ahmed" for "Ahmed Khan" beside "Wei Zhang")."""
+    words = [[w for w in n.split() if name_tokens(w)] for n in names]
+    out = []
+    for i, name in enumerate(names):
+        other = {fold(w) for w in words[1 - i]}
+        own = [w for w in words[i] if fold(w) not in other and w != name]
+        out.append([name, *dict.fromkeys(own)])
+    return out
+
+
 def _opener(value: str | None, names: tuple[str, str]) -> str:
     if value is None:
-        raise _Fail("missing_opener", f"add 'Opens: {names[0]}' or 'Opens: {names[1]}'")
-    given = _norm(value.strip().strip(_NAME_DECOR).strip())
-    for name in names:
-        if given == _norm(name.strip().strip(_NAME_DECOR).strip()):
+        return names[0]
+    given = fold(value.strip().strip(_NAME_DECOR).strip())
+    for name, spellings in zip(names, opener_spellings(names), strict=True):
+        if any(given == fold(s.strip().strip(_NAME_DECOR).strip()) for s in spellings):
             return name
     raise _Fail(
         "bad_opener", f"'Opens:' must be {names[0]!r} or {names[1]!r}, got {_clip(value, 40)!r}"
@@ -412,10 +427,15 @@ def experience_grammar(
     """xgrammar EBNF for one `<experience>` written for ``names``.
 
     Style and cadence come from their sets (``style`` forces one, as the style monitor's
-    hint does), "Opens:" is one of the two names, topic lines carry budgets in
-    1..``max_budget`` and exactly one "← PRIMARY" mark, the initial state is shaped
+    hint does), "Opens:" (optional) is one of the two names, topic lines carry budgets
+    in 1..``max_budget`` and exactly one "← PRIMARY" mark, the initial state is shaped
     "title; N; next", and there are ``min_events``..``max_events`` instant events.
     Structured and semi-structured experiences must have a topic list; freeform may not.
+
+    Without ``max_tokens`` the grammar fixes that shape and nothing else: no part has a
+    length bound, so a real model writes as much as it would unconstrained. With it (the
+    embedded-cpu profile) every free part is bounded so that even a small model that
+    rambles closes the element inside the call's limit: see :func:`text_bounds`.
     """
     styles = [style] if style is not None else ["freeform", "semi-structured", "structured"]
     roadmap_styles = [s for s in styles if s in STYLES_WITH_ROADMAP]
@@ -431,41 +451,71 @@ def experience_grammar(
     primary_positions = " | ".join(
         "(" + " ".join(_primary_at(p, max_topics - 1 - p)) + ")" for p in range(max_topics)
     )
+    openers = [s for spellings in opener_spellings(names) for s in spellings]
     # Free text stops at '<' so that no line can close the element early; titles also
     # stop at ':' and ';', which separate a title from its description and state fields.
-    # With max_tokens every free part is bounded so that even a small model that rambles
-    # closes the element inside the call's limit. The sizes assume 2 characters a token,
-    # which a small model's odd words and names can come down to: a third of the budget
-    # for the narrative, the rest for the roadmap and the events.
+    # The cadence note is never bounded: it is one parenthesis on one line, and each
+    # bounded repeat costs xgrammar seconds to compile (this grammar: 0.08 s unbounded,
+    # about 7 s bounded).
     if max_tokens is None:
-        lines, line, short, event = "{0,11}", "*", "*", "*"
+        narrative = 'narrative ::= text ("\\n" "\\n"? text)*'
+        title = "title ::= [^\\n<:;( ] [^\\n<:;(]*"
+        line = "line ::= [^\\n<←]*"
     else:
-        narrative_chars = max_tokens * 2 // 3
-        lines = f"{{0,{max(1, narrative_chars // 120) - 1}}}"
-        line, short, event = "{0,119}", "{0,39}", "{0,99}"
+        bound = text_bounds(max_tokens, max_topics=max_topics, max_events=max_events)
+        # One character class with the newline in it: a bounded repeat of a single class
+        # costs xgrammar little per token, a bounded repeat of a group a great deal.
+        # Descriptions and events share one bounded class (an event has no use for "←").
+        narrative = f"narrative ::= [^\\n< ] [^<]{{0,{bound.narrative - 1}}}"
+        title = f"title ::= [^\\n<:;( ] [^\\n<:;(]{{0,{bound.title - 1}}}"
+        line = f"line ::= [^\\n<←]{{0,{bound.line - 1}}}"
     rules = [
         'root ::= "<experience>\\n" narrative "\\n\\n" body "</experience>"',
-        f'narrative ::= text ("\\n" "\\n"? text){lines}',
-        f"text ::= [^\\n<] [^\\n<]{line}",
+        narrative,
+        "text ::= [^\\n<] [^\\n<]*",
         "body ::= " + " | ".join(f"({b})" for b in branches),
-        'common ::= "Message cadence: " cadence note? "\\n" "Opens: " opener "\\n\\n"',
+        'common ::= "Message cadence: " cadence note? "\\n" ("Opens: " opener "\\n")? "\\n"',
         f"cadence ::= {alternatives(['realtime', 'delayed', 'async'])}",
-        f'note ::= " (" [^\\n<()] [^\\n<()]{short} ")"',
-        f"opener ::= {alternatives(list(dict.fromkeys(names)))}",
+        'note ::= " (" [^\\n<()] [^\\n<()]* ")"',
+        f"opener ::= {alternatives(list(dict.fromkeys(openers)))}",
         f'roadmap ::= {literal(_TOPICS_HEADER)} topics "\\n" state "\\n\\n"',
         f"topics ::= {primary_positions}",
         'plain ::= topic "\\n"',
         'primary ::= topic " ← PRIMARY\\n"',
         'topic ::= "- " title ": " desc " (" budget turnword ")"',
         'turnword ::= " turns" | " turn"',
-        f"title ::= [^\\n<:;( ] [^\\n<:;(]{short}",
-        f"desc ::= [^\\n<←()] [^\\n<←]{event}",
+        title,
+        "desc ::= [^\\n<←()] line",
+        line,
         f"budget ::= {budgets}",
         'state ::= "Initial state: " title "; " budget "; " title',
         f"events ::= {literal(_EVENTS_HEADER)} event{{{min_events},{max_events}}}",
-        f'event ::= "- " [^\\n<] [^\\n<]{event} "\\n"',
+        'event ::= "- " [^\\n<←] line "\\n"',
     ]
     return "\n".join(rules) + "\n"
+
+
+class TextBounds(msgspec.Struct, frozen=True, kw_only=True):
+    """Characters each free part of an experience may hold under a token budget."""
+
+    narrative: int
+    title: int
+    line: int  # a topic's description, or an instant event
+
+
+# A small model's odd words and names can come down to two characters a token.
+_CHARS_PER_TOKEN = 2
+_FIXED_CHARS = 300  # the labels, headers and marks of an experience
+
+
+def text_bounds(max_tokens: int, *, max_topics: int, max_events: int) -> TextBounds:
+    """How ``max_tokens`` is shared: a third for the narrative, the rest evenly over the
+    topic lines (a title of a quarter of a line, and a description) and the event lines,
+    so that an experience with most parts full still fits the budget."""
+    chars = max_tokens * _CHARS_PER_TOKEN
+    narrative = max(120, chars // 3)
+    line = max(40, (chars - narrative - _FIXED_CHARS) // (max_topics + max_events))
+    return TextBounds(narrative=narrative, title=max(20, line // 4), line=line)
 
 
 def _primary_at(before: int, after_max: int) -> list[str]:

@@ -55,7 +55,9 @@ class Reason(StrEnum):
     CLOCK_BACKWARDS = "clock_backwards"  # a message stamped before the one before it
     GAP_TOO_SHORT = "gap_too_short"  # a reply sooner than the cadence allows
     GAP_TOO_LONG = "gap_too_long"  # a step between messages longer than the cadence allows
-    WRONG_DATE_START = "wrong_date_start"  # the chat's first message not on its start date
+    WRONG_DATE_START = "wrong_date_start"  # the first message outside the opening window
+    # The plan, found before the first turn.
+    TOO_SHORT = "too_short"  # the experience ends the chat before chat.min_turns
     # Transport, reported by the rollout driver.
     TRUNCATED = "truncated"  # the reply was cut off by max_tokens
 

@@ -317,8 +317,12 @@ def _body(request: ChatRequest, model: str) -> dict[str, Any]:
         body["stop"] = request.stop
     if request.grammar is not None:
         body["structured_outputs"] = {"grammar": request.grammar}
+    elif request.json_schema is not None:
+        body["structured_outputs"] = {"json": request.json_schema}
     if request.priority is not None:
         body["priority"] = request.priority
+    if request.chat_template_kwargs:
+        body["chat_template_kwargs"] = request.chat_template_kwargs
     if request.extra:
         body.update(request.extra)
     return body

@@ -3,9 +3,13 @@
 A conversation's turns share a growing prefix, and vLLM caches KV blocks by prefix on
 the engine that computed them, so every turn of one conversation (one affinity key)
 goes to the server that served its first turn. Work without a home goes to the server
-with the fewest requests in flight. A server that stops answering is taken out, probed
-in the background until its /health answers, and put back; the keys it held move to a
-live server for good (their cache there is warm by the time the old one returns).
+with the most room: the smallest share of its own bound in flight (``limit``, the
+engine's batch size, so a larger engine gets more), an engine at its bound only when all
+are. A conversation whose home is at its bound still goes home: the server queues it,
+which costs less than computing its whole prefix again elsewhere. A server that stops
+answering is taken out, probed in the background until its /health answers, and put
+back; the keys it held move to a live server for good (their cache there is warm by the
+time the old one returns).
 
 :class:`Router` is the pure selection logic (no I/O, no clock); :class:`EndpointPool`
 adds the probing and the wait while every server is out.
@@ -34,18 +38,26 @@ Probe = Callable[[str], Awaitable[bool]]
 class Endpoint:
     """One server: its base URL, requests in flight, and whether it is in service."""
 
-    __slots__ = ("chat_url", "failures", "in_flight", "up", "url")
+    __slots__ = ("chat_url", "failures", "in_flight", "limit", "up", "url")
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, limit: int | None = None) -> None:
         self.url = url.rstrip("/")
         self.chat_url = self.url + "/v1/chat/completions"
         self.in_flight = 0
+        self.limit = limit  # requests in flight this engine takes (its batch); None: no bound
         self.up = True
         self.failures = 0  # soft failures since the last answer
 
+    def load(self) -> tuple[bool, float]:
+        """Sort key of new work: engines below their bound first, then the least used."""
+        if self.limit:
+            return self.in_flight >= self.limit, self.in_flight / self.limit
+        return False, float(self.in_flight)
+
     def __repr__(self) -> str:
         state = "up" if self.up else "down"
-        return f"<Endpoint {self.url} {state} in_flight={self.in_flight}>"
+        bound = f"/{self.limit}" if self.limit else ""
+        return f"<Endpoint {self.url} {state} in_flight={self.in_flight}{bound}>"
 
 
 class Router:
@@ -84,11 +96,17 @@ class Router:
         for k in range(n):
             i = (start + k) % n
             ep = eps[i]
-            if ep.up and (best is None or ep.in_flight < best.in_flight):
+            if ep.up and (best is None or ep.load() < best.load()):
                 best, best_i = ep, i
         if best is not None:
             self._next = (best_i + 1) % n
         return best
+
+    def set_limits(self, limits: dict[str, int]) -> None:
+        """Each engine's bound on requests in flight, by URL (others keep theirs)."""
+        for ep in self.endpoints:
+            if ep.url in limits:
+                ep.limit = limits[ep.url]
 
     def home_of(self, affinity: str) -> Endpoint | None:
         """The endpoint ``affinity`` is kept on, if it has one."""
@@ -203,6 +221,12 @@ class EndpointPool:
 
     def forget(self, affinity: str) -> None:
         self.router.forget(affinity)
+
+    def take_out(self, url: str) -> None:
+        """Out of service from the start (not ready yet): probed until its /health answers."""
+        for ep in self.endpoints:
+            if ep.url == url.rstrip("/"):
+                self.failed(ep, hard=True)
 
     async def _probe_until_back(self, ep: Endpoint) -> None:
         try:

@@ -77,6 +77,68 @@ def parse_metrics(text: str, *, at: float = 0.0) -> MetricsSnapshot:
     return MetricsSnapshot(time=at, **values)
 
 
+class EngineInfo(msgspec.Struct, kw_only=True):
+    """What a server says of its engines' size (``vllm:cache_config_info``), summed over
+    the engines behind it (data-parallel ranks). None: not said."""
+
+    max_num_seqs: int | None = None  # the batch size; vLLM 0.32 does not export it here
+    kv_cache_tokens: int | None = None  # KV-cache capacity in tokens
+
+
+def parse_engine_info(text: str) -> EngineInfo:
+    """The labels of ``vllm:cache_config_info`` (an info gauge, one sample per engine).
+
+    The KV capacity is ``kv_cache_size_tokens`` where the server gives it, else
+    ``num_gpu_blocks * block_size``; ``max_num_seqs`` is read when a label carries it.
+    Raises ValueError on text the Prometheus parser refuses.
+    """
+    seqs: list[int] = []
+    tokens: list[int] = []
+    for family in text_string_to_metric_families(text):
+        if family.name != "vllm:cache_config_info":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            seqs_label = _int_label(labels, "max_num_seqs")
+            if seqs_label is not None:
+                seqs.append(seqs_label)
+            size = _int_label(labels, "kv_cache_size_tokens")
+            if size is None:
+                blocks = _int_label(labels, "num_gpu_blocks")
+                block = _int_label(labels, "block_size")
+                size = blocks * block if blocks is not None and block is not None else None
+            if size is not None:
+                tokens.append(size)
+    return EngineInfo(
+        max_num_seqs=sum(seqs) if seqs else None, kv_cache_tokens=sum(tokens) if tokens else None
+    )
+
+
+def _int_label(labels: dict[str, str], name: str) -> int | None:
+    value = labels.get(name)
+    if value is None:
+        return None
+    try:
+        number = int(float(value))
+    except ValueError:  # "None" before the cache is sized
+        return None
+    return number if number > 0 else None
+
+
+async def fetch_engine_info(
+    session: aiohttp.ClientSession, base_url: str, *, timeout_s: float = 5.0
+) -> EngineInfo:
+    """The server's :class:`EngineInfo`; an empty one when /metrics cannot be read."""
+    url = base_url.rstrip("/") + "/metrics"
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status != 200:
+                return EngineInfo()
+            return parse_engine_info(await resp.text())
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return EngineInfo()
+
+
 def combine(snapshots: Iterable[MetricsSnapshot]) -> MetricsSnapshot:
     """Several servers' snapshots as one: counts summed, KV usage the largest, latest time."""
     out = MetricsSnapshot()

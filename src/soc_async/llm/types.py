@@ -24,7 +24,11 @@ class ChatRequest(msgspec.Struct, kw_only=True):
     stop: list[str] | None = None
     grammar: str | None = None  # xgrammar EBNF, sent as structured_outputs.grammar
     priority: int | None = None  # lower is served first (vLLM --scheduling-policy priority)
+    chat_template_kwargs: dict[str, Any] | None = None  # e.g. {"enable_thinking": False}
     extra: dict[str, Any] | None = None  # other body fields as they are, e.g. ignore_eos
+    # A JSON schema the reply must follow, sent as structured_outputs.json (set this or
+    # ``grammar``, not both: vLLM takes one kind of constraint per request).
+    json_schema: dict[str, Any] | None = None
 
 
 class TokenUsage(msgspec.Struct, kw_only=True):

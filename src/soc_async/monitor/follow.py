@@ -116,6 +116,7 @@ class Follower:
 
     def _reset_records(self) -> None:
         self.done: Counter[str] = Counter()
+        self.models: dict[str, Counter[str]] = {s: Counter() for s in STAGES}  # by model
         self.failed: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
@@ -159,6 +160,7 @@ class Follower:
         self.rejections.update(header.retries)
         if stage is not None:
             self.done[stage] += 1
+            self.models[stage][header.model_name or "unknown"] += 1
         else:
             self.failed[header.stage or "unknown"] += 1
             self.failures[header.reason or "unknown"] += 1

@@ -104,6 +104,7 @@ class Snapshot(msgspec.Struct, kw_only=True):
     outcome: str = ""  # on the finished line: "done" | "interrupted" | "failed"
     pid: int = 0  # the writing process, so a reader on the same host sees it die
     host: str = ""
+    thinking_stripped: int = 0  # <think> parts removed from replies before parsing
 
     @property
     def cached_share(self) -> float:

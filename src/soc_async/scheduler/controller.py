@@ -1,29 +1,57 @@
-"""The adaptive controller: moves the limiter's capacity from the server's /metrics.
+"""The adaptive controller: moves one engine's in-flight limit from that engine's /metrics.
 
-The goal is the point where the server's batch is full and its queue short: more
-requests in flight than that only queue on the server (and risk KV-cache preemptions),
-fewer leave the GPU idle. The decision is a pure function, :func:`decide`, over two
-consecutive :class:`MetricsView` samples, so it is tested on scripted sequences.
+The goal is the point where the engine's batch is as large as its KV cache holds with
+room to spare, and its queue empty. Past it, vLLM queues what it cannot place, evicts
+the prefix cache of the conversations between turns (whose next turn must then be
+computed again in full) and preempts running requests: on the simulated 8B/H100 engine
+(docs/simulator.md) throughput falls by a fifth a few requests past that point and by
+half a little further. Below it, the GPU reads its weights for a smaller batch than it
+could carry.
 
-The rule, checked in this order at every interval:
+KV-cache usage leads those losses, so it is what the controller steers on: from the
+usage and the number of requests running it estimates how many requests *fit* at
+``kv_target`` (``running * kv_target / usage``, both smoothed), and moves the limit
+toward that estimate. The server's own queue and preemptions override it. A limit that
+led to either becomes a *ceiling*: it is not tried again for ``ceiling_hold``
+decisions, and after that the controller approaches and passes it only in small steps
+(``probe`` of the capacity per decision), additive increase after a multiplicative
+decrease, so it does not leap back over the edge it found.
+
+One controller per engine: each engine (one vLLM server) has its own limiter and its
+controller reads only that engine's /metrics, so an engine that is slower or busier
+than the others gets a limit of its own and does not hold theirs down. Several
+controllers run side by side (:func:`run_all`).
+
+The decision is a pure function, :func:`decide`, over two consecutive
+:class:`MetricsView` samples and a small :class:`ControllerState`, so it is tested on
+scripted sequences. The rule, checked in this order at every interval:
 
 1. A capacity outside ``[min, max]`` is clamped into it.
 2. The first sample, a sample with no time passed, or counters that went backwards (the
-   server restarted): hold, there is no rate to compare.
-3. Down (``x down_factor``, at least ``step``) on new preemptions since the last sample:
-   the KV cache overflowed and the server is recomputing work.
-4. Down on a growing server queue: ``waiting`` rose above ``queue_slack`` and above
-   the previous sample, so requests arrive faster than the batch takes them.
-5. Back off after an increase that cost throughput: when the last move was up and the
-   generation-token rate fell by more than ``rate_drop`` against the rate measured
-   just before it, return to the capacity before the increase and do not climb to the
-   capacity that did worse for the next ``ceiling_hold`` decisions (a simple
-   hill-climb memory, kept in :class:`ControllerState`).
-6. Up (``x up_factor``, at least ``step``) while the server queue is empty (``waiting <=
-   queue_slack``), the KV cache has room (``< kv_high``) and our limit is actually used
-   (``in_flight >= busy * capacity``, or callers wait for a slot): growing a limit that
-   is not reached would change nothing but the number the next decision starts from.
-7. Hold otherwise, with the reason.
+   server restarted): hold, there is no interval to read (the smoothed figures start
+   over).
+3. Draining: more requests in flight than the capacity (it was lowered and the excess
+   is still on the server, which no limit can take back): hold; what the server shows
+   is the old load.
+4. Preemptions since the last sample: the KV cache overflowed. Down (``x down_factor``,
+   at least ``step``); the capacity that overflowed becomes a ceiling.
+5. A server queue (in both samples and smoothed, above ``queue_slack`` plus
+   ``queue_share`` of the batch; one sample's queue is requests that arrived between
+   two steps): the engine does not take what it is sent. With the KV cache past
+   ``kv_high``, down to the KV fit of this sample; with the batch still growing, hold
+   (the engine is admitting a burst, prefill by prefill); otherwise (bound by
+   ``max_num_seqs``, the token budget, or a prefix cache too small for the
+   conversations between their turns) down to ``down_factor`` times what it runs.
+   What the engine ran when it queued (plus the slack) becomes a ceiling.
+6. KV usage (smoothed) above ``kv_high``: down to the KV fit (at most ``x
+   down_factor`` per decision), no ceiling (usage moves as requests grow).
+7. Up toward the KV fit while the usage is under ``kv_target`` and our limit is used
+   (``in_flight >= busy * capacity``, or callers wait for a slot: a limit that is not
+   reached would change nothing): at most ``x up_factor`` and at least ``step``; at
+   most ``near`` times a ceiling for ``ceiling_hold`` decisions after it was found,
+   then by ``probe`` steps from there to ``1 / near`` times it; past that the
+   ceiling is forgotten (the load has changed).
+8. Hold otherwise, with the reason.
 
 A fixed concurrency simply means no controller runs.
 """
@@ -31,7 +59,7 @@ A fixed concurrency simply means no controller runs.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import msgspec
@@ -39,13 +67,20 @@ import structlog
 
 from soc_async.scheduler.limiter import PriorityLimiter
 
-__all__ = ["AdaptiveController", "Bounds", "ControllerState", "MetricsView", "decide"]
+__all__ = [
+    "AdaptiveController",
+    "Bounds",
+    "ControllerState",
+    "MetricsView",
+    "decide",
+    "run_all",
+]
 
 _log = structlog.get_logger("soc_async.scheduler")
 
 
 class MetricsView(msgspec.Struct, kw_only=True):
-    """The part of a vLLM /metrics snapshot the controller reads (a 1:1 copy of the
+    """The part of one engine's /metrics snapshot the controller reads (a 1:1 copy of the
     same-named fields of the client's snapshot, so the scheduler does not import llm/)."""
 
     running: float = 0  # vllm:num_requests_running
@@ -62,38 +97,53 @@ class MetricsView(msgspec.Struct, kw_only=True):
 
 
 class Bounds(msgspec.Struct, kw_only=True, frozen=True):
-    """Where the capacity may go and how fast; the defaults suit one vLLM server."""
+    """Where the capacity may go and how; the defaults suit one vLLM engine."""
 
     min: int = 4
     max: int = 1024
-    up_factor: float = 1.25  # multiplicative growth: reaches a large batch in few steps
-    down_factor: float = 0.75  # gentler than halving: preemptions come in bursts
+    up_factor: float = 1.5  # the most one decision grows the capacity by
+    down_factor: float = 0.85  # the cut on preemptions, and the most a KV cut takes
     step: int = 1  # the least one move changes the capacity by (matters at small sizes)
-    kv_high: float = 0.9  # KV-cache usage above which growing only invites preemptions
+    # KV-cache usage to fill up to: the rest is room for running requests to grow and
+    # for the prefix cache of conversations between two turns.
+    kv_target: float = 0.75
+    kv_high: float = 0.85  # usage above which the capacity comes down to the fit
     busy: float = 0.8  # in-flight share of capacity that counts as using the limit
-    queue_slack: float = 0  # server waiting count still treated as an empty queue
-    rate_drop: float = 0.05  # relative fall in tokens/s that undoes the last increase
-    ceiling_hold: int = 5  # decisions during which a capacity that did worse is not retried
+    queue_slack: float = 2  # server waiting count still treated as an empty queue...
+    queue_share: float = 0.05  # ... plus this share of the requests running
+    smoothing: float = 0.5  # weight of the newest sample in the smoothed figures
+    ceiling_hold: int = 30  # decisions during which a capacity that overflowed is avoided
+    near: float = 0.9  # from this share of the ceiling on, growth is by probe steps
+    probe: float = 0.02  # share of the capacity one probe step adds (at least step)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.max:
             raise ValueError(f"bounds need 1 <= min <= max, got min={self.min} max={self.max}")
         if self.up_factor < 1 or not 0 < self.down_factor <= 1 or self.step < 1:
             raise ValueError("bounds need up_factor >= 1, 0 < down_factor <= 1, step >= 1")
+        if not 0 < self.kv_target <= self.kv_high <= 1:
+            raise ValueError("bounds need 0 < kv_target <= kv_high <= 1")
+        if not 0 < self.smoothing <= 1:
+            raise ValueError("bounds need 0 < smoothing <= 1")
 
     def clamp(self, capacity: int) -> int:
         return max(self.min, min(self.max, capacity))
 
 
 class ControllerState(msgspec.Struct, kw_only=True, frozen=True):
-    """What one decision remembers for the next: the hill-climb memory."""
+    """What one decision remembers for the next: smoothed figures and the ceiling."""
 
-    last_action: str = "start"  # "start" | "up" | "down" | "hold" | "clamp" | "back_off"
-    rate_before_up: float | None = None  # tokens/s measured just before the last increase
-    capacity_before_up: int | None = None
-    ceiling: int | None = None  # a capacity that lowered throughput; stay below it a while
-    ceiling_ttl: int = 0  # decisions left before the ceiling is forgotten
+    last_action: str = "start"  # "start" | "up" | "down" | "hold" | "clamp"
+    kv: float | None = None  # smoothed KV usage
+    running: float | None = None  # smoothed requests running on the engine
+    waiting: float | None = None  # smoothed server queue
+    ceiling: int | None = None  # the last capacity that overflowed
+    ceiling_ttl: int = 0  # decisions left during which it is not tried again
     last_rate: float | None = None  # tokens/s over the last interval, for the record
+
+
+def _smooth(old: float | None, new: float, weight: float) -> float:
+    return new if old is None else weight * new + (1 - weight) * old
 
 
 def decide(
@@ -109,88 +159,107 @@ def decide(
     """The next capacity, the state to pass next time, and the reason in a few words.
 
     ``in_flight`` and ``queued`` are our own limiter's figures, by default those of
-    ``now`` (``None`` everywhere: unknown, taken as a limit in use). See the module
-    docstring for the rule.
+    ``now`` (``None`` everywhere: unknown, taken as a limit in use and not draining).
+    See the module docstring for the rule.
     """
     in_flight = now.in_flight if in_flight is None else in_flight
     queued = (now.queued or 0) if queued is None else queued
     ceiling, ttl = state.ceiling, max(0, state.ceiling_ttl - 1)
-    if ttl == 0:
-        ceiling = None
-    state = msgspec.structs.replace(state, ceiling=ceiling, ceiling_ttl=ttl)
+    state = msgspec.structs.replace(state, ceiling_ttl=ttl)
+
+    Decision = tuple[int, ControllerState, str]
+
+    def move(new: int, action: str, reason: str, **changes: object) -> Decision:
+        return new, msgspec.structs.replace(state, last_action=action, **changes), reason
 
     def hold(reason: str, **changes: object) -> tuple[int, ControllerState, str]:
-        return capacity, msgspec.structs.replace(state, last_action="hold", **changes), reason
+        return move(capacity, "hold", reason, **changes)
 
     if capacity != bounds.clamp(capacity):
         new = bounds.clamp(capacity)
-        reason = f"clamped {capacity} into [{bounds.min}, {bounds.max}]"
-        return new, msgspec.structs.replace(state, last_action="clamp"), reason
+        return move(new, "clamp", f"clamped {capacity} into [{bounds.min}, {bounds.max}]")
+    fresh = {"kv": now.kv_cache_usage, "running": now.running, "waiting": now.waiting}
     if prev is None:
-        return hold("first sample")
+        return hold("first sample", **fresh)
     dt = now.time - prev.time
     if dt <= 0:
         return hold("no time passed since the last sample")
     if now.preemptions < prev.preemptions or now.generation_tokens < prev.generation_tokens:
-        return hold("counters went back (server restarted?)", rate_before_up=None)
+        return hold("counters went back (server restarted?)", **fresh)
 
+    w = bounds.smoothing
+    kv = _smooth(state.kv, now.kv_cache_usage, w)
+    running = _smooth(state.running, now.running, w)
+    waiting = _smooth(state.waiting, now.waiting, w)
     rate = (now.generation_tokens - prev.generation_tokens) / dt
-    state = msgspec.structs.replace(state, last_rate=rate)
-    busy = in_flight is None or queued > 0 or in_flight >= bounds.busy * capacity
+    state = msgspec.structs.replace(state, kv=kv, running=running, waiting=waiting, last_rate=rate)
+    # Requests that fit at kv_target: the usage per running request, scaled.
+    fit = math.floor(running * bounds.kv_target / kv) if kv > 0 and running > 0 else None
+
+    if in_flight is not None and in_flight > capacity + bounds.step:
+        return hold(f"draining: {in_flight} in flight over the capacity {capacity}")
+    hold_for = bounds.ceiling_hold
+
+    def down(new: int, why: str, *, remember: int | None) -> tuple[int, ControllerState, str]:
+        new = max(bounds.min, min(capacity - bounds.step, new))
+        if new >= capacity:
+            return hold(f"{why}, at min")
+        changes = {"ceiling": remember, "ceiling_ttl": hold_for} if remember else {}
+        return move(new, "down", f"{why}: down {capacity}->{new}", **changes)
 
     preempted = now.preemptions - prev.preemptions
     if preempted > 0:
-        return _down(capacity, bounds, state, f"{preempted:g} new preemptions")
-    if now.waiting > bounds.queue_slack and now.waiting > prev.waiting:
-        grew = f"server queue grew {prev.waiting:g}->{now.waiting:g}"
-        return _down(capacity, bounds, state, grew)
-
-    before, base = state.rate_before_up, state.capacity_before_up
-    after_up = state.last_action == "up" and busy and before is not None and base is not None
-    if after_up and rate < before * (1 - bounds.rate_drop):
-        new = bounds.clamp(min(base, capacity))
-        new_state = msgspec.structs.replace(
-            state,
-            last_action="back_off",
-            rate_before_up=None,
-            capacity_before_up=None,
-            ceiling=capacity,
-            ceiling_ttl=bounds.ceiling_hold,
+        return down(
+            math.floor(capacity * bounds.down_factor),
+            f"{preempted:g} new preemptions",
+            remember=capacity,
         )
-        reason = f"tokens/s fell {before:.0f}->{rate:.0f} at {capacity}: back to {new}"
-        return new, new_state, reason
+    slack = bounds.queue_slack + bounds.queue_share * running
+    if waiting > slack and now.waiting > slack and prev.waiting > slack:
+        queue = f"server queue {now.waiting:g}"
+        if now.kv_cache_usage >= bounds.kv_high and now.running > 0:
+            # KV-bound: as many as fit at the target, by this sample's own ratio.
+            target = math.floor(now.running * bounds.kv_target / now.kv_cache_usage)
+            why = f"{queue}, KV {now.kv_cache_usage:.0%} full"
+            return down(target, why, remember=min(capacity, math.ceil(now.running)))
+        if now.running > prev.running + slack:
+            return hold(f"{queue} while the engine still admits ({now.running:g} running)")
+        # Bound by max_num_seqs, the token budget or a prefix cache that no longer
+        # holds the conversations between turns: below what it runs.
+        target = math.floor(min(now.running, capacity) * bounds.down_factor)
+        edge = min(capacity, math.ceil(now.running + slack))
+        return down(target, f"{queue} at {now.running:g} running", remember=edge)
+    if kv > bounds.kv_high and fit is not None:
+        target = max(fit, math.floor(capacity * bounds.down_factor))
+        return down(target, f"KV cache {kv:.0%} over {bounds.kv_high:.0%}", remember=None)
 
-    if now.waiting > bounds.queue_slack:
-        return hold(f"server queue steady at {now.waiting:g}")
-    if now.kv_cache_usage >= bounds.kv_high:
-        return hold(f"KV cache {now.kv_cache_usage:.0%} full")
+    busy = in_flight is None or queued > 0 or in_flight >= bounds.busy * capacity
+    if kv >= bounds.kv_target:
+        return hold(f"KV cache {kv:.0%} at its target {bounds.kv_target:.0%}")
     if not busy:
         return hold(f"limit not used ({in_flight} of {capacity} in flight)")
-    new = min(bounds.max, max(capacity + bounds.step, math.ceil(capacity * bounds.up_factor)))
-    if ceiling is not None:
-        new = min(new, ceiling - 1)
+    grown = math.ceil(capacity * bounds.up_factor)
+    new = max(capacity + bounds.step, min(grown, fit) if fit is not None else grown)
+    careful = ""
+    if ceiling is not None and ttl == 0 and capacity * bounds.near > ceiling:
+        ceiling = None  # passed well beyond it without trouble: it no longer holds
+        state = msgspec.structs.replace(state, ceiling=None)
+    if ceiling is not None and new >= bounds.near * ceiling:
+        edge = math.floor(bounds.near * ceiling)
+        probe = capacity + max(bounds.step, math.ceil(capacity * bounds.probe))
+        new = min(new, edge if ttl > 0 else max(probe, edge))
+        careful = f", {'below' if ttl > 0 else 'probing near'} {ceiling}"
+    new = min(new, bounds.max)
     if new <= capacity:
-        at = "at max" if capacity >= bounds.max else f"below {ceiling}, which did worse"
+        at = "at max" if capacity >= bounds.max else f"below {ceiling}, which overflowed"
         return hold(f"room to grow but {at}")
-    new_state = msgspec.structs.replace(
-        state, last_action="up", rate_before_up=rate, capacity_before_up=capacity
-    )
-    return new, new_state, f"queue empty, KV {now.kv_cache_usage:.0%}: up {capacity}->{new}"
-
-
-def _down(
-    capacity: int, bounds: Bounds, state: ControllerState, why: str
-) -> tuple[int, ControllerState, str]:
-    new = max(bounds.min, min(capacity - bounds.step, math.floor(capacity * bounds.down_factor)))
-    cleared = msgspec.structs.replace(state, rate_before_up=None, capacity_before_up=None)
-    if new >= capacity:
-        return capacity, msgspec.structs.replace(cleared, last_action="hold"), f"{why}, at min"
-    down = msgspec.structs.replace(cleared, last_action="down")
-    return new, down, f"{why}: down {capacity}->{new}"
+    fits = f", fit {fit}" if fit is not None else ""
+    return move(new, "up", f"KV {kv:.0%}{fits}{careful}: up {capacity}->{new}")
 
 
 class AdaptiveController:
-    """Reads metrics every ``interval_s`` and applies :func:`decide` to the limiter.
+    """Reads one engine's metrics every ``interval_s`` and applies :func:`decide` to its
+    limiter.
 
     ``history`` keeps one ``(time, capacity, reason)`` per decision, for the bench's plot;
     ``last_move`` the ``(time, old, new, reason)`` of the last change and ``moves`` how
@@ -205,12 +274,15 @@ class AdaptiveController:
         read_metrics: Callable[[], Awaitable[MetricsView]],
         bounds: Bounds,
         interval_s: float = 2.0,
+        *,
+        name: str = "",
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self.limiter = limiter
         self.bounds = bounds
         self.interval_s = interval_s
+        self.name = name  # the engine it steers (its URL), for the log
         self.state = ControllerState()
         self.history: list[tuple[float, int, str]] = []
         self.last_move: tuple[float, int, int, str] | None = None
@@ -231,7 +303,9 @@ class AdaptiveController:
             queued=self.limiter.waiting,
         )
         if capacity != self.limiter.capacity:
-            _log.debug("capacity", old=self.limiter.capacity, new=capacity, reason=reason)
+            _log.debug(
+                "capacity", engine=self.name, old=self.limiter.capacity, new=capacity, reason=reason
+            )
             self.last_move = (now.time, self.limiter.capacity, capacity, reason)
             self.moves += 1
             self.limiter.set_capacity(capacity)
@@ -245,6 +319,13 @@ class AdaptiveController:
             try:
                 await self.step()
             except Exception as exc:  # a server that is down must not stop the run
-                _log.warning("metrics unavailable", error=str(exc))
+                _log.warning("metrics unavailable", engine=self.name, error=str(exc))
                 self._prev = None  # the next sample starts a fresh interval
             await anyio.sleep(self.interval_s)
+
+
+async def run_all(controllers: Sequence[AdaptiveController]) -> None:
+    """Runs one controller per engine side by side until cancelled."""
+    async with anyio.create_task_group() as tg:
+        for controller in controllers:
+            tg.start_soon(controller.run)

@@ -1,22 +1,29 @@
 """The experience stage: why two personas talk today, written by the model and checked.
 
 One :meth:`ExperienceStage.write` call turns a pair of personas into an ``Experience``
-record or a ``Failure``: it renders the prompt (both cards, few-shot examples from the
-experience ring, the style monitor's hint), asks the model (with a grammar when the
-config enables it), parses and validates the reply, and retries an invalid one with a
-one-line correction. It knows nothing of HTTP: a ``Completer`` does the asking.
+record or a ``Failure``: it draws when the chat starts (:func:`start_for`), renders the
+prompt (both cards, few-shot examples from the experience ring, the start's weekday and
+time, the style monitor's hint), asks the model (with a grammar when the config enables
+it), parses and validates the reply, checks it against every experience accepted so far,
+attributes each instant event to the persona it names, and retries an invalid reply with
+a one-line correction. It knows nothing of HTTP: a ``Completer`` does the asking.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+from bisect import bisect_right
+from datetime import date, datetime, time, timedelta
+from itertools import accumulate
 
 from rapidfuzz import fuzz
 
 from soc_async import seeds
-from soc_async.config import RunConfig
+from soc_async.config import ChatConfig, RunConfig
+from soc_async.dedup import NearDuplicateIndex
 from soc_async.fewshot import FewShotRing
+from soc_async.formats.events import attribute_events
 from soc_async.formats.experience import (
     ParsedExperience,
     experience_grammar,
@@ -33,6 +40,20 @@ from soc_async.stages.style_monitor import StyleMonitor
 # positive budget and any number of topics, so old records stay valid if these change.
 MAX_TOPICS = 5
 MAX_BUDGET = 20
+
+
+def start_for(chat: ChatConfig, seed: int, index: int) -> datetime:
+    """When the chat of experience ``index`` opens: a day of the window ``[start_date,
+    start_date + start_days)`` drawn uniformly, an hour by ``start_hours``, a minute.
+
+    A pure function of the run seed and the index, so a resumed run or another shard
+    draws the same start for the same experience.
+    """
+    rng = random.Random(f"{seed}:experience-start:{index}")
+    day = date.fromisoformat(chat.start_date) + timedelta(days=rng.randrange(chat.start_days))
+    cumulative = list(accumulate(chat.start_hours))
+    hour = min(bisect_right(cumulative, rng.random() * cumulative[-1]), 23)
+    return datetime.combine(day, time(hour, rng.randrange(60)))
 
 
 def seed_experiences() -> list[str]:
@@ -53,6 +74,7 @@ class ExperienceStage:
         model_name: str,
         *,
         priority: int = 0,  # lower is served first; the pipeline decides against chat turns
+        dedup: NearDuplicateIndex | None = None,  # every experience accepted so far
     ) -> None:
         self.config = config
         self.completer = completer
@@ -60,6 +82,7 @@ class ExperienceStage:
         self.monitor = monitor
         self.model_name = model_name
         self.priority = priority
+        self.dedup = dedup
         self._call = config.call("experience")
         # Rendered once: byte-identical for every call, so vLLM's prefix cache shares it.
         self._system = render(
@@ -85,6 +108,8 @@ class ExperienceStage:
         hint = self.monitor.hint()
         rng = random.Random(f"{self.config.seed}:experience-fewshot:{index}")
         references = list(self.ring.draw(exp.few_shot, rng)) if exp.few_shot else []
+        start = start_for(self.config.chat, self.config.seed, index)
+        bounded = self._call.grammar_bounds == "max_tokens"
         grammar = (
             experience_grammar(
                 names,
@@ -93,7 +118,7 @@ class ExperienceStage:
                 max_topics=MAX_TOPICS,
                 max_budget=MAX_BUDGET,
                 style=hint,
-                max_tokens=self._call.max_tokens,
+                max_tokens=self._call.max_tokens if bounded else None,
             )
             if self._call.grammar
             else None
@@ -103,7 +128,7 @@ class ExperienceStage:
             self.completer,
             "experience",
             lambda attempt, correction: self._request(
-                index, attempt, pair, references, hint, correction, grammar
+                index, item_id, attempt, pair, start, references, hint, correction, grammar
             ),
             lambda completion: self._check(completion, names, references),
             ParsedExperience,
@@ -113,6 +138,8 @@ class ExperienceStage:
         parsed = outcome.value
         if parsed is None:
             return outcome.failure(item_id, "experiences")
+        if self.dedup is not None:  # no await since _check looked it up: still unique
+            self.dedup.add(item_id, self.dedup.signature(parsed.text, names))
         await self.ring.push(parsed.text)
         self.monitor.observe(parsed.style)
         return Experience(
@@ -135,13 +162,20 @@ class ExperienceStage:
                 completion_tokens=outcome.completion_tokens,
                 initial_state_derived=parsed.initial_state_derived,
             ),
+            start_date=start.date().isoformat(),
+            start_time=start.strftime("%H:%M"),
+            event_personas=attribute_events(
+                parsed.instant_events, [(a.id, a.meta.name), (b.id, b.meta.name)]
+            ),
         )
 
     def _request(
         self,
         index: int,
+        item_id: str,
         attempt: int,
         pair: tuple[Persona, Persona],
+        start: datetime,
         references: list[str],
         hint: str | None,
         correction: str,
@@ -151,6 +185,9 @@ class ExperienceStage:
             "experience_user.j2",
             people=[{"name": p.meta.name, "card": p.persona_text.strip()} for p in pair],
             examples=references,
+            start_weekday=start.strftime("%A"),
+            start_day=f"{start.day} {start:%B %Y}",
+            start_time=start.strftime("%H:%M"),
             style_hint=hint,
             correction=correction,
         )
@@ -162,6 +199,7 @@ class ExperienceStage:
             served_model=self.model_name,
             seed=_request_seed(self.config.seed, index, attempt),
             grammar=grammar,
+            item_id=item_id,
         )
 
     def _check(
@@ -179,12 +217,32 @@ class ExperienceStage:
         )
         if isinstance(parsed, Refusal):
             return parsed
+        # A freeform chat ends with its roadmap: one shorter than chat.min_turns would only
+        # become a too_short failure of its chat, so the plan is corrected here instead.
+        chat = self.config.chat
+        least = min(chat.min_turns, chat.max_turns)
+        planned = sum(t.turns for t in parsed.topics)
+        if parsed.style == "freeform" and parsed.topics and planned < least:
+            return Refusal(
+                reason="short_plan",
+                detail=f"the topics add up to {planned} turns, but a freeform chat ends with "
+                f"its topics and needs at least {least}: give them more turns or leave "
+                "the topic list out",
+            )
         cutoff = exp.similarity_threshold * 100
         for reference in references:
             if fuzz.ratio(parsed.text, reference, score_cutoff=cutoff) > cutoff:
                 return Refusal(
                     reason="near_duplicate",
                     detail="it is too close to one of the examples; invent a different situation",
+                )
+        if self.dedup is not None:
+            found = self.dedup.find(self.dedup.signature(parsed.text, names))
+            if found is not None:
+                return Refusal(
+                    reason="dataset_duplicate",
+                    detail=f"it repeats an experience already in the dataset ({found[0]}); "
+                    "invent a different situation",
                 )
         return parsed
 

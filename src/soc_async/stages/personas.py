@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 
 from soc_async.config import RunConfig
+from soc_async.dedup import NearDuplicateIndex
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.character import (
     CharacterCard,
@@ -26,8 +27,8 @@ from soc_async.records import Failure, Persona, PersonaMeta, PersonaSample
 from soc_async.stages.calls import ask_until_valid, build_request
 from soc_async.stats import StatsEngine
 
-# Words per token of English prose, roughly: the system prompt asks for a card that fits
-# the call's max_tokens, so that a reply is not cut off mid-card.
+# Words per token of English prose, roughly: the system prompt asks for a card of at
+# most half the call's max_tokens, so that a reply is never cut off mid-card.
 _WORDS_PER_TOKEN = 0.6
 
 
@@ -43,6 +44,7 @@ class PersonaStage:
         model_name: str,
         *,
         priority: int = 0,  # lower is served first; the pipeline decides against chat turns
+        dedup: NearDuplicateIndex | None = None,  # every card accepted so far in the run
     ) -> None:
         self.config = config
         self.completer = completer
@@ -50,8 +52,9 @@ class PersonaStage:
         self.ring = ring
         self.model_name = model_name
         self.priority = priority
+        self.dedup = dedup
         self._call = config.call("persona")
-        max_words = max(150, round(self._call.max_tokens * _WORDS_PER_TOKEN, -1))
+        max_words = max(150, round(self._call.max_tokens * _WORDS_PER_TOKEN / 2, -1))
         # Rendered once: byte-identical for every call, so vLLM's prefix cache shares it.
         self._system = render("persona_system.j2", max_words=int(max_words))
 
@@ -71,8 +74,9 @@ class PersonaStage:
         sample, rng = self.sample(index)
         seeds_only = index < cfg.seed_only_iterations
         references = self.ring.draw(cfg.few_shot, rng, seeds_only=seeds_only)
+        bounded = self._call.grammar_bounds == "max_tokens"
         grammar = (
-            character_grammar(sample, max_tokens=self._call.max_tokens)
+            character_grammar(sample, max_tokens=self._call.max_tokens if bounded else None)
             if self._call.grammar
             else None
         )
@@ -82,7 +86,7 @@ class PersonaStage:
             self.completer,
             "persona",
             lambda attempt, correction: self._request(
-                sample, references, correction, grammar, base_seed + attempt
+                item_id, sample, references, correction, grammar, base_seed + attempt
             ),
             lambda completion: self._check(completion, sample, references),
             CharacterCard,
@@ -92,6 +96,8 @@ class PersonaStage:
         card = outcome.value
         if card is None:
             return outcome.failure(item_id, "personas")
+        if self.dedup is not None:  # no await since _check looked it up: still unique
+            self.dedup.add(item_id, self.dedup.signature(card.text, [sample.name]))
         await self.ring.push(card.text)
         return Persona(
             id=item_id,
@@ -107,11 +113,14 @@ class PersonaStage:
                 time_taken=outcome.time_taken,
                 prompt_tokens=outcome.prompt_tokens,
                 completion_tokens=outcome.completion_tokens,
+                occupation=sample.occupation,
+                band=sample.band,
             ),
         )
 
     def _request(
         self,
+        item_id: str,
         sample: PersonaSample,
         references: list[str],
         correction: str,
@@ -129,6 +138,7 @@ class PersonaStage:
             served_model=self.model_name,
             seed=seed % 2**31,
             grammar=grammar,
+            item_id=item_id,
         )
 
     def _check(
@@ -148,6 +158,14 @@ class PersonaStage:
                 detail="the card is too close to one of the example cards; write a different "
                 "life in your own words",
             )
+        if self.dedup is not None:
+            found = self.dedup.find(self.dedup.signature(card.text, [sample.name]))
+            if found is not None:
+                return Refusal(
+                    reason="dataset_duplicate",
+                    detail=f"the card repeats a card already in the dataset ({found[0]}); "
+                    "write a different life in your own words",
+                )
         return card
 
 

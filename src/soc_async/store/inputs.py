@@ -25,6 +25,10 @@ KIND_NAMES: dict[type, str] = {
 }
 
 
+class _MetaHeader(msgspec.Struct, kw_only=True):
+    model: str = ""
+
+
 class RecordHeader(msgspec.Struct, kw_only=True):
     """The few fields of any record line that resume and status need, decoded cheaply."""
 
@@ -34,10 +38,17 @@ class RecordHeader(msgspec.Struct, kw_only=True):
     stage: str | None = None  # failures
     reason: str | None = None  # failures
     retries: dict[str, int] = {}  # conversations and failures
+    model: str = ""  # conversations
+    meta: _MetaHeader | None = None  # personas and experiences: meta.model
 
     @property
     def item_id(self) -> str:
         return self.chat_id if self.chat_id is not None else self.id or ""
+
+    @property
+    def model_name(self) -> str:
+        """The model that wrote the record ("" for failures and old records)."""
+        return self.model or (self.meta.model if self.meta is not None else "")
 
 
 header_decoder = msgspec.json.Decoder(RecordHeader)

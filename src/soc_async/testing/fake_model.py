@@ -6,6 +6,7 @@ so the arithmetic is tested without a socket.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -41,6 +42,19 @@ class FakeConfig(msgspec.Struct, kw_only=True):
     prefix_cache: bool = True  # count prefix-cache hits (costs a hash per message)
     record: bool = True  # keep a Hit per request in stats.log
     backlog: int = 4096  # listen backlog: thousands of clients connect at once
+
+
+class ReplyError(Exception):
+    """Raised by a reply function to answer with an HTTP error (vLLM's error body).
+
+    Defined here rather than in fake_server so that a reply module sees the same class
+    when the server runs as ``python -m soc_async.testing.fake_server`` (``__main__``).
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def even_faults(rate: float) -> dict[str, float]:
@@ -117,8 +131,12 @@ def exposition(
     prefix_queries: float,
     generation_tokens: float,
     prompt_tokens: float,
+    kv_capacity_tokens: int = 0,
 ) -> str:
-    """A /metrics page in Prometheus text format with vLLM's metric names and labels."""
+    """A /metrics page in Prometheus text format with vLLM's metric names and labels.
+
+    With ``kv_capacity_tokens``, also vLLM's ``vllm:cache_config_info`` (an info gauge
+    whose labels describe the KV cache; like vLLM 0.32's, it has no max_num_seqs)."""
     labels = f'{{engine="0",model_name="{model}"}}'
     rows = [
         ("vllm:num_requests_running", "gauge", "Requests in the model's batch.", running),
@@ -136,4 +154,43 @@ def exposition(
         out.append(f"# HELP {sample} {help_text}")
         out.append(f"# TYPE {sample} {kind}")
         out.append(f"{sample}{labels} {float(value)!r}")
+    if kv_capacity_tokens:
+        block = 16
+        info = (
+            f'block_size="{block}",enable_prefix_caching="True",engine="0",'
+            f'gpu_memory_utilization="0.9",kv_cache_size_tokens="{kv_capacity_tokens}",'
+            f'num_gpu_blocks="{kv_capacity_tokens // block}"'
+        )
+        out.append("# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig")
+        out.append("# TYPE vllm:cache_config_info gauge")
+        out.append(f"vllm:cache_config_info{{{info}}} 1.0")
     return "\n".join(out) + "\n"
+
+
+def completion_body(
+    completion_id: str,
+    model: str,
+    text: str,
+    finish: str,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int,
+) -> dict[str, Any]:
+    """One OpenAI-compatible chat completion, as vLLM's server returns it (the fake and
+    the simulated server answer alike)."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        },
+    }

@@ -30,6 +30,7 @@ import importlib
 import inspect
 import random
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,8 @@ from soc_async.testing.fake_model import (
     FAULT_KINDS,
     FakeConfig,
     PrefixCache,
+    ReplyError,
+    completion_body,
     count_tokens,
     exposition,
     fit_reply,
@@ -56,15 +59,6 @@ Reply = Callable[[dict[str, Any]], str | Awaitable[str]]
 def default_reply(body: dict[str, Any]) -> str:
     """A short fixed answer: enough for transport tests and benchmarks."""
     return "Sure, that works for me."
-
-
-class ReplyError(Exception):
-    """Raised by a reply function to answer with an HTTP error (vLLM's error body)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Hit(msgspec.Struct, array_like=True):
@@ -131,8 +125,9 @@ class FakeServer:
         """Force the next requests' outcomes ("ok", a fault kind, or "400") before the RNG."""
         self._script.extend(outcomes)
 
-    async def start(self) -> None:
-        """Listen on the configured port (0: a free one, kept for :meth:`restart`)."""
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on the configured port (0: a free one, kept for :meth:`restart`), or on
+        ``sock``, a socket already bound and listening."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
@@ -141,7 +136,11 @@ class FakeServer:
         # A short shutdown: stop() should look like a server dying, not draining.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
         await runner.setup()
-        site = web.TCPSite(runner, self.config.host, self.port, backlog=self.config.backlog)
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(runner, sock)
+        else:
+            site = web.TCPSite(runner, self.config.host, self.port, backlog=self.config.backlog)
         try:
             await site.start()
         except BaseException:
@@ -275,25 +274,15 @@ class FakeServer:
         self._counters["prompt"] += prompt
         self._counters["generation"] += completion
         self._serial += 1
-        payload = {
-            "id": f"chatcmpl-{self._serial}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model") or cfg.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": cached},
-            },
-        }
+        payload = completion_body(
+            f"chatcmpl-{self._serial}",
+            body.get("model") or cfg.model,
+            text,
+            finish,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_tokens=cached,
+        )
         return web.Response(body=msgspec.json.encode(payload), content_type="application/json")
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
@@ -318,6 +307,7 @@ class FakeServer:
             prefix_queries=c["prefix_queries"],
             generation_tokens=c["generation"],
             prompt_tokens=c["prompt"],
+            kv_capacity_tokens=self.config.kv_capacity_tokens,
         )
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 

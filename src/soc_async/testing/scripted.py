@@ -8,10 +8,20 @@ them, drawing its words from a seeded RNG so cards do not look alike.
 
 ``ScriptedWriter(error_rate=...)`` also writes a broken reply now and then (a wrong state
 line, time running backwards, a missing section) so tests can watch the retries work.
+``ScriptedWriter(rich=True)`` writes cards and experiences as long as the hand-written
+seeds (sections of several sentences, three to five traits and example messages, a
+two-paragraph narrative), the way a real model does, for figures of a default run.
+
+Experiences follow the prompt's start (the weekday and time are written into the
+narrative) and name the people their instant events happen to: by first name, full name
+or possessive, some events naming neither and a few naming both, so runs can check that
+an event never reaches the persona it does not name. The first turn opens inside the
+window the prompt gives.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from datetime import date, datetime, timedelta
@@ -50,12 +60,44 @@ _CHAT = (
 )
 
 
+_SYLLABLES = (
+    "ba", "ko", "ri", "ta", "mu", "le", "so", "vi", "na", "de", "po", "ka", "lu", "mi",
+    "ro", "sa", "te", "vo", "ni", "da", "pe", "ku", "li", "mo", "ra", "si", "to", "ve",
+)  # fmt: skip
+
+
+def _pseudo(rng: random.Random) -> str:
+    """A made-up proper name ("Korima"): sentences built around two of them share few
+    word 3-grams, so scripted cards are not near-duplicates of each other."""
+    return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+
+
 def _sentence(rng: random.Random) -> str:
-    words = rng.sample(_WORDS, 4)
-    return (
-        f"{words[0].capitalize()} {rng.choice(_VERBS)} the {words[1]} and the {words[2]} "
-        f"near the {words[3]}."
-    )
+    words = rng.sample(_WORDS, 2)
+    return f"{_pseudo(rng)} {rng.choice(_VERBS)} the {words[0]} near {_pseudo(rng)} {words[1]}."
+
+
+def _first(name: str) -> str:
+    return name.split()[0] if name.split() else name
+
+
+# Instant events by whom they name: {a}/{b} a first name, {A}/{B} a full name.
+_EVENTS_ONE = (
+    "{a}'s phone battery drops to five percent",
+    "A delivery arrives for {A} and needs a signature",
+    "{a}'s neighbour starts drilling through the wall",
+    "Someone knocks on {a}'s door to borrow a ladder",
+    "{a} gets a call from the dentist about moving an appointment",
+    "The bus {a} is on goes into a tunnel and the signal drops",
+    "{A}'s manager asks for a quick hand with a spreadsheet",
+    "A friend sends {a} a meme in another chat",
+)
+_EVENTS_NONE = (
+    "The wifi drops for a minute",
+    "A loud thunderstorm starts outside",
+    "The power flickers and comes back",
+)
+_EVENTS_BOTH = ("{a} and {b} both get the same group chat notification",)
 
 
 def _field(prompt: str, label: str) -> str:
@@ -66,15 +108,19 @@ def _field(prompt: str, label: str) -> str:
 class ScriptedWriter:
     """Callable as the fake server's reply function: ``model(body) -> text``."""
 
-    def __init__(self, *, seed: int = 0, error_rate: float = 0.0) -> None:
+    def __init__(self, *, seed: int = 0, error_rate: float = 0.0, rich: bool = False) -> None:
         self._rng = random.Random(seed)
         self.error_rate = error_rate
+        self.rich = rich
 
     def __call__(self, body: dict[str, Any]) -> str:
         messages = body.get("messages") or []
         system = messages[0].get("content", "") if messages else ""
         user = messages[-1].get("content", "") if messages else ""
         broken = self._rng.random() < self.error_rate
+        schema = (body.get("structured_outputs") or {}).get("json")
+        if isinstance(schema, dict):
+            return self.json_reply(schema, broken)
         if "Write the <character> card for" in user:
             return self.persona(user, broken)
         if "Write the <experience> for" in user:
@@ -85,31 +131,69 @@ class ScriptedWriter:
             return self.turn(user, broken)
         return "ok"
 
+    def json_reply(self, schema: dict[str, Any], broken: bool) -> str:
+        """An object that follows a flat JSON schema (the report's judge asks for one):
+        integers drawn within their bounds, strings one short line. Broken: an integer
+        past its maximum."""
+        rng = self._rng
+        out: dict[str, Any] = {}
+        for name, spec in (schema.get("properties") or {}).items():
+            kind = spec.get("type")
+            if kind == "integer":
+                lo, hi = int(spec.get("minimum", 0)), int(spec.get("maximum", 10))
+                out[name] = rng.randint(max(lo, hi - 3), hi)
+            elif kind == "string":
+                out[name] = f"the {rng.choice(_WORDS)} part feels {rng.choice(_VERBS)} it"
+            else:
+                out[name] = None
+        if broken:
+            numbers = [k for k, v in out.items() if isinstance(v, int)]
+            if numbers:
+                name = rng.choice(numbers)
+                out[name] = int(schema["properties"][name].get("maximum", 10)) + 2
+        return json.dumps(out)
+
     def persona(self, prompt: str, broken: bool) -> str:
         rng = self._rng
+        occupation = _field(prompt, "Occupation") or f"works at the {rng.choice(_WORDS)}"
         lines = [
             "<character>",
             "**Basic Information**",
             f"**Name:** {_field(prompt, 'Name')}",
             f"**Age:** {_field(prompt, 'Age')}",
             f"**Location:** {_field(prompt, 'Location')}",
-            f"**Occupation:** works at the {rng.choice(_WORDS)} {rng.choice(_WORDS)}",
-            "",
         ]
+        if self.rich:
+            lines.append(f"**Pronouns:** {rng.choice(['she/her', 'he/him'])}")
+        lines += [f"**Occupation:** {occupation}", ""]
         sections = list(_SECTIONS)
         if broken:
             sections.remove(rng.choice(sections))
         for section in sections:
             lines.append(f"**{section}**")
-            lines.append(" ".join(_sentence(rng) for _ in range(rng.randint(3, 6))))
+            lines.append(self._section_text(section))
             lines.append("")
-        lines.append("</character>")
+        lines[-1] = "</character>"  # the last section closes the card, as the grammar has it
         return "\n".join(lines)
+
+    def _section_text(self, section: str) -> str:
+        rng = self._rng
+        if not self.rich:
+            return " ".join(_sentence(rng) for _ in range(rng.randint(3, 6)))
+        if section == "Core Traits":
+            return "\n".join(f"- {_sentence(rng)}" for _ in range(rng.randint(3, 5)))
+        if section == "Example Messages":
+            lines = (", ".join(rng.sample(_CHAT, 3)) for _ in range(rng.randint(3, 5)))
+            return "\n".join(f'- "{line}"' for line in lines)
+        low, high = (8, 11) if section == "Physical & Lifestyle" else (4, 6)
+        return " ".join(_sentence(rng) for _ in range(rng.randint(low, high)))
 
     def experience(self, prompt: str, broken: bool) -> str:
         rng = self._rng
         match = re.search(r"Write the <experience> for (.+?) and (.+?)\.\s", prompt)
         a, b = (match.group(1), match.group(2)) if match else ("A", "B")
+        when = re.search(r"The chat starts on (\w+), (.+?), at (\d\d:\d\d)", prompt)
+        weekday, day, at = when.groups() if when else ("Monday", "a day", "12:00")
         hint = re.search(r"make this one (freeform|semi-structured|structured)", prompt)
         style = hint.group(1) if hint else rng.choice(["structured", "semi-structured"])
         cadence = rng.choice(["realtime", "delayed", "async"])
@@ -127,16 +211,31 @@ class ScriptedWriter:
         initial = f"{titles[0]}; {budgets[0]}; {nxt}"
         if broken:
             initial = f"{titles[-1]}; 9; end"
-        events = [f"- {_sentence(rng)}" for _ in range(rng.randint(2, 4))]
+        events = [f"- {self._event(a, b)}" for _ in range(rng.randint(2, 4))]
+        sentences = (7, 11) if self.rich else (3, 3)
+        narrative = [
+            f"{a} and {b} know each other from the {rng.choice(_WORDS)} group. "
+            + " ".join(_sentence(rng) for _ in range(rng.randint(*sentences)))
+        ]
+        today = f"It is {weekday}, {day}, and the clock shows {at} for whoever writes first."
+        if self.rich:
+            narrative.append(
+                today + " " + " ".join(_sentence(rng) for _ in range(rng.randint(3, 5)))
+            )
+        else:
+            narrative[0] += " " + today
+        opener = rng.choice([a, b])
+        opens = rng.choice([f"Opens: {opener}", f"Opens: {_first(opener)}", None])
+        if opens and _first(a) == _first(b):
+            opens = f"Opens: {opener}"
         return "\n".join(
             [
                 "<experience>",
-                f"{a} and {b} know each other from the {rng.choice(_WORDS)} group. "
-                + " ".join(_sentence(rng) for _ in range(3)),
+                "\n\n".join(narrative),
                 "",
                 f"Conversation style: {style}",
                 f"Message cadence: {cadence} (as it happens)",
-                f"Opens: {rng.choice([a, b])}",
+                *([opens] if opens else []),
                 "",
                 "The conversation will likely cover the following topics:",
                 *topics,
@@ -149,16 +248,36 @@ class ScriptedWriter:
             ]
         )
 
+    def _event(self, a: str, b: str) -> str:
+        """An instant event naming one of the two (four times in five), neither or both."""
+        rng = self._rng
+        draw = rng.random()
+        if draw < 0.8:
+            who, other = (a, b) if rng.random() < 0.5 else (b, a)
+            template = rng.choice(_EVENTS_ONE)
+            return template.format(a=_first(who), A=who, b=_first(other), B=other)
+        template = rng.choice(_EVENTS_NONE if draw < 0.95 else _EVENTS_BOTH)
+        return template.format(a=_first(a), A=a, b=_first(b), B=b)
+
     def turn(self, prompt: str, broken: bool) -> str:
         rng = self._rng
         state = _field(prompt, "State line")
         last = re.search(r"The last message was at (\d\d:\d\d) on (\d\d\.\d\d)\.", prompt)
-        start = re.search(r"The chat starts on (\d\d\.\d\d)", prompt)
+        opening = re.search(
+            r"falls between (\d\d:\d\d) on (\d\d\.\d\d) and (\d\d:\d\d) on (\d\d\.\d\d)",
+            prompt,
+        )
+        first: datetime | None = None  # the first message's stamp, on the chat's first turn
         if last:
             clock = _stamp(last.group(1), last.group(2))
+        elif opening:
+            opens, closes = _stamp(*opening.group(1, 2)), _stamp(*opening.group(3, 4))
+            if closes < opens:  # across new year
+                closes = closes.replace(year=closes.year + 1)
+            span = int((closes - opens).total_seconds() // 60)
+            first = clock = opens + timedelta(minutes=rng.randint(0, min(10, span)))
         else:
-            day = start.group(1) if start else "01.01"
-            clock = _stamp(f"{rng.randint(7, 20):02d}:{rng.randint(0, 59):02d}", day)
+            clock = _stamp(f"{rng.randint(7, 20):02d}:{rng.randint(0, 59):02d}", "01.01")
         ending = "Every topic is spent" in prompt and rng.random() < 0.7
         if broken:
             kind = rng.choice(["state", "clock", "type"])
@@ -170,8 +289,9 @@ class ScriptedWriter:
         if ending:
             out.append("<predefined_topics_exhausted/>")
         out.append("</state>")
-        for _ in range(rng.randint(1, 3)):
-            clock += timedelta(minutes=rng.randint(0, 4))
+        for k in range(rng.randint(1, 3)):
+            if not (k == 0 and first is not None):
+                clock += timedelta(minutes=rng.randint(0, 4))
             kind = "text" if rng.random() < 0.85 else rng.choice(["image", "sticker", "audio"])
             if broken and rng.random() < 0.3:
                 kind = "gif"
@@ -195,6 +315,43 @@ def _stamp(t: str, d: str) -> datetime:
 
 reply = ScriptedWriter()
 """The default instance for ``--reply soc_async.testing.scripted:reply``: never broken."""
+
+rich = ScriptedWriter(seed=11, rich=True)
+"""Seed-length cards and experiences, never broken: ``scripted:rich``."""
+
+
+class GrammarChecked:
+    """A reply function that answers as ``writer`` does, and refuses (HTTP 422) any reply
+    the request's grammar would not have allowed.
+
+    A real vLLM server cannot return such a reply: its grammar shapes every token. The
+    fake server can, so a run against this wrapper shows whether the grammars a config
+    sends would cut or forbid what a model writes (``request:http_422`` failures, or
+    none). Checking costs a grammar compile per request (about 20 ms for a turn).
+    """
+
+    def __init__(self, writer: ScriptedWriter) -> None:
+        self.writer = writer
+        self.checked = 0
+        self.refused = 0
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        from xgrammar.testing import _is_grammar_accept_string
+
+        from soc_async.testing.fake_model import ReplyError
+
+        text = self.writer(body)
+        grammar = (body.get("structured_outputs") or {}).get("grammar")
+        if grammar:
+            self.checked += 1
+            if not _is_grammar_accept_string(grammar, text):
+                self.refused += 1
+                raise ReplyError(422, "the reply is not accepted by the request's grammar")
+        return text
+
+
+rich_checked = GrammarChecked(rich)
+"""``scripted:rich`` under its requests' grammars: ``scripted:rich_checked``."""
 
 flaky = ScriptedWriter(seed=7, error_rate=0.1)
 """Breaks about one reply in ten, for tests of the retries: ``scripted:flaky``."""

@@ -1,0 +1,110 @@
+"""``soc-async report DIR``: the dataset measured, as report.html and report.json."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from soc_async.commands.options import add_server_options, add_verbose
+from soc_async.errors import EXIT_OK, InputError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="measure a run directory's dataset: report.html and report.json",
+        description=(
+            "Read a run directory (or a merged one), streaming its files, and write "
+            "report.html (self-contained) and report.json: counts and failures, rules, "
+            "demographics, experiences, chat shape, naturalness, duplicates, archetype "
+            "drift, and with --judge a sample scored by the served model. docs/report.md "
+            "explains every figure."
+        ),
+    )
+    p.add_argument("dir", metavar="DIR", help="a run directory, or one written by merge")
+    p.add_argument("--out", metavar="FILE", help="the HTML report (default: DIR/report.html)")
+    p.add_argument("--json", metavar="FILE", help="the JSON report (default: DIR/report.json)")
+    p.add_argument(
+        "--judge",
+        type=int,
+        default=0,
+        metavar="N",
+        help="score N sampled conversations with the served model (judge.jsonl beside "
+        "the report keeps verdicts: a rerun judges only what is missing)",
+    )
+    p.add_argument("--judge-seed", type=int, default=0, metavar="S", help="the sample's seed")
+    p.add_argument(
+        "--compare",
+        metavar="B",
+        help="print the differences that matter against B: a report.json or a run directory",
+    )
+    add_server_options(p)
+    add_verbose(p)
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from soc_async.report import build_report, render, write_report
+
+    run_dir = Path(args.dir)
+    html = Path(args.out) if args.out else run_dir / "report.html"
+    json_path = Path(args.json) if args.json else run_dir / "report.json"
+    if args.judge < 0:
+        raise InputError(f"--judge {args.judge}: expected a number of conversations >= 0")
+    judge = _judge(args, run_dir, html.parent) if args.judge else None
+    report = build_report(run_dir, judge=judge)
+    write_report(report, html=html, json=json_path)
+    rules = report.rules.conversations
+    print(
+        f"{html} and {json_path}: {report.counts.conversations:,} conversations, "
+        f"{rules.hits:,} of {rules.total:,} pass every rule"
+        + (f"; {judge.judged} judged" if judge is not None else "")
+    )
+    if args.compare:
+        other = _other(Path(args.compare))
+        mine = msgspec.json.decode(msgspec.json.encode(report))
+        print(render(mine, other, (str(run_dir), args.compare)))
+    return EXIT_OK
+
+
+def _judge(args: argparse.Namespace, run_dir: Path, where: Path) -> Any:
+    from soc_async import config as config_mod
+    from soc_async.app import with_gateway
+    from soc_async.report.judging import JUDGE_FILE, JudgeStore, judge_sample
+    from soc_async.store import CONFIG, read_identity
+
+    read_identity(run_dir)  # a RunDirError before any server starts
+    path = args.config or (run_dir / CONFIG if (run_dir / CONFIG).is_file() else None)
+    cfg = config_mod.override(
+        config_mod.load(path), {"endpoints": args.endpoint, "model": args.model}
+    )
+    store = JudgeStore(where / JUDGE_FILE)
+    return with_gateway(
+        cfg,
+        lambda gateway: judge_sample(gateway, run_dir, store, n=args.judge, seed=args.judge_seed),
+    )
+
+
+def _other(path: Path) -> dict[str, Any]:
+    """The report to compare with: a report.json, or a run directory measured now."""
+    import msgspec
+
+    from soc_async.report import build_report
+
+    if path.is_dir():
+        return msgspec.json.decode(msgspec.json.encode(build_report(path)))
+    try:
+        data = msgspec.json.decode(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(f"--compare {path}: no such file or directory") from None
+    except msgspec.DecodeError as exc:
+        raise InputError(f"--compare {path}: not a report.json ({exc})") from exc
+    if not isinstance(data, dict) or "meta" not in data:
+        raise InputError(f"--compare {path}: not a report.json (no meta)")
+    return data
+
+
+__all__ = ["handle", "register"]

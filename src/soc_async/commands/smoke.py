@@ -1,0 +1,59 @@
+"""``soc-async smoke``: one engine on one GPU, 50 conversations, a short sweep, the figures."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+from typing import Any
+
+from soc_async.commands.options import add_verbose
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "smoke",
+        help="try a model on one GPU: a short run and sweep, tokens/s and concurrency",
+        description="Start one vLLM engine for --model on one GPU, run a small generation "
+        "against it and a short bench sweep up to the engine's batch size, then print "
+        "tokens/s, the prefix-cache hit rate and the recommended concurrency (about 10 "
+        "minutes for an 8B model on an H100). Arguments after -- go to vLLM.",
+    )
+    p.add_argument("--model", required=True, help="a Hugging Face name (downloaded) or a path")
+    p.add_argument("--out", default="runs/smoke", metavar="DIR", help="where files go")
+    p.add_argument("--gpus", metavar="IDS", help="devices (default: the first visible GPU)")
+    p.add_argument("--tp", type=int, metavar="N", help="tensor-parallel size (default: layout)")
+    p.add_argument("--chats", type=int, default=50, metavar="N", help="conversations (50)")
+    p.add_argument("--max-turns", type=int, default=12, metavar="N", help="per chat (12)")
+    p.add_argument("--sweep", metavar="N,N,...", help="default: 16,64,256,... up to the batch")
+    p.add_argument("--bench-turns", type=int, default=4, metavar="N", help="per bench chat (4)")
+    p.add_argument("--vllm-cmd", metavar="CMD", help='how vLLM starts, e.g. "vllm serve"')
+    p.add_argument("--budget-s", type=float, default=600.0, help="time the smoke should take")
+    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- extra vLLM arguments")
+    add_verbose(p)
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from soc_async.bench.session import parse_concurrency
+    from soc_async.errors import EXIT_OK
+    from soc_async.smoke import render, run_smoke
+
+    report = run_smoke(
+        args.model,
+        Path(args.out),
+        gpus=args.gpus,
+        tp=args.tp,
+        conversations=args.chats,
+        max_turns=args.max_turns,
+        sweep=parse_concurrency(args.sweep) if args.sweep else None,
+        bench_turns=args.bench_turns,
+        extra_args=[a for a in args.vllm_args if a != "--"],
+        command=shlex.split(args.vllm_cmd) if args.vllm_cmd else None,
+    )
+    print(render(report, budget_s=args.budget_s), flush=True)
+    print(f"wrote {Path(args.out) / 'smoke.json'}", flush=True)
+    return EXIT_OK
+
+
+__all__ = ["handle", "register"]

@@ -1,0 +1,98 @@
+"""One pass over each file of a run directory, every figure fed as the records stream.
+
+Personas first (the checks of the later files need their ids and names, the pairing
+figure their regions), then experiences, conversations and failures. Nothing holds a
+whole file: what is kept grows with the number of personas (ids, names, regions), with
+the experiences that set their own start date, and by about 320 bytes per item for the
+near-duplicate signatures; everything else is counts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from soc_async.records import Conversation, Experience, Failure, Persona
+from soc_async.report.adherence import RulesFigure
+from soc_async.report.counts import CountsFigure
+from soc_async.report.demographics import DemographicsFigure
+from soc_async.report.drift import DriftFigure
+from soc_async.report.duplicates import DuplicatesFigure
+from soc_async.report.experience_mix import ExperienceMixFigure
+from soc_async.report.glance import glance
+from soc_async.report.model import JudgeSection, Meta, Report
+from soc_async.report.naturalness import NaturalnessFigure
+from soc_async.report.shape import ShapeFigure
+from soc_async.report.source import RunSource, soc_async_version
+from soc_async.store import CONVERSATIONS, EXPERIENCES, FAILURES, PERSONAS
+
+__all__ = ["build_report"]
+
+
+def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Report:
+    """The report of the run directory at ``path`` (``judge``: a judged sample's
+    section, made beforehand by :mod:`.judge`)."""
+    src = RunSource.open(path)
+    cfg = src.config
+    counts = CountsFigure()
+    rules = RulesFigure(cfg)
+    demo = DemographicsFigure(cfg.persona, cfg.experience)
+    mix = ExperienceMixFigure()
+    shape = ShapeFigure(cfg.chat)
+    natural = NaturalnessFigure()
+    dups = DuplicatesFigure()
+    drift = DriftFigure()
+
+    for p in src.records(PERSONAS, Persona):
+        counts.persona(p)
+        rules.persona(p)
+        demo.persona(p)
+        dups.persona(p)
+        drift.persona(p)
+    for e in src.records(EXPERIENCES, Experience):
+        counts.experience(e)
+        rules.experience(e)
+        demo.experience(e)
+        mix.experience(e)
+        dups.experience(e)
+    for c in src.records(CONVERSATIONS, Conversation):
+        counts.conversation(c)
+        rules.conversation(c)
+        shape.conversation(c)
+        natural.conversation(c)
+        dups.conversation(c)
+    for f in src.records(FAILURES, Failure):
+        counts.failure(f)
+
+    targets = {
+        "personas": cfg.targets.personas,
+        "experiences": cfg.targets.experiences,
+        "chats": cfg.targets.chats,
+    }
+    meta = Meta(
+        soc_async_version=soc_async_version(),
+        generated=datetime.now(UTC).isoformat(timespec="seconds"),
+        run_dir=str(src.path),
+        seed=src.identity.seed,
+        shard=src.identity.shard,
+        run_key=src.identity.key,
+        merged=src.merged,
+        config_hash=src.config_hash,
+        config_source=src.config_source,
+        torn_lines=list(dict.fromkeys(src.torn)),
+    )
+    report = Report(
+        meta=meta,
+        glance=[],
+        counts=counts.result(targets),
+        rules=rules.result(),
+        demographics=demo.result(),
+        experiences=mix.result(),
+        shape=shape.result(),
+        naturalness=natural.result(),
+        duplicates=dups.result(),
+        drift=drift.result(),
+        judge=judge,
+    )
+    report.glance = glance(report)
+    return report

@@ -1,0 +1,164 @@
+"""The ModelGateway the stages call: each request to the servers of its model, in-flight
+bounds sized per engine, replies without thinking, the chat-template switches sent per
+call kind, and endpoints not yet ready."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from soc_async import config as config_mod
+from soc_async.gateway import DEFAULT_PER_ENGINE, ModelGateway, engine_limits, with_endpoints_file
+from soc_async.llm.metrics import EngineInfo
+from soc_async.llm.readiness import EndpointsFile, ServedEngine
+from soc_async.llm.types import ChatRequest
+from soc_async.progress import RunCounters
+
+
+def config(*urls: str, **changes: Any) -> config_mod.RunConfig:
+    base = {"endpoints": list(urls), "client.ready_timeout_s": 2.0, **changes}
+    return config_mod.override(config_mod.RunConfig(), base)
+
+
+def ask(text: str = "hi") -> ChatRequest:
+    return ChatRequest(messages=[{"role": "user", "content": text}], max_tokens=16)
+
+
+def test_limits_come_from_the_config_then_the_server_then_the_default() -> None:
+    """per_engine wins; else a batch size the server reports; else 256."""
+    urls = ["http://a:1", "http://b:2"]
+    reported = {"http://a:1": EngineInfo(max_num_seqs=1024), "http://b:2": EngineInfo()}
+    assert engine_limits(urls, 64, reported) == {"http://a:1": 64, "http://b:2": 64}
+    assert engine_limits(urls, None, reported) == {
+        "http://a:1": 1024,
+        "http://b:2": DEFAULT_PER_ENGINE,
+    }
+
+
+def test_an_endpoints_file_brings_its_batch_size_and_priority() -> None:
+    """The engines of `soc-async serve` become the endpoints, their max_num_seqs the
+    per-engine bound (unless set), and priority is sent when they all schedule by it."""
+    served = EndpointsFile(
+        model="m",
+        engines=[
+            ServedEngine(url="http://127.0.0.1:8000", max_num_seqs=1024, priority=True),
+            ServedEngine(url="http://127.0.0.1:8010", max_num_seqs=1024, priority=True),
+        ],
+    )
+    out = with_endpoints_file(config(), served)
+    assert out.endpoints == ["http://127.0.0.1:8000", "http://127.0.0.1:8010"]
+    assert out.concurrency.per_engine == 1024 and out.client.send_priority
+    kept = with_endpoints_file(config(**{"concurrency.per_engine": 100}), served)
+    assert kept.concurrency.per_engine == 100
+
+
+async def test_the_total_bound_is_the_sum_of_the_engines(fake_server) -> None:
+    """Two engines and no concurrency.max: the run may keep 2 x per_engine in flight; the
+    router knows each engine's bound; the limiter never starts above the total."""
+    a, b = await fake_server(), await fake_server()
+    cfg = config(a.url, b.url, **{"concurrency.per_engine": 12, "concurrency.initial": 32})
+    async with ModelGateway(cfg, RunCounters()) as engine:
+        assert engine.config.concurrency.max == 24
+        assert engine.limiter.capacity == 24
+        assert engine.controller is not None and engine.controller.bounds.max == 24
+        pool = engine._by_kind["turn"].pool
+        assert [ep.limit for ep in pool.endpoints] == [12, 12]
+
+
+async def test_without_any_size_each_engine_gets_the_default(fake_server) -> None:
+    """The fake server, like vLLM 0.32, does not export its batch size: 256 each."""
+    a, b, c = await fake_server(), await fake_server(), await fake_server()
+    async with ModelGateway(config(a.url, b.url, c.url), RunCounters()) as engine:
+        assert engine.config.concurrency.max == 3 * DEFAULT_PER_ENGINE
+        assert set(engine.limits.values()) == {DEFAULT_PER_ENGINE}
+
+
+async def test_thinking_is_stripped_and_counted(fake_server) -> None:
+    """A reply that starts with a <think> block reaches the stage without it."""
+    server = await fake_server(reply=lambda body: "<think>\nplan the card\n</think>\n\nAnswer.")
+    stats = RunCounters()
+    async with ModelGateway(config(server.url), stats) as engine:
+        reply = await engine.complete("summary", ask())
+        again = await engine.complete("turn", ask())
+    assert reply.text == again.text == "Answer."
+    assert stats.thinking_stripped == 2
+    assert stats.snapshot().thinking_stripped == 2
+
+
+async def test_chat_template_kwargs_are_sent_per_call_kind(fake_server) -> None:
+    """Thinking is switched off by default for every kind; a kind's own table wins."""
+    bodies: dict[str, dict[str, Any]] = {}
+
+    def reply(body: dict[str, Any]) -> str:
+        bodies[body["messages"][0]["content"]] = body
+        return "ok"
+
+    server = await fake_server(reply=reply)
+    cfg = config(server.url, **{"calls.summary.chat_template_kwargs": {"enable_thinking": True}})
+    async with ModelGateway(cfg, RunCounters()) as engine:
+        await engine.complete("turn", ask("turn"))
+        await engine.complete("summary", ask("summary"))
+    assert bodies["turn"]["chat_template_kwargs"] == {"enable_thinking": False}
+    assert bodies["summary"]["chat_template_kwargs"] == {"enable_thinking": True}
+
+
+async def test_an_endpoint_not_ready_in_time_is_left_out_until_it_answers(fake_server) -> None:
+    """One server answers, the other never listens: after ready_timeout_s the run starts
+    on the first, every request goes there."""
+    up = await fake_server()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    cfg = config(up.url, dead, **{"client.ready_timeout_s": 0.3})
+    async with ModelGateway(cfg, RunCounters()) as engine:
+        for i in range(4):
+            reply = await engine.complete("turn", ask(), affinity=f"chat-{i}")
+            assert reply.endpoint == up.url
+
+
+@pytest.mark.parametrize("ready_timeout", [0.0])
+async def test_no_endpoint_ready_fails_before_the_first_request(ready_timeout: float) -> None:
+    from soc_async.errors import ServerError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(ServerError, match="no server ready"):
+        async with ModelGateway(
+            config(dead, **{"client.ready_timeout_s": ready_timeout}), RunCounters()
+        ):
+            pass
+
+
+async def test_a_model_with_its_own_endpoints_is_served_there(fake_server) -> None:
+    """Model "b" names its own server: its requests go there; model "a" (no endpoints of
+    its own) and other kinds go to the kind's, else the run's, servers."""
+    main = await fake_server(reply=lambda body: f"from main as {body['model']}")
+    other = await fake_server(reply=lambda body: f"from other as {body['model']}")
+    config = config_mod.from_dict(
+        {
+            "endpoints": [main.url],
+            "model": "a",
+            "concurrency": {"fixed": 4},
+            "calls": {
+                "persona": {
+                    "models": [
+                        {"name": "a", "weight": 1},
+                        {"name": "b", "weight": 1, "endpoints": [other.url]},
+                    ]
+                }
+            },
+        }
+    )
+    async with ModelGateway(config, RunCounters()) as gateway:
+        replies = {}
+        for kind, model in (("persona", "a"), ("persona", "b"), ("turn", "b"), ("turn", "a")):
+            request = ChatRequest(messages=[{"role": "user", "content": "hi"}], model=model)
+            replies[(kind, model)] = (await gateway.complete(kind, request)).text
+    assert replies[("persona", "a")] == "from main as a"
+    assert replies[("persona", "b")] == "from other as b"
+    assert replies[("turn", "b")] == "from main as b"  # turns list no models: kind's servers
+    assert replies[("turn", "a")] == "from main as a"
+    assert other.stats.received == 1 and main.stats.received == 3
