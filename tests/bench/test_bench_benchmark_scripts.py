@@ -64,3 +64,15 @@ def test_scale_fake_runs_small(tmp_path: Path) -> None:
     assert figures["client_cpu_ms_per_request"] > 0 and figures["requests_per_s"] > 0
     assert figures["peak_rss_mib"] >= figures["rss_before_mib"] > 0
     assert 1 <= figures["peak_live_conversations"] <= 12
+
+
+def test_calibrate_abba_parses_its_arguments() -> None:
+    """The ABBA calibration script imports and describes itself (running it needs vLLM)."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "calibrate_abba.py"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert "--order" in result.stdout and "vLLM's own benchmark" in result.stdout

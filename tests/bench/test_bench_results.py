@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
+from rich.console import Console
 
 from soc_async.bench.metrics import CounterDelta, Histogram
 from soc_async.bench.recording import RequestSample
-from soc_async.bench.report import CSV_COLUMNS, csv_rows, recommendation_text
+from soc_async.bench.report import CSV_COLUMNS, csv_rows, recommendation_text, render_table
 from soc_async.bench.results import (
     BenchResult,
     BenchSettings,
@@ -110,3 +112,76 @@ def test_csv_rows_one_per_phase_with_ratios() -> None:
     assert rows[2]["vs_best_fixed"] == pytest.approx(1.0)
     assert rows[2]["concurrency"] == "" and rows[0]["ttft_p50_s"] == ""
     assert "recommended concurrency: 1" in recommendation_text(result)
+
+
+def test_phase_result_steady_window_from_send_and_end_times() -> None:
+    """Samples carry when each request ended; the steady window is taken under the
+    phase's fixed limit, and not for the adaptive run."""
+
+    def timed(end: float, latency: float, completion: int) -> RequestSample:
+        return msgspec.structs.replace(sample(completion=completion, latency=latency), end_s=end)
+
+    samples = [timed(2.0, 2.0, 20), timed(2.0, 2.0, 20), timed(4.0, 2.0, 20), timed(5.0, 3.0, 30)]
+    r = phase_result("ceiling", 2, samples, errors=0, duration_s=5.0, server=None, ttft=None)
+    assert r.steady_s == pytest.approx(4.0)  # two in flight from 0 to 4 s
+    assert r.steady_tokens_per_s == pytest.approx((20 + 20 + 20 + 30 * 2 / 3) / 4.0)
+    assert r.occupancy == pytest.approx(1.0)
+    assert r.requests_by_kind == {"turn": 4}
+    adaptive = phase_result("adaptive", None, samples, errors=0, duration_s=5.0, server=None,
+                            ttft=None)  # fmt: skip
+    assert adaptive.steady_tokens_per_s is None
+
+
+def steady(p: PhaseResult, rate: float, variant: str = "") -> PhaseResult:
+    return msgspec.structs.replace(p, steady_tokens_per_s=rate, variant=variant)
+
+
+def test_summarize_against_the_reference_and_over_steady_windows() -> None:
+    """Pipeline and ceiling over vLLM's benchmark at the same value, whole and steady;
+    the breakdown's variant phases never stand in for the sweep's own."""
+    phases = [
+        steady(phase("pipeline", 8, 30), 33),
+        steady(phase("ceiling", 8, 38), 40),
+        steady(phase("reference", 8, 40), 41),
+        steady(phase("pipeline", 8, 45), 50, "no-grammar"),
+        steady(phase("ceiling", 8, 10), 10, "spread"),
+    ]
+    (point,) = summarize(phases).points
+    assert point.pipeline_tokens_per_s == 30 and point.ceiling_tokens_per_s == 38
+    assert point.reference_tokens_per_s == 40
+    assert point.vs_reference == pytest.approx(0.75)
+    assert point.ceiling_vs_reference == pytest.approx(0.95)
+    assert point.steady_ratio == pytest.approx(33 / 40)
+    assert point.steady_vs_reference == pytest.approx(33 / 41)
+    assert point.steady_ceiling_vs_reference == pytest.approx(40 / 41)
+
+
+def test_csv_and_table_carry_the_reference() -> None:
+    """bench.csv's vs_reference for pipeline and ceiling rows (steady too); the table
+    gets ref, p/ref and c/ref columns, and the notes go under it."""
+    phases = [
+        steady(phase("pipeline", 8, 30), 33),
+        steady(phase("ceiling", 8, 38), 40),
+        steady(phase("reference", 8, 40), 41),
+    ]
+    result = BenchResult(
+        settings=BenchSettings(concurrency=[8], reference=True),
+        config={},
+        environment={},
+        phases=phases,
+        summary=summarize(phases),
+        notes=["synthetic prompt lengths are fitted, not exact (/tokenize: HTTP 404)"],
+    )
+    rows = csv_rows(result)
+    assert rows[0]["vs_reference"] == pytest.approx(0.75)
+    assert rows[1]["vs_reference"] == pytest.approx(0.95)
+    assert rows[2]["vs_reference"] == "" and rows[2]["phase"] == "reference"
+    assert rows[0]["steady_vs_ceiling"] == pytest.approx(33 / 40)
+    assert rows[0]["steady_vs_reference"] == pytest.approx(33 / 41)
+    console = Console(width=200, record=True)
+    console.print(render_table(result))
+    text = console.export_text()
+    assert "p/ref" in text and "c/ref" in text and "0.75" in text and "0.95" in text
+    lines = recommendation_text(result)
+    assert "steady windows (no tail) at C=8: pipeline/ceiling 0.82" in lines
+    assert "note: synthetic prompt lengths are fitted" in lines

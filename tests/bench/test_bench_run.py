@@ -11,10 +11,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from soc_async import config as config_mod
-from soc_async.bench import session
-from soc_async.bench.report import CSV_COLUMNS, write_reports
+from soc_async.bench import reference, session
+from soc_async.bench.report import CSV_COLUMNS, render_breakdown, write_reports
 from soc_async.bench.results import BenchSettings
 from soc_async.bench.runner import run_bench
 from soc_async.commands import bench as bench_command
@@ -166,3 +167,70 @@ def test_unreachable_endpoint_is_a_server_error(tmp_path: Path) -> None:
     with pytest.raises(ServerError):
         session.run(parse(argv), live=False)
     assert not (tmp_path / "b").exists()
+
+
+def no_vllm_benchmark(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes vLLM's benchmark module fail to import, as on a machine without vLLM."""
+    monkeypatch.setitem(sys.modules, reference.MODULE, None)
+
+
+async def test_reference_and_breakdown_without_vllm(
+    fake_server: FakeServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With vLLM's benchmark missing, --reference is one note and the sweep runs on; the
+    breakdown's phases (no grammar, the pipeline's spread) follow each ceiling, and the
+    loss ladder starts at the ceiling."""
+    no_vllm_benchmark(monkeypatch)
+    server = await fake_server(reply=ScriptedWriter(seed=1), ttft_s=0.002, tpot_s=0.0002)
+    config = config_mod.override(
+        config_mod.RunConfig(), {"endpoints": [server.url], "chat.max_turns": 2}
+    )
+    settings = BenchSettings(
+        concurrency=[2], conversations=2, max_turns=2, adaptive=False, reference=True,
+        breakdown=True,
+    )  # fmt: skip
+    result = await run_bench(config, settings)
+
+    assert [(p.phase, p.variant) for p in result.phases] == [
+        ("pipeline", ""), ("ceiling", ""), ("ceiling", "spread"),
+        ("pipeline", "no-grammar"), ("ceiling", "no-grammar"),
+    ]  # fmt: skip
+    (missing,) = [n for n in result.notes if n.startswith("no reference phase")]
+    assert reference.MODULE in missing
+    assert any("fitted, not exact" in n for n in result.notes)  # the fake has no /tokenize
+    assert result.summary.points[0].reference_tokens_per_s is None
+    pipe, ceil, spread, no_grammar, its_load = result.phases
+    assert pipe.steady_tokens_per_s is not None and ceil.steady_tokens_per_s is not None
+    assert spread.requests == ceil.requests and its_load.requests == no_grammar.requests
+    assert result.breakdown and result.breakdown[0].step == "the bench's uniform load"
+    assert result.breakdown[-1].step == "end-of-phase tail"
+    console = Console(width=200, record=True)
+    console.print(render_breakdown(result))
+    assert "prompt-length spread" in console.export_text()
+
+
+def test_bench_command_says_the_reference_is_missing(
+    fake_process: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`bench --reference` where vLLM's benchmark cannot be imported: exit 0, the files,
+    and one note under the table saying the reference phase was skipped and why (logged
+    once as well, when it happens)."""
+    no_vllm_benchmark(monkeypatch)
+    out = tmp_path / "bench"
+    argv = [
+        "--endpoint", fake_process, "--concurrency", "2", "--conversations", "2",
+        "--max-turns", "2", "--out", str(out), "--no-grammar", "--no-adaptive", "--reference",
+    ]  # fmt: skip
+    assert session.run(parse(argv), live=False) == 0
+    printed = capsys.readouterr().out
+    skipped = [line for line in printed.splitlines() if line.startswith("note: no reference")]
+    assert len(skipped) == 1 and reference.MODULE in skipped[0]
+    data = json.loads((out / "bench.json").read_text())
+    assert data["settings"]["reference"] is True
+    assert [p["phase"] for p in data["phases"]] == ["pipeline", "ceiling"]
+    assert any(n.startswith("no reference phase") for n in data["notes"])
+    rows = list(csv.DictReader((out / "bench.csv").read_text().splitlines()))
+    assert rows[0]["vs_reference"] == "" and float(rows[0]["vs_ceiling"]) > 0

@@ -1,13 +1,16 @@
-"""The sweep's pure pieces: the ceiling's shape from a pipeline phase, the step changes."""
+"""The sweep's pure pieces: the ceiling's shape from a pipeline phase, the step changes,
+the seeds of the loads."""
 
 from __future__ import annotations
 
 import pytest
 
+from soc_async import config as config_mod
+from soc_async.bench.live import BenchView
 from soc_async.bench.metrics import CounterDelta
 from soc_async.bench.recording import RequestSample
-from soc_async.bench.results import phase_result
-from soc_async.bench.runner import ceiling_shape, changes
+from soc_async.bench.results import BenchSettings, phase_result
+from soc_async.bench.runner import _Sweep, ceiling_shape, changes
 
 
 def turns(n: int, prompt: int, completion: int, cached: int) -> list[RequestSample]:
@@ -53,3 +56,33 @@ def test_changes_keeps_only_where_the_value_moves() -> None:
     steps = [(0.0, 16), (0.1, 16), (2.0, 12), (4.0, 12), (6.0, 16)]
     assert changes(steps) == [(0.0, 16), (2.0, 12), (6.0, 16)]
     assert changes([]) == []
+
+
+def test_ceiling_prefix_is_placed_on_the_cache_blocks() -> None:
+    """With the server's block size known, the shared prefix ends half a block past the
+    nearest boundary to the pipeline's cached share: 69% of 2,590 tokens is 1,787, whose
+    nearest boundary is 14 blocks of 128 (the old prefix of 1,787 cached only 13); the
+    prompt grows by the 5 tokens rounded up, so each request computes the same 803."""
+    server = CounterDelta(
+        seconds=1.0, prefix_cache_hits=690, prefix_cache_queries=1000, preemptions=0,
+        generation_tokens=0, prompt_tokens=0,
+    )  # fmt: skip
+    pipe = phase_result(
+        "pipeline", 8, turns(8, 2590, 200, 0), errors=0, duration_s=1.0, server=server, ttft=None
+    )
+    shape = ceiling_shape(pipe, 8, shared_prefix=True, block=128)
+    assert shape is not None and shape.shared_tokens == 14 * 128 + 64
+    assert shape.prompt_tokens - 14 * 128 == pytest.approx(2590 * 0.31)
+    assert ceiling_shape(pipe, 8, shared_prefix=False, block=128).shared_tokens == 0  # type: ignore[union-attr]
+
+
+def test_every_load_of_a_run_gets_a_fresh_seed() -> None:
+    """Seeds differ between two draws of one tag within a run (a load repeated in one run
+    must not find its own prompts cached) and between runs (nonces)."""
+    config = config_mod.RunConfig()
+    settings = BenchSettings(concurrency=[8])
+    a = _Sweep(config, settings, None, BenchView(enabled=False))  # type: ignore[arg-type]
+    b = _Sweep(config, settings, None, BenchView(enabled=False))  # type: ignore[arg-type]
+    first, second = a.fresh_seed("ceiling:8:"), a.fresh_seed("ceiling:8:")
+    assert first != second
+    assert {first, second}.isdisjoint({b.fresh_seed("ceiling:8:"), b.fresh_seed("ceiling:8:")})

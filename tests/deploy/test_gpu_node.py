@@ -96,8 +96,8 @@ def test_serve_starts_the_default_layout_on_8_gpus_and_run_uses_it(node: FakeNod
         run = subprocess.run(
             _soc("run", "--config", str(_config(node.tmp / "run.toml")),
                  "--endpoints-file", str(engines), "--out", str(node.tmp / "run"),
-                 "--ready-timeout", "120"),
-            env=node.env, cwd=node.tmp, capture_output=True, text=True, timeout=400,
+                 "--ready-timeout", "600"),
+            env=node.env, cwd=node.tmp, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         assert run.returncode == 0, run.stderr[-5000:]
         assert "3 conversations" in run.stdout
@@ -192,7 +192,7 @@ def test_serve_gpu_script_end_to_end(node: FakeNode) -> None:
         run = subprocess.run(
             _soc("run", "--config", str(_config(node.tmp / "run.toml")),
                  "--endpoints-file", "engines.json", "--out", "run"),
-            env=env, cwd=node.tmp, capture_output=True, text=True, timeout=400,
+            env=env, cwd=node.tmp, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         assert run.returncode == 0, run.stderr[-4000:]
     finally:

@@ -156,6 +156,9 @@ def test_card_states_counts_models_settings_and_report(run_dir, tmp_path):
 def test_at_a_glance_is_read_tolerantly():
     """A mapping, a list of {label, value[, unit]} or of pairs is read; anything else is not."""
     assert at_a_glance({"at_a_glance": {"a": 1}}) == [("a", 1)]
+    written = {"glance": [{"key": "k", "label": "Age", "value": 25.1, "shown": "25.1",
+                           "target": "25", "ok": True}]}  # fmt: skip
+    assert at_a_glance(written) == [("Age", "25.1 (target 25)")]  # as soc-async report writes
     assert at_a_glance({"at_a_glance": [{"label": "a", "value": 2, "unit": "s"}]}) == [("a", "2 s")]
     assert at_a_glance({"at_a_glance": [["a", 3], {"no": "label"}]}) == [("a", 3)]
     assert at_a_glance({"at_a_glance": "text"}) == []

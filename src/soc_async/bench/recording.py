@@ -27,6 +27,7 @@ class RequestSample(msgspec.Struct, array_like=True, frozen=True):
     latency_s: float  # request sent to last byte (the server's share)
     queue_s: float  # waiting for a slot under the client's limit
     finish: str  # finish_reason
+    end_s: float = 0.0  # time.monotonic() at the last byte; sent at end_s - latency_s
 
 
 class RecordingCompleter:
@@ -70,6 +71,7 @@ class RecordingCompleter:
                 latency_s=reply.latency_s,
                 queue_s=reply.queue_s,
                 finish=reply.finish_reason,
+                end_s=time.monotonic(),
             )
         )
         return reply

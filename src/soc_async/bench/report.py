@@ -11,13 +11,14 @@ from rich import box
 from rich.table import Table
 
 from soc_async.bench.metrics import Percentiles, ratio
-from soc_async.bench.results import BenchResult, PhaseResult
+from soc_async.bench.results import BenchResult, PhaseResult, by_concurrency
 
 __all__ = [
     "CSV_COLUMNS",
     "csv_rows",
     "plot_png",
     "recommendation_text",
+    "render_breakdown",
     "render_table",
     "write_csv",
     "write_json",
@@ -51,6 +52,20 @@ CSV_COLUMNS: tuple[str, ...] = (
     "queue_p90_s",
     "queue_p99_s",
     "mean_capacity",
+    "variant",  # "": the sweep's own phase; else what the breakdown switched off
+    "vs_reference",  # pipeline or ceiling: its tokens/s over vLLM's benchmark's at the same C
+    "steady_tokens_per_s",  # output tokens/s in the steady window (limit full, no tail)
+    "steady_s",
+    "occupancy",  # requests in flight / the full level, time-weighted in the steady window
+    "steady_vs_ceiling",  # as vs_ceiling, over the steady windows
+    "steady_vs_reference",  # as vs_reference, over the steady windows
+)
+_RATIOS = (
+    "vs_ceiling",
+    "vs_best_fixed",
+    "vs_reference",
+    "steady_vs_ceiling",
+    "steady_vs_reference",
 )
 
 
@@ -64,19 +79,23 @@ def _cell(value: Any) -> Any:
 
 def csv_rows(result: BenchResult) -> list[dict[str, Any]]:
     """One row per phase, keyed by :data:`CSV_COLUMNS`; unknown figures are ""."""
-    ceiling = {p.concurrency: p for p in result.phases if p.phase == "ceiling"}
+    ceiling = by_concurrency(result.phases, "ceiling")
+    reference = by_concurrency(result.phases, "reference")
     rows = []
     for p in result.phases:
-        row: dict[str, Any] = {
-            k: getattr(p, k, None) for k in CSV_COLUMNS if k not in ("vs_ceiling", "vs_best_fixed")
-        }
+        row: dict[str, Any] = {k: getattr(p, k, None) for k in CSV_COLUMNS if k not in _RATIOS}
         for name in ("ttft", "latency", "queue"):
             pct: Percentiles = getattr(p, f"{name}_s")
             for q in ("p50", "p90", "p99"):
                 row[f"{name}_{q}_s"] = getattr(pct, q)
-        ceil = ceiling.get(p.concurrency) if p.phase == "pipeline" else None
+        ceil = ceiling.get(p.concurrency) if p.phase == "pipeline" else None  # type: ignore[arg-type]
+        ref = reference.get(p.concurrency) if p.phase in ("pipeline", "ceiling") else None  # type: ignore[arg-type]
         row["vs_ceiling"] = ratio(p.tokens_per_s, ceil.tokens_per_s) if ceil else None
         row["vs_best_fixed"] = result.summary.adaptive_vs_best if p.phase == "adaptive" else None
+        row["vs_reference"] = ratio(p.tokens_per_s, ref.tokens_per_s) if ref else None
+        steady = p.steady_tokens_per_s
+        row["steady_vs_ceiling"] = ratio(steady, ceil.steady_tokens_per_s) if ceil else None
+        row["steady_vs_reference"] = ratio(steady, ref.steady_tokens_per_s) if ref else None
         rows.append({k: _cell(row[k]) for k in CSV_COLUMNS})
     return rows
 
@@ -187,11 +206,14 @@ def render_table(result: BenchResult) -> Table:
         pad_edge=False,
         collapse_padding=True,
     )
+    refs = any(pt.reference_tokens_per_s is not None for pt in result.summary.points)
     for col in (
         "C",
         "pipe",
         "ceil",
+        *(("ref",) if refs else ()),
         "ratio",
+        *(("p/ref", "c/ref") if refs else ()),
         "hit",
         "TTFT\np50/p99",
         "latency\np50/p99",
@@ -200,24 +222,38 @@ def render_table(result: BenchResult) -> Table:
         "fail",
     ):
         table.add_column(col, justify="right", overflow="fold")  # narrow terminal: fold, not cut
-    by_c: dict[int | None, dict[str, PhaseResult]] = {}
-    for p in result.phases:
-        by_c.setdefault(p.concurrency, {})[p.phase] = p
+    pipeline = by_concurrency(result.phases, "pipeline")
     for pt in result.summary.points:
-        pipe = by_c[pt.concurrency]["pipeline"]
-        table.add_row(*_row(str(pt.concurrency), pipe, pt.ceiling_tokens_per_s, pt.ratio))
-    adaptive = by_c.get(None, {}).get("adaptive")
+        pipe = pipeline[pt.concurrency]
+        ref = (
+            [_num(pt.reference_tokens_per_s)],
+            [_num(pt.vs_reference, "{:.2f}"), _num(pt.ceiling_vs_reference, "{:.2f}")],
+        )
+        cells = _row(
+            str(pt.concurrency), pipe, pt.ceiling_tokens_per_s, pt.ratio, ref if refs else None
+        )
+        table.add_row(*cells)
+    adaptive = next((p for p in result.phases if p.phase == "adaptive"), None)
     if adaptive is not None:
-        table.add_row(*_row("adapt", adaptive, None, None))
+        na = (["n/a"], ["n/a", "n/a"])
+        table.add_row(*_row("adapt", adaptive, None, None, na if refs else None))
     return table
 
 
-def _row(label: str, p: PhaseResult, ceiling: float | None, ratio_: float | None) -> list[str]:
+def _row(
+    label: str,
+    p: PhaseResult,
+    ceiling: float | None,
+    ratio_: float | None,
+    ref: tuple[list[str], list[str]] | None,
+) -> list[str]:
     return [
         label,
         _num(p.tokens_per_s),
         _num(ceiling),
+        *(ref[0] if ref else []),
         _num(ratio_, "{:.2f}"),
+        *(ref[1] if ref else []),
         _pct(p.prefix_hit_rate),
         _secs(p.ttft_s.p50, p.ttft_s.p99),
         _secs(p.latency_s.p50, p.latency_s.p99),
@@ -251,6 +287,18 @@ def recommendation_text(result: BenchResult) -> str:
             f"{tol:.0%} of the best, {s.best_tokens_per_s:.1f} tok/s at {s.best_concurrency}); "
             f"run with --concurrency {s.recommended}"
         )
+    for pt in s.points:
+        steady = [
+            f"{name} {value:.2f}"
+            for name, value in (
+                ("pipeline/ceiling", pt.steady_ratio),
+                ("pipeline/reference", pt.steady_vs_reference),
+                ("ceiling/reference", pt.steady_ceiling_vs_reference),
+            )
+            if value is not None
+        ]
+        if steady:
+            lines.append(f"steady windows (no tail) at C={pt.concurrency}: " + ", ".join(steady))
     if s.adaptive_vs_best is not None:
         adaptive = next(p for p in result.phases if p.phase == "adaptive")
         mean = f", mean limit {adaptive.mean_capacity:.1f}" if adaptive.mean_capacity else ""
@@ -258,4 +306,28 @@ def recommendation_text(result: BenchResult) -> str:
             f"adaptive controller: {s.adaptive_tokens_per_s:.1f} tok/s, "
             f"{s.adaptive_vs_best:.2f}x the best fixed value{mean}"
         )
+    lines += [f"note: {line}" for line in result.notes]
     return "\n".join(lines)
+
+
+def render_breakdown(result: BenchResult) -> Table:
+    """The loss breakdown (bench/breakdown.py): one row per step, per concurrency."""
+    table = Table(
+        title="where the pipeline loses against vLLM's benchmark (steady windows; tok/s)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for col, justify in (("C", "right"), ("step", "left"), ("tok/s", "right"),
+                         ("x", "right"), ("measured by", "left")):  # fmt: skip
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for row in result.breakdown:
+        table.add_row(
+            str(row.concurrency),
+            row.step,
+            _num(row.tokens_per_s),
+            _num(row.factor, "{:.2f}"),
+            row.measured_by,
+        )
+    return table

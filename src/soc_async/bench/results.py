@@ -7,6 +7,7 @@ exactly the same numbers.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -24,18 +25,24 @@ from soc_async.bench.metrics import (
     tokens_per_s,
 )
 from soc_async.bench.recording import RequestSample
+from soc_async.bench.steady import Span, steady_window
 
 __all__ = [
     "BenchResult",
     "BenchSettings",
+    "LossStep",
     "PhaseResult",
     "Summary",
     "SweepPoint",
+    "by_concurrency",
     "phase_result",
     "summarize",
 ]
 
-Phase = Literal["pipeline", "ceiling", "adaptive"]
+Phase = Literal["pipeline", "ceiling", "adaptive", "reference"]
+# A phase run with one thing switched off, for the loss breakdown (bench/breakdown.py);
+# "" for the sweep's own phases.
+Variant = Literal["", "no-grammar", "no-summaries", "spread"]
 
 
 class BenchSettings(msgspec.Struct, kw_only=True, frozen=True):
@@ -49,6 +56,8 @@ class BenchSettings(msgspec.Struct, kw_only=True, frozen=True):
     shared_prefix: bool = True  # the ceiling's prompts share the pipeline's cached share
     tolerance: float = 0.05  # a recommendation is within this of the best tokens/s
     sweep_source: str = ""  # where the sweep's values came from (bench/sizing.py)
+    reference: bool = False  # also run vLLM's own serving benchmark at each value
+    breakdown: bool = False  # also run the phases that size each loss against the reference
 
     def conversations_for(self, concurrency: int) -> int:
         """Conversations for one phase: at least ``concurrency`` of them, or the limit
@@ -79,6 +88,13 @@ class PhaseResult(msgspec.Struct, kw_only=True):
     failure_reasons: dict[str, int] = {}
     mean_capacity: float | None = None  # adaptive: the limit, time-weighted
     capacity_history: list[tuple[float, int]] = []  # adaptive: (seconds in, limit)
+    # The steady window (bench/steady.py): while the limit was full, before the tail.
+    steady_tokens_per_s: float | None = None
+    steady_s: float | None = None  # the window's length
+    occupancy: float | None = None  # requests in flight / the full level, in the window
+    variant: Variant = ""
+    requests_by_kind: dict[str, int] = {}  # answered requests per call kind
+    method: dict[str, Any] = {}  # how the phase was run where it matters (reference, load)
 
 
 def phase_result(
@@ -92,8 +108,19 @@ def phase_result(
     ttft: Histogram | None,
     **extra: Any,
 ) -> PhaseResult:
-    """The figures of one phase from its per-request samples and /metrics deltas."""
+    """The figures of one phase from its per-request samples and /metrics deltas.
+
+    The steady window is taken under the fixed limit ``concurrency`` (none for the
+    adaptive run, whose limit moves).
+    """
     turns = [s for s in samples if s.kind == "turn"]
+    window = (
+        steady_window(
+            [Span(s.end_s - s.latency_s, s.end_s, s.completion) for s in samples], concurrency
+        )
+        if concurrency
+        else None
+    )
     output = sum(s.completion for s in samples)
     prompt = sum(s.prompt for s in samples)
     return PhaseResult(
@@ -114,6 +141,10 @@ def phase_result(
         ),
         cached_share=hit_rate(sum(s.cached for s in samples), prompt),
         preemptions=server.preemptions if server else None,
+        steady_tokens_per_s=window.tokens_per_s if window else None,
+        steady_s=window.seconds if window else None,
+        occupancy=window.occupancy if window else None,
+        requests_by_kind=dict(Counter(s.kind for s in samples)),
         **extra,
     )
 
@@ -123,6 +154,13 @@ class SweepPoint(msgspec.Struct, kw_only=True, frozen=True):
     pipeline_tokens_per_s: float
     ceiling_tokens_per_s: float | None
     ratio: float | None  # pipeline / ceiling
+    reference_tokens_per_s: float | None = None  # vLLM's own benchmark, same shape
+    vs_reference: float | None = None  # pipeline / reference
+    ceiling_vs_reference: float | None = None
+    # The same three ratios over the phases' steady windows (no tail).
+    steady_ratio: float | None = None
+    steady_vs_reference: float | None = None
+    steady_ceiling_vs_reference: float | None = None
 
 
 class Summary(msgspec.Struct, kw_only=True, frozen=True):
@@ -134,21 +172,44 @@ class Summary(msgspec.Struct, kw_only=True, frozen=True):
     recommended: int | None  # smallest value within ``tolerance`` of the best
 
 
+def by_concurrency(
+    phases: Sequence[PhaseResult], phase: Phase, variant: Variant = ""
+) -> dict[int, PhaseResult]:
+    """The fixed-limit phases of one kind (and variant), keyed by their limit."""
+    return {
+        p.concurrency: p
+        for p in phases
+        if p.phase == phase and p.variant == variant and p.concurrency
+    }
+
+
+def _steady(phase: PhaseResult | None) -> float | None:
+    return phase.steady_tokens_per_s if phase is not None else None
+
+
 def summarize(phases: Sequence[PhaseResult], tolerance: float = 0.05) -> Summary:
     """The sweep read across phases: ratios, the best fixed value, the adaptive run, the pick."""
-    pipeline = {p.concurrency: p for p in phases if p.phase == "pipeline" and p.concurrency}
-    ceiling = {p.concurrency: p for p in phases if p.phase == "ceiling" and p.concurrency}
+    pipeline = by_concurrency(phases, "pipeline")
+    ceiling = by_concurrency(phases, "ceiling")
+    reference = by_concurrency(phases, "reference")
     points = []
     for c in sorted(pipeline):
-        ceil = ceiling.get(c)
+        pipe, ceil, ref = pipeline[c], ceiling.get(c), reference.get(c)
         ceil_rate = ceil.tokens_per_s if ceil else None
-        rate = pipeline[c].tokens_per_s
+        ref_rate = ref.tokens_per_s if ref else None
+        rate = pipe.tokens_per_s
         points.append(
             SweepPoint(
                 concurrency=c,
                 pipeline_tokens_per_s=rate,
                 ceiling_tokens_per_s=ceil_rate,
                 ratio=ratio(rate, ceil_rate),
+                reference_tokens_per_s=ref_rate,
+                vs_reference=ratio(rate, ref_rate),
+                ceiling_vs_reference=ratio(ceil_rate, ref_rate),
+                steady_ratio=ratio(_steady(pipe), _steady(ceil)),
+                steady_vs_reference=ratio(_steady(pipe), _steady(ref)),
+                steady_ceiling_vs_reference=ratio(_steady(ceil), _steady(ref)),
             )
         )
     rates = {p.concurrency: p.pipeline_tokens_per_s for p in points}
@@ -166,6 +227,17 @@ def summarize(phases: Sequence[PhaseResult], tolerance: float = 0.05) -> Summary
     )
 
 
+class LossStep(msgspec.Struct, kw_only=True, frozen=True):
+    """One step of the loss breakdown at one concurrency (bench/breakdown.py): what the
+    step switches on, the tokens/s after it, and after / before."""
+
+    concurrency: int
+    step: str
+    tokens_per_s: float | None
+    factor: float | None  # tokens/s after the step over before it; None for the start
+    measured_by: str  # which phases were compared, in words
+
+
 class BenchResult(msgspec.Struct, kw_only=True):
     """Everything bench.json holds."""
 
@@ -174,3 +246,5 @@ class BenchResult(msgspec.Struct, kw_only=True):
     environment: dict[str, Any]
     phases: list[PhaseResult]
     summary: Summary
+    breakdown: list[LossStep] = []  # with --breakdown
+    notes: list[str] = []  # one line each: a phase skipped and why, a method's fallback

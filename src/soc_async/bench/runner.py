@@ -1,5 +1,7 @@
 """The bench run: for each concurrency value the pipeline, then the ceiling; then adaptive.
 
+With ``--reference`` vLLM's own benchmark follows each ceiling (bench/reference.py);
+with ``--breakdown`` the phases that switch one thing off follow (bench/breakdown.py).
 Phases run one after another against the same server(s), each with its own
 :class:`~soc_async.gateway.ModelGateway` (so its own limit, fixed or adaptive) and a /metrics
 reading before and after, whose difference is that phase's share of the server's
@@ -12,6 +14,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import random
+import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +26,8 @@ import aiohttp
 import msgspec
 
 from soc_async import config as config_mod
-from soc_async.bench import load, sizing
+from soc_async.bench import calibrate, load, reference, sizing
+from soc_async.bench.breakdown import loss_steps
 from soc_async.bench.cast import bench_conversations, seed_experiences, seed_personas
 from soc_async.bench.live import BenchView
 from soc_async.bench.metrics import (
@@ -40,6 +45,7 @@ from soc_async.bench.results import (
     BenchResult,
     BenchSettings,
     PhaseResult,
+    Variant,
     phase_result,
     summarize,
 )
@@ -122,7 +128,11 @@ def _endpoints(config: RunConfig) -> list[str]:
 
 
 def environment(
-    config: RunConfig, model: str, vllm_version: str | None, fit: load.TokenFit | None
+    config: RunConfig,
+    model: str,
+    vllm_version: str | None,
+    fit: load.TokenFit | None,
+    **more: Any,
 ) -> dict[str, Any]:
     """Where the figures were measured, for bench.json."""
     try:
@@ -140,6 +150,7 @@ def environment(
         "server_urls": _endpoints(config),
         "vllm_version": vllm_version,
         "prompt_token_fit": msgspec.to_builtins(fit) if fit else None,
+        **more,
     }
 
 
@@ -161,6 +172,23 @@ class _Sweep:
         self.personas: list[Persona] = seed_personas(config.seed)
         self.seeds = seed_experiences(self.personas, config)
         self.next_conversation = 0
+        # Drawn afresh for every bench run: the synthetic prompts (ceiling, reference) of
+        # an earlier run against the same server must not be found in its prefix cache.
+        self.nonce = secrets.randbits(31)
+        self.draws = 0
+        self.notes: list[str] = []
+        self.last_turns: list[tuple[int, int, int]] = []  # the last pipeline's turns
+
+    def fresh_seed(self, tag: str) -> int:
+        """A seed of this bench run's own for the load called ``tag``, another at every
+        call: a load repeated in one run must not find its own prompts cached either."""
+        self.draws += 1
+        return random.Random(f"{self.nonce}:{tag}:{self.draws}").randrange(2**31)
+
+    def note(self, line: str) -> None:
+        """A line for the table's notes and bench.json, shown at once too."""
+        self.notes.append(line)
+        self.view.note(line)
 
     def experiences(self, n: int) -> list[Experience]:
         """The next ``n`` conversations: each phase gets its own, so none of them finds
@@ -181,6 +209,7 @@ class _Sweep:
         work: Callable[[RecordingCompleter, ModelGateway], Awaitable[None]],
         tally: ChatTally | None = None,
         prepare: ChatRequest | None = None,
+        variant: Variant = "",
     ) -> PhaseResult:
         """Runs ``work`` under a fresh ModelGateway for ``config`` between two /metrics readings.
 
@@ -225,6 +254,10 @@ class _Sweep:
                 capacity_history=steps,
                 mean_capacity=time_weighted_mean(steps, duration),
             )
+        if phase == "pipeline":
+            self.last_turns = [
+                (s.prompt, s.cached, s.completion) for s in recorder.samples if s.kind == "turn"
+            ]
         return phase_result(
             phase,  # type: ignore[arg-type]
             concurrency,
@@ -233,10 +266,13 @@ class _Sweep:
             duration_s=duration,
             server=server,
             ttft=ttft,
+            variant=variant,
             **extra,
         )
 
-    async def pipeline(self, concurrency: int | None, config: RunConfig, label: str) -> PhaseResult:
+    async def pipeline(
+        self, concurrency: int | None, config: RunConfig, label: str, variant: Variant = ""
+    ) -> PhaseResult:
         limit = concurrency or config.concurrency.max or config.concurrency.initial
         n = self.settings.conversations_for(limit)
         experiences = self.experiences(n)
@@ -255,25 +291,115 @@ class _Sweep:
             )
 
         phase = "pipeline" if concurrency else "adaptive"
-        return await self.measure(phase, concurrency, config, label, n, work, tally)
+        return await self.measure(
+            phase, concurrency, config, label, n, work, tally, variant=variant
+        )
 
     async def ceiling(
-        self, concurrency: int, config: RunConfig, shape: load.LoadShape, fit: load.TokenFit
+        self,
+        concurrency: int,
+        config: RunConfig,
+        items: list[load.RequestShape],
+        fit: load.TokenFit,
+        variant: Variant = "",
     ) -> PhaseResult:
-        seed = self.config.seed + concurrency
-        requests = load.build_requests(shape, fit, seed)
+        seed = self.fresh_seed(f"ceiling:{concurrency}:{variant}")
+        requests = load.build_requests(items, fit, seed)
         # The pipeline finds most of each prompt cached by the conversation's previous
-        # turn; the load's shared prefix is cached before the clock starts, likewise.
-        # Otherwise the first C requests, all sent at once, would each compute it.
-        warm = load.prefix_request(shape, fit, seed)
+        # turn; the load's shared prefix is cached before the clock starts, likewise (as
+        # vLLM's benchmark does, by sending its first prompt once). Otherwise the first C
+        # requests, all sent at once, would each compute it.
+        warm = load.warm_request(items, requests)
 
         async def work(recorder: RecordingCompleter, gateway: ModelGateway) -> None:
             await load.run_load(recorder, requests)
 
-        label = f"ceiling  C={concurrency}"
-        return await self.measure(
-            "ceiling", concurrency, config, label, len(requests), work, prepare=warm
+        label = f"ceiling  C={concurrency}" + (f" {variant}" if variant else "")
+        result = await self.measure(
+            "ceiling", concurrency, config, label, len(requests), work, prepare=warm,
+            variant=variant,
+        )  # fmt: skip
+        result.method = {"seed": seed, "warm_up": "the prompt sharing most, 1 token"}
+        return result
+
+    async def reference(
+        self, module: Any, concurrency: int, shape: load.LoadShape
+    ) -> PhaseResult | None:
+        """vLLM's own benchmark shaped like the ceiling ``shape``; None (and a note) when it
+        fails, so the sweep goes on without it."""
+        plan = reference.plan_reference(
+            shape, concurrency, self.fresh_seed(f"reference:{concurrency}")
         )
+        argv = reference.reference_argv(plan, self.endpoints[0], self.config.api_key)
+        before = await read_servers(self.session, self.endpoints)
+
+        def probe() -> tuple[int, int, int, int]:
+            return 0, 0, 0, concurrency
+
+        try:
+            async with self.view.phase(f"vLLM bench C={concurrency}", plan.requests, probe):
+                data = await reference.run_benchmark(module, argv)
+        except reference.ReferenceFailed as exc:
+            self.note(f"no reference at C={concurrency}: {exc}")
+            return None
+        after = await read_servers(self.session, self.endpoints)
+        server, ttft = None, None
+        if before.snapshot is not None and after.snapshot is not None:
+            server = counter_delta(before.snapshot, after.snapshot)
+            ttft = histogram_delta(before.ttft, after.ttft)
+        return reference.reference_result(data, plan, server=server, ttft=ttft, argv=argv)
+
+    async def breakdown(
+        self,
+        concurrency: int,
+        config: RunConfig,
+        pipeline: PhaseResult,
+        fit: load.TokenFit,
+        block: int | None,
+    ) -> list[PhaseResult]:
+        """The phases that each switch one thing off (bench/breakdown.py): the pipeline's
+        own lengths as a load ("ceiling", "spread"); the pipeline without the turn
+        grammar, and without summary calls when it made any, each followed by a load of
+        its own lengths (a variant writes other lengths: a small model without a grammar
+        writes longer turns), so that each is read against the work it did."""
+        own = await self.spread(concurrency, config, pipeline, fit, block, "spread")
+        out: list[PhaseResult | None] = [own]
+        variants: list[tuple[Variant, dict[str, Any], str]] = []
+        if config.call("turn").grammar:
+            variants.append(("no-grammar", {"calls.turn.grammar": False}, "no grammar"))
+        if pipeline.requests_by_kind.get("summary"):
+            window = max(config.chat.max_turns + 1, config.chat.active_window)  # no fold
+            variants.append(("no-summaries", {"chat.active_window": window}, "no summaries"))
+        for variant, changes, words in variants:
+            off = config_mod.override(config, changes)
+            label = f"pipeline C={concurrency} {words}"
+            result = await self.pipeline(concurrency, off, label, variant)
+            out += [result, await self.spread(concurrency, config, result, fit, block, variant)]
+        return [p for p in out if p is not None]
+
+    async def spread(
+        self,
+        concurrency: int,
+        config: RunConfig,
+        pipeline: PhaseResult,
+        fit: load.TokenFit,
+        block: int | None,
+        variant: Variant,
+    ) -> PhaseResult | None:
+        """A load replaying the last pipeline phase's own turn lengths (``pipeline``'s);
+        None when it answered no turn."""
+        turns = self.last_turns
+        if not turns:
+            return None
+        share = pipeline.prefix_hit_rate
+        if not any(c for _, c, _ in turns) and share is not None:
+            # No per-request cached counts (the server's usage lacks them): the phase's share.
+            turns = [(p, round(p * share), o) for p, _, o in turns]
+        if not self.settings.shared_prefix:
+            turns = [(p, 0, o) for p, _, o in turns]
+        n = max(pipeline.requests, concurrency)
+        items = load.spread_items(turns, n, block, self.fresh_seed(f"spread:{concurrency}"))
+        return await self.ceiling(concurrency, config, items, fit, variant)
 
 
 def changes(steps: list[tuple[float, int]]) -> list[tuple[float, int]]:
@@ -286,18 +412,25 @@ def changes(steps: list[tuple[float, int]]) -> list[tuple[float, int]]:
 
 
 def ceiling_shape(
-    pipeline: PhaseResult, concurrency: int, shared_prefix: bool
+    pipeline: PhaseResult, concurrency: int, shared_prefix: bool, block: int | None = None
 ) -> load.LoadShape | None:
-    """The synthetic load that imitates a pipeline phase; None when it had no turns."""
+    """The synthetic load that imitates a pipeline phase; None when it had no turns.
+
+    Its shared prefix is the pipeline's prefix-cached share of the mean prompt, placed on
+    the server's cache blocks (``block`` tokens each, when known) so that each request
+    computes as many new tokens as the pipeline's did on average (load.place_prefix).
+    """
     if pipeline.mean_prompt_tokens is None or pipeline.mean_completion_tokens is None:
         return None
     share = pipeline.prefix_hit_rate
     if share is None:
         share = pipeline.cached_share
-    shared = (share or 0.0) * pipeline.mean_prompt_tokens if shared_prefix else 0.0
+    prompt, shared = pipeline.mean_prompt_tokens, 0.0
+    if shared_prefix:
+        prompt, shared = load.place_prefix(prompt, (share or 0.0) * prompt, block)
     return load.LoadShape(
         requests=max(pipeline.requests, concurrency),
-        prompt_tokens=pipeline.mean_prompt_tokens,
+        prompt_tokens=prompt,
         output_tokens=max(1, round(pipeline.mean_completion_tokens)),
         shared_tokens=shared,
     )
@@ -336,27 +469,39 @@ async def run_bench(
         fixed = [
             config_mod.override(config, {"concurrency.fixed": c}) for c in settings.concurrency
         ]
-        # Warm-up and calibration: model name, vLLM version, words -> tokens.
+        # Warm-up and calibration: model name, vLLM version, words -> tokens, cache blocks.
         async with ModelGateway(fixed[0], RunCounters()) as gateway:
             model = gateway.model
-            try:
-                fit = await load.probe_fit(gateway, config.seed)
-            except ValueError as exc:
-                raise ServerError(
-                    f"{sweep.endpoints[0]}: cannot size the synthetic load ({exc}); does the "
-                    "server report usage.prompt_tokens?"
-                ) from exc
+            fit = await _calibrate(sweep, gateway, model)
+        block = facts.block_size  # vllm:cache_config_info, read by sizing
+        if block is None and settings.shared_prefix:
+            sweep.note(
+                "the server reports no prefix-cache block size (vllm:cache_config_info): "
+                "the ceiling's shared prefix is not placed on its blocks"
+            )
         vllm_version = await _server_version(session, sweep.endpoints[0])
-        view.note("calibrated", model=model, tokens_per_word=round(fit.per_word, 3))
+        view.note(
+            "calibrated",
+            model=model,
+            tokens_per_word=round(fit.per_word, 3),
+            exact=fit.exact,
+            block_size=block,
+        )
+        benchmark = _reference_module(sweep) if settings.reference else None
         phases: list[PhaseResult] = []
         for c, cfg in zip(settings.concurrency, fixed, strict=True):
             result = await sweep.pipeline(c, cfg, f"pipeline C={c}")
             phases.append(result)
-            shape = ceiling_shape(result, c, settings.shared_prefix)
+            shape = ceiling_shape(result, c, settings.shared_prefix, block)
             if shape is None:
                 view.note("no turns answered: no ceiling to compare with", concurrency=c)
                 continue
-            phases.append(await sweep.ceiling(c, cfg, shape, fit))
+            phases.append(await sweep.ceiling(c, cfg, shape.items(), fit))
+            if benchmark is not None:
+                ref = await sweep.reference(benchmark, c, shape)
+                phases += [ref] if ref is not None else []
+            if settings.breakdown:
+                phases += await sweep.breakdown(c, cfg, result, fit, block)
         if settings.adaptive:
             lo, hi = min(settings.concurrency), max(settings.concurrency)
             initial = min(hi, max(lo, config.concurrency.initial))
@@ -378,9 +523,46 @@ async def run_bench(
         settings=settings,
         config=data,
         environment={
-            **environment(config, model, vllm_version, fit),
+            **environment(config, model, vllm_version, fit, load_nonce=sweep.nonce),
             "server_facts": msgspec.to_builtins(facts),
         },
         phases=phases,
         summary=summarize(phases, settings.tolerance),
+        breakdown=loss_steps(phases, grammar=settings.grammar) if settings.breakdown else [],
+        notes=sweep.notes,
     )
+
+
+async def _calibrate(sweep: _Sweep, gateway: ModelGateway, model: str) -> load.TokenFit:
+    """Words to the server's tokens: exact by its /tokenize, else fitted from probes."""
+    url = sweep.endpoints[0]
+    tokenizer = await calibrate.read_tokenizer(sweep.session, url, model)
+    words = tokenizer.words if isinstance(tokenizer, calibrate.Tokenizer) else load.WORDS
+    try:
+        fit = await load.probe_fit(gateway, sweep.config.seed, vocabulary=words)
+    except ValueError as exc:
+        raise ServerError(
+            f"{url}: cannot size the synthetic load ({exc}); does the server report "
+            "usage.prompt_tokens?"
+        ) from exc
+    if isinstance(tokenizer, str):
+        sweep.note(f"synthetic prompt lengths are fitted, not exact ({tokenizer})")
+        return fit
+    return calibrate.exact_fit(fit, tokenizer)
+
+
+def _reference_module(sweep: _Sweep) -> Any:
+    """vLLM's benchmark module for the reference phases, or None (and a note) without one.
+
+    Imported here, before anything is measured: importing vLLM takes seconds of CPU.
+    """
+    if len(sweep.endpoints) > 1:
+        sweep.note(
+            "no reference phase: vLLM's benchmark measures one server, the bench uses several"
+        )
+        return None
+    loaded = reference.load_benchmark()
+    if isinstance(loaded, str):
+        sweep.note(loaded)
+        return None
+    return loaded

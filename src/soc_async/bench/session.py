@@ -101,6 +101,8 @@ def settings_from(args: argparse.Namespace, config: RunConfig) -> BenchSettings:
         adaptive=args.adaptive,
         shared_prefix=args.shared_prefix,
         sweep_source=source,
+        reference=args.reference,
+        breakdown=args.breakdown,
     )
 
 
@@ -135,7 +137,12 @@ def run(args: argparse.Namespace, *, live: bool | None = None) -> int:
     from rich.console import Console
 
     from soc_async.bench.live import BenchView
-    from soc_async.bench.report import recommendation_text, render_table, write_reports
+    from soc_async.bench.report import (
+        recommendation_text,
+        render_breakdown,
+        render_table,
+        write_reports,
+    )
 
     config = _config(args)
     settings = settings_from(args, config)
@@ -146,6 +153,8 @@ def run(args: argparse.Namespace, *, live: bool | None = None) -> int:
     # A pipe gets the table at a width it fits in rather than the 80 columns rich assumes.
     console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(render_table(result))
+    if result.breakdown:
+        console.print(render_breakdown(result))
     console.print(recommendation_text(result), highlight=False)
     missing = (
         ""

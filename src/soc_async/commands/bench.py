@@ -60,7 +60,23 @@ def register(sub: Any) -> None:
         default=True,
         help="give the ceiling's prompts the pipeline's prefix-cached share (default: yes)",
     )
-    p.add_argument("--seed", type=int, help="seed of the conversations and the load")
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help=(
+            "also run vLLM's own serving benchmark (vllm bench serve, from the installed "
+            "vLLM) with the ceiling's shape at each value, and report pipeline / reference"
+        ),
+    )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help=(
+            "also run the phases that size each loss of the pipeline (no turn grammar, no "
+            "summaries, the pipeline's length spread) and print the loss breakdown"
+        ),
+    )
+    p.add_argument("--seed", type=int, help="seed of the conversations")
     add_verbose(p)
     p.set_defaults(handler=handle)
 

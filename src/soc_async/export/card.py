@@ -208,10 +208,12 @@ def _table(head: tuple[str, str], rows: list[tuple[str, Any]]) -> str:
 
 
 def at_a_glance(report: dict[str, Any] | None) -> list[tuple[str, Any]]:
-    """The report's ``at_a_glance`` figures as (label, value) rows, read tolerantly:
-    a mapping, a list of ``{label|name|key|title, value}`` objects or ``[label, value]``
-    pairs; anything else gives no rows."""
-    glance = (report or {}).get("at_a_glance")
+    """The report's at-a-glance figures as (label, value) rows: ``glance`` as
+    ``soc-async report`` writes it (a list of ``{label, shown, target, ...}``), read
+    tolerantly (also ``at_a_glance``: a mapping, a list of ``{label|name|key|title,
+    value}`` objects or ``[label, value]`` pairs); anything else gives no rows."""
+    report = report or {}
+    glance = report.get("glance", report.get("at_a_glance"))
     if isinstance(glance, dict):
         return [(str(k), v) for k, v in glance.items()]
     rows: list[tuple[str, Any]] = []
@@ -221,7 +223,11 @@ def at_a_glance(report: dict[str, Any] | None) -> list[tuple[str, Any]]:
                 label = next(
                     (item[k] for k in ("label", "name", "key", "title") if k in item), None
                 )
-                if label is not None and "value" in item:
+                if label is not None and "shown" in item:
+                    target = item.get("target")
+                    shown = item["shown"]
+                    rows.append((str(label), f"{shown} (target {target})" if target else shown))
+                elif label is not None and "value" in item:
                     value = item["value"]
                     unit = item.get("unit")
                     rows.append((str(label), f"{_cell(value)} {unit}" if unit else value))

@@ -6,6 +6,7 @@ so the arithmetic is tested without a socket.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -164,3 +165,32 @@ def exposition(
         out.append("# TYPE vllm:cache_config_info gauge")
         out.append(f"vllm:cache_config_info{{{info}}} 1.0")
     return "\n".join(out) + "\n"
+
+
+def completion_body(
+    completion_id: str,
+    model: str,
+    text: str,
+    finish: str,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int,
+) -> dict[str, Any]:
+    """One OpenAI-compatible chat completion, as vLLM's server returns it (the fake and
+    the simulated server answer alike)."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        },
+    }

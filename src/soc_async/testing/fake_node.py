@@ -258,6 +258,13 @@ def _reply_function(policy: str) -> Any:
     spec = os.environ.get("FAKE_VLLM_REPLY", "soc_async.testing.scripted:reply")
     module, _, name = spec.partition(":")
     inner = getattr(importlib.import_module(module), name)
+    if spec == "soc_async.testing.scripted:reply":
+        # Each engine process samples its own words, as real engines do: the module's
+        # one writer would give every engine the same sequence, and a run spread over
+        # eight engines would get the same card eight times (refused as duplicates).
+        from soc_async.testing.scripted import ScriptedWriter
+
+        inner = ScriptedWriter(seed=os.getpid())
     die_after = int(os.environ.get("FAKE_VLLM_DIE_AFTER", "0") or 0)
     devices = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     if os.environ.get("FAKE_VLLM_DIE_DEVICES") not in (None, "", devices):

@@ -44,6 +44,7 @@ from soc_async.testing.fake_model import (
     FakeConfig,
     PrefixCache,
     ReplyError,
+    completion_body,
     count_tokens,
     exposition,
     fit_reply,
@@ -273,25 +274,15 @@ class FakeServer:
         self._counters["prompt"] += prompt
         self._counters["generation"] += completion
         self._serial += 1
-        payload = {
-            "id": f"chatcmpl-{self._serial}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model") or cfg.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": cached},
-            },
-        }
+        payload = completion_body(
+            f"chatcmpl-{self._serial}",
+            body.get("model") or cfg.model,
+            text,
+            finish,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_tokens=cached,
+        )
         return web.Response(body=msgspec.json.encode(payload), content_type="application/json")
 
     async def _models(self, request: web.Request) -> web.StreamResponse:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from soc_async.testing.fake_model import count_tokens, fit_reply
+from soc_async.testing.fake_model import completion_body, count_tokens, fit_reply
 from soc_async.testing.simulator.driver import SimCluster
 from soc_async.testing.simulator.engine import SimEngine, SimRequest
 from soc_async.testing.simulator.metrics import exposition
@@ -172,25 +171,15 @@ class SimServer:
             return _error(400, str(exc))
         done = await self.cluster.submit(index, SimRequest(prompt, completion, hashes))
         self._serial += 1
-        payload = {
-            "id": f"chatcmpl-sim-{self._serial}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model") or self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": done.cached_tokens or 0},
-            },
-        }
+        payload = completion_body(
+            f"chatcmpl-sim-{self._serial}",
+            body.get("model") or self.model,
+            text,
+            finish,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_tokens=done.cached_tokens or 0,
+        )
         return web.Response(body=msgspec.json.encode(payload), content_type="application/json")
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
