@@ -30,8 +30,8 @@ TAIL = {
     [
         ("chat_tail.j2", TAIL),
         ("chat_tail.j2", {**TAIL, "first_turn": True, "event": None, "correction": ""}),
-        ("chat_user.j2", {"fixed": "## The two people\n\n", "summary": "", "transcript": ""}),
-        ("chat_user.j2", {"fixed": "F\n", "summary": "They met.", "transcript": "Ana:\n  hi"}),
+        ("chat_user.j2", {"summary": "", "transcript": ""}),
+        ("chat_user.j2", {"summary": "They met.", "transcript": "Ana:\n  hi"}),
         ("chat_fixed.j2", {"people": [{"name": "A", "card": "c 😀"}], "experience_text": "e"}),
         ("chat_system.j2", {}),
     ],

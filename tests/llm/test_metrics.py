@@ -96,6 +96,36 @@ def test_parse_accepts_old_names_and_counters_without_type_lines() -> None:
     assert s.running == 0 and s.prefix_cache_hits == 0
 
 
+# Families whose names start like the ones read (a histogram, a counter with a longer
+# name): skipping the lines the snapshot does not read must not take these in.
+LOOKALIKES = """\
+# HELP vllm:prompt_tokens_cached_total Prompt tokens served from a cache.
+# TYPE vllm:prompt_tokens_cached_total counter
+vllm:prompt_tokens_cached_total{model_name="smol"} 900.0
+# HELP vllm:num_requests_running_by_lora Requests running per adapter.
+# TYPE vllm:num_requests_running_by_lora gauge
+vllm:num_requests_running_by_lora{lora="a"} 99.0
+# HELP vllm:request_prompt_tokens Prompt length of finished requests.
+# TYPE vllm:request_prompt_tokens histogram
+vllm:request_prompt_tokens_bucket{le="1.0",model_name="smol"} 0.0
+vllm:request_prompt_tokens_bucket{le="+Inf",model_name="smol"} 3.0
+vllm:request_prompt_tokens_count{model_name="smol"} 3.0
+vllm:request_prompt_tokens_sum{model_name="smol"} 5000.0
+"""
+
+
+@pytest.mark.parametrize("page", [VLLM_PAGE, VLLM_PAGE + LOOKALIKES, LOOKALIKES + VLLM_PAGE])
+def test_parse_reads_what_the_whole_page_says(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the lines of the families read go to the Prometheus parser; the snapshot is
+    the one the whole page gives."""
+    from soc_async.llm import metrics
+
+    fast = parse_metrics(page)
+    monkeypatch.setattr(metrics, "_wanted_lines", lambda text: text)
+    assert fast == parse_metrics(page)
+    assert fast.running == 12
+
+
 def test_parse_of_a_page_without_vllm_metrics_is_all_zero() -> None:
     """A page with none of vLLM's names gives a zero snapshot, not an error."""
     assert parse_metrics("# TYPE up gauge\nup 1\n") == MetricsSnapshot()

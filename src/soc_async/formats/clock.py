@@ -116,12 +116,13 @@ def parse_stamp_before(t: str, d: str, before: datetime) -> datetime | None:
 
 def format_stamp(dt: datetime) -> tuple[str, str]:
     """``(t, d)`` as a message writes them: ``("22:51", "15.03")``."""
-    return dt.strftime("%H:%M"), dt.strftime("%d.%m")
+    # Formatted by hand: strftime costs more than the rest of a turn's clock work.
+    return f"{dt.hour:02d}:{dt.minute:02d}", f"{dt.day:02d}.{dt.month:02d}"
 
 
 def format_day(day: date) -> str:
     """A day as ``"DD.MM"``."""
-    return day.strftime("%d.%m")
+    return f"{day.day:02d}.{day.month:02d}"
 
 
 def minute_of_day(dt: datetime) -> int:

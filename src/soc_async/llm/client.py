@@ -39,7 +39,7 @@ from soc_async.config import ClientConfig
 from soc_async.errors import ConfigError, RequestError, RetriesExhausted, ServerError
 from soc_async.llm.endpoints import EndpointPool
 from soc_async.llm.metrics import MetricsReader, MetricsSnapshot
-from soc_async.llm.types import ChatRequest, Completion, TokenUsage
+from soc_async.llm.types import ChatRequest, Completion, TokenUsage, encode_hook
 
 # Connections beyond the request limit, per server, for /health probes and /metrics
 # reads, so the controller can still read the server while the pool is saturated.
@@ -82,7 +82,7 @@ class _Models(msgspec.Struct):
 
 _decode_response = msgspec.json.Decoder(_Response).decode
 _decode_models = msgspec.json.Decoder(_Models).decode
-_encode = msgspec.json.Encoder().encode
+_encode = msgspec.json.Encoder(enc_hook=encode_hook).encode
 
 
 # Why an attempt failed, as counted: an HTTP status class or 429, a connection that

@@ -12,6 +12,7 @@ since the server started; the reader of two snapshots takes the difference.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable, Sequence
 
@@ -53,6 +54,24 @@ _FIELDS: dict[str, str] = {
 _MAX_FIELDS = frozenset({"kv_cache_usage"})  # a share per engine: the fullest one counts
 
 
+# The lines of the families above (samples, HELP and TYPE): a vLLM page is mostly
+# histogram buckets the snapshot never reads, and the Prometheus parser costs about as
+# much per line as the rest of a request, read every interval from every engine.
+_WANTED_LINE_RE = re.compile(
+    r"^(?:# (?:HELP|TYPE) )?(?:"
+    + "|".join(re.escape(name) for name in _FIELDS)
+    + r")(?:_total)?[ {].*\n?",
+    re.MULTILINE,
+)
+
+
+def _wanted_lines(text: str) -> str:
+    """The lines of ``text`` the snapshot reads; all of it when none is (so a page that
+    is no exposition at all still goes to the parser, which refuses it)."""
+    kept = "".join(_WANTED_LINE_RE.findall(text))
+    return kept or text
+
+
 def parse_metrics(text: str, *, at: float = 0.0) -> MetricsSnapshot:
     """The snapshot in a Prometheus text exposition, summed over label sets.
 
@@ -61,7 +80,7 @@ def parse_metrics(text: str, *, at: float = 0.0) -> MetricsSnapshot:
     snapshot's time. Raises ValueError on text the Prometheus parser refuses.
     """
     values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(_wanted_lines(text)):
         for sample in family.samples:
             name = sample.name
             if name.endswith("_total"):

@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 from soc_async.config import ModelChoice, RunConfig
 from soc_async.errors import RequestError
 from soc_async.formats.refusal import Refusal
-from soc_async.llm.types import ChatRequest, Completer, Completion
+from soc_async.llm.types import ChatRequest, Completer, Completion, EncodedPrefix
 from soc_async.records import Failure, Stage
 
 T = TypeVar("T")
@@ -70,7 +70,7 @@ def build_request(
     config: RunConfig,
     kind: str,
     system: str,
-    user: str,
+    user: str | EncodedPrefix,
     *,
     served_model: str,
     seed: int | None = None,

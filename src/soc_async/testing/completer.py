@@ -25,7 +25,14 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from soc_async.llm.types import ChatRequest, Completion, RequestOrBuild, TokenUsage, built
+from soc_async.llm.types import (
+    ChatRequest,
+    Completion,
+    RequestOrBuild,
+    TokenUsage,
+    built,
+    text_of,
+)
 from soc_async.testing.scripted import ScriptedWriter
 
 __all__ = ["Call", "Gate", "Reply", "ReplyFn", "ScriptedCompleter", "writer_replies"]
@@ -50,7 +57,7 @@ class Call:
     @property
     def user(self) -> str:
         """The last (user) message's text: the part of the prompt that changes."""
-        return self.request.messages[-1]["content"]
+        return text_of(self.request.messages[-1]["content"])
 
 
 class Gate:
@@ -91,7 +98,7 @@ def writer_replies(writer: ScriptedWriter | None = None) -> ReplyFn:
     write = writer or ScriptedWriter()
 
     def reply(kind: str, request: ChatRequest, n: int) -> Reply:
-        return write(msgspec.to_builtins(request))
+        return write(msgspec.to_builtins(request, enc_hook=text_of))
 
     return reply
 

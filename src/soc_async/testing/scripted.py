@@ -28,6 +28,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from soc_async.formats.character import SECTIONS
+from soc_async.llm.types import text_of
 
 _SECTIONS = SECTIONS[1:]  # Basic Information is written field by field
 _WORDS = (
@@ -115,8 +116,8 @@ class ScriptedWriter:
 
     def __call__(self, body: dict[str, Any]) -> str:
         messages = body.get("messages") or []
-        system = messages[0].get("content", "") if messages else ""
-        user = messages[-1].get("content", "") if messages else ""
+        system = text_of(messages[0].get("content", "")) if messages else ""
+        user = text_of(messages[-1].get("content", "")) if messages else ""
         broken = self._rng.random() < self.error_rate
         schema = (body.get("structured_outputs") or {}).get("json")
         if isinstance(schema, dict):
