@@ -79,14 +79,18 @@ class CollectorClock:
     def __init__(self) -> None:
         self.seconds = 0.0
         self.collections = 0
-        self._t0 = 0.0
+        self.longest = 0.0  # wall seconds of the longest one (the loop stands still)
+        self.full = 0  # collections of the oldest generation
+        self._t0 = self._w0 = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._t0 = time.process_time()
+            self._t0, self._w0 = time.process_time(), time.monotonic()
         else:
             self.seconds += time.process_time() - self._t0
+            self.longest = max(self.longest, time.monotonic() - self._w0)
             self.collections += 1
+            self.full += info.get("generation") == 2
 
 
 def cpu_seconds(pid: int) -> float:
@@ -109,6 +113,7 @@ class Window:
         self.samples: list[dict[str, float]] = []  # per engine-second readings, summed
         self.lags: list[float] = []  # seconds a 50 ms sleep overslept
         self.gc0 = 0.0
+        self.full0 = 0
 
 
 async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> dict[str, Any]:
@@ -145,6 +150,8 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
                     window.requests0 = len(recorder.samples)
                     window.sim_cpu0 = cpu_seconds(sim_pid)
                     window.gc0 = collector.seconds
+                    window.full0 = collector.full
+                    collector.longest = 0.0
                 elif window.open:
                     engines = gateway.engine_figures()
                     window.samples.append(
@@ -165,13 +172,33 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
             while True:
                 t = time.monotonic()
                 await anyio.sleep(0.05)
-                if window.open:
+                if window.open and not end:
                     window.lags.append(time.monotonic() - t - 0.05)
+
+        end: dict[str, float] = {}
+
+        def read_end() -> None:
+            end.update(
+                t=time.monotonic(),
+                cpu=time.process_time(),
+                sim_cpu=cpu_seconds(sim_pid),
+                requests=len(recorder.samples),
+            )
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
             tg.start_soon(lag)
-            with anyio.move_on_after(args.duration_s or None):
+            with anyio.CancelScope() as run:
+
+                async def stop() -> None:
+                    # The figures are read at the deadline, before the live conversations
+                    # are cancelled: cancelling 50,000 of them takes seconds of CPU.
+                    await anyio.sleep(args.duration_s)
+                    read_end()
+                    run.cancel()
+
+                if args.duration_s:
+                    tg.start_soon(stop)
                 await run_chats(
                     recorder,
                     config,
@@ -181,11 +208,12 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
                     max_active=args.conversations,
                     tally=tally,
                 )
+            if not end:
+                read_end()
             tg.cancel_scope.cancel()
-        t_end, cpu_end = time.monotonic(), time.process_time()
-        sim_cpu_end = cpu_seconds(sim_pid)
+    t_end, cpu_end, sim_cpu_end = end["t"], end["cpu"], end["sim_cpu"]
     gc.callbacks.remove(collector)
-    requests = len(recorder.samples)
+    requests = int(end["requests"])
     wall = t_end - t_start
     figures: dict[str, Any] = {
         "conversations": args.conversations,
@@ -218,6 +246,8 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
         "collector_cpu_ms_per_request": round(1000 * (collector.seconds - window.gc0) / n, 3)
         if n
         else None,
+        "collector_longest_ms": round(1000 * collector.longest, 1),
+        "collector_full_collections": collector.full - window.full0,
         "simulator_cpu_share_of_a_core": round((sim_cpu_end - window.sim_cpu0) / span, 3),
         "requests_per_s": round(n / span, 1),
         "simulated_requests_per_s_per_engine": round(per_engine_sim_rps, 2),
