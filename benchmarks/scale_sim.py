@@ -183,6 +183,9 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
                 cpu=time.process_time(),
                 sim_cpu=cpu_seconds(sim_pid),
                 requests=len(recorder.samples),
+                gc_s=collector.seconds,
+                gc_longest=collector.longest,
+                gc_full=collector.full,
             )
 
         async with anyio.create_task_group() as tg:
@@ -243,11 +246,11 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
         "requests": n,
         "client_cpu_ms_per_request": round(1000 * cpu_per_request, 3),
         "client_cpu_share_of_a_core": round(cpu / span, 3),
-        "collector_cpu_ms_per_request": round(1000 * (collector.seconds - window.gc0) / n, 3)
+        "collector_cpu_ms_per_request": round(1000 * (end["gc_s"] - window.gc0) / n, 3)
         if n
         else None,
-        "collector_longest_ms": round(1000 * collector.longest, 1),
-        "collector_full_collections": collector.full - window.full0,
+        "collector_longest_ms": round(1000 * end["gc_longest"], 1),
+        "collector_full_collections": int(end["gc_full"]) - window.full0,
         "simulator_cpu_share_of_a_core": round((sim_cpu_end - window.sim_cpu0) / span, 3),
         "requests_per_s": round(n / span, 1),
         "simulated_requests_per_s_per_engine": round(per_engine_sim_rps, 2),

@@ -76,3 +76,48 @@ def test_calibrate_abba_parses_its_arguments() -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     assert "--order" in result.stdout and "vLLM's own benchmark" in result.stdout
+
+
+def _run_script(name: str, *args: str, timeout: float = 180) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    return json.loads(result.stdout[result.stdout.index("{\n") :])
+
+
+def test_scale_sim_runs_small(tmp_path: Path) -> None:
+    """Live conversations against simulated engines: the steady window opens and gives
+    the figures the docs quote, the engines' batches included."""
+    out = tmp_path / "sim.json"
+    _run_script(
+        "scale_sim.py", "--conversations", "40", "--engines", "2", "--profile", "tiny",
+        "--limit-per-engine", "8", "--max-turns", "6", "--time-scale", "1",
+        "--duration-s", "0", "--json", str(out),
+    )  # fmt: skip
+    figures = json.loads(out.read_text())
+    assert figures["finished"] + figures["failed"] == 40 and figures["failed"] == 0
+    window = figures["window"]
+    assert window is not None and window["requests"] > 0
+    assert window["client_cpu_ms_per_request"] > 0
+    assert 0 < window["mean_in_flight"] <= 16
+    assert figures["peak_live_conversations"] == 40
+
+
+@pytest.mark.parametrize("part", ["stage", "http"])
+def test_client_parts_run_small(part: str) -> None:
+    """Each half of the client measured alone reports its CPU per request."""
+    figures = _run_script(
+        "client_parts.py", "--part", part, "--conversations", "10", "--max-turns", "3",
+        "--requests", "20", "--limit", "4", "--latency-s", "0",
+    )  # fmt: skip
+    assert figures["cpu_ms_per_request"] > 0
+    if part == "stage":
+        assert figures["finished"] == 10 and figures["failed"] == 0
+        assert figures["requests"] == 30 and figures["mean_body_bytes"] > 1000
+    else:
+        assert figures["requests"] == 20 and figures["requests_per_s"] > 0
