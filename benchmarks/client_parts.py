@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
-import subprocess
 import sys
 import time
 from typing import Any
 
 import msgspec
+from scale_fake import raise_fd_limit, start_server
 
 from soc_async import config as config_mod
 from soc_async import loop
@@ -92,21 +91,6 @@ async def stage(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def start_fake_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
-    cmd = [
-        sys.executable, "-m", "soc_async.testing.fake_server", "--port", "0",
-        "--reply", "soc_async.testing.scripted:reply", "--ttft-s", str(args.latency_s),
-        "--tpot-s", "0", "--max-num-seqs", str(args.limit), "--no-record", "--no-prefix-cache",
-    ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise SystemExit(f"the fake server did not start: {line!r}")
-    return proc, line.split()[-1]
-
-
 async def http(args: argparse.Namespace, url: str) -> dict[str, Any]:
     import aiohttp
 
@@ -144,12 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-s", type=float, default=2.5)
     p.add_argument("--limit", type=int, default=1024, help="requests at once")
     args = p.parse_args(argv)
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_fd_limit()
     if args.part == "stage":
         figures = loop.run(stage(args))
     else:
-        proc, url = start_fake_server(args)
+        server = argparse.Namespace(ttft_s=args.latency_s, tpot_s=0.0, concurrency=args.limit)
+        proc, url = start_server(server)
         try:
             figures = loop.run(http(args, url))
         finally:

@@ -176,18 +176,24 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    write_figures(figures, args)
+    return 0 if figures["failed"] == 0 and figures["requests"] else 1
+
+
+def write_figures(figures: dict[str, Any], args: argparse.Namespace) -> None:
+    """The figures with the settings and the machine, printed and (``--json``) written."""
     figures["settings"] = {k: v for k, v in vars(args).items() if k != "json"}
     figures["environment"] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
     }
     text = json.dumps(figures, indent=2)
     print(text)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             f.write(text + "\n")
-    return 0 if figures["failed"] == 0 and figures["requests"] else 1
 
 
 if __name__ == "__main__":

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -43,7 +41,7 @@ from typing import Any
 
 import anyio
 import msgspec
-from scale_fake import raise_fd_limit, rss_mib
+from scale_fake import raise_fd_limit, rss_mib, write_figures
 
 from soc_async import config as config_mod
 from soc_async import loop
@@ -293,18 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    figures["settings"] = {k: v for k, v in vars(args).items() if k != "json"}
-    figures["environment"] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg(),
-    }
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+    write_figures(figures, args)
     return 0 if figures["failed"] == 0 and figures["requests"] else 1
 
 
