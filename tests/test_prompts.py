@@ -45,3 +45,19 @@ def test_missing_variable_raises() -> None:
     """StrictUndefined still applies: a variable the template needs and did not get raises."""
     with pytest.raises(jinja2.UndefinedError):
         prompts.render("chat_tail.j2", speaker="Ana")
+
+
+@pytest.mark.parametrize("summary", ["", "They met. 😀"])
+def test_render_around_leaves_the_hole_where_the_value_goes(summary: str) -> None:
+    """The text before and after the transcript, with any transcript put between them,
+    is what rendering with that transcript gives."""
+    before, after = prompts.render_around("chat_user.j2", "transcript", summary=summary)
+    for transcript in ("Ana:\n  [15.03 10:00] hi", "x\n\ny 😀"):
+        whole = prompts.render("chat_user.j2", summary=summary, transcript=transcript)
+        assert before + transcript + after == whole
+
+
+def test_render_around_needs_the_hole_once() -> None:
+    """A variable the template does not print cannot be left open."""
+    with pytest.raises(ValueError, match="must appear exactly once"):
+        prompts.render_around("chat_system.j2", "transcript")

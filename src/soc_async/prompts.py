@@ -33,16 +33,32 @@ def template(name: str) -> jinja2.Template:
 @cache
 def _globals(name: str) -> dict[str, Any]:
     # Template.render copies the template's globals (a ChainMap over the environment's)
-    # into a new dict for every call; two templates are rendered per chat turn, so the
-    # copy is made once per template and merged with the variables instead.
+    # into a new dict for every call, and its Context lists them again; two templates are
+    # rendered per chat turn, so the copy is made once per template instead.
     return dict(template(name).globals)
 
 
 def render(name: str, /, **variables: Any) -> str:
     """``prompts/<name>`` rendered with ``variables``: what ``Template.render`` gives."""
     t = template(name)
-    context = t.new_context({**_globals(name), **variables}, shared=True)
+    names = _globals(name)
+    # What Template.new_context(shared=True) makes, given the globals as a plain dict.
+    context = t.environment.context_class(
+        t.environment, {**names, **variables}, t.name, t.blocks, globals=names
+    )
     try:
         return t.environment.concat(t.root_render_func(context))  # type: ignore[attr-defined]
     except Exception:
         return t.environment.handle_exception()
+
+
+def render_around(name: str, hole: str, /, **variables: Any) -> tuple[str, str]:
+    """``prompts/<name>`` rendered with the variable ``hole`` left open: the text before
+    and after the place its value goes, so a caller can put in a value it keeps in
+    another form (already encoded, say) without rendering it again. The value stands in
+    as a non-empty string, so a template's ``{% if hole %}`` takes its true branch."""
+    marker = f"\x00{hole}\x00"
+    before, found, after = render(name, **{hole: marker}, **variables).partition(marker)
+    if not found or marker in after:
+        raise ValueError(f"prompts/{name}: {{{{ {hole} }}}} must appear exactly once")
+    return before, after

@@ -13,6 +13,7 @@ import re
 import anyio
 import pytest
 
+from soc_async import prompts
 from soc_async.chat.rollout import (
     ChatEvent,
     ChatStage,
@@ -150,6 +151,32 @@ async def test_rollout_with_a_fold() -> None:
 def broken_state(text: str) -> str:
     """A valid turn's reply with its state line moved on to the last topic."""
     return re.sub(r"<state>\n.*\n", "<state>\nMoving day; 1 turn remaining; end\n", text)
+
+
+async def test_every_turn_prompt_is_the_rendered_templates() -> None:
+    """The prompt a turn sends, spliced from parts kept encoded, reads exactly as the
+    templates render it: the fixed part, the summary and the unfolded turns, the tail."""
+    completer = ScriptedCompleter(summaries(ScriptedWriter(seed=1)))
+    stage, _ = make_stage(config(active_window=6, fold=3), completer)
+    result = await stage.roll_out(CHAT_ID, EXPERIENCE, PERSONAS)
+    assert isinstance(result, Conversation)
+    turns = completer.of_kind("turn")
+    assert len(turns) == TURNS
+    people = [
+        {"name": NAMES[pid], "card": PERSONAS[pid].persona_text} for pid in ("p-tom", "p-mia")
+    ]
+    fixed = prompts.render(
+        "chat_fixed.j2", people=people, experience_text=EXPERIENCE.experience_text
+    )
+    summary = ""
+    folded = 0
+    for n, call in enumerate(turns):
+        if result.summary in call.user:  # the fold has landed
+            summary, folded = result.summary, 3
+        transcript = "\n\n".join(render_turn(t, NAMES) for t in result.turns[folded:n])
+        user = prompts.render("chat_user.j2", summary=summary, transcript=transcript)
+        assert call.user.startswith(fixed + user + "\n## Next turn\n")
+    assert folded == 3  # the last turns were asked with the summary
 
 
 async def test_a_refused_turn_is_asked_again_with_its_correction() -> None:

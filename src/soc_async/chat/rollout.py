@@ -89,6 +89,10 @@ def render_turn(turn: Turn, names: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+_encoded = EncodedPrefix.encode_head
+_TURN_SEPARATOR = _encoded("\n\n")  # between turns in the transcript
+
+
 def _opening(state: sm.ChatState) -> tuple[str, str, str, str]:
     """The start day, its weekday, and the opening window's ends, as the tail spells them."""
     opens, closes = sm.opening_window(state)
@@ -214,13 +218,17 @@ class _Rollout:
                 "chat_fixed.j2", people=people, experience_text=experience.experience_text
             )
         )
-        # Each accepted turn rendered once, in order; the prompt joins the unfolded ones.
-        self.rendered: list[str] = []
+        # Each accepted turn rendered once, in order, and kept encoded like the fixed
+        # part: a request splices the unfolded ones in as they are, so the transcript,
+        # most of a late turn's prompt, is neither joined as text nor encoded again.
+        self.rendered: list[bytes] = []
+        # chat_user.j2 around its transcript, encoded, for the summary it was made with.
+        self._around: tuple[str, bytes, bytes] | None = None
 
     async def run(self, state: sm.ChatState) -> Conversation | Failure:
         """Turns until the chat is done; a summary fold runs in the same task group, so
         no task outlives the rollout, whether it ends, fails or is cancelled."""
-        self.rendered = [render_turn(t, self.names) for t in state.turns]
+        self.rendered = [_encoded(render_turn(t, self.names)) for t in state.turns]
         try:
             async with anyio.create_task_group() as tg:
                 result = await self._turns(state, tg)
@@ -335,7 +343,7 @@ class _Rollout:
             retries=outcome.rejections,
         )
         await self.s.journal(self.chat_id, event)
-        self.rendered.append(render_turn(accepted.turns[-1], self.names))
+        self.rendered.append(_encoded(render_turn(accepted.turns[-1], self.names)))
         return accepted
 
     def _request(
@@ -352,11 +360,7 @@ class _Rollout:
         last_time, last_day = ("", "") if first_turn else format_stamp(state.clock)
         # The opening window is spelled out on the first turn only (chat_tail.j2).
         opening = _opening(state) if first_turn else ("", "", "", "")
-        rest = prompts.render(
-            "chat_user.j2",
-            summary=state.summary,
-            transcript="\n\n".join(self.rendered[state.folded :]),
-        ) + prompts.render(
+        tail = prompts.render(
             "chat_tail.j2",
             speaker=self.names[speaker],
             listener=self.names[listener],
@@ -378,12 +382,27 @@ class _Rollout:
             self.s.config,
             "turn",
             self.s.system,
-            EncodedPrefix(self.fixed, rest),
+            EncodedPrefix(self._head(state), tail),
             served_model=self.s.model,
             grammar=grammar,
             priority=remaining if self.s.send_priority else None,
             item_id=self.chat_id,
         )
+
+    def _head(self, state: sm.ChatState) -> bytes:
+        """The prompt up to the tail, encoded: the fixed part, then chat_user.j2 (the
+        summary and the unfolded turns)."""
+        turns = self.rendered[state.folded :]
+        if not turns:
+            user = prompts.render("chat_user.j2", summary=state.summary, transcript="")
+            return self.fixed + _encoded(user)
+        if self._around is None or self._around[0] != state.summary:
+            before, after = prompts.render_around(
+                "chat_user.j2", "transcript", summary=state.summary
+            )
+            self._around = (state.summary, _encoded(before), _encoded(after))
+        _, before, after = self._around
+        return b"".join((self.fixed, before, _TURN_SEPARATOR.join(turns), after))
 
     async def _summarize(self, fold: _Fold, summary: str, turns: list[Turn]) -> None:
         user = prompts.render(

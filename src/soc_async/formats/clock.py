@@ -11,15 +11,12 @@ Everything here is pure and works on naive datetimes (a chat has one local wall 
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime, time, timedelta
+from functools import cache
 
 import msgspec
 
 MINUTES_PER_DAY = 24 * 60
-
-_TIME_RE = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
-_DAY_RE = re.compile(r"(\d\d)\.(\d\d)")
 
 # A leap day recurs every 4 years, or 8 across a skipped century leap year (2100).
 _LEAP_SEARCH_YEARS = 9
@@ -45,30 +42,37 @@ class Gap(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def min(self) -> timedelta:
-        return timedelta(minutes=self.min_minutes)
+        return _minutes(self.min_minutes)
 
     @property
     def max(self) -> timedelta:
-        return timedelta(minutes=self.max_minutes)
+        return _minutes(self.max_minutes)
+
+
+@cache
+def _minutes(n: int) -> timedelta:
+    # A turn's checks and grammar ask a gap for its bounds several times; the few
+    # cadences of a run give a handful of values.
+    return timedelta(minutes=n)
+
+
+# Every stamp a message can carry, read once: a turn's checks and its grammar read the
+# same few stamps several times, and a lookup is a tenth of a match and a conversion.
+_TIMES: dict[str, time] = {f"{h:02d}:{m:02d}": time(h, m) for h in range(24) for m in range(60)}
+_DAYS: dict[str, tuple[int, int]] = {
+    f"{d.day:02d}.{d.month:02d}": (d.day, d.month)
+    for d in (date(2000, 1, 1) + timedelta(days=n) for n in range(366))  # 2000: a leap year
+}
 
 
 def parse_time(t: str) -> time | None:
-    """``"HH:MM"`` (24-hour, zero-padded) as a time, or None when it is not one."""
-    match = _TIME_RE.fullmatch(t)
-    return time(int(match.group(1)), int(match.group(2))) if match else None
+    """``"HH:MM"`` (24-hour, zero-padded, ASCII digits) as a time, or None when it is not one."""
+    return _TIMES.get(t)
 
 
 def parse_day(d: str) -> tuple[int, int] | None:
     """``"DD.MM"`` as (day, month) when some year has that date (29.02 included), else None."""
-    match = _DAY_RE.fullmatch(d)
-    if not match:
-        return None
-    day, month = int(match.group(1)), int(match.group(2))
-    try:
-        date(2000, month, day)  # a leap year: every real day/month exists in it
-    except ValueError:
-        return None
-    return day, month
+    return _DAYS.get(d)
 
 
 def parse_stamp(t: str, d: str, after: datetime) -> datetime | None:

@@ -39,7 +39,8 @@ class EncodedPrefix:
 
     def json(self) -> msgspec.Raw:
         """The whole text as one JSON string, for an encoder's ``enc_hook``."""
-        return msgspec.Raw(b'"' + self.head + _encode_json(self.rest)[1:-1] + b'"')
+        rest = _encode_json(self.rest)  # '"...rest"': its closing quote ends the string
+        return msgspec.Raw(b"".join((b'"', self.head, memoryview(rest)[1:])))
 
     def __str__(self) -> str:
         return _decode_json(b'"' + self.head + b'"') + self.rest

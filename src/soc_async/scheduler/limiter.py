@@ -37,12 +37,13 @@ class SlotInfo:
 
 
 class _Waiter:
-    __slots__ = ("cancelled", "event", "granted")
+    __slots__ = ("cancelled", "future", "granted")
 
     def __init__(self) -> None:
-        # asyncio's own Event (anyio's looks up the running backend each time it is made,
-        # 2 us a waiter); the limiter runs on asyncio only, like the rest of the client.
-        self.event = asyncio.Event()
+        # A bare asyncio future: an Event (anyio's or asyncio's) keeps a queue of futures
+        # for many waiters where each waiter here waits alone. The limiter runs on
+        # asyncio only, like the rest of the client.
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.granted = False
         self.cancelled = False  # left the queue; its heap entry is skipped lazily
 
@@ -107,7 +108,7 @@ class PriorityLimiter:
         heapq.heappush(self._heap, (priority, next(self._order), waiter))
         self._waiting += 1
         try:
-            await waiter.event.wait()
+            await waiter.future
         except BaseException:
             if waiter.granted:
                 # Granted and cancelled at once: the slot is ours, so pass it on.
@@ -134,7 +135,8 @@ class PriorityLimiter:
             self._waiting -= 1
             self._in_flight += 1
             self._granted_total += 1
-            waiter.event.set()
+            if not waiter.future.done():  # cancelled: its task hands the slot on
+                waiter.future.set_result(None)
         if not self._waiting:
             # Only cancelled entries can remain; drop them so the heap cannot grow.
             self._heap.clear()
