@@ -20,6 +20,12 @@ run. From CPU per request and the simulated request rate per engine:
     engines one process feeds at 50% of a core = 0.5 / (CPU s per request
                                                           x simulated requests/s per engine)
 
+This machine's speed changes with its neighbours' load: the same code measures up to
+half as much CPU again in a busy hour. The simulator's process does a fixed amount of
+work per request in the same window on the same machine, so the client's CPU over the
+simulator's (``client_cpu_per_simulator_cpu``) moves far less between runs: it is the
+figure to compare code changes by, next to the absolute one.
+
 ``--time-scale S`` makes every engine S times faster, so 8 engines at S = 4 ask as many
 requests per second of the client as 32 engines at real speed: a direct check of that
 extrapolation.
@@ -235,6 +241,7 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
         return figures
     span = t_end - window.t0
     cpu = cpu_end - window.cpu0
+    sim_cpu = sim_cpu_end - window.sim_cpu0
     n = requests - window.requests0
     per_engine_sim_rps = n / span / args.time_scale / args.engines if span else 0.0
     cpu_per_request = cpu / n if n else float("nan")
@@ -249,7 +256,9 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
         else None,
         "collector_longest_ms": round(1000 * end["gc_longest"], 1),
         "collector_full_collections": int(end["gc_full"]) - window.full0,
-        "simulator_cpu_share_of_a_core": round((sim_cpu_end - window.sim_cpu0) / span, 3),
+        "simulator_cpu_share_of_a_core": round(sim_cpu / span, 3),
+        "simulator_cpu_ms_per_request": round(1000 * sim_cpu / n, 3) if n else None,
+        "client_cpu_per_simulator_cpu": round(cpu / sim_cpu, 3) if sim_cpu else None,
         "requests_per_s": round(n / span, 1),
         "simulated_requests_per_s_per_engine": round(per_engine_sim_rps, 2),
         "mean_running_per_engine": round(mean["running"] / args.engines, 1),

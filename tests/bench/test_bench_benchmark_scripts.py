@@ -104,6 +104,10 @@ def test_scale_sim_runs_small(tmp_path: Path) -> None:
     window = figures["window"]
     assert window is not None and window["requests"] > 0
     assert window["client_cpu_ms_per_request"] > 0
+    # The machine-independent reading: the client's CPU against the simulator's.
+    assert window["simulator_cpu_ms_per_request"] > 0
+    ratio = window["client_cpu_ms_per_request"] / window["simulator_cpu_ms_per_request"]
+    assert window["client_cpu_per_simulator_cpu"] == pytest.approx(ratio, rel=0.02, abs=0.002)
     assert 0 < window["mean_in_flight"] <= 16
     assert figures["peak_live_conversations"] == 40
 
