@@ -219,8 +219,8 @@ class _Rollout:
             )
         )
         # Each accepted turn rendered once, in order, and kept encoded like the fixed
-        # part: a request splices the unfolded ones in as they are, so the transcript,
-        # most of a late turn's prompt, is neither joined as text nor encoded again.
+        # part: a request splices the unfolded ones in as they are, so the transcript is
+        # neither joined as text nor encoded again for every turn.
         self.rendered: list[bytes] = []
         # chat_user.j2 around its transcript, encoded, for the summary it was made with.
         self._around: tuple[str, bytes, bytes] | None = None
