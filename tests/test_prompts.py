@@ -47,7 +47,7 @@ def test_missing_variable_raises() -> None:
         prompts.render("chat_tail.j2", speaker="Ana")
 
 
-@pytest.mark.parametrize("summary", ["", "They met. 😀"])
+@pytest.mark.parametrize("summary", ["", "They met. 😀", "odd model text \x00transcript\x00"])
 def test_render_around_leaves_the_hole_where_the_value_goes(summary: str) -> None:
     """The text before and after the transcript, with any transcript put between them,
     is what rendering with that transcript gives."""

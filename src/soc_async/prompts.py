@@ -58,7 +58,11 @@ def render_around(name: str, hole: str, /, **variables: Any) -> tuple[str, str]:
     another form (already encoded, say) without rendering it again. The value stands in
     as a non-empty string, so a template's ``{% if hole %}`` takes its true branch."""
     marker = f"\x00{hole}\x00"
-    before, found, after = render(name, **{hole: marker}, **variables).partition(marker)
-    if not found or marker in after:
+    # A value may be model text: the marker must be something none of them holds.
+    while any(isinstance(v, str) and marker in v for v in variables.values()):
+        marker += "\x00"
+    text = render(name, **{hole: marker}, **variables)
+    if text.count(marker) != 1:
         raise ValueError(f"prompts/{name}: {{{{ {hole} }}}} must appear exactly once")
+    before, _, after = text.partition(marker)
     return before, after

@@ -213,7 +213,7 @@ class _Rollout:
         # Kept encoded as JSON, the way every request of this chat sends it first
         # (EncodedPrefix: no decoding and encoding again per turn, and a quarter of the
         # memory of a str, which takes 4 bytes a character once the cards carry emoji).
-        self.fixed = EncodedPrefix.encode_head(
+        self.fixed = _encoded(
             prompts.render(
                 "chat_fixed.j2", people=people, experience_text=experience.experience_text
             )
