@@ -11,6 +11,13 @@ a ~11 KB JSON body) POSTing to the fake server in its own process, which answers
 
     python benchmarks/client_parts.py --part stage [--conversations 10000] [--max-turns 4]
     python benchmarks/client_parts.py --part http [--requests 12000] [--latency-s 2.0]
+        [--wake-batch-ms 3] [--pin]
+
+Two checks of where the HTTP half's CPU goes, for ``--part http``: ``--wake-batch-ms
+MS`` blocks the loop for MS milliseconds (sleeping, no CPU) at every turn of it, so
+the replies that came in meanwhile are handled together instead of one loop wake each;
+``--pin`` keeps this process on CPU 0 and the server's on CPU 1, so neither moves
+between cores.
 
 CPU time is this process's (``time.process_time``). With ``--latency-s 0`` the stage
 runs in a tight loop (warm caches, no waiting); with a latency like a server's, the
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -107,10 +115,18 @@ async def http(args: argparse.Namespace, url: str) -> dict[str, Any]:
             async with gate, s.post(chat_url, data=_encode(_body(request, "m"))) as resp:
                 await resp.read()
 
+        async def batch_wakes() -> None:
+            while True:
+                time.sleep(args.wake_batch_ms / 1000)  # noqa: ASYNC251 - blocks the loop on purpose
+                await asyncio.sleep(0)
+
         await asyncio.gather(*(one() for _ in range(args.limit)))  # connections opened
+        batcher = asyncio.create_task(batch_wakes()) if args.wake_batch_ms > 0 else None
         t0, w0 = time.process_time(), time.monotonic()
         await asyncio.gather(*(one() for _ in range(args.requests)))
         cpu, wall = time.process_time() - t0, time.monotonic() - w0
+        if batcher is not None:
+            batcher.cancel()
     return {
         "part": "http",
         "requests": args.requests,
@@ -127,13 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=12_000)
     p.add_argument("--latency-s", type=float, default=2.5)
     p.add_argument("--limit", type=int, default=1024, help="requests at once")
+    p.add_argument("--wake-batch-ms", type=float, default=0.0, help="http: batch loop wakes")
+    p.add_argument("--pin", action="store_true", help="http: client on CPU 0, server on 1")
     args = p.parse_args(argv)
+    if args.pin and not {0, 1} <= os.sched_getaffinity(0):
+        p.error("--pin needs CPUs 0 and 1, and this process may not use both")
     raise_fd_limit()
     if args.part == "stage":
         figures = loop.run(stage(args))
     else:
         server = argparse.Namespace(ttft_s=args.latency_s, tpot_s=0.0, concurrency=args.limit)
         proc, url = start_server(server)
+        if args.pin:
+            os.sched_setaffinity(0, {0})
+            os.sched_setaffinity(proc.pid, {1})
         try:
             figures = loop.run(http(args, url))
         finally:

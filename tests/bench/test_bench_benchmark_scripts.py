@@ -125,3 +125,15 @@ def test_client_parts_run_small(part: str) -> None:
         assert figures["requests"] == 30 and figures["mean_body_bytes"] > 1000
     else:
         assert figures["requests"] == 20 and figures["requests_per_s"] > 0
+
+
+def test_client_parts_http_checks_run() -> None:
+    """The two checks of the HTTP half (loop wakes in batches, pinned cores) still measure
+    every request."""
+    pin = ["--pin"] if {0, 1} <= os.sched_getaffinity(0) else []
+    figures = _run_script(
+        "client_parts.py", "--part", "http", "--requests", "20", "--limit", "4",
+        "--latency-s", "0.01", "--wake-batch-ms", "1", *pin,
+    )  # fmt: skip
+    assert figures["requests"] == 20 and figures["cpu_ms_per_request"] > 0
+    assert figures["settings"]["wake_batch_ms"] == 1 and figures["settings"]["pin"] == bool(pin)
