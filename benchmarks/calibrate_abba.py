@@ -38,8 +38,8 @@ from soc_async.bench.results import BenchSettings
 
 # The bench's own sweep state: the same ceiling and reference phases as `soc-async bench`.
 from soc_async.bench.runner import _calibrate, _Sweep
-from soc_async.gateway import ModelGateway
-from soc_async.progress import RunCounters
+from soc_async.run.gateway import ModelGateway
+from soc_async.run.progress import RunCounters
 
 
 def _tree_cpu(pid: int | None) -> float | None:

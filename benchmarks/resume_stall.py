@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 
 from soc_async import config as config_mod
-from soc_async.pipeline import Pipeline, read_finished
-from soc_async.progress import RunCounters
 from soc_async.records import (
     Conversation,
     Experience,
@@ -39,6 +37,8 @@ from soc_async.records import (
     encode_line,
     make_id,
 )
+from soc_async.run.pipeline import Pipeline, read_finished
+from soc_async.run.progress import RunCounters
 from soc_async.scheduler.runner import StopSignal
 from soc_async.store import RunDir, RunIdentity
 

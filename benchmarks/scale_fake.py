@@ -42,8 +42,8 @@ from soc_async.bench.cast import bench_conversations, seed_experiences, seed_per
 from soc_async.bench.metrics import percentiles, time_weighted_mean
 from soc_async.bench.pipeline import ChatTally, run_chats
 from soc_async.bench.recording import RecordingCompleter
-from soc_async.gateway import ModelGateway
-from soc_async.progress import RunCounters
+from soc_async.run.gateway import ModelGateway
+from soc_async.run.progress import RunCounters
 
 
 def raise_fd_limit() -> None:

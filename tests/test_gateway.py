@@ -10,11 +10,16 @@ from typing import Any
 import pytest
 
 from soc_async import config as config_mod
-from soc_async.gateway import DEFAULT_PER_ENGINE, ModelGateway, engine_limits, with_endpoints_file
 from soc_async.llm.metrics import EngineInfo
 from soc_async.llm.readiness import EndpointsFile, ServedEngine
 from soc_async.llm.types import ChatRequest
-from soc_async.progress import RunCounters
+from soc_async.run.gateway import (
+    DEFAULT_PER_ENGINE,
+    ModelGateway,
+    engine_limits,
+    with_endpoints_file,
+)
+from soc_async.run.progress import RunCounters
 
 
 def config(*urls: str, **changes: Any) -> config_mod.RunConfig:

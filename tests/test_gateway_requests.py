@@ -6,9 +6,9 @@ from __future__ import annotations
 import anyio
 
 from soc_async import config as config_mod
-from soc_async.gateway import ModelGateway
 from soc_async.llm.types import ChatRequest
-from soc_async.progress import RunCounters
+from soc_async.run.gateway import ModelGateway
+from soc_async.run.progress import RunCounters
 
 
 async def test_a_request_function_is_called_once_its_slot_is_held(fake_server) -> None:

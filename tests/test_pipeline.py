@@ -1,7 +1,7 @@
 """The pipeline in the test's own event loop: a real run directory, a scripted completer.
 
 tests/test_run_fake.py runs whole runs in child processes over HTTP; these tests drive
-:class:`~soc_async.pipeline.Pipeline` directly, so they can stop it at an exact call and
+:class:`~soc_async.run.pipeline.Pipeline` directly, so they can stop it at an exact call and
 look at what each run asked the model for.
 """
 
@@ -16,9 +16,9 @@ import anyio
 from soc_async import config as config_mod
 from soc_async.chat.rollout import StartEvent, TurnEvent, decode_event
 from soc_async.config import RunConfig, from_dict
-from soc_async.pipeline import Pipeline
-from soc_async.progress import RunCounters
 from soc_async.records import Conversation, Experience, Persona, id_index, make_id
+from soc_async.run.pipeline import Pipeline
+from soc_async.run.progress import RunCounters
 from soc_async.scheduler.runner import StopSignal
 from soc_async.store import DATA_FILES, RunDir, read_records, run_identity
 from soc_async.testing.completer import Gate, ScriptedCompleter

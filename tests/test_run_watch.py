@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import soc_async as soc_async_pkg
 from soc_async.monitor.snapshot import Snapshot, decode_snapshot
-from soc_async.status import collect
+from soc_async.monitor.status import collect
 from soc_async.testing import scripted
 from soc_async.testing.fake_model import even_faults
 

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from soc_async.errors import RunDirError
 from soc_async.monitor.snapshot import EngineFigures, Snapshot, StageFigures
+from soc_async.monitor.status import collect, encode, render, schema, watch
 from soc_async.records import (
     Conversation,
     Failure,
@@ -23,7 +24,6 @@ from soc_async.records import (
     Usage,
     encode_line,
 )
-from soc_async.status import collect, encode, render, schema, watch
 from soc_async.store import (
     CONVERSATIONS,
     FAILURES,
@@ -187,7 +187,7 @@ def test_json_schema_is_the_documented_one() -> None:
     documented = json.loads(SCHEMA_FILE.read_text())
     assert schema() == documented, (
         "status --json changed shape; regenerate docs/status-schema.json with "
-        "python -c 'import json; from soc_async.status import schema; "
+        "python -c 'import json; from soc_async.monitor.status import schema; "
         "print(json.dumps(schema(), indent=2))' if that is intended"
     )
 

@@ -13,7 +13,7 @@ from soc_async.export.messages import MessagesOptions, conversation_samples, ren
 from soc_async.export.schema import arrow_schema, hf_features
 from soc_async.formats.turn import parse_turn
 from soc_async.records import Message, Turn
-from soc_async.rundata import RunData
+from soc_async.store.rundata import RunData
 from soc_async.testing.synthetic import write_run
 
 

@@ -395,7 +395,7 @@ def test_sigterm_while_the_server_starts_leaves_no_server(tmp_path: Path, model_
         textwrap.dedent(
             f"""\
             import msgspec, sys
-            from soc_async.app import _terminate_as_interrupt
+            from soc_async.run.app import _terminate_as_interrupt
             from soc_async.llm.server import ManagedServer, ServerSpec
             spec = msgspec.json.decode({msgspec.json.encode(spec)!r}, type=ServerSpec)
             try:

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from soc_async.monitor.panel import RunPanel, duration
 from soc_async.monitor.snapshot import ControllerFigures, EngineFigures, Snapshot
-from soc_async.progress import RunCounters
+from soc_async.run.progress import RunCounters
 
 
 class Clock:

@@ -11,10 +11,10 @@ import pytest
 from handmade_run import C, write_run
 
 from soc_async import config as config_mod
-from soc_async.gateway import ModelGateway
-from soc_async.progress import RunCounters
 from soc_async.report.judge import SCHEMA, MalformedScore, parse_verdict, sample_ids
 from soc_async.report.judging import JudgeStore, judge_sample
+from soc_async.run.gateway import ModelGateway
+from soc_async.run.progress import RunCounters
 
 # Each conversation is told apart by words only it has.
 MARKERS = {"bye now": C[0], "heard the new album": C[1], "maybe": C[2]}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from soc_async.records import MESSAGE_TYPES
-from soc_async.rundata import RunData
+from soc_async.store.rundata import RunData
 from soc_async.testing.synthetic import write_run
 from soc_async.view import build
 from soc_async.view.serve import make_server

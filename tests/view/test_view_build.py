@@ -13,8 +13,8 @@ import pytest
 from soc_async import cli
 from soc_async.bench.cast import seed_personas
 from soc_async.errors import EXIT_OK, EXIT_USAGE
-from soc_async.rundata import RunData
 from soc_async.stages.experiences import seed_experiences
+from soc_async.store.rundata import RunData
 from soc_async.testing.synthetic import write_run
 from soc_async.view import build
 from soc_async.view.render import card_html, experience_html

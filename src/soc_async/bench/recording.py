@@ -1,6 +1,6 @@
 """Per-request figures as the client saw them, for one phase of the bench.
 
-:class:`RecordingCompleter` wraps the :class:`~soc_async.gateway.ModelGateway` (any Completer)
+:class:`RecordingCompleter` wraps the :class:`~soc_async.run.gateway.ModelGateway` (any Completer)
 and keeps one :class:`RequestSample` per answered request, so the bench reports from
 what each request did, not from running sums: the time spent waiting for a slot under
 the concurrency limit stays apart from the server's latency.

@@ -3,7 +3,7 @@
 With ``--reference`` vLLM's own benchmark follows each ceiling (bench/reference.py);
 with ``--breakdown`` the phases that switch one thing off follow (bench/breakdown.py).
 Phases run one after another against the same server(s), each with its own
-:class:`~soc_async.gateway.ModelGateway` (so its own limit, fixed or adaptive) and a /metrics
+:class:`~soc_async.run.gateway.ModelGateway` (so its own limit, fixed or adaptive) and a /metrics
 reading before and after, whose difference is that phase's share of the server's
 counters. The pure arithmetic lives in :mod:`soc_async.bench.metrics` and
 :mod:`soc_async.bench.results`; this module does the I/O and the order.
@@ -51,12 +51,12 @@ from soc_async.bench.results import (
 )
 from soc_async.config import CALL_KINDS, RunConfig
 from soc_async.errors import ServerError
-from soc_async.gateway import ModelGateway
 from soc_async.llm.metrics import MetricsSnapshot, combine, parse_metrics
 from soc_async.llm.readiness import wait_until_ready
 from soc_async.llm.types import ChatRequest
-from soc_async.progress import RunCounters
 from soc_async.records import Experience, Persona
+from soc_async.run.gateway import ModelGateway
+from soc_async.run.progress import RunCounters
 
 __all__ = ["ServerReading", "read_servers", "run_bench"]
 

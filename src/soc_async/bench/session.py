@@ -110,8 +110,8 @@ def settings_from(args: argparse.Namespace, config: RunConfig) -> BenchSettings:
 def _server(config: RunConfig) -> Iterator[RunConfig]:
     """``config`` pointed at its endpoints (an endpoints file's too), or at managed vLLM
     engines started for the bench (the embedded CPU one when no model is named)."""
-    from soc_async.app import managed_engines
-    from soc_async.gateway import served_engines
+    from soc_async.run.app import managed_engines
+    from soc_async.run.gateway import served_engines
 
     with managed_engines(served_engines(config)) as (config, _group):
         yield config

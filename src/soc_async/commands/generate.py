@@ -143,7 +143,7 @@ def handle(args: argparse.Namespace) -> int:
         print(config_mod.dump(cfg), end="")
         return EXIT_OK
     imports = _checked_inputs(args)
-    from soc_async.app import execute
+    from soc_async.run.app import execute
 
     resume = bool(getattr(args, "resume", None))
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:

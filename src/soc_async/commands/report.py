@@ -72,8 +72,8 @@ def handle(args: argparse.Namespace) -> int:
 
 def _judge(args: argparse.Namespace, run_dir: Path, where: Path) -> Any:
     from soc_async import config as config_mod
-    from soc_async.app import with_gateway
     from soc_async.report.judging import JUDGE_FILE, JudgeStore, judge_sample
+    from soc_async.run.app import with_gateway
     from soc_async.store import CONFIG, read_identity
 
     read_identity(run_dir)  # a RunDirError before any server starts

@@ -52,9 +52,9 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from soc_async.app import serve
     from soc_async.config import ServerConfig
     from soc_async.errors import InputError
+    from soc_async.run.app import serve
 
     extra = [a for a in args.vllm_args if a != "--"]
     if args.tp is not None and args.tp < 1:

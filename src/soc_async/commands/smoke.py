@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     from soc_async.bench.session import parse_concurrency
     from soc_async.errors import EXIT_OK
-    from soc_async.smoke import render, run_smoke
+    from soc_async.run.smoke import render, run_smoke
 
     report = run_smoke(
         args.model,

@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from soc_async import status
+    from soc_async.monitor import status
 
     if args.interval <= 0:
         raise InputError(f"--interval: expected seconds > 0, got {args.interval}")

@@ -38,7 +38,7 @@ from soc_async.export.schema import arrow_schema
 from soc_async.export.split import TRAIN, SplitPlan, plan_split
 from soc_async.export.write import DATA_DIR, SplitWriter, jsonl_to_parquet
 from soc_async.records import Conversation
-from soc_async.rundata import RunData
+from soc_async.store.rundata import RunData
 
 __all__ = ["FORMATS", "ROW_TYPES", "ExportSummary", "MessagesOptions", "export_run"]
 

@@ -38,7 +38,7 @@ import msgspec
 
 from soc_async.formats.character import SECTIONS
 from soc_async.records import Experience, Persona
-from soc_async.rundata import optional
+from soc_async.store.rundata import optional
 
 __all__ = [
     "BACKGROUND_MAX",

@@ -35,7 +35,7 @@ from soc_async.export.rows import (
 from soc_async.formats.clock import minutes_between, parse_stamp
 from soc_async.formats.turn import ENDING_TAG
 from soc_async.records import Conversation, Experience, Persona, TopicSlot, Turn
-from soc_async.rundata import optional
+from soc_async.store.rundata import optional
 
 __all__ = [
     "CONVERSATION_FORMATS",

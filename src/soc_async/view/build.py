@@ -32,7 +32,7 @@ import msgspec
 
 from soc_async.errors import InputError
 from soc_async.records import Conversation, Experience, Failure, Persona, id_index
-from soc_async.rundata import RunData, optional
+from soc_async.store.rundata import RunData, optional
 from soc_async.view.render import card_html, experience_html
 
 __all__ = [

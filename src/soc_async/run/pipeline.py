@@ -28,7 +28,6 @@ from soc_async.dedup import NearDuplicateIndex
 from soc_async.errors import InputError
 from soc_async.fewshot import FewShotRing, RingSnapshot
 from soc_async.llm.types import Completer
-from soc_async.progress import RunCounters
 from soc_async.records import (
     STAGES,
     Conversation,
@@ -38,6 +37,7 @@ from soc_async.records import (
     id_index,
     make_id,
 )
+from soc_async.run.progress import RunCounters
 from soc_async.scheduler.runner import Pipe, StopSignal, feed, stream_map
 from soc_async.seeds import persona_cards
 from soc_async.stages.experiences import ExperienceStage, seed_experiences

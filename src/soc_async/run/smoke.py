@@ -86,13 +86,13 @@ def run_smoke(
 ) -> SmokeReport:
     """The smoke run; raises the project's errors (a layout that cannot start is an
     InputError before anything runs)."""
-    from soc_async.app import execute
     from soc_async.bench.results import BenchSettings
     from soc_async.bench.runner import run_bench
     from soc_async.llm.engines import EngineGroup
     from soc_async.llm.node import visible_gpus
     from soc_async.llm.plan import plan_engines
     from soc_async.llm.server import has_gpu
+    from soc_async.run.app import execute
 
     t0 = time.monotonic()
     server = ServerConfig(

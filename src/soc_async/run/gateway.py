@@ -8,7 +8,7 @@ the servers' /metrics when the concurrency is adaptive.
 The gateway is also where the run's figures about its servers come together: it reads
 every server's /metrics each ``concurrency.interval_s`` (for the controller when the
 limit is adaptive, for the live panel in any case), counts replies and tokens per
-endpoint, and hands :class:`~soc_async.progress.RunCounters` the functions that describe
+endpoint, and hands :class:`~soc_async.run.progress.RunCounters` the functions that describe
 each engine and the limit at snapshot time.
 
 Opening it waits for every endpoint to be ready (llm/readiness.py) and sizes the bounds
@@ -49,7 +49,7 @@ from soc_async.llm.readiness import EndpointsFile, wait_for_endpoints_file, wait
 from soc_async.llm.types import Completion, RequestOrBuild, built
 from soc_async.monitor.engines import EngineWatch
 from soc_async.monitor.snapshot import ControllerFigures, EngineFigures
-from soc_async.progress import RunCounters
+from soc_async.run.progress import RunCounters
 from soc_async.scheduler.controller import AdaptiveController, Bounds, MetricsView
 from soc_async.scheduler.limiter import PriorityLimiter
 

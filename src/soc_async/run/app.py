@@ -27,13 +27,13 @@ from soc_async import config as config_mod
 from soc_async import logs, loop
 from soc_async.config import RunConfig, ServerConfig
 from soc_async.errors import ConfigError, Interrupted, ServerStartError, first_error
-from soc_async.gateway import ModelGateway, served_engines
 from soc_async.llm.engines import EngineGroup
 from soc_async.llm.plan import plan_engines
 from soc_async.monitor.exporter import MetricsServer
-from soc_async.pipeline import Pipeline
-from soc_async.progress import LiveView, Reporter, RunCounters
 from soc_async.records import id_index
+from soc_async.run.gateway import ModelGateway, served_engines
+from soc_async.run.pipeline import Pipeline
+from soc_async.run.progress import LiveView, Reporter, RunCounters
 from soc_async.scheduler.runner import StopSignal
 from soc_async.store import RunDir, run_identity
 
