@@ -105,7 +105,7 @@ def test_a_bad_personas_file_is_named_before_anything_starts(
     source = tmp_path / "personas.jsonl"
     source.write_bytes(data)
     out = tmp_path / "out"
-    code = _main("experiences", "-n", "2", "--personas", str(source), "--out", str(out),
+    code = _main("experiences", "-n", "2", "--personas-file", str(source), "--out", str(out),
                  "--endpoint", _no_server())  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert code == EXIT_USAGE
@@ -124,7 +124,7 @@ def test_too_few_personas_names_the_file_and_the_count(
     source = tmp_path / "personas.jsonl"
     source.write_bytes(data)
     out = tmp_path / "out"
-    code = _main("experiences", "-n", "2", "--personas", str(source), "--out", str(out),
+    code = _main("experiences", "-n", "2", "--personas-file", str(source), "--out", str(out),
                  "--endpoint", _no_server())  # fmt: skip
     assert code == EXIT_USAGE
     err = capsys.readouterr().err
@@ -139,7 +139,7 @@ def test_a_personas_file_given_for_experiences_is_refused(
     people = tmp_path / "personas.jsonl"
     people.write_bytes(GOOD_PERSONAS)
     out = tmp_path / "out"
-    code = _main("chats", "--experiences", str(people), "--personas", str(people),
+    code = _main("chats", "--experiences-file", str(people), "--personas-file", str(people),
                  "--out", str(out), "--endpoint", _no_server())  # fmt: skip
     assert code == EXIT_USAGE
     err = capsys.readouterr().err
@@ -181,11 +181,11 @@ def test_a_good_file_still_runs_and_a_torn_one_runs_with_the_flag(tmp_path: Path
         assert made.returncode == 0, made.stderr[-2000:]
         good = (tmp_path / "p" / "personas.jsonl").read_bytes()
         source.write_bytes(good + good.splitlines(keepends=True)[0][:40])
-        refused = run_soc_async("experiences", "-n", "2", "--personas", str(source),
+        refused = run_soc_async("experiences", "-n", "2", "--personas-file", str(source),
                                 "--out", str(tmp_path / "x"), *common)  # fmt: skip
         assert refused.returncode == EXIT_USAGE and "torn last line" in refused.stderr
-        ran = run_soc_async("experiences", "-n", "2", "--personas", str(source), "--allow-torn",
-                            "--out", str(tmp_path / "e"), *common)  # fmt: skip
+        ran = run_soc_async("experiences", "-n", "2", "--personas-file", str(source),
+                            "--allow-torn", "--out", str(tmp_path / "e"), *common)  # fmt: skip
         assert ran.returncode == 0, ran.stderr[-2000:]
     assert check_run_dir(tmp_path / "e", max_turns=6)["experiences"] == 2
 

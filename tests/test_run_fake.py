@@ -229,7 +229,7 @@ def test_server_down_for_ten_seconds_mid_run(tmp_path):
         (("run", "--personas", "1", "--experiences", "1", "--chats", "3"), "targets.chats"),
         (("run", "--bogus"), "unrecognized arguments"),
         (("run", "--resume", "/nonexistent/run"), "not a run directory"),
-        (("chats", "--experiences", "/nonexistent.jsonl", "--out", "x"), "--experiences"),
+        (("chats", "--experiences-file", "/nonexistent.jsonl", "--out", "x"), "--experiences-file"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
@@ -253,8 +253,9 @@ def test_bad_config_file_exits_2_and_writes_nothing(tmp_path):
 
 
 def test_single_stage_commands_chain_through_files(tmp_path):
-    """`personas`, then `experiences --personas FILE`, then `chats --experiences FILE`, each
-    into its own run directory of the same layout, make a valid dataset; a rerun resumes."""
+    """`personas`, then `experiences --personas-file FILE`, then `chats --experiences-file
+    FILE`, each into its own run directory of the same layout, make a valid dataset; a
+    rerun resumes."""
     cfg = write_config(tmp_path)
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     with FakeProcess("--reply", "soc_async.testing.scripted:reply") as fake:
@@ -262,16 +263,16 @@ def test_single_stage_commands_chain_through_files(tmp_path):
         r1 = run_soc_async("personas", "-n", "5", "--out", str(a), *common)
         assert r1.returncode == 0, r1.stderr[-2000:]
         r2 = run_soc_async(
-            "experiences", "-n", "4", "--personas", str(a / "personas.jsonl"),
+            "experiences", "-n", "4", "--personas-file", str(a / "personas.jsonl"),
             "--out", str(b), *common,
         )  # fmt: skip
         assert r2.returncode == 0, r2.stderr[-2000:]
         r3 = run_soc_async(
-            "chats", "--experiences", str(b / "experiences.jsonl"), "--out", str(c), *common
+            "chats", "--experiences-file", str(b / "experiences.jsonl"), "--out", str(c), *common
         )
         assert r3.returncode == 0, r3.stderr[-2000:]
         again = run_soc_async(
-            "chats", "--experiences", str(b / "experiences.jsonl"), "--out", str(c), *common
+            "chats", "--experiences-file", str(b / "experiences.jsonl"), "--out", str(c), *common
         )
         assert again.returncode == 0, again.stderr[-2000:]
     assert check_run_dir(a, max_turns=6)["personas"] == 5

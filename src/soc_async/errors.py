@@ -67,27 +67,43 @@ class ServerStartError(ServerError):
 class RequestError(SocError):
     """One request failed for good: a 4xx other than 429, or an unusable reply."""
 
-    def __init__(self, message: str, *, status: int | None = None, attempts: int = 1) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        attempts: int = 1,
+        reason: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
         self.status = status
         self.attempts = attempts
+        self.endpoint = endpoint  # the server that answered last, where one did
+        # A short stable code for failure records: ``http_400``, ``timeout``, ...
+        self.reason = reason or (f"http_{status}" if status is not None else "error")
         super().__init__(message)
-
-    @property
-    def reason(self) -> str:
-        """A short stable code for failure records: ``http_400``, ``timeout``, ..."""
-        return f"http_{self.status}" if self.status is not None else "error"
 
 
 class RetriesExhausted(RequestError):
     """Transient failures (connection, timeout, 429, 5xx) outlasted the retry budget.
 
-    Its message is the stable cause of the last attempt (``timeout``, ``connection``,
-    ``http_503``, ``bad_json``, ...)."""
+    ``reason`` is the stable cause of the last attempt (``timeout``, ``connection``,
+    ``http_503``, ``bad_json``, ...); the message adds where and what, when known."""
 
-    @property
-    def reason(self) -> str:
-        words = str(self).split()
-        return words[0] if words else "retries_exhausted"
+    def __init__(
+        self,
+        reason: str,
+        *,
+        detail: str = "",
+        status: int | None = None,
+        attempts: int = 1,
+        endpoint: str | None = None,
+    ) -> None:
+        where = f" at {endpoint}" if endpoint else ""
+        message = f"{reason} after {attempts} attempts{where}: {detail}" if detail else reason
+        super().__init__(
+            message, status=status, attempts=attempts, reason=reason, endpoint=endpoint
+        )
 
 
 class Interrupted(SocError):

@@ -23,7 +23,13 @@ from soc_async.chat import state as sm
 from soc_async.chat.grammar import turn_grammar
 from soc_async.config import RunConfig
 from soc_async.errors import RequestError, first_error
-from soc_async.formats.clock import describe_stamp, format_stamp, parse_time
+from soc_async.formats.clock import (
+    describe_stamp,
+    format_day,
+    format_stamp,
+    parse_time,
+    weekday_name,
+)
 from soc_async.formats.events import attribute_events
 from soc_async.formats.refusal import TRUNCATED, Refusal
 from soc_async.formats.turn import parse_turn
@@ -96,8 +102,8 @@ _TURN_SEPARATOR = _encoded("\n\n")  # between turns in the transcript
 def _opening(state: sm.ChatState) -> tuple[str, str, str, str]:
     """The start day, its weekday, and the opening window's ends, as the tail spells them."""
     opens, closes = sm.opening_window(state)
-    start_day = state.start_date.strftime("%d.%m")
-    return start_day, opens.strftime("%A"), describe_stamp(opens), describe_stamp(closes)
+    start_day = format_day(state.start_date)
+    return start_day, weekday_name(opens), describe_stamp(opens), describe_stamp(closes)
 
 
 class ChatStage:

@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
         metavar="N",
         help=(
             "conversations per value; at least the value itself are used "
-            f"(default {DEFAULT_CONVERSATIONS}; 2 on the embedded CPU server)"
+            f"(default: {DEFAULT_CONVERSATIONS}; 2 on the embedded CPU server)"
         ),
     )
     p.add_argument(
@@ -44,9 +44,14 @@ def register(sub: Any) -> None:
         type=int,
         default=None,
         metavar="N",
-        help=f"turns per conversation (default {DEFAULT_TURNS}; 2 on the embedded CPU server)",
+        help=f"turns per conversation (default: {DEFAULT_TURNS}; 2 on the embedded CPU server)",
     )
-    p.add_argument("--out", default="runs/bench", metavar="DIR", help="where the files go")
+    p.add_argument(
+        "--out",
+        default="runs/bench",
+        metavar="DIR",
+        help="the directory for the CSV, JSON and PNG (default: runs/bench)",
+    )
     p.add_argument("--no-grammar", action="store_true", help="send no grammars with the turns")
     p.add_argument(
         "--adaptive",
@@ -76,7 +81,7 @@ def register(sub: Any) -> None:
             "summaries, the pipeline's length spread) and print the loss breakdown"
         ),
     )
-    p.add_argument("--seed", type=int, help="seed of the conversations")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of the conversations (default: 0)")
     add_verbose(p)
     p.set_defaults(handler=handle)
 

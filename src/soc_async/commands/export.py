@@ -19,8 +19,16 @@ def register(sub: Any) -> None:
         "docs/export.md describes every format field by field.",
     )
     p.add_argument("dir", metavar="DIR", help="a run directory")
-    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt", help="row format")
-    p.add_argument("--out", required=True, metavar="OUT", help="new (or empty) output directory")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        dest="fmt",
+        help="the row format of the dataset (docs/export.md)",
+    )
+    p.add_argument(
+        "--out", required=True, metavar="OUT", help="the dataset directory to write (new or empty)"
+    )
     p.add_argument(
         "--split",
         action="append",
@@ -28,8 +36,14 @@ def register(sub: Any) -> None:
         metavar="NAME=FRACTION",
         help="hold out a split grouped by persona, e.g. validation=0.05 (repeatable)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    p.add_argument("--parquet", action="store_true", help="Parquet files next to the JSONL")
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of the split (default: 0)"
+    )
+    p.add_argument(
+        "--parquet",
+        action="store_true",
+        help="also write Parquet files next to the JSONL (needs pyarrow)",
+    )
     p.add_argument("--license", metavar="ID", help="license id for the card, e.g. cc-by-4.0")
     m = p.add_argument_group("messages format")
     m.add_argument(
@@ -49,7 +63,11 @@ def register(sub: Any) -> None:
         action="store_true",
         help="put the speaker's private instant event into its assistant turn",
     )
-    m.add_argument("--system-template", metavar="FILE", help="Jinja2 file for the system prompt")
+    m.add_argument(
+        "--system-template",
+        metavar="FILE",
+        help="a Jinja2 file for the system prompt of each sample (default: the built-in one)",
+    )
     p.set_defaults(handler=handle)
 
 

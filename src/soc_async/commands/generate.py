@@ -18,27 +18,51 @@ from soc_async.store import check_stage_inputs
 EMBEDDED_PROFILE = config_mod.EMBEDDED_PROFILE
 
 
-def _generation_options(p: argparse.ArgumentParser) -> None:
+def _generation_options(p: argparse.ArgumentParser, *, chats: bool) -> None:
+    """The options every generating command takes; ``chats``: those about chat turns too."""
     add_server_options(p)
-    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/latest)")
-    p.add_argument("--concurrency", type=int, metavar="N", help="fixed requests in flight")
-    p.add_argument("--seed", type=int, help="seed of every random draw of the run")
-    p.add_argument("--max-turns", type=int, metavar="N", help="turn limit per chat")
-    p.add_argument("--shard", metavar="I/N", help="this task's share of the run's ids")
-    p.add_argument("--no-grammar", action="store_true", help="send no grammars")
-    p.add_argument("--print-config", action="store_true", help="print the effective config")
+    p.add_argument("--out", metavar="DIR", help="the run directory to write (default: runs/latest)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="hold N requests in flight instead of letting the adaptive controller choose",
+    )
+    p.add_argument(
+        "--seed", type=int, metavar="N", help="seed of every random draw of the run (default: 0)"
+    )
+    if chats:
+        p.add_argument(
+            "--max-turns", type=int, metavar="N", help="at most N turns per conversation"
+        )
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="write only shard I of N (0-based) of the run's ids, for a job array",
+    )
+    p.add_argument(
+        "--no-grammar",
+        action="store_true",
+        help="send no grammars (the model's replies are only validated, not constrained)",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective config as TOML and exit without generating",
+    )
     p.add_argument(
         "--metrics-port",
         type=int,
-        metavar="P",
-        help="serve Prometheus metrics (soc_async_*) on port P while the run lasts "
-        "(0: a free port, logged); off by default",
+        metavar="PORT",
+        help="serve Prometheus metrics (soc_async_*) on PORT while the run lasts "
+        "(0: a free port, logged; default: off)",
     )
     p.add_argument(
         "--metrics-host",
         default="127.0.0.1",
-        metavar="H",
-        help="address of --metrics-port (default 127.0.0.1; 0.0.0.0 for every interface)",
+        metavar="HOST",
+        help="the address --metrics-port listens on (default: 127.0.0.1; 0.0.0.0 for every "
+        "interface)",
     )
     add_verbose(p)
 
@@ -48,34 +72,80 @@ def register(sub: Any) -> None:
         "run",
         help="generate personas, experiences and chats into a run directory",
         description="Generate a dataset: personas, then experiences, then chats. With no "
-        "--endpoint and no --config, starts the embedded CPU server for a small demo run.",
+        "--endpoint, --endpoints-file or server in the config, starts the embedded CPU "
+        "server for a small demo run and stops it at the end.",
     )
-    _generation_options(run)
-    run.add_argument("--personas", type=int, metavar="N", help="personas to write")
-    run.add_argument("--experiences", type=int, metavar="N", help="experiences to write")
-    run.add_argument("--chats", type=int, metavar="N", help="conversations to write")
-    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    _generation_options(run, chats=True)
+    run.add_argument("--personas", type=int, metavar="N", help="how many personas to write in all")
+    run.add_argument(
+        "--experiences", type=int, metavar="N", help="how many experiences to write in all"
+    )
+    run.add_argument(
+        "--chats", type=int, metavar="N", help="how many conversations to write in all"
+    )
+    run.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR with its own config (the other flags apply on top)",
+    )
     run.set_defaults(handler=handle)
 
-    personas = sub.add_parser("personas", help="the persona stage alone")
-    _generation_options(personas)
-    personas.add_argument("-n", type=int, required=True, metavar="N", help="personas to write")
+    personas = sub.add_parser(
+        "personas",
+        help="the persona stage alone",
+        description="Write N persona cards into a run directory (personas.jsonl), and "
+        "nothing else.",
+    )
+    _generation_options(personas, chats=False)
+    personas.add_argument(
+        "-n", type=int, required=True, metavar="N", help="how many personas to write"
+    )
     personas.set_defaults(handler=handle)
 
-    experiences = sub.add_parser("experiences", help="the experience stage alone")
-    _generation_options(experiences)
-    experiences.add_argument("-n", type=int, required=True, metavar="N")
+    experiences = sub.add_parser(
+        "experiences",
+        help="the experience stage alone",
+        description="Pair the personas of a personas.jsonl and write N experiences into a "
+        "run directory (experiences.jsonl, with the personas they use).",
+    )
+    _generation_options(experiences, chats=False)
     experiences.add_argument(
-        "--personas", required=True, metavar="FILE", help="personas.jsonl to pair"
+        "-n", type=int, required=True, metavar="N", help="how many experiences to write"
+    )
+    experiences.add_argument(
+        "--personas-file",
+        required=True,
+        metavar="FILE",
+        help="the personas.jsonl whose personas are paired",
     )
     _allow_torn(experiences)
     experiences.set_defaults(handler=handle)
 
-    chats = sub.add_parser("chats", help="the chat stage alone")
-    _generation_options(chats)
-    chats.add_argument("-n", type=int, metavar="N", help="default: one per experience")
-    chats.add_argument("--experiences", required=True, metavar="FILE")
-    chats.add_argument("--personas", metavar="FILE", help="default: beside --experiences")
+    chats = sub.add_parser(
+        "chats",
+        help="the chat stage alone",
+        description="Write conversations for the experiences of an experiences.jsonl into a "
+        "run directory (conversations.jsonl).",
+    )
+    _generation_options(chats, chats=True)
+    chats.add_argument(
+        "-n",
+        type=int,
+        metavar="N",
+        help="how many conversations to write (default: one per experience)",
+    )
+    chats.add_argument(
+        "--experiences-file",
+        required=True,
+        metavar="FILE",
+        help="the experiences.jsonl to write conversations for",
+    )
+    chats.add_argument(
+        "--personas-file",
+        metavar="FILE",
+        help="the personas.jsonl those experiences name (default: the personas.jsonl "
+        "beside --experiences-file)",
+    )
     _allow_torn(chats)
     chats.set_defaults(handler=handle)
 
@@ -94,7 +164,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "out": args.out,
         "concurrency.fixed": args.concurrency,
         "seed": args.seed,
-        "chat.max_turns": args.max_turns,
+        "chat.max_turns": getattr(args, "max_turns", None),
         "shard": args.shard,
     }
     if args.command == "run":
@@ -171,12 +241,12 @@ def _checked_inputs(args: argparse.Namespace) -> dict[str, Path]:
     server is asked or the output directory exists (InputError naming FILE:LINE)."""
     imports: dict[str, Path] = {}
     if args.command == "experiences":
-        imports["personas"] = _existing(args.personas, "--personas")
+        imports["personas"] = _existing(args.personas_file, "--personas-file")
     elif args.command == "chats":
-        exp = _existing(args.experiences, "--experiences")
+        exp = _existing(args.experiences_file, "--experiences-file")
         imports["experiences"] = exp
         imports["personas"] = _existing(
-            args.personas or str(exp.with_name("personas.jsonl")), "--personas"
+            args.personas_file or str(exp.with_name("personas.jsonl")), "--personas-file"
         )
     if imports:
         check_stage_inputs(

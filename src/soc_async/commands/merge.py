@@ -16,8 +16,18 @@ def register(sub: Any) -> None:
         help="join the shard directories of one run into one dataset",
         description="Join the shard directories of one run (a job array) into one dataset.",
     )
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="shard run directories")
-    p.add_argument("--out", required=True, metavar="OUT", help="new directory for the dataset")
+    p.add_argument(
+        "dirs",
+        nargs="+",
+        metavar="DIR",
+        help="the shard run directories of one run (each written with --shard I/N)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="the merged run directory to write (new or empty)",
+    )
     p.add_argument(
         "--allow-partial",
         action="store_true",

@@ -6,28 +6,38 @@ import argparse
 from typing import Any
 
 
-def add_server_options(p: argparse.ArgumentParser) -> None:
+def add_server_options(p: argparse.ArgumentParser, *, when: str = "") -> None:
     """--config, --endpoint, --endpoints-file, --ready-timeout and --model: which config
-    and which servers a command uses, and how long it waits for them."""
-    p.add_argument("--config", metavar="FILE", help="TOML config file (docs/config.md)")
+    and which servers a command uses, and how long it waits for them. ``when`` names the
+    option that makes the command talk to a server at all (report: --judge)."""
+    p.add_argument(
+        "--config", metavar="FILE", help="a TOML config file (docs/config.md; default: none)"
+    )
+    embedded = f"with {when} and no server given" if when else "none given"
     p.add_argument(
         "--endpoint",
         action="append",
         metavar="URL",
-        help="vLLM base URL, repeatable; none: start the embedded CPU server",
+        help=f"a vLLM base URL such as http://127.0.0.1:8000, repeatable ({embedded}: "
+        "start the embedded CPU server)",
     )
     p.add_argument(
         "--endpoints-file",
         metavar="FILE",
-        help="the engines `soc-async serve --endpoints-file FILE` started (waited for)",
+        help="use the engines `soc-async serve --endpoints-file FILE` started, waiting until "
+        "they answer",
     )
     p.add_argument(
         "--ready-timeout",
         type=float,
         metavar="S",
-        help="seconds to wait for every endpoint's /health and model list (default 900)",
+        help="seconds to wait for every endpoint's /health and model list (default: 900)",
     )
-    p.add_argument("--model", help="served model name (default: what the server serves)")
+    p.add_argument(
+        "--model",
+        metavar="NAME",
+        help="the served model name to ask for (default: the one the server serves)",
+    )
 
 
 def server_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -51,7 +61,7 @@ def server_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_verbose(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
 
 
 __all__ = ["add_server_options", "add_verbose", "server_overrides"]

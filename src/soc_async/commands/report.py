@@ -33,13 +33,19 @@ def register(sub: Any) -> None:
         help="score N sampled conversations with the served model (judge.jsonl beside "
         "the report keeps verdicts: a rerun judges only what is missing)",
     )
-    p.add_argument("--judge-seed", type=int, default=0, metavar="S", help="the sample's seed")
+    p.add_argument(
+        "--judge-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the sample --judge scores (default: 0)",
+    )
     p.add_argument(
         "--compare",
         metavar="B",
         help="print the differences that matter against B: a report.json or a run directory",
     )
-    add_server_options(p)
+    add_server_options(p, when="--judge")
     add_verbose(p)
     p.set_defaults(handler=handle)
 

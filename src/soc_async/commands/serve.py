@@ -20,11 +20,36 @@ def register(sub: Any) -> None:
         "fits, and as many engines as the GPUs allow, on ports PORT, PORT+10, ... An "
         "engine that dies is restarted (--max-restarts). Arguments after -- go to vLLM.",
     )
-    p.add_argument("--model", default="", help="name or path; default: the embedded CPU model")
-    p.add_argument("--port", type=int, default=8000, help="the first engine's port (8000)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--tp", type=int, metavar="N", help="tensor-parallel size of each engine")
-    p.add_argument("--engines", type=int, metavar="N", help="at most N engines")
+    p.add_argument(
+        "--model",
+        default="",
+        help="a Hugging Face name (in the HF cache) or a checkpoint directory (default: the "
+        "embedded CPU model)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="the first engine's port; the next engines take PORT+10, PORT+20, ... (default: 8000)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address the engines listen on (default: 127.0.0.1; 0.0.0.0 to reach them "
+        "from other machines)",
+    )
+    p.add_argument(
+        "--tp",
+        type=int,
+        metavar="N",
+        help="tensor-parallel size of each engine (default: from the model's config.json)",
+    )
+    p.add_argument(
+        "--engines",
+        type=int,
+        metavar="N",
+        help="start at most N engines (default: as many as the GPUs hold)",
+    )
     p.add_argument(
         "--dp-mode",
         choices=["engines", "vllm"],
@@ -32,21 +57,67 @@ def register(sub: Any) -> None:
         help="engines: one server per engine, the client routes (default); "
         "vllm: one server with --data-parallel-size",
     )
-    p.add_argument("--gpus", metavar="IDS", help="devices to use, e.g. 0,1 (default: visible)")
-    p.add_argument("--gpu-memory-gib", type=float, metavar="G", help="override nvidia-smi's")
-    p.add_argument("--max-restarts", type=int, default=3, metavar="N", help="per engine (3)")
-    p.add_argument("--stagger-s", type=float, default=15.0, metavar="S", help="between starts")
     p.add_argument(
-        "--restart-delay", type=float, default=10.0, metavar="S", help="before a restart (10)"
+        "--gpus", metavar="IDS", help="the GPUs to use, e.g. 0,1 (default: every visible GPU)"
     )
     p.add_argument(
-        "--startup-timeout", type=float, default=1800.0, metavar="S", help="per engine start"
+        "--gpu-memory-gib",
+        type=float,
+        metavar="G",
+        help="memory per GPU in GiB, instead of what nvidia-smi reports",
     )
-    p.add_argument("--endpoints-file", metavar="FILE", help="write the engines' URLs here")
-    p.add_argument("--log-dir", metavar="DIR", help="vLLM's logs (default: temp files)")
-    p.add_argument("--vllm-cmd", metavar="CMD", help='how vLLM starts, e.g. "vllm serve"')
-    p.add_argument("--dry-run", action="store_true", help="print the layout and commands only")
-    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- extra vLLM arguments")
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=3,
+        metavar="N",
+        help="restarts of an engine that dies before it is given up (default: 3)",
+    )
+    p.add_argument(
+        "--stagger-s",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="seconds between engine starts while one is loading (default: 15)",
+    )
+    p.add_argument(
+        "--restart-delay",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds before an engine that died is started again (default: 10)",
+    )
+    p.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=1800.0,
+        metavar="S",
+        help="seconds an engine may take to load its model and answer /health (default: 1800)",
+    )
+    p.add_argument(
+        "--endpoints-file",
+        metavar="FILE",
+        help="write the engines' URLs and batch sizes to FILE for `run`/`bench --endpoints-file`",
+    )
+    p.add_argument(
+        "--log-dir", metavar="DIR", help="write each engine's log to DIR (default: temporary files)"
+    )
+    p.add_argument(
+        "--vllm-cmd",
+        metavar="CMD",
+        help='the command that starts vLLM, e.g. "vllm serve" (default: vllm serve, or '
+        "python -m vllm.entrypoints.openai.api_server on the CPU build)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the layout and the engines' command lines and exit; starts nothing",
+    )
+    p.add_argument(
+        "vllm_args",
+        nargs=argparse.REMAINDER,
+        help="after --: more vLLM flags, passed to every engine after soc-async's own",
+    )
     add_verbose(p)
     p.set_defaults(handler=handle)
 

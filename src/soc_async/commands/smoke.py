@@ -19,17 +19,70 @@ def register(sub: Any) -> None:
         "tokens/s, the prefix-cache hit rate and the recommended concurrency (about 10 "
         "minutes for an 8B model on an H100). Arguments after -- go to vLLM.",
     )
-    p.add_argument("--model", required=True, help="a Hugging Face name (downloaded) or a path")
-    p.add_argument("--out", default="runs/smoke", metavar="DIR", help="where files go")
-    p.add_argument("--gpus", metavar="IDS", help="devices (default: the first visible GPU)")
-    p.add_argument("--tp", type=int, metavar="N", help="tensor-parallel size (default: layout)")
-    p.add_argument("--chats", type=int, default=50, metavar="N", help="conversations (50)")
-    p.add_argument("--max-turns", type=int, default=12, metavar="N", help="per chat (12)")
-    p.add_argument("--sweep", metavar="N,N,...", help="default: 16,64,256,... up to the batch")
-    p.add_argument("--bench-turns", type=int, default=4, metavar="N", help="per bench chat (4)")
-    p.add_argument("--vllm-cmd", metavar="CMD", help='how vLLM starts, e.g. "vllm serve"')
-    p.add_argument("--budget-s", type=float, default=600.0, help="time the smoke should take")
-    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help="-- extra vLLM arguments")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a Hugging Face name (in the HF cache) or a checkpoint directory",
+    )
+    p.add_argument(
+        "--out",
+        default="runs/smoke",
+        metavar="DIR",
+        help="the directory for the run, the sweep and smoke.json (default: runs/smoke)",
+    )
+    p.add_argument(
+        "--gpus", metavar="IDS", help="the GPUs to use, e.g. 0,1 (default: the first visible GPU)"
+    )
+    p.add_argument(
+        "--tp",
+        type=int,
+        metavar="N",
+        help="tensor-parallel size (default: from the model's config.json)",
+    )
+    p.add_argument(
+        "--chats",
+        type=int,
+        default=50,
+        metavar="N",
+        help="conversations of the short run (default: 50)",
+    )
+    p.add_argument(
+        "--max-turns",
+        type=int,
+        default=12,
+        metavar="N",
+        help="at most N turns per conversation of the short run (default: 12)",
+    )
+    p.add_argument(
+        "--sweep",
+        metavar="N,N,...",
+        help="the concurrency levels of the sweep (default: sized from the engine's KV cache)",
+    )
+    p.add_argument(
+        "--bench-turns",
+        type=int,
+        default=4,
+        metavar="N",
+        help="turns per conversation of the sweep (default: 4)",
+    )
+    p.add_argument(
+        "--vllm-cmd",
+        metavar="CMD",
+        help='the command that starts vLLM, e.g. "vllm serve" (default: vllm serve)',
+    )
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="seconds the whole smoke may take; phases that would not fit are left out "
+        "(default: 600)",
+    )
+    p.add_argument(
+        "vllm_args",
+        nargs=argparse.REMAINDER,
+        help="after --: more vLLM flags, passed to the engine after soc-async's own",
+    )
     add_verbose(p)
     p.set_defaults(handler=handle)
 

@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
         type=float,
         default=2.0,
         metavar="S",
-        help="seconds between reads with --watch (default 2)",
+        help="seconds between reads with --watch (default: 2)",
     )
     p.add_argument(
         "--plot",

@@ -18,9 +18,15 @@ def register(sub: Any) -> None:
         "OUT/index.html, or --serve it on 127.0.0.1.",
     )
     p.add_argument("dir", metavar="DIR", help="a run directory")
-    p.add_argument("--out", metavar="OUT", help="site directory (default DIR/site)")
+    p.add_argument("--out", metavar="OUT", help="the site directory to write (default: DIR/site)")
     p.add_argument("--serve", action="store_true", help="serve the site on 127.0.0.1 until Ctrl-C")
-    p.add_argument("--port", type=int, default=8000, help="port for --serve (0: any free one)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        metavar="PORT",
+        help="the port of --serve (0: any free one; default: 8000)",
+    )
     p.set_defaults(handler=handle)
 
 

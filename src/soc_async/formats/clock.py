@@ -129,6 +129,32 @@ def format_day(day: date) -> str:
     return f"{day.day:02d}.{day.month:02d}"
 
 
+# English names by date.weekday(): strftime("%A") would follow the process's locale,
+# and the prompts are English whatever the machine's LANG says.
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+
+
+def weekday_name(day: date) -> str:
+    """The English name of ``day``'s weekday ("Monday")."""
+    return WEEKDAYS[day.weekday()]
+
+
+def long_day(day: date) -> str:
+    """A day as a prompt spells it: ``"15 March 2026"``."""
+    return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+def format_time(dt: datetime) -> str:
+    """The ``"HH:MM"`` of a stamp."""
+    return format_stamp(dt)[0]
+
+
 def minute_of_day(dt: datetime) -> int:
     """Minutes since midnight, 0..1439."""
     return dt.hour * 60 + dt.minute

@@ -9,7 +9,7 @@ here is kept close to a bare aiohttp loop (benchmarks/client_overhead.py measure
 Failures split in two. Transient ones (connection errors, timeouts, 429, 5xx, a reply
 that is not the JSON expected) are retried with exponential backoff and full jitter, 429
 no sooner than its Retry-After; when they outlast ``max_retries`` the request raises
-``RetriesExhausted`` whose message is a short stable reason (``http_503``, ``timeout``,
+``RetriesExhausted`` whose ``reason`` is a short stable code (``http_503``, ``timeout``,
 ``connection``, ``bad_json``, ``http_429``) for the failure record. A 4xx other than 429
 means the request itself is wrong: it raises ``RequestError`` at once with the server's
 message. While every server is out, requests wait in the endpoint pool
@@ -245,10 +245,13 @@ class LLMClient:
                 pool.release(ep)
             self.faults[ep.url][failure.cause] += 1
             if attempts > max_retries:
-                err = RetriesExhausted(failure.reason, status=failure.status, attempts=attempts)
-                err.endpoint = ep.url  # type: ignore[attr-defined]
-                err.detail = str(failure)  # type: ignore[attr-defined]
-                raise err from failure
+                raise RetriesExhausted(
+                    failure.reason,
+                    detail=str(failure),
+                    status=failure.status,
+                    attempts=attempts,
+                    endpoint=ep.url,
+                ) from failure
             await asyncio.sleep(self._delay(attempts, failure.retry_after))
 
     def _delay(self, attempts: int, retry_after: float | None) -> float:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.live import Live
 
 from soc_async import logs
-from soc_async.monitor.panel import RunPanel
+from soc_async.monitor.panel import RunPanel, duration
 from soc_async.monitor.rates import RateWindow, eta_s
 from soc_async.monitor.snapshot import (
     ControllerFigures,
@@ -220,7 +220,7 @@ class LiveView:
             failed_for_good=snap.request_errors,
             rejections=sum(snap.rejections.values()),
             **{
-                name: f"{s.done}/{s.target}" + (f" eta {_eta(s.eta_s)}" if s.eta_s else "")
+                name: f"{s.done}/{s.target}" + (f" eta {duration(s.eta_s)}" if s.eta_s else "")
                 for name, s in snap.stages.items()
             },
         )
@@ -230,13 +230,6 @@ class LiveView:
         while True:
             self.refresh()
             await anyio.sleep(every_s)
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 class Reporter:

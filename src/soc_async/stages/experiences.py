@@ -23,6 +23,7 @@ from soc_async import seeds
 from soc_async.config import ChatConfig, RunConfig
 from soc_async.dedup import NearDuplicateIndex
 from soc_async.fewshot import FewShotRing
+from soc_async.formats.clock import format_time, long_day, weekday_name
 from soc_async.formats.events import attribute_events
 from soc_async.formats.experience import (
     ParsedExperience,
@@ -163,7 +164,7 @@ class ExperienceStage:
                 initial_state_derived=parsed.initial_state_derived,
             ),
             start_date=start.date().isoformat(),
-            start_time=start.strftime("%H:%M"),
+            start_time=format_time(start),
             event_personas=attribute_events(
                 parsed.instant_events, [(a.id, a.meta.name), (b.id, b.meta.name)]
             ),
@@ -185,9 +186,9 @@ class ExperienceStage:
             "experience_user.j2",
             people=[{"name": p.meta.name, "card": p.persona_text.strip()} for p in pair],
             examples=references,
-            start_weekday=start.strftime("%A"),
-            start_day=f"{start.day} {start:%B %Y}",
-            start_time=start.strftime("%H:%M"),
+            start_weekday=weekday_name(start),
+            start_day=long_day(start),
+            start_time=format_time(start),
             style_hint=hint,
             correction=correction,
         )
