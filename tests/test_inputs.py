@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import factories
 import msgspec
 import pytest
 from fakeproc import FakeProcess, free_port
@@ -16,7 +17,6 @@ from soc_async.records import (
     Experience,
     ExperienceMeta,
     Persona,
-    PersonaMeta,
     TopicSlot,
     encode_line,
     make_id,
@@ -27,11 +27,8 @@ SEED = 5
 
 
 def persona(i: int) -> Persona:
-    meta = PersonaMeta(
-        iteration=i, model="m", region="r", subregion="s", name=f"Name{i}", gender="female",
-        age=30, time_taken=0.1,
-    )  # fmt: skip
-    return Persona(id=make_id(SEED, "personas", i), persona_text="<character/>", meta=meta)
+    item_id = make_id(SEED, "personas", i)
+    return factories.persona(item_id, name=f"Name{i}", text="<character/>", iteration=i)
 
 
 def experience(i: int, a: Persona, b: Persona) -> Experience:

@@ -7,6 +7,7 @@ import itertools
 import json
 from pathlib import Path
 
+import factories
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,6 @@ from soc_async.records import (
     Failure,
     Message,
     Persona,
-    PersonaMeta,
     Record,
     TopicSlot,
     Turn,
@@ -180,17 +180,7 @@ def test_plan_needs_an_input() -> None:
 
 
 def _persona(item_id: str) -> Persona:
-    meta = PersonaMeta(
-        iteration=0,
-        model="m",
-        region="r",
-        subregion="s",
-        name="Ana",
-        gender="f",
-        age=30,
-        time_taken=0.1,
-    )
-    return Persona(id=item_id, persona_text="<character>...</character>", meta=meta)
+    return factories.persona(item_id, name="Ana")
 
 
 def _conversation(item_id: str) -> Conversation:

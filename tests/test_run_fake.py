@@ -197,6 +197,7 @@ def _readable(path: Path) -> list[dict]:
     return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
 
 
+@pytest.mark.slow
 def test_server_down_for_ten_seconds_mid_run(tmp_path):
     """The only server stops for 10 s and comes back on the same port: the run completes."""
     out = tmp_path / "run"

@@ -113,10 +113,14 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | N
 @pytest.mark.slow
 def test_prometheus_endpoint_scraped_during_a_run_matches_metrics_jsonl(tmp_path: Path) -> None:
     """Scraped while the run goes, the counters rise, and every scrape equals one line of
-    metrics.jsonl figure for figure (requests, tokens, stage counts, faults)."""
+    metrics.jsonl figure for figure (requests, tokens, stage counts, faults).
+
+    The fake's 0.1 s per request sets a floor on the run's length whatever the machine's
+    speed (about 150 requests at 4 in flight: 3.75 s at least), so scraping every 0.2 s
+    gets its five scrapes on a fast machine too."""
     out = tmp_path / "run"
     port = free_port()
-    with FakeProcess("--reply", "soc_async.testing.scripted:reply", "--ttft-s", "0.05",
+    with FakeProcess("--reply", "soc_async.testing.scripted:reply", "--ttft-s", "0.1",
                      "--tpot-s", "0.0005", "--fault-503", "0.05", "--fault-429", "0.05",
                      "--retry-after-s", "0.1") as fake:  # fmt: skip
         proc = soc_async(
@@ -129,7 +133,7 @@ def test_prometheus_endpoint_scraped_during_a_run_matches_metrics_jsonl(tmp_path
             got = scrape(f"http://127.0.0.1:{port}/metrics")
             if got:
                 scrapes.append(got)
-            time.sleep(0.3)
+            time.sleep(0.2)
         _, stderr = proc.communicate()
     assert proc.returncode == 0, stderr.decode()[-2000:]
     assert len(scrapes) >= 5

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import factories
 import msgspec
 import pytest
 from rich.console import Console
@@ -19,7 +20,6 @@ from soc_async.records import (
     Conversation,
     Failure,
     Persona,
-    PersonaMeta,
     TopicSlot,
     Usage,
     encode_line,
@@ -43,17 +43,7 @@ chats = 4
 
 
 def persona(i: int) -> Persona:
-    meta = PersonaMeta(
-        iteration=i,
-        model="m",
-        region="r",
-        subregion="s",
-        name="n",
-        gender="m",
-        age=40,
-        time_taken=1.0,
-    )
-    return Persona(id=f"p-{i}", persona_text="card", meta=meta)
+    return factories.persona(i, name="n", age=40, text="card")
 
 
 def chat(i: int, retries: dict[str, int]) -> Conversation:

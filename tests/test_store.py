@@ -11,13 +11,14 @@ import textwrap
 from pathlib import Path
 
 import anyio
+import factories
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from soc_async.errors import InputError, RunDirError
-from soc_async.records import Failure, Persona, PersonaMeta, encode_line, make_id, record_id
+from soc_async.records import Failure, Persona, encode_line, make_id, record_id
 from soc_async.store import (
     CONFIG,
     FAILURES,
@@ -33,17 +34,7 @@ _EXAMPLES = itertools.count()
 
 
 def persona(i: int, text: str = "card") -> Persona:
-    meta = PersonaMeta(
-        iteration=i,
-        model="m",
-        region="r",
-        subregion="s",
-        name=f"n{i}",
-        gender="f",
-        age=30,
-        time_taken=0.1,
-    )
-    return Persona(id=make_id(SEED, "personas", i), persona_text=text, meta=meta)
+    return factories.persona(make_id(SEED, "personas", i), name=f"n{i}", text=text, iteration=i)
 
 
 def new_run(path: Path) -> RunDir:

@@ -11,6 +11,7 @@ import asyncio
 import re
 
 import anyio
+import factories
 import pytest
 
 from soc_async import prompts
@@ -33,7 +34,6 @@ from soc_async.records import (
     ExperienceMeta,
     Failure,
     Persona,
-    PersonaMeta,
     TopicSlot,
     Usage,
 )
@@ -50,17 +50,8 @@ TURNS = 10
 
 def persona(pid: str) -> Persona:
     name = NAMES[pid]
-    meta = PersonaMeta(
-        iteration=0,
-        model="m",
-        region="Southern Europe",
-        subregion="somewhere",
-        name=name,
-        gender="female",
-        age=30,
-        time_taken=0.0,
-    )
-    return Persona(id=pid, persona_text=f"<character>\n**Name:** {name}\n</character>", meta=meta)
+    card = f"<character>\n**Name:** {name}\n</character>"
+    return factories.persona(pid, name=name, region="Southern Europe", text=card)
 
 
 PERSONAS = {pid: persona(pid) for pid in NAMES}

@@ -4,7 +4,6 @@ shown while waiting, the timeout, and the endpoints file of `soc-async serve`.""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import aiohttp
 import anyio
 import msgspec
 import pytest
+from factories import free_port
 
 from soc_async.errors import InputError, ServerError
 from soc_async.llm.readiness import (
@@ -23,12 +23,6 @@ from soc_async.llm.readiness import (
     wait_until_ready,
 )
 from soc_async.testing.fake_server import FakeConfig, FakeServer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_ready_servers_are_not_waited_for(fake_server) -> None:

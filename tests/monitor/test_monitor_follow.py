@@ -8,24 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import factories
 import msgspec
 import pytest
 
 from soc_async.errors import InputError
 from soc_async.monitor.follow import FileTail, Follower
 from soc_async.monitor.snapshot import EngineFigures, Snapshot, StageFigures
-from soc_async.records import Failure, Persona, PersonaMeta, encode_line
+from soc_async.records import Failure, Persona, encode_line
 from soc_async.store import FAILURES, JOURNAL, METRICS, PERSONAS, RunDir, RunIdentity
 
 CONFIG = "seed = 2\n[targets]\npersonas = 5\nexperiences = 3\nchats = 3\n"
 
 
 def persona(i: int) -> Persona:
-    meta = PersonaMeta(
-        iteration=i, model="m", region="r", subregion="s", name="n", gender="f", age=30,
-        time_taken=0.1,
-    )  # fmt: skip
-    return Persona(id=f"p-{i:07d}-x", persona_text="card", meta=meta)
+    return factories.persona(f"p-{i:07d}-x", name="n", text="card", iteration=i)
 
 
 def line(snap: Snapshot) -> bytes:

@@ -3,6 +3,7 @@ out by hand from handmade_run.py."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -198,3 +199,33 @@ def test_a_merged_directory_and_a_torn_line(tmp_path: Path) -> None:
     assert r.counts.conversations == 3 and r.rules.conversations.value == 1.0
     (merged / "merge.json").write_bytes(msgspec.json.encode({"inputs": {"0/1": "/gone"}}))
     assert build_report(merged).meta.config_source == "defaults"
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        ["Sub-Saharan Africa", "East Asia & Pacific", "Latin America & Caribbean",
+         "Europe & Central Asia", "Middle East & North Africa", "South Asia",
+         "North America"],
+        [str(n) for n in range(1, 61)],
+        ["freeform", "semi-structured", "structured"],
+    ],
+)  # fmt: skip
+def test_bar_labels_never_print_over_each_other(labels: list[str]) -> None:
+    """Every tick label of a bar plot (the report's region plot among them) has a box of
+    its own: no two overlap once drawn."""
+    from soc_async.report.plots import bars_figure
+
+    fig = bars_figure({label: i + 1 for i, label in enumerate(labels)}, "t", "x")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)  # the canvas the report's PNGs are drawn on
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    horizontal = ax.get_yticks().size == len(labels)
+    ticks = ax.get_yticklabels() if horizontal else ax.get_xticklabels()
+    boxes = [t.get_window_extent(renderer) for t in ticks if t.get_text()]
+    assert len(boxes) == len(labels) or (not horizontal and labels[0].isdigit())
+    for a, b in itertools.combinations(boxes, 2):
+        assert not a.overlaps(b), (a, b)

@@ -6,13 +6,14 @@ import random
 import re
 import string
 
+import factories
 import numpy as np
 import pytest
 from datasketch import HyperLogLogPlusPlus
 from hypothesis import given
 from hypothesis import strategies as st
 
-from soc_async.records import Persona, PersonaMeta
+from soc_async.records import Persona
 from soc_async.report.drift import DriftFigure, coping_words, section, trait_words
 from soc_async.report.lexical import DistinctCounter, _mix, mtld, mtld_one_way, tokens
 from soc_async.report.neardup import NearDuplicates
@@ -162,11 +163,7 @@ def card(traits: str, emotional: str) -> str:
 
 
 def persona(i: int, text: str) -> Persona:
-    meta = PersonaMeta(
-        iteration=i, model="m", region="r", subregion="s", name="X", gender="f", age=25,
-        time_taken=0.0,
-    )  # fmt: skip
-    return Persona(id=f"p-{i}", persona_text=text, meta=meta)
+    return factories.persona(i, name="X", text=text, age=25)
 
 
 def test_sections_and_coping_sentences() -> None:

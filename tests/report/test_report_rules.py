@@ -288,3 +288,13 @@ def test_minimum_turns_overtime_opening_window_and_event_owners() -> None:
     other = next(p for p in _c0().persona_ids if p != sender)
     assert broken(_c0(), event_owners={event: sender}) == set()
     assert broken(_c0(), event_owners={event: other}) == {"event_owner"}
+
+
+def test_report_card_sections_are_the_parsers_sections() -> None:
+    """The report's card check keeps its own copy of the section list (report/ reads runs
+    of any version without the generator's parser); the copy must name the same sections
+    in the same order as formats/character.py, or the report would flag valid cards."""
+    from soc_async.formats.character import SECTIONS
+    from soc_async.report.rules import CARD_SECTIONS
+
+    assert CARD_SECTIONS == SECTIONS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import factories
 import pytest
 from xgrammar.testing import _is_grammar_accept_string
 
@@ -13,25 +14,15 @@ from soc_async.errors import RequestError, RetriesExhausted, ServerError
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.experience import ParsedExperience, experience_grammar, parse_experience
 from soc_async.llm.types import ChatRequest, Completion, TokenUsage
-from soc_async.records import Experience, Failure, Persona, PersonaMeta
+from soc_async.records import Experience, Failure, Persona
 from soc_async.stages.experiences import ExperienceStage, seed_experiences
 from soc_async.stages.style_monitor import StyleMonitor
 from soc_async.testing.completer import Reply, ScriptedCompleter
 
 
 def persona(pid: str, name: str, region: str) -> Persona:
-    meta = PersonaMeta(
-        iteration=0,
-        model="m",
-        region=region,
-        subregion="somewhere",
-        name=name,
-        gender="male",
-        age=30,
-        time_taken=0.0,
-    )
     card = f"<character>\n**Basic Information**\n**Name:** {name}\n</character>"
-    return Persona(id=pid, persona_text=card, meta=meta)
+    return factories.persona(pid, name=name, region=region, gender="male", text=card)
 
 
 RAFAEL = persona("p-rafael", "Rafael", "South America")

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
+import factories
 import pytest
 
 from soc_async.errors import InputError
-from soc_async.records import Persona, PersonaMeta
+from soc_async.records import Persona
 from soc_async.stages.pairing import Pair, PersonaPool, pair_for
 
 
 def persona(pid: str, region: str, name: str | None = None) -> Persona:
-    meta = PersonaMeta(
-        iteration=0,
-        model="m",
-        region=region,
-        subregion=f"{region} city",
-        name=name or f"Name {pid}",
-        gender="female",
-        age=25,
-        time_taken=0.0,
+    return factories.persona(
+        pid, region=region, subregion=f"{region} city", name=name, age=25, time_taken=0.0
     )
-    return Persona(id=pid, persona_text="<character>...</character>", meta=meta)
 
 
 REGIONS = ["West Africa"] * 6 + ["South Asia"] * 3 + ["Northern Europe"] * 2 + ["Oceania"]

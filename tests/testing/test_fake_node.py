@@ -15,12 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FakeNode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from factories import free_port
 
 
 def run(node: FakeNode, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Mapping
 
 from matplotlib.axes import Axes
@@ -46,17 +47,38 @@ def bars(counts: Mapping[str, int | float], title: str, xlabel: str, ylabel: str
     """Bars of a categorical or discrete distribution, in the order given."""
     if not counts or not any(counts.values()):
         return ""
-    fig, ax = _figure()
+    return _png(bars_figure(counts, title, xlabel, ylabel))
+
+
+# Tick labels of 8-point type take about this many inches per character; past the width
+# a label gets, neighbours print over each other.
+_INCH_PER_CHAR = 0.075
+
+
+def bars_figure(
+    counts: Mapping[str, int | float], title: str, xlabel: str, ylabel: str = "count"
+) -> Figure:
+    """The figure of :func:`bars`: vertical bars while the labels fit side by side, else
+    horizontal bars with one row per label (region names, say, never overlap)."""
     labels = list(counts)
-    ax.bar(range(len(labels)), list(counts.values()), color=_COLORS[0])
-    ax.set_xticks(
-        range(len(labels)),
-        labels,
-        rotation=45 if len(labels) > 8 else 0,
-        ha="right" if len(labels) > 8 else "center",
-    )
-    _style(ax, title, xlabel, ylabel)
-    return _png(fig)
+    values = list(counts.values())
+    room = _SIZE[0] * 0.8 / max(1, len(labels))  # inches of axis per label
+    longest = max(len(label) for label in labels) * _INCH_PER_CHAR
+    if longest <= room or all(label.isdigit() for label in labels):
+        # Numbers (turns, budgets) stay an axis: every step-th label where all would crowd.
+        step = max(1, math.ceil(longest * 1.2 / room))
+        fig, ax = _figure()
+        ax.bar(range(len(labels)), values, color=_COLORS[0])
+        ax.set_xticks(range(0, len(labels), step), labels[::step])
+        _style(ax, title, xlabel, ylabel)
+        return fig
+    fig = Figure(figsize=(_SIZE[0], max(_SIZE[1], 0.9 + 0.28 * len(labels))))
+    ax = fig.subplots()
+    ax.barh(range(len(labels)), values, color=_COLORS[0])
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()  # the first label on top, as the table below reads
+    _style(ax, title, ylabel, xlabel)
+    return fig
 
 
 def grouped_bars(
