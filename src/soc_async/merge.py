@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -39,6 +38,7 @@ from soc_async.records import (
     record_id,
 )
 from soc_async.store import DATA_FILES, RUN, RunIdentity, read_identity, read_records
+from soc_async.timestamps import utc_now
 
 __all__ = [
     "MergePlan",
@@ -267,7 +267,7 @@ def merge(
             (line for s in plan.shards for line, _ in _good_lines(Path(s.path) / name, [])),
         )
         counts[name] = sum(per_shard[s.shard][name] for s in plan.shards)
-    now = datetime.now(UTC).isoformat(timespec="seconds")
+    now = utc_now()
     whole = RunIdentity(seed=plan.seed, shard="0/1", key=plan.key, created=now)
     (out_path / RUN).write_bytes(msgspec.json.encode(whole) + b"\n")
     summary = MergeSummary(

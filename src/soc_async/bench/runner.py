@@ -19,7 +19,6 @@ import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -57,6 +56,7 @@ from soc_async.llm.types import ChatRequest
 from soc_async.records import Experience, Persona
 from soc_async.run.gateway import ModelGateway
 from soc_async.run.progress import RunCounters
+from soc_async.timestamps import utc_now
 
 __all__ = ["ServerReading", "read_servers", "run_bench"]
 
@@ -140,7 +140,7 @@ def environment(
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     return {
-        "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "time_utc": utc_now(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "machine": platform.machine(),

@@ -29,6 +29,7 @@ from soc_async.monitor.follow import Follower
 from soc_async.monitor.panel import RunPanel, ago, counts, short_url
 from soc_async.monitor.snapshot import Snapshot
 from soc_async.records import STAGES
+from soc_async.timestamps import utc_stamp
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -226,7 +227,7 @@ def _metrics(metrics: Snapshot | None) -> RenderableType:
     table = Table(title="last metrics", title_justify="left")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    shown = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(metrics.time))
+    shown = utc_stamp(metrics.time)
     table.add_row("time", f"{shown} ({time.time() - metrics.time:.0f} s ago)")
     rows: list[tuple[str, float | int]] = [
         ("elapsed_s", metrics.elapsed_s),

@@ -9,7 +9,6 @@ near-duplicate signatures; everything else is counts.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 from soc_async.records import Conversation, Experience, Failure, Persona
@@ -25,6 +24,7 @@ from soc_async.report.naturalness import NaturalnessFigure
 from soc_async.report.shape import ShapeFigure
 from soc_async.report.source import RunSource, soc_async_version
 from soc_async.store import CONVERSATIONS, EXPERIENCES, FAILURES, PERSONAS
+from soc_async.timestamps import utc_now
 
 __all__ = ["build_report"]
 
@@ -71,7 +71,7 @@ def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Repo
     }
     meta = Meta(
         soc_async_version=soc_async_version(),
-        generated=datetime.now(UTC).isoformat(timespec="seconds"),
+        generated=utc_now(),
         run_dir=str(src.path),
         seed=src.identity.seed,
         shard=src.identity.shard,

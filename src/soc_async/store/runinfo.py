@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -11,6 +10,7 @@ import msgspec
 
 from soc_async.errors import RunDirError
 from soc_async.store.files import RUN
+from soc_async.timestamps import utc_now
 
 
 def run_key(seed: int) -> str:
@@ -42,7 +42,7 @@ class RunIdentity(msgspec.Struct, kw_only=True):
 
     @classmethod
     def new(cls, seed: int, shard: str = "0/1") -> RunIdentity:
-        created = datetime.now(UTC).isoformat(timespec="seconds")
+        created = utc_now()
         return cls(seed=seed, shard=shard, key=run_key(seed), created=created)
 
 

@@ -33,6 +33,7 @@ import msgspec
 from soc_async.errors import InputError
 from soc_async.records import Conversation, Experience, Failure, Persona, id_index
 from soc_async.store.rundata import RunData, optional
+from soc_async.timestamps import utc_now
 from soc_async.view.render import card_html, experience_html
 
 __all__ = [
@@ -364,7 +365,7 @@ def build_site(
         "conv_chunks": site.chunks,
         "failure_chunks": (len(failures) + FAILURE_CHUNK - 1) // FAILURE_CHUNK,
         "failures": len(failures),
-        "built": time.strftime("%Y-%m-%d %H:%M"),
+        "built": utc_now(),
     }
     writer.write("meta", None, meta)
     return SiteSummary(
