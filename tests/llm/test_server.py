@@ -25,7 +25,7 @@ import msgspec
 import pytest
 
 from soc_async.errors import InputError, ServerStartError
-from soc_async.llm import embedded, server
+from soc_async.llm import embedded, process, server
 from soc_async.llm.server import ManagedServer, ServerSpec
 
 STAND_IN = textwrap.dedent(
@@ -382,7 +382,7 @@ def test_embedded_cpu_server_answers_and_stops_clean(tmp_path: Path) -> None:
         assert answer["choices"][0]["message"]["content"]
         assert answer["usage"]["completion_tokens"] > 0
         assert "prompt_tokens_details" in answer["usage"]
-    assert not server._group_alive(leader)
+    assert not process.group_alive(leader)
     assert "test-key" not in (tmp_path / "vllm.log").read_text(errors="replace")
 
 

@@ -27,16 +27,12 @@ generation_config).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno
-import functools
 import importlib.metadata
 import importlib.util
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -46,7 +42,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -54,6 +50,7 @@ from typing import IO
 import msgspec
 
 from soc_async.errors import InputError, ServerStartError
+from soc_async.llm.process import die_with_parent, prepare_die_with_parent, stop_group
 
 VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 LOG_TAIL_LINES = 30
@@ -349,7 +346,7 @@ class ManagedServer:
         line = f"# soc-async starts: {shown + ' ' if shown else ''}{self.printable_command()}\n"
         self._log.write(line.encode())
         self._log.flush()
-        _prctl()  # loaded in the parent: the child between fork and exec should do little
+        prepare_die_with_parent()
         try:
             self._proc = subprocess.Popen(
                 command,
@@ -360,7 +357,7 @@ class ManagedServer:
                 start_new_session=True,
                 # Only from the main thread: the kernel sends the signal when the thread
                 # that forked exits, which for a worker thread is long before soc-async.
-                preexec_fn=_die_with_parent
+                preexec_fn=die_with_parent
                 if threading.current_thread() is threading.main_thread()
                 else None,
             )
@@ -418,20 +415,8 @@ class ManagedServer:
         if proc is None:
             return
         grace = self.stop_grace_s if grace_s is None else grace_s
-        pgid = proc.pid  # start_new_session made the child its group's leader
         try:
-            if _group_alive(pgid):
-                _signal_group(pgid, signal.SIGTERM)
-                deadline = time.monotonic() + grace
-                while _group_alive(pgid, reap=proc) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if _group_alive(pgid, reap=proc):
-                    _signal_group(pgid, signal.SIGKILL)
-                    deadline = time.monotonic() + 10.0
-                    while _group_alive(pgid, reap=proc) and time.monotonic() < deadline:
-                        time.sleep(0.05)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5.0)
+            stop_group(proc, grace)
         finally:
             self._close_log()
 
@@ -521,57 +506,3 @@ def _healthy(url: str) -> bool:
             return bool(reply.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int, reap: subprocess.Popen[bytes] | None = None) -> bool:
-    """True while a live (not zombie) process remains in group ``pgid``."""
-    if reap is not None:
-        reap.poll()  # our own child becomes a zombie until we reap it
-    proc_dir = Path("/proc")
-    if not proc_dir.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for entry in proc_dir.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses; fields resume after the last ')'.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-@functools.cache
-def _prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        # The process's own symbols include libc's; no library search (which runs ldconfig).
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # If soc-async itself is killed (SIGKILL, OOM), the server gets SIGTERM instead of
-    # running on as an orphan holding the port and the memory. Runs in the child between
-    # fork and exec, so _prctl() was already loaded by the parent.
-    prctl = _prctl()
-    if prctl is not None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
