@@ -184,6 +184,25 @@ def _default_bands() -> dict[str, float]:
     }
 
 
+class AgeComponent(_Section):
+    """One normal of an age mixture, with its share of the personas (normalised)."""
+
+    mean: PosFloat
+    sd: PosFloat
+    weight: PosFloat = 1.0
+
+
+class AgeBand(_Section):
+    """Ages ``min``..``max`` (both included, each year equally likely) with a weight."""
+
+    min: PosInt
+    max: PosInt
+    weight: NonNegFloat
+
+
+AgeLaw = Literal["normal", "mixture", "bands"]
+
+
 class PersonaConfig(_Section):
     few_shot: NonNegInt = 2  # do-not-imitate references per call
     ring_capacity: PosInt = 20
@@ -197,6 +216,12 @@ class PersonaConfig(_Section):
     age_max: PosInt = 70
     age_mean: PosFloat = 25.0
     age_sd: PosFloat = 5.0
+    # The law ages are drawn from, always within [age_min, age_max] and in whole years:
+    # "normal" is N(age_mean, age_sd); "mixture" the weighted normals of age_mixture;
+    # "bands" the weighted age bands of age_bands, each year of a band equally likely.
+    age_distribution: AgeLaw = "normal"
+    age_mixture: list[AgeComponent] = []
+    age_bands: list[AgeBand] = []
     min_chars: PosInt = 400
     max_chars: PosInt = 12000
     # Life circumstance / socioeconomic band: label -> weight (normalised).
@@ -356,6 +381,7 @@ def _check(config: RunConfig, source: str) -> RunConfig:
     p = config.persona
     if p.age_min > p.age_max:
         raise bad("persona.age_min", f"must be <= persona.age_max ({p.age_max})")
+    _check_ages(p, bad)
     e = config.experience
     if e.min_events > e.max_events:
         raise bad("experience.min_events", f"must be <= experience.max_events ({e.max_events})")
@@ -397,6 +423,33 @@ def _check(config: RunConfig, source: str) -> RunConfig:
         if not re.match(r"https?://[^/\s]+", url):
             raise bad("endpoints", f"expected http(s)://host:port URLs, got {url!r}")
     return config
+
+
+def _check_ages(p: PersonaConfig, bad: Callable[[str, str], ConfigError]) -> None:
+    """The chosen age law has what it needs and puts some weight on the allowed ages."""
+    if p.age_distribution == "mixture" and not p.age_mixture:
+        raise bad("persona.age_mixture", "expected at least one {mean, sd, weight} normal")
+    if p.age_distribution != "bands":
+        return
+    if not p.age_bands:
+        raise bad("persona.age_bands", "expected at least one {min, max, weight} band")
+    previous = None
+    order = sorted(range(len(p.age_bands)), key=lambda k: p.age_bands[k].min)
+    for i in order:
+        band, key = p.age_bands[i], f"persona.age_bands[{i}]"
+        if band.min > band.max:
+            raise bad(f"{key}.min", f"must be <= its max ({band.max}), got {band.min}")
+        if band.min < p.age_min or band.max > p.age_max:
+            raise bad(
+                key,
+                f"expected ages within persona.age_min..age_max ({p.age_min}..{p.age_max}), "
+                f"got {band.min}..{band.max}",
+            )
+        if previous is not None and band.min <= previous.max:
+            raise bad(key, f"overlaps the band {previous.min}..{previous.max}")
+        previous = band
+    if not sum(b.weight for b in p.age_bands) > 0:
+        raise bad("persona.age_bands", "expected some band with a weight above 0")
 
 
 def _check_pacing(ch: ChatConfig, bad: Callable[[str, str], ConfigError]) -> None:
