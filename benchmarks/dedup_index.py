@@ -20,7 +20,7 @@ import json
 import resource
 import time
 
-from soc_async.dedup import NearDuplicateIndex
+from soc_async.neardup import NearDuplicateIndex
 from soc_async.testing.scripted import ScriptedWriter
 
 
