@@ -313,6 +313,18 @@ class ChatConfig(_Section):
     )
 
 
+class MergeConfig(_Section):
+    """What `soc-async merge` does across the shards of a job array (docs/config.md)."""
+
+    # An item (persona card, experience) that is a near-duplicate of one in the shards
+    # before it, by the run's own MinHash check at persona.dedup_threshold and
+    # experience.dedup_threshold: "drop" leaves it out, and with it what uses it (the
+    # experiences of a dropped persona, the chats of a dropped experience); "flag" keeps
+    # it; "off" does not look. Either way near_duplicates.jsonl in the merged directory
+    # lists each one and why.
+    near_duplicates: Literal["drop", "flag", "off"] = "drop"
+
+
 class MonitorConfig(_Section):
     """How the run reports itself (docs/observability.md)."""
 
@@ -343,6 +355,7 @@ class RunConfig(_Section):
     experience: ExperienceConfig = msgspec.field(default_factory=ExperienceConfig)
     chat: ChatConfig = msgspec.field(default_factory=ChatConfig)
     monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
+    merge: MergeConfig = msgspec.field(default_factory=MergeConfig)
 
     def call(self, kind: str) -> CallConfig:
         """The settings of one call kind."""
