@@ -122,7 +122,12 @@ def shingles(
 def _bands_for(threshold: float, num_perm: int) -> int:
     """The number of bands datasketch's ``MinHashLSH`` chooses for ``threshold``: the
     false positive and negative areas weighed equally."""
-    return MinHashLSH(threshold=threshold, num_perm=num_perm).b
+    try:
+        return MinHashLSH(threshold=threshold, num_perm=num_perm).b
+    except ValueError:
+        # Its optimum is one band (a threshold near 1: only whole-signature matches),
+        # which MinHashLSH refuses to build; banding itself is fine with it.
+        return 1
 
 
 class _Engine:
