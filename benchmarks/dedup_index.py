@@ -2,10 +2,11 @@
 
 Feeds seed-length scripted cards (``ScriptedWriter(rich=True)``, about 3,000 characters
 each) through what the persona stage does for every accepted card: its MinHash signature
-(:func:`soc_async.dedup.signature`), a lookup against everything indexed so far, and the
-insert. Every ``--every`` items it reports the mean time of each step over the last
-block and the process's peak RSS, so the cost per item can be read at 1,000, 10,000 and
-100,000 items. Text generation is timed apart and left out of the per-item figures.
+(``NearDuplicateIndex.signature``, :mod:`soc_async.neardup`), a lookup against
+everything indexed so far, and the insert. Every ``--every`` items it reports the mean
+time of each step over the last block and the process's peak RSS, so the cost per item
+can be read at 1,000, 10,000 and 100,000 items. Text generation is timed apart and left
+out of the per-item figures.
 Also reported: items refused as near-duplicates (the scripted cards are all different,
 so any refusal is a false positive of the index at its threshold).
 
@@ -20,7 +21,7 @@ import json
 import resource
 import time
 
-from soc_async.dedup import NearDuplicateIndex
+from soc_async.neardup import NearDuplicateIndex
 from soc_async.testing.scripted import ScriptedWriter
 
 

@@ -12,10 +12,13 @@ models by weight. Then it measures the run directory against ``seeds/``:
   conversations, their range, weekdays, and whether each narrative names its weekday;
 - the model mix per stage against the configured weights;
 - instant events: how many are attributed, and any given to a persona they do not name;
-- occupations and bands sampled; how conversations ended; failures by reason.
+- occupations and bands sampled; how conversations ended; failures by reason;
+- messages per turn by cadence against the configured pacing, and the ages against the
+  configured age law (``--age-bands`` asks for a table of bands wider than the default
+  N(25, 5)), by the report's own figures (report/pacing.py, report/ages.py).
 
     python benchmarks/fidelity_run.py [--out /tmp/fidelity-run] [--personas 300]
-        [--experiences 1000] [--chats 1000] [--json figures.json]
+        [--experiences 1000] [--chats 1000] [--age-bands] [--json figures.json]
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from soc_async.formats.character import SECTIONS
 from soc_async.seeds import cards, persona_cards
 
@@ -44,7 +49,11 @@ EXPERIENCE_MODELS = {"Kimi-K2.5": 0.6, "GLM-5": 0.4}
 TURN_MODELS = {"Kimi-K2.5": 0.5, "GLM-5": 0.5}
 
 
-def config_text(seed: int) -> str:
+# A broader age law than the default N(25, 5), for --age-bands (persona.age_bands).
+AGE_BANDS = [(18, 24, 0.25), (25, 34, 0.25), (35, 44, 0.2), (45, 54, 0.15), (55, 70, 0.15)]
+
+
+def config_text(seed: int, age_bands: bool = False) -> str:
     lines = [
         'profile = "default"',
         f"seed = {seed}",
@@ -59,7 +68,54 @@ def config_text(seed: int) -> str:
     for kind, models in kinds:
         for name, weight in models.items():
             lines += [f"[[calls.{kind}.models]]", f'name = "{name}"', f"weight = {weight}"]
+    if age_bands:
+        lines += ["[persona]", 'age_distribution = "bands"']
+        for lo, hi, weight in AGE_BANDS:
+            lines += ["[[persona.age_bands]]", f"min = {lo}", f"max = {hi}", f"weight = {weight}"]
     return "\n".join(lines) + "\n"
+
+
+def pacing_and_ages(out: Path) -> dict[str, Any]:
+    """Messages per turn by cadence and ages by band, against the run's config, as
+    ``soc-async report`` computes them."""
+    from soc_async import config as config_mod
+    from soc_async.records import Conversation, Persona
+    from soc_async.report.ages import AgesFigure
+    from soc_async.report.pacing import PacingFigure
+    from soc_async.store import read_records
+
+    cfg = config_mod.load(out / "config.toml")
+    pacing, ages = PacingFigure(cfg.chat), AgesFigure(cfg.persona)
+    for _, c in read_records(out / "conversations.jsonl", (Conversation,)):
+        pacing.conversation(c)
+    for _, p in read_records(out / "personas.jsonl", (Persona,)):
+        ages.persona(p)
+    return {
+        "pacing": msgspec.to_builtins(pacing.result()),
+        "ages": msgspec.to_builtins(ages.result()),
+    }
+
+
+def pacing_and_ages_markdown(f: dict[str, Any]) -> list[str]:
+    rows = ["", "| cadence | turns | 1 message | 2 messages | 3 messages | worst z |"]
+    rows.append("|---|---|---|---|---|---|")
+    for r in f["pacing"]["rows"]:
+        cells = [
+            f"{r['shares'].get(k, 0):.1%} ({r['target'].get(k, 0):.1%})" for k in ("1", "2", "3")
+        ]
+        rows.append(
+            f"| {r['cadence']} | {r['turns']:,} | {' | '.join(cells)} | {r['worst_z']:.1f} |"
+        )
+    a = f["ages"]
+    rows += ["", f"Ages: {a['law']}; {a['personas']:,} personas; total variation "
+             f"{a['total_variation']:.3f}.", "", "| ages | personas | share | law | z |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for b in a["bands"]:
+        z = "-" if b["z"] is None else f"{b['z']:+.1f}"
+        rows.append(
+            f"| {b['band']} | {b['personas']:,} | {b['share']:.1%} | {b['target']:.1%} | {z} |"
+        )
+    return rows
 
 
 def free_port() -> int:
@@ -210,6 +266,7 @@ def measure(out: Path) -> dict[str, Any]:
         "turns_median": statistics.median([len(c["turns"]) for c in conversations])
         if conversations
         else 0,
+        **pacing_and_ages(out),
     }
 
 
@@ -237,6 +294,7 @@ def markdown(f: dict[str, Any]) -> str:
         f"Events: {f['events']}.",
         f"Personas: {f['personas']}.",
         f"Ended by: {f['ended_by']}; median turns {f['turns_median']}.",
+        *pacing_and_ages_markdown(f),
     ]
     return "\n".join(rows)
 
@@ -249,6 +307,7 @@ def main() -> None:
     p.add_argument("--chats", type=int, default=1000)
     p.add_argument("--seed", type=int, default=2602)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--age-bands", action="store_true", help="draw ages from AGE_BANDS")
     p.add_argument("--measure-only", action="store_true", help="measure an existing --out")
     args = p.parse_args()
 
@@ -256,7 +315,7 @@ def main() -> None:
         if args.out.exists():
             shutil.rmtree(args.out)
         cfg = args.out.with_suffix(".toml")
-        cfg.write_text(config_text(args.seed))
+        cfg.write_text(config_text(args.seed, args.age_bands))
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "soc_async.testing.fake_server", "--port", str(port),

@@ -6,7 +6,14 @@ from __future__ import annotations
 import itertools
 import re
 
-from soc_async.dedup import NearDuplicateIndex, shingles
+from soc_async.neardup import (
+    NUM_PERM,
+    NearDuplicateIndex,
+    NearDuplicates,
+    is_near_duplicate,
+    shingles,
+    too_close,
+)
 from soc_async.seeds import cards, persona_cards
 
 CARDS = persona_cards()
@@ -70,7 +77,7 @@ def test_unrelated_cards_pass() -> None:
             assert index.check_and_add(str(i), text) is None, i
         for a, b in itertools.combinations(texts, 2):
             sa, sb = index.signature(a), index.signature(b)
-            assert sa.jaccard(sb) < THRESHOLD / 4
+            assert (sa == sb).mean() < THRESHOLD / 4
 
 
 def test_the_format_and_the_names_do_not_count() -> None:
@@ -91,3 +98,41 @@ def test_rebuilt_index_refuses_what_the_first_run_would() -> None:
     )
     found = rebuilt.find(rebuilt.signature(paraphrase_of_lukas(), ["Jonas Keller"]))
     assert found is not None and found[0] == "p-3" and found[1] >= THRESHOLD
+
+
+def test_too_close_is_at_or_above_the_threshold() -> None:
+    """One rule for every similarity check: equal to the threshold is a copy, so 1.0
+    still catches an exact copy, by MinHash and against the few-shot references."""
+    assert too_close(0.5, 0.5) and too_close(1.0, 1.0) and not too_close(0.49, 0.5)
+    assert is_near_duplicate(CARDS[0], [CARDS[0]], 1.0)
+    assert not is_near_duplicate(CARDS[0], [CARDS[1]], 0.9)
+    index = NearDuplicateIndex(1.0)
+    index.add("p-0", index.signature(CARDS[0]))
+    assert index.find(index.signature(CARDS[0])) == ("p-0", 1.0)
+
+
+def test_the_batch_and_the_index_agree() -> None:
+    """The run's index and the batch engine (report, merge) built alike find the same
+    copy: one engine, two ways to feed it."""
+    texts = [*CARDS, paraphrase_of_lukas()]
+    names = [*(name(c) for c in CARDS), "Jonas Keller"]
+    batch = NearDuplicates(threshold=THRESHOLD, num_perm=NUM_PERM, bands=None)
+    index = NearDuplicateIndex(THRESHOLD)
+    for i, (text, who) in enumerate(zip(texts, names, strict=True)):
+        batch.add(f"p-{i}", text, [who])
+    assert batch.bands == index.bands and batch.rows == index.rows
+    [(later, earlier, similarity)] = batch.pairs()
+    assert (batch.ids[later], batch.ids[earlier]) == (f"p-{len(CARDS)}", "p-3")
+    found = NearDuplicateIndex.rebuilt(
+        THRESHOLD, [(f"p-{i}", c, [name(c)]) for i, c in enumerate(CARDS)]
+    ).find(index.signature(texts[-1], ["Jonas Keller"]))
+    assert found == ("p-3", similarity)
+
+
+def test_a_text_without_words_is_left_out() -> None:
+    index = NearDuplicateIndex(THRESHOLD)
+    assert index.signature("<character>...</character>") is None
+    assert index.check_and_add("p-0", "<character>...</character>") is None and len(index) == 0
+    batch = NearDuplicates()
+    batch.add("x", "!!")
+    assert batch.ids == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 from pathlib import Path
 
 import factories
@@ -18,6 +19,8 @@ from soc_async.errors import EXIT_USAGE, InputError, RunDirError
 from soc_async.merge import MergePlan, ShardInput, check_ids, merge, parse_shard, plan_merge
 from soc_async.records import (
     Conversation,
+    Experience,
+    ExperienceMeta,
     Failure,
     Message,
     Persona,
@@ -27,9 +30,12 @@ from soc_async.records import (
     Usage,
     decode_line,
     encode_line,
+    id_index,
     make_id,
     record_id,
 )
+from soc_async.seeds import cards as cards_of
+from soc_async.seeds import persona_cards
 from soc_async.store import DATA_FILES, RunIdentity, run_key
 
 FILE_STAGE = {"personas.jsonl": "personas", "conversations.jsonl": "chats"}
@@ -360,3 +366,150 @@ def test_soc_async_merge_command_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert refused.value.code == EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "given twice" in err[0]
+
+
+# -- cross-shard near-duplicates --------------------------------------------------------
+
+
+def _card_name(card: str) -> str:
+    found = re.search(r"^\*\*Name:\*\* (.+)$", card, re.M)
+    assert found
+    return found.group(1)
+
+
+def _seeded_persona(item_id: str, card: str, name: str | None = None) -> Persona:
+    own = _card_name(card)
+    text = card.replace(own, name) if name else card
+    meta = PersonaMeta(
+        iteration=0,
+        model="m",
+        region="r",
+        subregion="s",
+        name=name or own,
+        gender="f",
+        age=30,
+        time_taken=0.1,
+    )
+    return Persona(id=item_id, persona_text=text, meta=meta)
+
+
+def _seeded_experience(item_id: str, text: str, pair: list[str]) -> Experience:
+    return Experience(
+        id=item_id,
+        persona_ids=pair,
+        experience_text=text,
+        style="freeform",
+        cadence="async",
+        topics=[],
+        initial_state="",
+        instant_events=[],
+        opener=pair[0],
+        meta=ExperienceMeta(iteration=0, model="m", time_taken=0.1),
+    )
+
+
+def _planted_array(root: Path, seed: int = 4) -> dict[str, Path]:
+    """Three shards of one run written from the hand-written seed cards and experiences
+    (all distinct), with planted copies: shard 2's persona 5 is persona 0's card under
+    another name, and shard 1's experience 4 copies experience 0's text. Experience 2
+    (shard 2) uses the copied persona; each experience has one chat of the same index."""
+    cards = persona_cards()
+    texts = cards_of("experiences", ".txt")
+    shards = {i: root / f"shard-{i}" for i in range(3)}
+    pid = [make_id(seed, "personas", i) for i in range(6)]
+    personas = [_seeded_persona(pid[i], cards[i]) for i in range(5)]
+    personas.append(_seeded_persona(pid[5], cards[0], name="Zuzana Novak"))  # the copy
+    pairs = [
+        [pid[0], pid[1]],
+        [pid[2], pid[3]],
+        [pid[5], pid[4]],
+        [pid[1], pid[3]],
+        [pid[4], pid[0]],
+    ]
+    exp_texts = [texts[0], texts[1], texts[2], texts[3], texts[0]]  # 4 copies 0
+    experiences = [
+        _seeded_experience(make_id(seed, "experiences", j), exp_texts[j], pairs[j])
+        for j in range(5)
+    ]
+    chats = []
+    for j, e in enumerate(experiences):
+        chat = _conversation(make_id(seed, "chats", j))
+        chat.experience_id = e.id
+        chats.append(chat)
+    for i, d in shards.items():
+        d.mkdir(parents=True)
+        identity = RunIdentity.new(seed, f"{i}/3")
+        (d / "run.json").write_bytes(msgspec.json.encode(identity) + b"\n")
+        (d / "config.toml").write_text(f'seed = {seed}\nshard = "{i}/3"\n')
+        for name, records in (
+            ("personas.jsonl", personas),
+            ("experiences.jsonl", experiences),
+            ("conversations.jsonl", chats),
+        ):
+            mine = [r for r in records if id_index(record_id(r)) % 3 == i]
+            (d / name).write_bytes(b"".join(encode_line(r) for r in mine))
+        (d / "failures.jsonl").write_bytes(b"")
+    return shards
+
+
+def test_merge_drops_planted_cross_shard_duplicates(tmp_path: Path) -> None:
+    """The copied card and experience are dropped, with the experience that uses the
+    copied persona and the chats of both dropped experiences; near_duplicates.jsonl says
+    what and why; ids stay unique; the rest is kept."""
+    seed = 4
+    shards = _planted_array(tmp_path, seed)
+    out = tmp_path / "merged"
+    summary = merge(list(shards.values()), out)
+    removed = [
+        msgspec.json.decode(line)
+        for line in (out / "near_duplicates.jsonl").read_bytes().splitlines()
+    ]
+    why = {(r["file"], r["id"]): (r["reason"], r["duplicate_of"]) for r in removed}
+    pid = [make_id(seed, "personas", i) for i in range(6)]
+    eid = [make_id(seed, "experiences", j) for j in range(5)]
+    cid = [make_id(seed, "chats", j) for j in range(5)]
+    assert why == {
+        ("personas.jsonl", pid[5]): ("near_duplicate", pid[0]),
+        ("experiences.jsonl", eid[4]): ("near_duplicate", eid[0]),
+        ("experiences.jsonl", eid[2]): ("uses_dropped", pid[5]),
+        ("conversations.jsonl", cid[4]): ("uses_dropped", eid[4]),
+        ("conversations.jsonl", cid[2]): ("uses_dropped", eid[2]),
+    }
+    assert all(r["action"] == "dropped" for r in removed)
+    assert {r["shard"] for r in removed if r["reason"] == "near_duplicate"} == {"2/3", "1/3"}
+    kept = {name: [record_id(r) for r in _read(out / name)] for name in DATA_FILES}
+    assert sorted(kept["personas.jsonl"]) == sorted(pid[:5])
+    assert sorted(kept["experiences.jsonl"]) == sorted([eid[0], eid[1], eid[3]])
+    assert sorted(kept["conversations.jsonl"]) == sorted([cid[0], cid[1], cid[3]])
+    all_ids = [i for ids in kept.values() for i in ids]
+    assert len(all_ids) == len(set(all_ids))
+    assert summary.counts["personas.jsonl"] == 5
+    assert summary.near_duplicates == {
+        "personas.jsonl": 1,
+        "experiences.jsonl": 2,
+        "conversations.jsonl": 2,
+    }
+    assert "5 cross-shard near-duplicate records dropped" in summary.line(out)
+
+
+def test_merge_flags_or_ignores_near_duplicates_as_configured(tmp_path: Path) -> None:
+    """ "flag" keeps every record and lists the two copies; "off" lists nothing; the
+    config key is read from the shards' config.toml, the flag overrides it."""
+    shards = _planted_array(tmp_path / "a")
+    for d in shards.values():
+        with (d / "config.toml").open("a") as f:
+            f.write('[merge]\nnear_duplicates = "flag"\n')
+    flagged = merge(list(shards.values()), tmp_path / "flagged")
+    lines = (tmp_path / "flagged" / "near_duplicates.jsonl").read_bytes().splitlines()
+    assert [msgspec.json.decode(x)["action"] for x in lines] == ["flagged", "flagged"]
+    assert flagged.counts["personas.jsonl"] == 6 and flagged.counts["experiences.jsonl"] == 5
+    off = merge(list(shards.values()), tmp_path / "off", near_duplicates_action="off")
+    assert (tmp_path / "off" / "near_duplicates.jsonl").read_bytes() == b""
+    assert off.counts["conversations.jsonl"] == 5 and "near-duplicate" not in off.line(tmp_path)
+
+
+def test_merge_command_prints_the_count(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shards = _planted_array(tmp_path)
+    args = _args(list(shards.values()), tmp_path / "merged")
+    assert merge_command.handle(args) == 0
+    assert "5 cross-shard near-duplicate records dropped" in capsys.readouterr().out

@@ -21,6 +21,7 @@ TAIL = {
     "last_day": "15.03",
     "ending_allowed": True,
     "event": "the bus breaks down",
+    "messages": 2,
     "correction": "expected state 'x'. Write the turn again following the rules.",
 }
 
@@ -29,7 +30,10 @@ TAIL = {
     ("name", "variables"),
     [
         ("chat_tail.j2", TAIL),
-        ("chat_tail.j2", {**TAIL, "first_turn": True, "event": None, "correction": ""}),
+        (
+            "chat_tail.j2",
+            {**TAIL, "first_turn": True, "event": None, "correction": "", "messages": None},
+        ),
         ("chat_user.j2", {"summary": "", "transcript": ""}),
         ("chat_user.j2", {"summary": "They met.", "transcript": "Ana:\n  hi"}),
         ("chat_fixed.j2", {"people": [{"name": "A", "card": "c 😀"}], "experience_text": "e"}),

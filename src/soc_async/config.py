@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from datetime import date
 from importlib import resources
 from pathlib import Path
@@ -183,6 +184,25 @@ def _default_bands() -> dict[str, float]:
     }
 
 
+class AgeComponent(_Section):
+    """One normal of an age mixture, with its share of the personas (normalised)."""
+
+    mean: PosFloat
+    sd: PosFloat
+    weight: PosFloat = 1.0
+
+
+class AgeBand(_Section):
+    """Ages ``min``..``max`` (both included, each year equally likely) with a weight."""
+
+    min: PosInt
+    max: PosInt
+    weight: NonNegFloat
+
+
+AgeLaw = Literal["normal", "mixture", "bands"]
+
+
 class PersonaConfig(_Section):
     few_shot: NonNegInt = 2  # do-not-imitate references per call
     ring_capacity: PosInt = 20
@@ -196,6 +216,12 @@ class PersonaConfig(_Section):
     age_max: PosInt = 70
     age_mean: PosFloat = 25.0
     age_sd: PosFloat = 5.0
+    # The law ages are drawn from, always within [age_min, age_max] and in whole years:
+    # "normal" is N(age_mean, age_sd); "mixture" the weighted normals of age_mixture;
+    # "bands" the weighted age bands of age_bands, each year of a band equally likely.
+    age_distribution: AgeLaw = "normal"
+    age_mixture: list[AgeComponent] = []
+    age_bands: list[AgeBand] = []
     min_chars: PosInt = 400
     max_chars: PosInt = 12000
     # Life circumstance / socioeconomic band: label -> weight (normalised).
@@ -227,6 +253,22 @@ def _default_start_hours() -> list[float]:
     ]  # fmt: skip
 
 
+CADENCES: tuple[str, ...] = ("realtime", "delayed", "async")
+STYLES: tuple[str, ...] = ("freeform", "semi-structured", "structured")
+
+
+def _default_pacing() -> dict[str, list[float]]:
+    # Weights of 1, 2, 3 messages in one turn, by cadence. A realtime chat is a rapid
+    # back-and-forth where a thought often spills over two or three quick messages; a
+    # delayed one is answered when there is a moment; an async one is a letter-like
+    # reply written once, so mostly one message and a second only as an afterthought.
+    return {
+        "realtime": [0.45, 0.35, 0.20],
+        "delayed": [0.65, 0.25, 0.10],
+        "async": [0.85, 0.12, 0.03],
+    }
+
+
 class ChatConfig(_Section):
     max_turns: PosInt = 50
     # A chat that would end with fewer turns is refused: the ending tag is not accepted
@@ -241,6 +283,14 @@ class ChatConfig(_Section):
     instant_event_p: Probability = 0.05
     min_messages: PosInt = 1
     max_messages: PosInt = 3
+    # Messages per turn, by cadence: weights of 1, 2, 3 ... messages (the first weight
+    # is one message). Each turn draws its count (seeded by the chat and the turn) and
+    # the grammar and the validator allow exactly that many. Counts outside
+    # [min_messages, max_messages] are left out and the rest renormalised; {} for a
+    # cadence that is not listed means any count in [min_messages, max_messages].
+    pacing: dict[str, list[NonNegFloat]] = msgspec.field(default_factory=_default_pacing)
+    # Per style, weights that replace the cadence's: style -> cadence -> weights.
+    pacing_by_style: dict[str, dict[str, list[NonNegFloat]]] = {}
     # The turn grammar's bound on one message's text, in characters: shape, not richness.
     # 1,500 is about 300 words, where the method's own validator called a message a
     # failure; the embedded CPU profile keeps its small model to 200.
@@ -261,6 +311,18 @@ class ChatConfig(_Section):
             "async": [0, 4320],
         }
     )
+
+
+class MergeConfig(_Section):
+    """What `soc-async merge` does across the shards of a job array (docs/config.md)."""
+
+    # An item (persona card, experience) that is a near-duplicate of one in the shards
+    # before it, by the run's own MinHash check at persona.dedup_threshold and
+    # experience.dedup_threshold: "drop" leaves it out, and with it what uses it (the
+    # experiences of a dropped persona, the chats of a dropped experience); "flag" keeps
+    # it; "off" does not look. Either way near_duplicates.jsonl in the merged directory
+    # lists each one and why.
+    near_duplicates: Literal["drop", "flag", "off"] = "drop"
 
 
 class MonitorConfig(_Section):
@@ -293,6 +355,7 @@ class RunConfig(_Section):
     experience: ExperienceConfig = msgspec.field(default_factory=ExperienceConfig)
     chat: ChatConfig = msgspec.field(default_factory=ChatConfig)
     monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
+    merge: MergeConfig = msgspec.field(default_factory=MergeConfig)
 
     def call(self, kind: str) -> CallConfig:
         """The settings of one call kind."""
@@ -331,12 +394,14 @@ def _check(config: RunConfig, source: str) -> RunConfig:
     p = config.persona
     if p.age_min > p.age_max:
         raise bad("persona.age_min", f"must be <= persona.age_max ({p.age_max})")
+    _check_ages(p, bad)
     e = config.experience
     if e.min_events > e.max_events:
         raise bad("experience.min_events", f"must be <= experience.max_events ({e.max_events})")
     ch = config.chat
     if ch.min_messages > ch.max_messages:
         raise bad("chat.min_messages", f"must be <= chat.max_messages ({ch.max_messages})")
+    _check_pacing(ch, bad)
     if ch.fold >= ch.active_window:
         raise bad("chat.fold", f"must be < chat.active_window ({ch.active_window})")
     if set(ch.gaps) != {"realtime", "delayed", "async"}:
@@ -371,6 +436,65 @@ def _check(config: RunConfig, source: str) -> RunConfig:
         if not re.match(r"https?://[^/\s]+", url):
             raise bad("endpoints", f"expected http(s)://host:port URLs, got {url!r}")
     return config
+
+
+def _check_ages(p: PersonaConfig, bad: Callable[[str, str], ConfigError]) -> None:
+    """The chosen age law has what it needs and puts some weight on the allowed ages."""
+    if p.age_distribution == "mixture" and not p.age_mixture:
+        raise bad("persona.age_mixture", "expected at least one {mean, sd, weight} normal")
+    if p.age_distribution != "bands":
+        return
+    if not p.age_bands:
+        raise bad("persona.age_bands", "expected at least one {min, max, weight} band")
+    previous = None
+    order = sorted(range(len(p.age_bands)), key=lambda k: p.age_bands[k].min)
+    for i in order:
+        band, key = p.age_bands[i], f"persona.age_bands[{i}]"
+        if band.min > band.max:
+            raise bad(f"{key}.min", f"must be <= its max ({band.max}), got {band.min}")
+        if band.min < p.age_min or band.max > p.age_max:
+            raise bad(
+                key,
+                f"expected ages within persona.age_min..age_max ({p.age_min}..{p.age_max}), "
+                f"got {band.min}..{band.max}",
+            )
+        if previous is not None and band.min <= previous.max:
+            raise bad(key, f"overlaps the band {previous.min}..{previous.max}")
+        previous = band
+    if not sum(b.weight for b in p.age_bands) > 0:
+        raise bad("persona.age_bands", "expected some band with a weight above 0")
+
+
+def _check_pacing(ch: ChatConfig, bad: Callable[[str, str], ConfigError]) -> None:
+    """Every pacing table names known cadences and styles and leaves some count allowed."""
+    tables = [(f"chat.pacing.{c}", c, w) for c, w in ch.pacing.items()]
+    for style, by_cadence in ch.pacing_by_style.items():
+        if style not in STYLES:
+            raise bad(f"chat.pacing_by_style.{style}", f"expected a style: {', '.join(STYLES)}")
+        tables += [(f"chat.pacing_by_style.{style}.{c}", c, w) for c, w in by_cadence.items()]
+    for key, cadence, weights in tables:
+        if cadence not in CADENCES:
+            raise bad(key, f"expected a cadence: {', '.join(CADENCES)}")
+        allowed = weights[ch.min_messages - 1 : ch.max_messages]
+        if not sum(allowed) > 0:
+            raise bad(
+                key,
+                "expected weights of 1, 2, 3 ... messages with some weight between "
+                f"chat.min_messages ({ch.min_messages}) and chat.max_messages "
+                f"({ch.max_messages}), got {weights}",
+            )
+
+
+def pacing_for(chat: ChatConfig, cadence: str, style: str | None = None) -> dict[int, float]:
+    """The share of turns of each message count for a chat of ``cadence`` (and ``style``),
+    restricted to [min_messages, max_messages] and normalised; {} when unconfigured."""
+    weights = chat.pacing_by_style.get(style or "", {}).get(cadence, chat.pacing.get(cadence))
+    if weights is None:
+        return {}
+    counts = range(chat.min_messages, chat.max_messages + 1)
+    kept = {n: weights[n - 1] for n in counts if n <= len(weights) and weights[n - 1] > 0}
+    total = sum(kept.values())
+    return {n: w / total for n, w in kept.items()}
 
 
 def profile_data(name: str) -> dict[str, Any]:

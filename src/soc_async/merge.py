@@ -9,6 +9,14 @@ ids and their union is the run. Merging checks that promise instead of trusting 
 - every record's index belongs to the shard it was found in, and no id appears twice;
 - shards missing from the inputs are refused unless ``--allow-partial``.
 
+Each shard's run kept its own near-duplicates out, but no shard saw another's. So the
+merge runs the run's near-duplicate check (:mod:`soc_async.neardup`, the same tokenizer,
+signatures and thresholds) over the cards and experiences of every shard together, in
+shard order: an item close to one before it is dropped or flagged as the config's
+``merge.near_duplicates`` says, a dropped persona takes the experiences that use it, and a
+dropped experience its chats. ``near_duplicates.jsonl`` in the output lists each one
+and why (:func:`near_duplicates` is pure over the records).
+
 Planning (:func:`plan_merge`, :func:`check_ids`) is pure logic over identities and id
 lists, so it is property-tested without files; :func:`merge` does the reading and writing.
 Inputs are only read: a torn last line (a job killed mid-write) is left out of the output,
@@ -23,10 +31,14 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
+from soc_async import config as config_mod
+from soc_async.config import RunConfig
 from soc_async.errors import RunDirError
+from soc_async.neardup import NUM_PERM, NearDuplicates
 from soc_async.records import (
     Conversation,
     Experience,
@@ -37,20 +49,23 @@ from soc_async.records import (
     id_index,
     record_id,
 )
-from soc_async.store import DATA_FILES, RUN, RunIdentity, read_identity, read_records
+from soc_async.store import CONFIG, DATA_FILES, RUN, RunIdentity, read_identity, read_records
 from soc_async.timestamps import utc_now
 
 __all__ = [
     "MergePlan",
     "MergeSummary",
+    "NearDuplicate",
     "ShardInput",
     "check_ids",
     "merge",
+    "near_duplicates",
     "parse_shard",
     "plan_merge",
 ]
 
 SUMMARY = "merge.json"
+NEAR_DUPLICATES = "near_duplicates.jsonl"
 _ANY_RECORD = (Persona, Experience, Conversation, Failure)
 
 _SHARD_RE = re.compile(r"(\d+)/(\d+)")
@@ -94,15 +109,38 @@ class MergeSummary(msgspec.Struct, kw_only=True):
     dropped_torn_lines: int  # torn last lines of inputs left out
     torn: list[str]  # where they were: "file:line"
     created: str
+    near_duplicate_action: str = "off"  # merge.near_duplicates: drop, flag or off
+    # data file -> records listed in near_duplicates.jsonl (dropped or flagged)
+    near_duplicates: dict[str, int] = {}
 
     def line(self, out: Path) -> str:
         """The one-line summary printed after a merge."""
         counts = ", ".join(f"{n} {name.removesuffix('.jsonl')}" for name, n in self.counts.items())
         partial = f" ({len(self.missing)} missing)" if self.missing else ""
+        found = sum(self.near_duplicates.values())
+        dups = ""
+        if self.near_duplicate_action != "off":
+            verb = "dropped" if self.near_duplicate_action == "drop" else "flagged"
+            dups = f"; {found} cross-shard near-duplicate records {verb} (see {NEAR_DUPLICATES})"
         return (
             f"merged {len(self.merged)}/{self.count} shards{partial} of run {self.key} "
-            f"(seed {self.seed}) into {out}: {counts}"
+            f"(seed {self.seed}) into {out}: {counts}{dups}"
         )
+
+
+class NearDuplicate(msgspec.Struct, kw_only=True):
+    """One line of near_duplicates.jsonl: a record the merge dropped or flagged, and why."""
+
+    file: str  # the data file it is (or was) in
+    id: str
+    shard: str  # "i/n" it came from
+    action: Literal["dropped", "flagged"]
+    # "near_duplicate": close to ``duplicate_of``; "uses_dropped": it uses a record that
+    # was dropped (``duplicate_of`` names that record).
+    reason: Literal["near_duplicate", "uses_dropped"]
+    duplicate_of: str
+    duplicate_of_shard: str
+    similarity: float | None = None  # the MinHash estimate, for "near_duplicate"
 
 
 # -- pure planning -----------------------------------------------------------------------
@@ -191,6 +229,97 @@ def check_ids(
     return counts
 
 
+def near_duplicates(
+    personas: Sequence[tuple[str, Persona]],
+    experiences: Sequence[tuple[str, Experience]],
+    conversations: Sequence[tuple[str, str, str]],
+    config: RunConfig,
+) -> list[NearDuplicate]:
+    """What the merge drops or flags: near-duplicate cards and experiences over all shards
+    (in the order given: shard by shard), then, when dropping, what uses a dropped record.
+
+    ``personas`` and ``experiences`` are ``(shard, record)``; ``conversations`` are
+    ``(shard, chat_id, experience_id)``. Empty when ``merge.near_duplicates`` is "off".
+    """
+    how = config.merge.near_duplicates
+    if how == "off":
+        return []
+    action: Literal["dropped", "flagged"] = "dropped" if how == "drop" else "flagged"
+    names = {p.id: p.meta.name for _, p in personas}
+    found: list[NearDuplicate] = []
+
+    def scan(file: str, threshold: float, items: Sequence[tuple[str, str, str, list[str]]]) -> None:
+        if threshold <= 0:
+            return  # the run's check is off for this kind, and so is the merge's
+        index = NearDuplicates(threshold=threshold, num_perm=NUM_PERM, bands=None)
+        shard_of: dict[str, str] = {}
+        for shard, item_id, text, item_names in items:
+            index.add(item_id, text, item_names)
+            shard_of[item_id] = shard
+        for i, j, similarity in index.pairs():
+            later, earlier = index.ids[i], index.ids[j]
+            found.append(
+                NearDuplicate(
+                    file=file,
+                    id=later,
+                    shard=shard_of[later],
+                    action=action,
+                    reason="near_duplicate",
+                    duplicate_of=earlier,
+                    duplicate_of_shard=shard_of[earlier],
+                    similarity=round(similarity, 4),
+                )
+            )
+
+    scan(
+        "personas.jsonl",
+        config.persona.dedup_threshold,
+        [(s, p.id, p.persona_text, [p.meta.name]) for s, p in personas],
+    )
+    scan(
+        "experiences.jsonl",
+        config.experience.dedup_threshold,
+        [
+            (s, e.id, e.experience_text, [names[i] for i in e.persona_ids if i in names])
+            for s, e in experiences
+        ],
+    )
+    if action != "dropped":
+        return found
+    # What uses a dropped record goes too: an experience of a dropped persona would name
+    # someone the dataset no longer has, a chat of a dropped experience the same.
+    dropped = {d.id: d.shard for d in found}
+    for shard, e in experiences:
+        gone = next((i for i in e.persona_ids if i in dropped), None)
+        if gone is not None and e.id not in dropped:
+            found.append(
+                NearDuplicate(
+                    file="experiences.jsonl",
+                    id=e.id,
+                    shard=shard,
+                    action="dropped",
+                    reason="uses_dropped",
+                    duplicate_of=gone,
+                    duplicate_of_shard=dropped[gone],
+                )
+            )
+            dropped[e.id] = shard
+    for shard, chat_id, experience_id in conversations:
+        if experience_id in dropped:
+            found.append(
+                NearDuplicate(
+                    file="conversations.jsonl",
+                    id=chat_id,
+                    shard=shard,
+                    action="dropped",
+                    reason="uses_dropped",
+                    duplicate_of=experience_id,
+                    duplicate_of_shard=dropped[experience_id],
+                )
+            )
+    return found
+
+
 # -- reading and writing -----------------------------------------------------------------
 
 
@@ -220,6 +349,10 @@ def _scan_ids(path: Path, torn: list[str]) -> list[str]:
     return [record_id(record) for _, record in _good_lines(path, torn)]
 
 
+def encode_json_line(item: msgspec.Struct) -> bytes:
+    return msgspec.json.encode(item) + b"\n"
+
+
 def _prepare_out(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunDirError(f"{out}: exists and is not empty; merge into a new directory")
@@ -237,16 +370,47 @@ def _write_file(path: Path, lines: Iterator[bytes]) -> None:
     os.replace(tmp, path)
 
 
+def _run_config(plan: MergePlan) -> RunConfig:
+    """The run's config, as its first shard wrote it (every shard of a run shares it);
+    the defaults when no shard has one."""
+    for shard in plan.shards:
+        path = Path(shard.path) / CONFIG
+        if path.is_file():
+            return config_mod.load(path)
+    return RunConfig()
+
+
+def _found_near_duplicates(plan: MergePlan, config: RunConfig) -> list[NearDuplicate]:
+    """Reads the shards' cards, experiences and chats and runs :func:`near_duplicates`."""
+    if config.merge.near_duplicates == "off":
+        return []
+    personas: list[tuple[str, Persona]] = []
+    experiences: list[tuple[str, Experience]] = []
+    chats: list[tuple[str, str, str]] = []
+    for s in plan.shards:
+        for name in ("personas.jsonl", "experiences.jsonl", "conversations.jsonl"):
+            for _, record in _good_lines(Path(s.path) / name, []):
+                if isinstance(record, Persona):
+                    personas.append((s.shard, record))
+                elif isinstance(record, Experience):
+                    experiences.append((s.shard, record))
+                elif isinstance(record, Conversation):
+                    chats.append((s.shard, record.chat_id, record.experience_id))
+    return near_duplicates(personas, experiences, chats, config)
+
+
 def merge(
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     *,
     allow_partial: bool = False,
+    near_duplicates_action: str | None = None,
 ) -> MergeSummary:
     """Joins the shard directories ``inputs`` into the new directory ``out``.
 
-    Everything is checked before anything is written, so a refused merge leaves ``out``
-    as it was (absent or empty).
+    ``near_duplicates_action`` ("drop", "flag", "off") replaces the run config's
+    ``merge.near_duplicates``. Everything is checked before anything is written, so a
+    refused merge leaves ``out`` as it was (absent or empty).
     """
     plan = plan_merge([read_input(p) for p in inputs], allow_partial=allow_partial)
     out_path = Path(out)
@@ -259,14 +423,26 @@ def merge(
         for s in plan.shards
     }
     per_shard = check_ids(plan, ids)
+    config = _run_config(plan)
+    if near_duplicates_action is not None:
+        config = config_mod.override(config, {"merge.near_duplicates": near_duplicates_action})
+    found = _found_near_duplicates(plan, config)
+    dropped = {(d.file, d.id) for d in found if d.action == "dropped"}
     _prepare_out(out_path)
     counts: dict[str, int] = {}
     for name in DATA_FILES:
         _write_file(
             out_path / name,
-            (line for s in plan.shards for line, _ in _good_lines(Path(s.path) / name, [])),
+            (
+                line
+                for s in plan.shards
+                for line, record in _good_lines(Path(s.path) / name, [])
+                if (name, record_id(record)) not in dropped
+            ),
         )
-        counts[name] = sum(per_shard[s.shard][name] for s in plan.shards)
+        gone = sum(1 for file, _ in dropped if file == name)
+        counts[name] = sum(per_shard[s.shard][name] for s in plan.shards) - gone
+    _write_file(out_path / NEAR_DUPLICATES, (encode_json_line(d) for d in found))
     now = utc_now()
     whole = RunIdentity(seed=plan.seed, shard="0/1", key=plan.key, created=now)
     (out_path / RUN).write_bytes(msgspec.json.encode(whole) + b"\n")
@@ -282,6 +458,10 @@ def merge(
         dropped_torn_lines=len(torn),
         torn=torn,
         created=now,
+        near_duplicate_action=config.merge.near_duplicates,
+        near_duplicates={
+            name: n for name in DATA_FILES if (n := sum(1 for d in found if d.file == name))
+        },
     )
     _write_file(
         out_path / SUMMARY, iter([msgspec.json.format(msgspec.json.encode(summary)) + b"\n"])

@@ -13,7 +13,9 @@ run, whatever was sampled before.
 
 Ages follow N(mean, sd) rounded to whole years and restricted to [age_min, age_max]:
 the normal's mass on each allowed year, renormalised (the same law as resampling until
-the age fits, without a loop that could spin when the range sits far in a tail).
+the age fits, without a loop that could spin when the range sits far in a tail). The
+config may ask for a mixture of normals or a table of age bands instead
+(:func:`age_weights`).
 
 Then an occupation and a band, for the spread of lives the SOC-2602 write-up asks for
 while "aiming for the statistical average rather than the dramatic exception". The
@@ -96,6 +98,7 @@ class StatsEngine:
         bands: dict[str, float] | None = None,
         student_share: float = 0.35,
         student_max_age: int = 24,
+        age_weights: dict[int, float] | None = None,
     ) -> None:
         if not 0 < age_min <= age_max:
             raise SeedError(f"age range [{age_min}, {age_max}] is empty or not positive")
@@ -164,13 +167,22 @@ class StatsEngine:
             accumulate(sum(c.population for c in r.countries) for r in data.regions)
         )
         self._ages = list(range(age_min, age_max + 1))
+        # A law from the config (mixture, bands) replaces N(age_mean, age_sd).
+        self._age_given = age_weights
+        if age_weights is not None:
+            self._ages = sorted(age_weights)
         self._age_cum = list(accumulate(self._age_weights()))
 
     def __repr__(self) -> str:
         countries = sum(len(c) for c in self._countries)
+        law = (
+            "configured law"
+            if self._age_given is not None
+            else f"N({self.age_mean}, {self.age_sd})"
+        )
         return (
             f"StatsEngine({len(self._regions)} regions, {countries} countries, "
-            f"age N({self.age_mean}, {self.age_sd}) in [{self.age_min}, {self.age_max}])"
+            f"age {law} in [{self._ages[0]}, {self._ages[-1]}])"
         )
 
     def _faker(self, locale: str) -> Faker:
@@ -183,6 +195,8 @@ class StatsEngine:
     # --- distributions ----------------------------------------------------------------
 
     def _age_weights(self) -> list[float]:
+        if self._age_given is not None:
+            return [self._age_given[a] for a in self._ages]
         dist = NormalDist(self.age_mean, self.age_sd)
         weights = [dist.cdf(a + 0.5) - dist.cdf(a - 0.5) for a in self._ages]
         if sum(weights) > 0:
@@ -315,6 +329,49 @@ def job_locale(locale: str) -> str:
     return same[0] if same else "en_US"
 
 
+def age_weights(config: PersonaConfig) -> dict[int, float]:
+    """The relative weight of each whole age in [age_min, age_max] under the configured
+    law (``persona.age_distribution``), not normalised; the sampler draws from these.
+
+    A normal (one, or each of a mixture) gives a year its mass on [age - 0.5, age + 0.5),
+    so clipping is the same law as redrawing until the age fits, without a loop that could
+    spin when the range sits far in a tail; a band spreads its weight evenly on its years.
+    """
+    ages = range(config.age_min, config.age_max + 1)
+    if config.age_distribution == "bands":
+        out = dict.fromkeys(ages, 0.0)
+        for band in config.age_bands:
+            for age in range(band.min, band.max + 1):
+                out[age] += band.weight / (band.max - band.min + 1)
+        return out
+    if config.age_distribution == "mixture":
+        parts = [(c.weight, c.mean, c.sd) for c in config.age_mixture]
+    else:
+        parts = [(1.0, config.age_mean, config.age_sd)]
+    total = sum(w for w, _, _ in parts)
+    weights = [0.0] * len(ages)
+    for weight, mean, sd in parts:
+        dist = NormalDist(mean, sd)
+        # A lone normal keeps its unscaled masses: the default's draws stay what they were.
+        scale = weight / total if len(parts) > 1 else 1.0
+        for k, a in enumerate(ages):
+            weights[k] += scale * (dist.cdf(a + 0.5) - dist.cdf(a - 0.5))
+    if sum(weights) > 0:
+        return dict(zip(ages, weights, strict=True))
+    # Every year underflows (the range sits far in a tail): all the mass goes to the bound
+    # nearest the law's mean.
+    mean = sum(w * m for w, m, _ in parts) / total
+    nearest = config.age_min if mean < config.age_min else config.age_max
+    return {a: 1.0 if a == nearest else 0.0 for a in ages}
+
+
+def age_law(config: PersonaConfig) -> dict[int, float]:
+    """The share of personas expected at each whole age: :func:`age_weights` normalised."""
+    weights = age_weights(config)
+    total = sum(weights.values())
+    return {a: w / total for a, w in weights.items()}
+
+
 def load_stats_engine(config: PersonaConfig) -> StatsEngine:
     """The engine over the packaged seed data, with the config's age law and bands."""
     return StatsEngine(
@@ -326,7 +383,8 @@ def load_stats_engine(config: PersonaConfig) -> StatsEngine:
         bands=config.bands,
         student_share=config.student_share,
         student_max_age=config.student_max_age,
+        age_weights=age_weights(config),
     )
 
 
-__all__ = ["StatsEngine", "job_locale", "load_stats_engine"]
+__all__ = ["StatsEngine", "age_law", "age_weights", "job_locale", "load_stats_engine"]

@@ -243,6 +243,10 @@ async def test_resume_continues_mid_conversation() -> None:
     assert resumed.turns[:k] == kept
     assert [t.instant_event for t in resumed.turns] == events
     assert [t.state for t in resumed.turns] == [t.state for t in whole.turns]
+    # The pacing draw too: each turn holds the count journaled for it, resumed or not.
+    counts = [len(t.messages) for t in whole.turns]
+    assert [len(t.messages) for t in resumed.turns] == counts
+    assert [e.messages for e in turn_events(journal)] == counts
 
     asked = again.of_kind("turn")
     assert len(asked) == TURNS - k

@@ -17,10 +17,10 @@ from soc_async.formats.character import (
     CharacterCard,
     canonical_text,
     character_grammar,
-    is_near_duplicate,
     parse_character,
 )
 from soc_async.formats.refusal import Refusal
+from soc_async.neardup import is_near_duplicate
 from soc_async.records import PersonaSample
 from soc_async.seeds import persona_cards
 

@@ -11,9 +11,16 @@ import msgspec
 import pytest
 from handmade_run import C, P, write_run
 
+from soc_async.config import PersonaConfig, from_dict
 from soc_async.report import build_report
-from soc_async.report.demographics import age_law
+from soc_async.report.ages import AgesFigure
 from soc_async.report.model import Report
+from soc_async.stats import age_law
+
+
+def normal(mean: float, sd: float, lo: int, hi: int) -> dict[int, float]:
+    keys = {"age_mean": mean, "age_sd": sd, "age_min": lo, "age_max": hi}
+    return age_law(PersonaConfig(**keys))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +76,7 @@ def test_demographics(report: Report) -> None:
     assert d.ages == {"20": 1, "25": 2, "30": 1}
     assert d.age.mean == pytest.approx(25.0) and d.age.sd == pytest.approx(math.sqrt(12.5))
     assert sum(d.age_target.values()) == pytest.approx(1.0)
-    assert d.age_target["25"] == pytest.approx(age_law(25, 5, 18, 70)[25])
+    assert d.age_target["25"] == pytest.approx(normal(25, 5, 18, 70)[25])
     assert d.occupations is None and d.bands is None  # not recorded by this run
     assert (d.region_matched.hits, d.region_matched.total) == (1, 3)
     assert (d.same_region.hits, d.same_region.total) == (1, 3)
@@ -78,10 +85,66 @@ def test_demographics(report: Report) -> None:
 def test_age_law_is_the_clipped_rounded_normal() -> None:
     """The target law sums to 1 over the allowed ages and is N(mean, sd)'s mass per year,
     renormalised: symmetric about the mean when the range is."""
-    law = age_law(25, 5, 15, 35)
+    law = normal(25, 5, 15, 35)
     assert sum(law.values()) == pytest.approx(1.0)
     assert law[20] == pytest.approx(law[30]) and law[25] == max(law.values())
     assert set(law) == set(range(15, 36))
+
+
+def test_pacing_against_the_configured_distribution(report: Report) -> None:
+    """Messages per turn by cadence (realtime 2, 2, 3; delayed 1, 1; async 1 x5, 2)
+    against the default pacing; worst z for realtime is the missing one-message turns:
+    0.45 / sqrt(0.45 * 0.55 / 3)."""
+    rows = {r.cadence: r for r in report.pacing.rows}
+    assert list(rows) == ["realtime", "delayed", "async"] and report.pacing.configured
+    rt = rows["realtime"]
+    assert rt.turns == 3 and rt.counts == {"1": 0, "2": 2, "3": 1}
+    assert rt.shares["2"] == pytest.approx(2 / 3)
+    assert rt.target == pytest.approx({"1": 0.45, "2": 0.35, "3": 0.20})
+    assert rt.worst_z == pytest.approx(0.45 / math.sqrt(0.45 * 0.55 / 3))
+    assert rows["delayed"].counts == {"1": 2, "2": 0, "3": 0}
+    assert rows["async"].counts == {"1": 5, "2": 1, "3": 0}
+    assert rows["async"].target["1"] == pytest.approx(0.85)
+
+
+def test_age_coverage_by_decade(report: Report) -> None:
+    """Ages 20, 25, 25, 30 against N(25, 5) on 18..70, by decade cut at the range."""
+    a = report.ages
+    assert a.law == "N(25, 5) on 18..70" and a.personas == 4
+    bands = {b.band: b for b in a.bands}
+    assert list(bands)[:3] == ["18-19", "20-29", "30-39"] and list(bands)[-1] == "70-70"
+    assert (bands["20-29"].personas, bands["30-39"].personas) == (3, 1)
+    law = normal(25, 5, 18, 70)
+    assert bands["20-29"].target == pytest.approx(sum(law[a] for a in range(20, 30)))
+    assert a.total_variation == pytest.approx(
+        sum(abs({20: 0.25, 25: 0.5, 30: 0.25}.get(k, 0) - w) for k, w in law.items()) / 2
+    )
+
+
+def test_age_coverage_by_configured_band() -> None:
+    """With a band table the rows are its bands; an age the law cannot draw is counted
+    apart."""
+    bands = [{"min": 18, "max": 29, "weight": 3}, {"min": 40, "max": 49, "weight": 1}]
+    config = from_dict({"persona": {"age_distribution": "bands", "age_bands": bands}}).persona
+    figure = AgesFigure(config)
+    for age in (20, 21, 45, 33):
+        figure.persona(msgspec.convert({"meta": {"age": age}}, _AgeOnly))  # type: ignore[arg-type]
+    a = figure.result()
+    assert [(b.band, b.personas) for b in a.bands] == [
+        ("18-29", 2),
+        ("40-49", 1),
+        ("outside the law", 1),
+    ]
+    assert a.bands[0].target == pytest.approx(0.75) and a.bands[0].share == pytest.approx(0.5)
+    assert a.law == "bands 18-29: 3, 40-49: 1"
+
+
+class _Meta(msgspec.Struct):
+    age: int
+
+
+class _AgeOnly(msgspec.Struct):
+    meta: _Meta
 
 
 def test_experience_mix(report: Report) -> None:

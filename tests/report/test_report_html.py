@@ -77,3 +77,11 @@ def test_the_report_opens_in_chromium_without_errors_and_shows_the_glance_table(
     assert errors == []
     assert all(u.startswith(("file://", "data:")) for u in requests), requests
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def test_the_page_shows_pacing_and_age_coverage(tmp_path: Path) -> None:
+    """The pacing table (shares with the configured ones) and the age coverage table."""
+    html = render_html(build_report(write_run(tmp_path / "run")))
+    assert "Messages per turn against the pacing" in html
+    assert "1: 0.0% (45.0%); 2: 66.7% (35.0%); 3: 33.3% (20.0%)" in html
+    assert "Age coverage" in html and "N(25, 5) on 18..70" in html

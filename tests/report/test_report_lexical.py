@@ -13,10 +13,11 @@ from datasketch import HyperLogLogPlusPlus
 from hypothesis import given
 from hypothesis import strategies as st
 
+from soc_async.neardup import NearDuplicates
 from soc_async.records import Persona
 from soc_async.report.drift import DriftFigure, coping_words, section, trait_words
+from soc_async.report.duplicates import kind_result
 from soc_async.report.lexical import DistinctCounter, _mix, mtld, mtld_one_way, tokens
-from soc_async.report.neardup import NearDuplicates
 
 # The sample text of the lexicalrichness documentation (LSYS/LexicalRichness README,
 # "Example usage"), whose MTLD at threshold 0.72 it publishes as 46.79226361031519 over
@@ -142,7 +143,7 @@ def test_near_duplicates_found_against_the_earlier_item() -> None:
     rng = random.Random(3)
     vocab = ["".join(rng.choice(string.ascii_lowercase) for _ in range(7)) for _ in range(500)]
     base = " ".join(rng.choice(vocab) for _ in range(100))
-    nd = NearDuplicates()
+    nd = NearDuplicates(tokenizer=tokens)
     nd.add("first", base)
     nd.add("other", " ".join(rng.choice(vocab) for _ in range(100)))
     nd.add("copy", base)
@@ -150,7 +151,7 @@ def test_near_duplicates_found_against_the_earlier_item() -> None:
     nd.add("partial", " ".join(base.split()[:70]))
     nd.add("empty", "12 34 !!")  # no words: left out
     assert nd.duplicates() == [(2, 0), (3, 0)]
-    result = nd.result()
+    result = kind_result(nd)
     assert (result.items, result.near_duplicates) == (5, 2)
     assert result.examples == [["copy", "first"], ["longer", "first"]]
 

@@ -399,7 +399,7 @@ async def test_events_are_attributed_in_the_record() -> None:
 async def test_a_paraphrase_of_an_accepted_experience_is_refused_dataset_wide() -> None:
     """With the run's index, a lightly reworded copy of an accepted experience is refused
     as a dataset duplicate and retried; an unrelated one passes."""
-    from soc_async.dedup import NearDuplicateIndex
+    from soc_async.neardup import NearDuplicateIndex
 
     copy = GOOD.replace("volunteer translation forum", "volunteer subtitling forum").replace(
         "the project lead just moved", "the project lead has just moved"

@@ -282,7 +282,7 @@ async def test_occupation_and_band_go_to_the_prompt_and_the_record(stats: StatsE
 async def test_a_card_copying_an_accepted_one_is_refused_dataset_wide(stats: StatsEngine) -> None:
     """With the run's index, a card repeating an accepted card under another name is
     refused as dataset_duplicate and retried; the retry's new card is accepted."""
-    from soc_async.dedup import NearDuplicateIndex
+    from soc_async.neardup import NearDuplicateIndex
 
     cfg: RunConfig = from_dict({"seed": 11, "persona": {"few_shot": 0}})
     index = NearDuplicateIndex(cfg.persona.dedup_threshold)

@@ -6,8 +6,10 @@ replies of the right shape that also agree with the state machine where a gramma
 - exactly one ``<turn>``, nothing around it;
 - the expected state line as a literal, so the topic tracker cannot be argued with;
 - ``<predefined_topics_exhausted/>`` offered only on turns where ending is allowed;
-- ``min..max`` messages, each of an allowed type, one line of text that opens with a
-  visible character and holds no ``<``, ``>`` or control characters;
+- ``min..max`` messages (exactly one count once the rollout has pinned the turn's rules
+  to what its cadence's pacing drew: ``chat.state.paced``), each of an allowed type,
+  one line of text that opens with a visible character and holds no ``<``, ``>`` or
+  control characters;
 - stamps inside the clock's window: every message of the turn falls between the clock
   and the clock plus the cadence's largest gap (the first one also waits the smallest
   gap), each day spelled as a literal ``DD.MM`` with only its allowed minutes. The

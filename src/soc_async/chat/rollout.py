@@ -48,6 +48,9 @@ class TurnEvent(msgspec.Struct, tag="turn", kw_only=True):
 
     turn: Turn
     ended: bool = False
+    # The drawn message count the turn was held to (pacing); None: no pacing, or a
+    # journal written before pacing.
+    messages: int | None = None
     usage: Usage | None = None
     attempts: int = 0
     retries: dict[str, int] = {}
@@ -140,7 +143,7 @@ class ChatStage:
         chat: they are replayed first, and the rollout continues from there.
         """
         names = {pid: personas[pid].meta.name for pid in experience.persona_ids}
-        rules = sm.ChatRules.from_config(self.config.chat, experience.cadence)
+        rules = sm.ChatRules.from_config(self.config.chat, experience.cadence, experience.style)
         start = date.fromisoformat(experience.start_date or self.config.chat.start_date)
         opens = parse_time(experience.start_time) if experience.start_time else None
         state = sm.initial_state(
@@ -159,6 +162,7 @@ class ChatStage:
             await self.journal(chat_id, StartEvent(experience_id=experience.id))
         for event in journaled:
             if isinstance(event, TurnEvent):
+                _check_pacing(self.config.seed, chat_id, state, event, rules)
                 state = sm.replay(state, event.turn, event.ended)
                 rollout.attempts += event.attempts
                 rollout.retries.update(event.retries)
@@ -167,6 +171,22 @@ class ChatStage:
             if isinstance(event, TurnEvent | FoldEvent) and event.usage is not None:
                 rollout.usage.add(event.usage)
         return await rollout.run(state)
+
+
+def _check_pacing(
+    seed: int, chat_id: str, state: sm.ChatState, event: TurnEvent, rules: sm.ChatRules
+) -> None:
+    """A journaled turn holds the count this run's pacing draws for it, or the journal
+    belongs to another config (the draw is a pure function of seed, chat and turn)."""
+    if event.messages is None:
+        return
+    drawn = sm.messages_for_turn(seed, chat_id, state.turn_index, rules)
+    if drawn != event.messages or len(event.turn.messages) != event.messages:
+        raise sm.IllegalMove(
+            f"{chat_id} turn {state.turn_index + 1}: journal holds "
+            f"{len(event.turn.messages)} messages drawn as {event.messages}; "
+            f"this config's pacing draws {drawn}"
+        )
 
 
 class _Fold:
@@ -306,7 +326,9 @@ class _Rollout:
             speaker=sm.current_speaker(state),
             owners=self.event_owners,
         )
-        grammar = turn_grammar(state, self.rules) if call.grammar else None
+        count = sm.messages_for_turn(cfg.seed, self.chat_id, state.turn_index, self.rules)
+        rules = sm.paced(self.rules, count)
+        grammar = turn_grammar(state, rules) if call.grammar else None
         remaining = sm.turn_limit(state) - state.turn_index
 
         def check(reply: Completion) -> sm.ChatState | Refusal:
@@ -315,12 +337,14 @@ class _Rollout:
             parsed = parse_turn(reply.text)
             if isinstance(parsed, Refusal):
                 return parsed
-            return sm.apply_turn(state, parsed, self.rules, instant_event=event)
+            return sm.apply_turn(state, parsed, rules, instant_event=event)
 
         outcome = await ask_until_valid(
             self.s.completer,
             "turn",
-            lambda _, correction: self._request(state, event, grammar, correction, remaining),
+            lambda _, correction: self._request(
+                state, event, grammar, correction, remaining, count
+            ),
             check,
             sm.ChatState,
             retries=call.retries,
@@ -344,6 +368,7 @@ class _Rollout:
         event = TurnEvent(
             turn=accepted.turns[-1],
             ended=ended,
+            messages=count,
             usage=spent,
             attempts=outcome.attempts,
             retries=outcome.rejections,
@@ -359,6 +384,7 @@ class _Rollout:
         grammar: str | None,
         correction: str,
         remaining: int,
+        count: int | None = None,
     ) -> ChatRequest:
         speaker = sm.current_speaker(state)
         listener = next(p for p in state.speakers if p != speaker)
@@ -380,6 +406,7 @@ class _Rollout:
             last_day=last_day,
             ending_allowed=sm.ending_allowed(state),
             event=event,
+            messages=count,
             correction=f"{correction.rstrip('.')}. Write the turn again following the rules."
             if correction
             else "",

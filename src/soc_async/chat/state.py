@@ -40,7 +40,7 @@ from typing import cast
 
 import msgspec
 
-from soc_async.config import ChatConfig
+from soc_async.config import ChatConfig, pacing_for
 from soc_async.formats.clock import (
     Gap,
     describe_span,
@@ -110,6 +110,9 @@ class ChatRules(msgspec.Struct, frozen=True, kw_only=True):
     # ("overtime"); None: it runs to max_turns.
     max_overtime_turns: int | None = None
     opening_minutes: int = 60  # the first message falls this long after the start time
+    # (count, share) of messages per turn for this chat's cadence and style; each turn
+    # draws its count (:func:`messages_for_turn`). Empty: any count in the bounds.
+    pacing: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         Gap(min_minutes=self.gap_min, max_minutes=self.gap_max)  # refuses impossible bounds
@@ -117,10 +120,12 @@ class ChatRules(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"need 1 <= min_messages <= max_messages, got {self}")
         if self.min_turns < 1 or not 0 <= self.opening_minutes < 24 * 60:
             raise ValueError(f"need min_turns >= 1 and opening_minutes under a day, got {self}")
+        if any(not self.min_messages <= n <= self.max_messages for n, _ in self.pacing):
+            raise ValueError(f"pacing counts must lie in [min_messages, max_messages]: {self}")
 
     @classmethod
-    def from_config(cls, chat: ChatConfig, cadence: str) -> ChatRules:
-        """The rules a run's ``[chat]`` section sets for a chat of ``cadence``."""
+    def from_config(cls, chat: ChatConfig, cadence: str, style: str | None = None) -> ChatRules:
+        """The rules a run's ``[chat]`` section sets for a chat of ``cadence`` and ``style``."""
         gap_min, gap_max = chat.gaps[cadence]
         return cls(
             max_turns=chat.max_turns,
@@ -133,6 +138,7 @@ class ChatRules(msgspec.Struct, frozen=True, kw_only=True):
             max_overtime_turns=chat.max_overtime_turns,
             opening_minutes=chat.opening_minutes,
             max_text_chars=chat.max_message_chars,
+            pacing=tuple(pacing_for(chat, cadence, style).items()),
         )
 
     @property
@@ -322,6 +328,10 @@ def opening_window(state: ChatState) -> tuple[datetime, datetime]:
     return start, datetime.combine(state.start_date, time(23, 59))
 
 
+def _count(count: int) -> str:
+    return f"{count} message" if count == 1 else f"{count} messages"
+
+
 def _turns(count: int) -> str:
     return f"{count} turn" if count == 1 else f"{count} turns"  # "1 turn", "0 turns", "2 turns"
 
@@ -472,6 +482,8 @@ def _check_ending(state: ChatState, ended: bool) -> Refusal | None:
 
 def _check_count(messages: list[RawMessage], rules: ChatRules) -> Refusal | None:
     count, bounds = len(messages), f"{rules.min_messages} to {rules.max_messages}"
+    if rules.min_messages == rules.max_messages:
+        bounds = f"exactly {_count(rules.min_messages)}"
     if count == 0:
         return Refusal(Reason.NO_MESSAGES, f"the turn has no message; write {bounds}")
     if count < rules.min_messages:
@@ -600,6 +612,41 @@ def instant_event_for(
     if int.from_bytes(raw[:8], "big") / 2.0**64 >= p:
         return None
     return eligible[int.from_bytes(raw[8:], "big") % len(eligible)]
+
+
+# --- Pacing: messages per turn ---------------------------------------------------------
+
+
+def messages_for_turn(run_seed: int, chat_id: str, turn_index: int, rules: ChatRules) -> int | None:
+    """How many messages turn ``turn_index`` holds, drawn from ``rules.pacing``; None
+    when the rules set no pacing (any count within the bounds).
+
+    Drawn from a hash of the run's seed, the chat and the turn, like
+    :func:`instant_event_for` (and independent of it), so retries of a turn and a
+    resumed run draw exactly what the first did.
+    """
+    if not rules.pacing:
+        return None
+    digest = hashlib.blake2b(f"{run_seed}:{chat_id}:{turn_index}:messages".encode(), digest_size=8)
+    point = int.from_bytes(digest.digest(), "big") / 2.0**64
+    total = sum(share for _, share in rules.pacing)
+    acc = 0.0
+    for count, share in rules.pacing:
+        acc += share / total
+        if point < acc:
+            return count
+    return rules.pacing[-1][0]  # rounding left the point past the last share
+
+
+def paced(rules: ChatRules, count: int | None) -> ChatRules:
+    """``rules`` for one turn of exactly ``count`` messages (None: unchanged)."""
+    if count is None or count == rules.min_messages == rules.max_messages:
+        return rules
+    if not rules.min_messages <= count <= rules.max_messages:
+        raise ValueError(
+            f"{count} messages lies outside [{rules.min_messages}, {rules.max_messages}]"
+        )
+    return msgspec.structs.replace(rules, min_messages=count, max_messages=count, pacing=())
 
 
 # --- Memory: the rolling summary ---------------------------------------------------------

@@ -33,6 +33,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="merge even if some shards of the run are not given (they are listed as missing)",
     )
+    p.add_argument(
+        "--near-duplicates",
+        choices=("drop", "flag", "off"),
+        default=None,
+        help="what to do with a card or experience that nearly copies one in another shard "
+        "(default: the run config's merge.near_duplicates, drop)",
+    )
     p.set_defaults(handler=handle)
 
 
@@ -40,7 +47,12 @@ def handle(args: argparse.Namespace) -> int:
     """The ``merge`` command; errors are raised as :class:`RunDirError` (exit code 2)."""
     from soc_async.merge import merge
 
-    summary = merge(args.dirs, args.out, allow_partial=args.allow_partial)
+    summary = merge(
+        args.dirs,
+        args.out,
+        allow_partial=args.allow_partial,
+        near_duplicates_action=getattr(args, "near_duplicates", None),
+    )
     for where in summary.torn:
         print(f"soc-async merge: warning: left out a torn last line at {where}", file=sys.stderr)
     if summary.missing:

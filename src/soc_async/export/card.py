@@ -37,6 +37,7 @@ GENERATION_SETTINGS = (
     "persona.ring_capacity",
     "persona.age_mean",
     "persona.age_sd",
+    "persona.age_distribution",
     "experience.few_shot",
     "experience.region_match",
     "experience.min_events",

@@ -18,12 +18,10 @@ wants; length and near-duplicates are still the parser's and the stage's to chec
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 import lxml.etree
 import lxml.html
 import msgspec
-from rapidfuzz import fuzz
 
 from soc_async.formats.ebnf import literal
 from soc_async.formats.names import fold
@@ -225,16 +223,6 @@ def parse_character(
     )
 
 
-def is_near_duplicate(card: str, references: Iterable[str], threshold: float) -> bool:
-    """True when ``card`` is at least ``threshold`` (0..1) similar to any reference.
-
-    Similarity is rapidfuzz's normalised Indel ratio over the whole texts: independent
-    cards share their headers but little else, and land far below the usual 0.9.
-    """
-    cutoff = threshold * 100
-    return any(fuzz.ratio(card, ref, score_cutoff=cutoff) >= cutoff for ref in references)
-
-
 # --- grammar ----------------------------------------------------------------------------
 
 # Free text holds no "<" (nothing can open or close an element), no "*" (no line can read
@@ -307,7 +295,6 @@ __all__ = [
     "CharacterCard",
     "canonical_text",
     "character_grammar",
-    "is_near_duplicate",
     "parse_character",
     "section_chars",
 ]

@@ -3,7 +3,6 @@
     source.py        the run directory read: files streamed, config, identity
     rules.py         the independent rule checker (shares no code with the state machine)
     lexical.py       tokens, MTLD, distinct-n
-    neardup.py       MinHash signatures (datasketch) and banding with numpy
     counts.py ... drift.py    one figure each, fed record by record (pure)
     glance.py        the "at a glance" rows against the method's targets
     judge.py         the judge's sample, prompt, schema, strict reading, aggregation

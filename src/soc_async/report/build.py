@@ -13,6 +13,7 @@ from pathlib import Path
 
 from soc_async.records import Conversation, Experience, Failure, Persona
 from soc_async.report.adherence import RulesFigure
+from soc_async.report.ages import AgesFigure
 from soc_async.report.counts import CountsFigure
 from soc_async.report.demographics import DemographicsFigure
 from soc_async.report.drift import DriftFigure
@@ -21,6 +22,7 @@ from soc_async.report.experience_mix import ExperienceMixFigure
 from soc_async.report.glance import glance
 from soc_async.report.model import JudgeSection, Meta, Report
 from soc_async.report.naturalness import NaturalnessFigure
+from soc_async.report.pacing import PacingFigure
 from soc_async.report.shape import ShapeFigure
 from soc_async.report.source import RunSource, soc_async_version
 from soc_async.store import CONVERSATIONS, EXPERIENCES, FAILURES, PERSONAS
@@ -42,6 +44,8 @@ def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Repo
     natural = NaturalnessFigure()
     dups = DuplicatesFigure()
     drift = DriftFigure()
+    pacing = PacingFigure(cfg.chat)
+    ages = AgesFigure(cfg.persona)
 
     for p in src.records(PERSONAS, Persona):
         counts.persona(p)
@@ -49,6 +53,7 @@ def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Repo
         demo.persona(p)
         dups.persona(p)
         drift.persona(p)
+        ages.persona(p)
     for e in src.records(EXPERIENCES, Experience):
         counts.experience(e)
         rules.experience(e)
@@ -61,6 +66,7 @@ def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Repo
         shape.conversation(c)
         natural.conversation(c)
         dups.conversation(c)
+        pacing.conversation(c)
     for f in src.records(FAILURES, Failure):
         counts.failure(f)
 
@@ -93,6 +99,8 @@ def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Repo
         duplicates=dups.result(),
         drift=drift.result(),
         judge=judge,
+        pacing=pacing.result(),
+        ages=ages.result(),
     )
     report.glance = glance(report)
     return report

@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from statistics import NormalDist
 
 from soc_async.config import ExperienceConfig, PersonaConfig
 from soc_async.records import Experience, Persona
 from soc_async.report.model import Demographics, Moments, Share
+from soc_async.stats import age_law
 
-__all__ = ["DemographicsFigure", "age_law", "country_of"]
+__all__ = ["DemographicsFigure", "country_of"]
 
 TOP_OCCUPATIONS = 30
-
-
-def age_law(mean: float, sd: float, lo: int, hi: int) -> dict[int, float]:
-    """The share of personas expected at each whole age: N(mean, sd) rounded to years,
-    restricted to [lo, hi] and renormalised (the law the persona sampler draws from)."""
-    dist = NormalDist(mean, sd)
-    mass = {age: dist.cdf(age + 0.5) - dist.cdf(age - 0.5) for age in range(lo, hi + 1)}
-    total = sum(mass.values())
-    if total <= 0:  # the range sits far in a tail: uniform, as good as anything
-        return {age: 1.0 / len(mass) for age in mass}
-    return {age: m / total for age, m in mass.items()}
 
 
 def country_of(p: Persona) -> str:
@@ -78,7 +67,7 @@ class DemographicsFigure:
 
     def result(self) -> Demographics:
         c = self._cfg
-        law = age_law(c.age_mean, c.age_sd, c.age_min, c.age_max)
+        law = age_law(c)  # the law the sampler draws from, whichever the config chose
         law_mean = sum(a * w for a, w in law.items())
         law_sd = math.sqrt(sum(w * (a - law_mean) ** 2 for a, w in law.items()))
         return Demographics(
@@ -89,8 +78,8 @@ class DemographicsFigure:
             age=self._age,
             ages={str(a): n for a, n in sorted(self._ages.items())},
             age_target={str(a): w for a, w in law.items()},
-            age_target_mean=c.age_mean,
-            age_target_sd=c.age_sd,
+            age_target_mean=c.age_mean if c.age_distribution == "normal" else law_mean,
+            age_target_sd=c.age_sd if c.age_distribution == "normal" else law_sd,
             age_target_mean_actual=law_mean,
             age_target_sd_actual=law_sd,
             occupations=dict(self._occupations.most_common(TOP_OCCUPATIONS))

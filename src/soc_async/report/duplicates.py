@@ -1,15 +1,17 @@
 """Figure 7, duplicates: the near-duplicate rate among persona cards, experiences and
-conversation openings (the first turn's text), by MinHash (:mod:`.neardup`)."""
+conversation openings (the first turn's text), by MinHash (:mod:`soc_async.neardup`, the
+engine the run and ``merge`` use, here with the report's lexical tokenizer)."""
 
 from __future__ import annotations
 
 import re
 
+from soc_async.neardup import NearDuplicates
 from soc_async.records import Conversation, Experience, Persona
-from soc_async.report.model import Duplicates
-from soc_async.report.neardup import NearDuplicates
+from soc_async.report.lexical import tokens
+from soc_async.report.model import DuplicateKind, Duplicates
 
-__all__ = ["DuplicatesFigure", "card_body"]
+__all__ = ["DuplicatesFigure", "card_body", "kind_result"]
 
 THRESHOLD = 0.8
 NUM_PERM = 64
@@ -29,7 +31,10 @@ class DuplicatesFigure:
     def __init__(self) -> None:
         def index() -> NearDuplicates:
             return NearDuplicates(
-                threshold=THRESHOLD, num_perm=NUM_PERM, shingle_words=SHINGLE_WORDS
+                threshold=THRESHOLD,
+                num_perm=NUM_PERM,
+                shingle_words=SHINGLE_WORDS,
+                tokenizer=tokens,
             )
 
         self._personas = index()
@@ -53,7 +58,19 @@ class DuplicatesFigure:
             threshold=THRESHOLD,
             num_perm=NUM_PERM,
             shingle_words=SHINGLE_WORDS,
-            personas=self._personas.result(),
-            experiences=self._experiences.result(),
-            openings=self._openings.result(),
+            personas=kind_result(self._personas),
+            experiences=kind_result(self._experiences),
+            openings=kind_result(self._openings),
         )
+
+
+def kind_result(index: NearDuplicates, examples: int = 5) -> DuplicateKind:
+    """The figure of one kind: items, near-duplicates, their rate and a few example pairs."""
+    pairs = index.duplicates()
+    items = len(index.ids)
+    return DuplicateKind(
+        items=items,
+        near_duplicates=len(pairs),
+        rate=len(pairs) / items if items else None,
+        examples=[[index.ids[i], index.ids[j]] for i, j in pairs[:examples]],
+    )

@@ -190,6 +190,44 @@ class Shape(msgspec.Struct, kw_only=True):
     ending_when_spent: Share = msgspec.field(default_factory=Share)  # tag endings, slots spent
 
 
+class PacingRow(msgspec.Struct, kw_only=True):
+    """Messages per turn of one cadence's turns against the configured distribution."""
+
+    cadence: str
+    turns: int = 0
+    counts: dict[str, int] = {}  # messages -> turns
+    shares: dict[str, float] = {}  # messages -> share of the cadence's turns
+    # messages -> expected share: the configured pacing, mixed over the run's styles of
+    # this cadence by their turns (pacing_by_style may differ per style).
+    target: dict[str, float] = {}
+    # The largest |share - target| in standard errors of the target share; None: no
+    # target (pacing not configured) or no turns.
+    worst_z: float | None = None
+
+
+class Pacing(msgspec.Struct, kw_only=True):
+    rows: list[PacingRow] = []
+    configured: bool = True  # whether the run's config sets chat.pacing
+
+
+class AgeBandRow(msgspec.Struct, kw_only=True):
+    """The run's personas in one age band against the configured law's share of it."""
+
+    band: str  # "18-24"
+    personas: int = 0
+    share: float | None = None
+    target: float = 0.0
+    z: float | None = None  # (share - target) in standard errors of the target share
+
+
+class AgeCoverage(msgspec.Struct, kw_only=True):
+    law: str = ""  # the configured law in words, e.g. "N(25, 5) on 18..70"
+    personas: int = 0
+    bands: list[AgeBandRow] = []  # the configured bands, else decades
+    # Half the sum of |share - target| over single years: 0 is a perfect match.
+    total_variation: float | None = None
+
+
 class Naturalness(msgspec.Struct, kw_only=True):
     mtld: Moments = msgspec.field(default_factory=Moments)  # per conversation
     mtld_hist: Histogram = msgspec.field(
@@ -285,3 +323,5 @@ class Report(msgspec.Struct, kw_only=True):
     duplicates: Duplicates
     drift: Drift
     judge: JudgeSection | None = None
+    pacing: Pacing = msgspec.field(default_factory=Pacing)
+    ages: AgeCoverage = msgspec.field(default_factory=AgeCoverage)

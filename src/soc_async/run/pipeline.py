@@ -24,10 +24,10 @@ import anyio
 from soc_async import logs
 from soc_async.chat.rollout import ChatStage, StartEvent, decode_event, encode_event
 from soc_async.config import RunConfig
-from soc_async.dedup import NearDuplicateIndex
 from soc_async.errors import InputError
 from soc_async.fewshot import FewShotRing, RingSnapshot
 from soc_async.llm.types import Completer
+from soc_async.neardup import NearDuplicateIndex
 from soc_async.records import (
     STAGES,
     Conversation,

@@ -17,11 +17,8 @@ from bisect import bisect_right
 from datetime import date, datetime, time, timedelta
 from itertools import accumulate
 
-from rapidfuzz import fuzz
-
 from soc_async import seeds
 from soc_async.config import ChatConfig, RunConfig
-from soc_async.dedup import NearDuplicateIndex
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.clock import format_time, long_day, weekday_name
 from soc_async.formats.events import attribute_events
@@ -32,6 +29,7 @@ from soc_async.formats.experience import (
 )
 from soc_async.formats.refusal import TRUNCATED, Refusal
 from soc_async.llm.types import ChatRequest, Completer, Completion
+from soc_async.neardup import NearDuplicateIndex, is_near_duplicate
 from soc_async.prompts import render
 from soc_async.records import Experience, ExperienceMeta, Failure, Persona
 from soc_async.stages.calls import ask_until_valid, build_request
@@ -230,13 +228,11 @@ class ExperienceStage:
                 f"its topics and needs at least {least}: give them more turns or leave "
                 "the topic list out",
             )
-        cutoff = exp.similarity_threshold * 100
-        for reference in references:
-            if fuzz.ratio(parsed.text, reference, score_cutoff=cutoff) > cutoff:
-                return Refusal(
-                    reason="near_duplicate",
-                    detail="it is too close to one of the examples; invent a different situation",
-                )
+        if is_near_duplicate(parsed.text, references, exp.similarity_threshold):
+            return Refusal(
+                reason="near_duplicate",
+                detail="it is too close to one of the examples; invent a different situation",
+            )
         if self.dedup is not None:
             found = self.dedup.find(self.dedup.signature(parsed.text, names))
             if found is not None:

@@ -12,16 +12,15 @@ from __future__ import annotations
 import random
 
 from soc_async.config import RunConfig
-from soc_async.dedup import NearDuplicateIndex
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.character import (
     CharacterCard,
     character_grammar,
-    is_near_duplicate,
     parse_character,
 )
 from soc_async.formats.refusal import TRUNCATED, Refusal
 from soc_async.llm.types import ChatRequest, Completer, Completion
+from soc_async.neardup import NearDuplicateIndex, is_near_duplicate
 from soc_async.prompts import render
 from soc_async.records import Failure, Persona, PersonaMeta, PersonaSample
 from soc_async.stages.calls import ask_until_valid, build_request

@@ -129,7 +129,8 @@ class ScriptedWriter:
         if "running summary" in system:
             return "They caught up on the plans so far and agreed to talk again soon."
         if "State line:" in user:
-            return self.turn(user, broken)
+            grammar = (body.get("structured_outputs") or {}).get("grammar") or ""
+            return self.turn(user, broken, grammar)
         return "ok"
 
     def json_reply(self, schema: dict[str, Any], broken: bool) -> str:
@@ -260,8 +261,9 @@ class ScriptedWriter:
         template = rng.choice(_EVENTS_NONE if draw < 0.95 else _EVENTS_BOTH)
         return template.format(a=_first(a), A=a, b=_first(b), B=b)
 
-    def turn(self, prompt: str, broken: bool) -> str:
+    def turn(self, prompt: str, broken: bool, grammar: str = "") -> str:
         rng = self._rng
+        low, high = _message_count(grammar, prompt)
         state = _field(prompt, "State line")
         last = re.search(r"The last message was at (\d\d:\d\d) on (\d\d\.\d\d)\.", prompt)
         opening = re.search(
@@ -290,7 +292,7 @@ class ScriptedWriter:
         if ending:
             out.append("<predefined_topics_exhausted/>")
         out.append("</state>")
-        for k in range(rng.randint(1, 3)):
+        for k in range(rng.randint(low, high)):
             if not (k == 0 and first is not None):
                 clock += timedelta(minutes=rng.randint(0, 4))
             kind = "text" if rng.random() < 0.85 else rng.choice(["image", "sticker", "audio"])
@@ -302,6 +304,24 @@ class ScriptedWriter:
             )
         out.append("</turn>")
         return "\n".join(out)
+
+
+_GRAMMAR_COUNT = re.compile(r"^messages ::= first_message(?: message\{(\d+),(\d+)\})?$", re.M)
+_PROMPT_COUNT = re.compile(r"^Messages in this turn: exactly (\d+)\.$", re.M)
+
+
+def _message_count(grammar: str, prompt: str) -> tuple[int, int]:
+    """The bounds on the turn's message count: the grammar's (the turn grammar's
+    ``messages`` rule), else the prompt's, else 1 to 3, as a model would read them."""
+    rule = _GRAMMAR_COUNT.search(grammar)
+    if rule:
+        if rule.group(1) is None:
+            return 1, 1
+        return 1 + int(rule.group(1)), 1 + int(rule.group(2))
+    asked = _PROMPT_COUNT.search(prompt)
+    if asked:
+        return int(asked.group(1)), int(asked.group(1))
+    return 1, 3
 
 
 def _stamp(t: str, d: str) -> datetime:
