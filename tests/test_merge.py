@@ -380,17 +380,7 @@ def _card_name(card: str) -> str:
 def _seeded_persona(item_id: str, card: str, name: str | None = None) -> Persona:
     own = _card_name(card)
     text = card.replace(own, name) if name else card
-    meta = PersonaMeta(
-        iteration=0,
-        model="m",
-        region="r",
-        subregion="s",
-        name=name or own,
-        gender="f",
-        age=30,
-        time_taken=0.1,
-    )
-    return Persona(id=item_id, persona_text=text, meta=meta)
+    return factories.persona(item_id, name=name or own, text=text)
 
 
 def _seeded_experience(item_id: str, text: str, pair: list[str]) -> Experience:
