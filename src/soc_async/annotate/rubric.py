@@ -21,15 +21,18 @@ from soc_async.errors import InputError, validation_key
 __all__ = [
     "DEFAULT_RUBRIC",
     "RESERVED_KEYS",
+    "RUBRIC_FILE",
     "SCALES",
     "Criterion",
     "Rubric",
     "default_rubric",
     "load_rubric",
     "parse_rubric",
+    "run_rubric",
 ]
 
 DEFAULT_RUBRIC = "default_rubric.toml"
+RUBRIC_FILE = "annotate-rubric.toml"  # the rubric in use, kept in the run directory
 # The scales a page knows how to draw and a report how to measure (ordinal, 1 to n).
 SCALES: dict[str, tuple[int, int]] = {"1-3": (1, 3), "1-5": (1, 5), "1-7": (1, 7)}
 # Keys the page keeps for itself (navigation, comment, state lines, context, help).
@@ -62,6 +65,7 @@ class Rubric(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     flags: list[str] = []
     comment: bool = True
     flag_keys: dict[str, str] = {}  # flag -> its keyboard key; filled by parse_rubric
+    text: str = ""  # the file as read; kept in the run directory beside the answers
 
     def criterion(self, key: str) -> Criterion | None:
         return next((c for c in self.criteria if c.key == key), None)
@@ -135,8 +139,9 @@ def parse_rubric(text: str, source: str) -> Rubric:
         m = re.match(r"criteria\[(\d+)\]\.?(.*)", key)
         line = lines.of(int(m.group(1)), m.group(2)) if m else lines.of(None, key)
         raise InputError(f"{source}:{line}: {key}: {what}") from exc
-    if rubric.flag_keys:
-        raise InputError(f"{source}:{lines.of(None, 'flag_keys')}: flag_keys: unknown key")
+    for own in ("flag_keys", "text"):  # set here, never by the file
+        if own in data:
+            raise InputError(f"{source}:{lines.of(None, own)}: {own}: unknown key")
     seen: set[str] = set()
     for i, c in enumerate(rubric.criteria):
         where = f"criteria[{i}] ({c.key})"
@@ -164,6 +169,7 @@ def parse_rubric(text: str, source: str) -> Rubric:
     if len(set(rubric.flags)) != len(rubric.flags):
         raise InputError(f"{source}:{lines.of(None, 'flags')}: flags: a flag named twice")
     rubric.flag_keys = _flag_keys(rubric.flags)
+    rubric.text = text
     return rubric
 
 
@@ -179,6 +185,16 @@ def load_rubric(path: str | Path | None) -> Rubric:
             f"--rubric {p}: cannot read ({exc.strerror}); expected a TOML file"
         ) from exc
     return parse_rubric(text, str(p))
+
+
+def run_rubric(run_dir: Path) -> Rubric:
+    """The rubric a run directory's answers were given on (the default if none is kept)."""
+    path = run_dir / RUBRIC_FILE
+    return (
+        parse_rubric(path.read_text(encoding="utf-8"), str(path))
+        if path.is_file()
+        else default_rubric()
+    )
 
 
 def default_rubric() -> Rubric:

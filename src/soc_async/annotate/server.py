@@ -47,7 +47,7 @@ from soc_async.annotate.records import (
     check_rater,
     make_answer,
 )
-from soc_async.annotate.rubric import Rubric
+from soc_async.annotate.rubric import RUBRIC_FILE, Rubric
 from soc_async.errors import InputError, RunDirError
 from soc_async.records import Conversation
 from soc_async.store.appendlog import AppendLog, read_log
@@ -220,6 +220,7 @@ def open_session(
         )
     if not conversations:
         raise _no_conversations(run.path)
+    write_atomic(run.path / RUBRIC_FILE, rubric.text.encode())
     path = run.path / ANNOTATIONS
     session = Session(
         run=run,
