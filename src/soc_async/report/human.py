@@ -90,7 +90,9 @@ def wilson(k: int, n: int) -> Interval:
     z2 = Z95**2
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return Interval(value=p, low=max(0.0, centre - half), high=min(1.0, centre + half), n=n)
+    low = 0.0 if k == 0 else max(0.0, centre - half)  # exact at the ends, not 1e-17 off
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return Interval(value=p, low=low, high=high, n=n)
 
 
 def _ranks(values: Sequence[float]) -> list[float]:
