@@ -98,7 +98,8 @@ def test_a_rater_rates_by_keyboard_survives_a_killed_server_and_resumes(
     pg.reload()  # the page, or a new tab: the name is remembered, the queue is the server's
     assert wait_item(pg, 3, 8) == fourth
     assert "conversation 4 of 8" in pg.inner_text("#item-label")
-    pg.screenshot(path=str(ARTIFACTS.mkdir(exist_ok=True) or ARTIFACTS / "annotate-rate.png"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / "annotate-rate.png"))
 
     records = list(read_log(run / "annotations.jsonl", Annotation))
     assert len(records) == 3
@@ -152,7 +153,8 @@ def test_blind_pairs_follow_the_plan_are_balanced_and_never_name_a_run(
             pg.keyboard.press("e")  # the cards, a key away, still name no run
             assert pg.locator("details.ctx[open]").count() == 2
             assert [s for s in secrets if s in pg.content()] == []
-            pg.screenshot(path=str(ARTIFACTS.mkdir(exist_ok=True) or ARTIFACTS / "annotate-ab.png"))
+            ARTIFACTS.mkdir(exist_ok=True)
+            pg.screenshot(path=str(ARTIFACTS / "annotate-ab.png"))
         for _ in range(CRITERIA):
             pg.keyboard.press("1")  # left is better, every criterion
         pg.keyboard.press("Enter")
