@@ -9,7 +9,10 @@ are left under test-artifacts/ at the repository root.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import pytest
 from soc_async.annotate.plan import AB_PLAN_FILE, PLAN_FILE, Plan, queue
 from soc_async.annotate.records import Annotation, Preference, Rating
 from soc_async.annotate.rubric import default_rubric
+from soc_async.annotate.server import make_app, open_session
 from soc_async.records import Conversation
 from soc_async.store.appendlog import read_log
 from soc_async.store.rundata import RunData
@@ -167,3 +171,53 @@ def test_blind_pairs_follow_the_plan_are_balanced_and_never_name_a_run(
         assert isinstance(r, Preference) and r.compare == str(b_dir)
         assert set(r.choices.values()) == {"left"} and set(r.winners.values()) == {r.left}
     assert problems == []
+
+
+@contextlib.contextmanager
+def app_in_thread(app) -> Iterator[str]:
+    """``app`` served on 127.0.0.1 by an event loop of its own thread; yields its base URL."""
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app, access_log=None)
+
+    async def up() -> str:
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{runner.addresses[0][1]}/"
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield asyncio.run_coroutine_threadsafe(up(), loop).result(timeout=30)
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
+
+
+def test_bound_elsewhere_the_page_works_only_with_the_token_of_its_url(
+    tmp_path: Path, page
+) -> None:
+    """The app as served on a non-loopback address (a token required): the page opened
+    from the printed URL passes the token on and works; opened without it, it loads but
+    every data request is refused and the page says why."""
+    pg, problems = page
+    write_run(tmp_path / "run", conversations=12, seed=4)
+    session = open_session(tmp_path / "run", rubric=default_rubric(), sample=4)
+    try:
+        with app_in_thread(make_app(session, token="tok-123")) as base:
+            pg.goto(base)
+            pg.fill("#rater", "Cy")
+            pg.keyboard.press("Enter")
+            pg.wait_for_function(
+                "() => /a token is needed/.test(document.getElementById('load-status').textContent)"
+            )
+            assert pg.locator("#work").is_hidden()
+            pg.goto(base + "?token=tok-123")  # the name is remembered
+            assert wait_item(pg, 0, 4) == queue(session.plan, "Cy", {})[0]
+    finally:
+        session.log.close()
+    assert [p for p in problems if "403" not in p] == []
