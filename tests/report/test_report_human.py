@@ -248,3 +248,9 @@ def test_export_carries_ratings_as_columns_of_the_rated_conversations(tmp_path: 
     table = pq.read_table(out / "data" / "train.parquet")
     assert "human_ratings" in table.schema.names and "human_means" in table.schema.names
     assert "- name: human_ratings" in (out / "README.md").read_text()
+    datasets = pytest.importorskip("datasets")
+    # As users load it, through the card; the cache kept under the test's own directory.
+    loaded = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))
+    by_id = {r["chat_id"]: r for r in loaded}
+    assert by_id[C[0]]["human_means"][0] == {"criterion": "naturalness", "mean": 3.0, "raters": 2}
+    assert by_id[C[1]]["human_ratings"] is None
