@@ -1,4 +1,5 @@
-"""The wheel carries the viewer's page and the export's template (package data files)."""
+"""The wheel carries the viewer's page, the export's template and the annotate page and
+default rubric (package data files)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ PACKAGE = ROOT / "src" / "soc_async"
 
 def test_the_wheel_holds_the_page_and_the_template(tmp_path: Path) -> None:
     """Every file of view/static/ and export/templates/ is in the built wheel, so an
-    installed soc-async writes a viewer and a messages export without the checkout."""
+    installed soc-async writes a viewer and a messages export, and serves the annotate
+    page, without the checkout."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
          "--wheel-dir", str(tmp_path), str(ROOT)],
@@ -21,7 +23,9 @@ def test_the_wheel_holds_the_page_and_the_template(tmp_path: Path) -> None:
     )  # fmt: skip
     (wheel,) = tmp_path.glob("soc_async-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    files = [p for d in ("view/static", "export/templates") for p in (PACKAGE / d).iterdir()]
-    assert len(files) == 4
+    dirs = ("view/static", "export/templates", "annotate/static")
+    files = [p for d in dirs for p in (PACKAGE / d).iterdir()]
+    files.append(PACKAGE / "annotate" / "default_rubric.toml")
+    assert len(files) == 8
     for path in files:
         assert f"soc_async/{path.relative_to(PACKAGE)}" in names, path

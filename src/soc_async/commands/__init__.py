@@ -12,6 +12,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from soc_async.commands import (
+    annotate,
     bench,
     export,
     generate,
@@ -32,6 +33,7 @@ ALL: tuple[ModuleType, ...] = (
     view,
     export,
     report,
+    annotate,
     smoke,
 )
 

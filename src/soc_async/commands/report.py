@@ -62,6 +62,7 @@ def handle(args: argparse.Namespace) -> int:
         raise InputError(f"--judge {args.judge}: expected a number of conversations >= 0")
     judge = _judge(args, run_dir, html.parent) if args.judge else None
     report = build_report(run_dir, judge=judge)
+    report.human = _human(run_dir, html.parent)
     write_report(report, html=html, json=json_path)
     rules = report.rules.conversations
     print(
@@ -73,6 +74,7 @@ def handle(args: argparse.Namespace) -> int:
         other = _other(Path(args.compare))
         mine = msgspec.json.decode(msgspec.json.encode(report))
         print(render(mine, other, (str(run_dir), args.compare)))
+        print_ab(report.human, args.compare, other)
     return EXIT_OK
 
 
@@ -92,6 +94,24 @@ def _judge(args: argparse.Namespace, run_dir: Path, where: Path) -> Any:
         cfg,
         lambda gateway: judge_sample(gateway, run_dir, store, n=args.judge, seed=args.judge_seed),
     )
+
+
+def _human(run_dir: Path, where: Path) -> Any:
+    """What people said in ``soc-async annotate`` (None without annotations.jsonl)."""
+    from soc_async.report.human import human_section
+    from soc_async.report.judging import JUDGE_FILE
+
+    return human_section(run_dir, judge_file=where / JUDGE_FILE)
+
+
+def print_ab(human: Any, compare: str, other: dict[str, Any]) -> None:
+    """The blind A/B answers against the compared run, where people gave any."""
+    from soc_async.report.human import ab_lines
+
+    key = other.get("meta", {}).get("run_key")
+    lines = ab_lines(human, compare, key if isinstance(key, str) else None)
+    if lines:
+        print("\n".join(lines))
 
 
 def _other(path: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@
     messages.py  the chat-format samples and their options
     split.py     held-out splits grouped by persona (pure, seeded)
     write.py     JSONL per split; Parquet converted from it
+    human.py     people's ratings (soc-async annotate) as columns of the conversations
     card.py      README.md with the YAML front matter `datasets` reads
 
 :func:`export_run` wires them: read the run (rundata.py), plan the split, stream the
@@ -23,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from soc_async.annotate.records import Rating
 from soc_async.errors import InputError
 from soc_async.export.card import CardFacts, read_report, render_card
 from soc_async.export.formats import (
@@ -32,6 +34,7 @@ from soc_async.export.formats import (
     conversation_rows,
     spb_row,
 )
+from soc_async.export.human import rated_row_type, ratings_by_chat, with_ratings
 from soc_async.export.messages import MessagesOptions
 from soc_async.export.rows import MessagesRow, Soc2508Row, Soc2602Row, SpbRow
 from soc_async.export.schema import arrow_schema
@@ -109,6 +112,8 @@ def export_run(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InputError(f"{out_dir}: exists and is not empty (choose a new --out)")
     data = RunData(run_dir)
+    rated = ratings_by_chat(data.path)  # people's ratings: columns only where there are any
+    row_type = rated_row_type(ROW_TYPES[fmt]) if rated else ROW_TYPES[fmt]
     plan = None
     if splits:
         edges = [(c.chat_id, c.persona_ids[0], c.persona_ids[1]) for c in data.conversations()]
@@ -117,7 +122,7 @@ def export_run(
     order = [TRAIN, *splits]
     tally = _Tally()
     writer = SplitWriter(out_dir)
-    counts = _write_rows(data, fmt, plan, writer, order, messages, tally)
+    counts = _write_rows(data, fmt, plan, writer, order, messages, tally, (rated, row_type))
     stages = Counter(f.stage for f in data.failures)
     from_run: dict[str, Any] = {
         "records": {
@@ -137,7 +142,7 @@ def export_run(
     files = {"jsonl": {s: f"{DATA_DIR}/{s}.jsonl" for s in order}}
     parquet_started = time.perf_counter()
     if parquet:
-        schema = arrow_schema(ROW_TYPES[fmt])
+        schema = arrow_schema(row_type)
         files["parquet"] = {s: f"{DATA_DIR}/{s}.parquet" for s in order}
         for s in order:
             jsonl, target = out_dir / files["jsonl"][s], out_dir / files["parquet"][s]
@@ -145,7 +150,7 @@ def export_run(
     parquet_seconds = time.perf_counter() - parquet_started if parquet else 0.0
     card = CardFacts(
         format=fmt,
-        row_type=ROW_TYPES[fmt],
+        row_type=row_type,
         splits=rows,
         files=files,
         sizes={p: (out_dir / p).stat().st_size for kind in files.values() for p in kind.values()},
@@ -182,6 +187,7 @@ def _write_rows(
     order: list[str],
     messages: MessagesOptions,
     tally: _Tally,
+    human: tuple[dict[str, list[Rating]], type[msgspec.Struct]] = ({}, msgspec.Struct),
 ) -> dict[str, int]:
     """Stream the rows of ``fmt`` into one JSONL file per split; rows per split."""
     for name in order:
@@ -193,6 +199,8 @@ def _write_rows(
     for eid in data.experiences:
         tally.models["experiences"][data.experiences[eid].meta.model] += 1
     rows_of = conversation_rows(fmt, data, messages) if fmt in CONVERSATION_FORMATS else None
+    if rows_of is not None and human[0]:
+        rows_of = with_ratings(rows_of, *human)
     for c in data.conversations():
         tally.add(c)
         if rows_of is None:

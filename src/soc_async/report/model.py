@@ -13,6 +13,8 @@ import math
 import msgspec
 
 __all__ = [
+    "ABCriterion",
+    "ABSection",
     "Counts",
     "Demographics",
     "Drift",
@@ -22,6 +24,10 @@ __all__ = [
     "ExperienceMix",
     "GlanceRow",
     "Histogram",
+    "HumanCriterion",
+    "HumanSection",
+    "Interval",
+    "JudgeAgreement",
     "JudgeSection",
     "Judged",
     "Meta",
@@ -311,6 +317,61 @@ class GlanceRow(msgspec.Struct, kw_only=True):
     ok: bool | None  # None: no target, or no data
 
 
+class Interval(msgspec.Struct, kw_only=True):
+    value: float | None  # a mean, or a share
+    low: float | None  # its 95% interval; None where n is too small
+    high: float | None
+    n: int  # conversations (a mean) or decided pairs (a share)
+
+
+class JudgeAgreement(msgspec.Struct, kw_only=True):
+    criterion: str  # the judge's criterion compared with the people's
+    items: int  # conversations both the judge and people scored
+    spearman: float | None  # judge score against the raters' mean
+    alpha: float | None  # Krippendorff's alpha (ordinal), the judge as one more rater
+
+
+class HumanCriterion(msgspec.Struct, kw_only=True):
+    key: str
+    label: str
+    mean: Interval  # over conversations, each its raters' mean
+    distribution: dict[str, int]  # score -> answers
+    alpha: float | None  # Krippendorff's alpha (ordinal) over the shared conversations
+    alpha_items: int  # conversations rated by two raters or more
+    judge: JudgeAgreement | None = None
+
+
+class ABCriterion(msgspec.Struct, kw_only=True):
+    key: str
+    label: str
+    a: int  # answers preferring run A (this report's run)
+    b: int  # answers preferring run B
+    tie: int
+    b_rate: Interval  # B's share of the answers that were not a tie
+
+
+class ABSection(msgspec.Struct, kw_only=True):
+    compare: str  # run B's directory, as given to annotate --compare
+    compare_key: str
+    pairs: int
+    answers: int
+    raters: int
+    left_a: int  # answers whose pair showed A on the left (balance check)
+    criteria: list[ABCriterion]
+
+
+class HumanSection(msgspec.Struct, kw_only=True):
+    rubrics: list[str]  # rubric versions the answers were given on
+    raters: int
+    ratings: int  # each rater's last answer per conversation
+    items: int  # conversations rated
+    shared_items: int  # conversations rated by two raters or more
+    criteria: list[HumanCriterion]
+    flags: dict[str, int]  # flag -> ratings that raised it
+    comments: int
+    ab: list[ABSection] = []
+
+
 class Report(msgspec.Struct, kw_only=True):
     meta: Meta
     glance: list[GlanceRow]
@@ -325,3 +386,4 @@ class Report(msgspec.Struct, kw_only=True):
     judge: JudgeSection | None = None
     pacing: Pacing = msgspec.field(default_factory=Pacing)
     ages: AgeCoverage = msgspec.field(default_factory=AgeCoverage)
+    human: HumanSection | None = None  # soc-async annotate's answers (report/human.py)
