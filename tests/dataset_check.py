@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from soc_async.records import Conversation, Experience, Persona
-from soc_async.report.rules import ChatRules, check_conversation, check_experience, check_persona
+from soc_async.report.rules import ChatChecks, check_conversation, check_experience, check_persona
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -37,7 +37,7 @@ def check_run_dir(path: Path, *, max_turns: int, gaps: dict | None = None) -> di
     if (path / "config.toml").exists():
         chat = tomllib.loads((path / "config.toml").read_text()).get("chat", {})
     assert chat.get("max_turns", max_turns) == max_turns, (chat, max_turns)
-    rules = ChatRules(
+    rules = ChatChecks(
         max_turns=max_turns,
         min_turns=chat.get("min_turns", 3),
         max_overtime_turns=chat.get("max_overtime_turns", 4),

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from soc_async.bench.metrics import (
     TTFT_METRIC,
-    Histogram,
+    MetricHistogram,
     counter_delta,
     histogram_delta,
     histogram_percentiles,
@@ -95,7 +95,7 @@ def test_counter_delta_subtracts_and_detects_restart() -> None:
 
 
 PAGE = """\
-# HELP vllm:time_to_first_token_seconds Histogram of time to first token in seconds.
+# HELP vllm:time_to_first_token_seconds MetricHistogram of time to first token in seconds.
 # TYPE vllm:time_to_first_token_seconds histogram
 vllm:time_to_first_token_seconds_bucket{{engine="0",le="0.1",model_name="m"}} {a1}
 vllm:time_to_first_token_seconds_bucket{{engine="0",le="0.5",model_name="m"}} {a2}
@@ -146,10 +146,10 @@ def test_histogram_delta_and_quantiles() -> None:
 
 def test_histogram_quantile_edges() -> None:
     """The first bucket starts at 0; the +Inf bucket gives the largest finite bound."""
-    h = Histogram(buckets=[(1.0, 4.0), (2.0, 4.0), (math.inf, 8.0)], count=8.0, sum=20.0)
+    h = MetricHistogram(buckets=[(1.0, 4.0), (2.0, 4.0), (math.inf, 8.0)], count=8.0, sum=20.0)
     assert histogram_quantile(h, 0.25) == pytest.approx(0.5)
     assert histogram_quantile(h, 0.99) == 2.0
-    empty = Histogram(buckets=[(1.0, 0.0), (math.inf, 0.0)])
+    empty = MetricHistogram(buckets=[(1.0, 0.0), (math.inf, 0.0)])
     assert histogram_quantile(empty, 0.5) is None
     assert histogram_quantile(None, 0.5) is None
     p = histogram_percentiles(None)
@@ -158,9 +158,9 @@ def test_histogram_quantile_edges() -> None:
 
 def test_histogram_delta_unknown_cases() -> None:
     """No after-reading, changed bounds or a shrinking count make the delta unknown."""
-    a = Histogram(buckets=[(1.0, 2.0), (math.inf, 3.0)], count=3.0)
-    b = Histogram(buckets=[(1.0, 1.0), (math.inf, 1.0)], count=1.0)
-    other = Histogram(buckets=[(0.5, 2.0), (math.inf, 3.0)], count=3.0)
+    a = MetricHistogram(buckets=[(1.0, 2.0), (math.inf, 3.0)], count=3.0)
+    b = MetricHistogram(buckets=[(1.0, 1.0), (math.inf, 1.0)], count=1.0)
+    other = MetricHistogram(buckets=[(0.5, 2.0), (math.inf, 3.0)], count=3.0)
     assert histogram_delta(a, None) is None
     assert histogram_delta(a, other) is None
     assert histogram_delta(a, b) is None
@@ -169,10 +169,10 @@ def test_histogram_delta_unknown_cases() -> None:
 
 def test_merge_histograms_all_or_nothing() -> None:
     """Servers' histograms add up; one unknown or mismatched makes the whole unknown."""
-    a = Histogram(buckets=[(1.0, 2.0), (math.inf, 3.0)], count=3.0, sum=1.0)
-    b = Histogram(buckets=[(1.0, 1.0), (math.inf, 4.0)], count=4.0, sum=2.0)
+    a = MetricHistogram(buckets=[(1.0, 2.0), (math.inf, 3.0)], count=3.0, sum=1.0)
+    b = MetricHistogram(buckets=[(1.0, 1.0), (math.inf, 4.0)], count=4.0, sum=2.0)
     m = merge_histograms([a, b])
-    assert m == Histogram(buckets=[(1.0, 3.0), (math.inf, 7.0)], count=7.0, sum=3.0)
+    assert m == MetricHistogram(buckets=[(1.0, 3.0), (math.inf, 7.0)], count=7.0, sum=3.0)
     assert merge_histograms([a, None]) is None
     assert merge_histograms([]) is None
 

@@ -6,7 +6,7 @@ import msgspec
 import pytest
 from rich.console import Console
 
-from soc_async.bench.metrics import CounterDelta, Histogram
+from soc_async.bench.metrics import CounterDelta, MetricHistogram
 from soc_async.bench.recording import RequestSample
 from soc_async.bench.report import CSV_COLUMNS, csv_rows, recommendation_text, render_table
 from soc_async.bench.results import (
@@ -50,7 +50,7 @@ def test_phase_result_keeps_queue_apart_from_latency() -> None:
         seconds=10.0, prefix_cache_hits=700, prefix_cache_queries=1000, preemptions=2,
         generation_tokens=100, prompt_tokens=1400,
     )  # fmt: skip
-    ttft = Histogram(buckets=[(0.5, 2.0), (1.0, 4.0), (float("inf"), 4.0)], count=4.0)
+    ttft = MetricHistogram(buckets=[(0.5, 2.0), (1.0, 4.0), (float("inf"), 4.0)], count=4.0)
     r = phase_result("pipeline", 4, samples, errors=1, duration_s=10.0, server=server, ttft=ttft)
     assert r.requests == 3 and r.request_errors == 1
     assert r.output_tokens == 100 and r.tokens_per_s == pytest.approx(10.0)

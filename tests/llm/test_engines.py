@@ -15,7 +15,7 @@ from conftest import FakeNode
 
 from soc_async.config import ServerConfig
 from soc_async.errors import ServerStartError
-from soc_async.llm.engines import MOVES, EngineGroup, EngineState, IllegalMove, _Slot
+from soc_async.llm.engines import MOVES, EngineGroup, EngineState, IllegalEngineMove, _Slot
 from soc_async.llm.layout import GIB, GpuSet
 from soc_async.llm.plan import EnginePlan, EngineSpec, plan_engines
 from soc_async.llm.readiness import read_endpoints_file
@@ -65,7 +65,7 @@ def test_the_state_table_refuses_what_it_does_not_list() -> None:
     assert MOVES[S.STOPPED] == frozenset()
     slot = _Slot(0, EngineSpec(spec=ServerSpec(model="m", port=1)))
     slot.move(S.STARTING, 0.0)
-    with pytest.raises(IllegalMove, match="starting -> waiting"):
+    with pytest.raises(IllegalEngineMove, match="starting -> waiting"):
         slot.move(S.WAITING, 1.0)
 
 

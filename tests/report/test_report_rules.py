@@ -11,14 +11,14 @@ from handmade_run import NAMES, P, conversations, experiences, msg, personas
 
 from soc_async.records import Conversation, Turn
 from soc_async.report.rules import (
-    ChatRules,
+    ChatChecks,
     check_conversation,
     check_experience,
     check_persona,
     expected_states,
 )
 
-RULES = ChatRules(max_turns=6)
+RULES = ChatChecks(max_turns=6)
 IDS = set(P)
 NAME_OF = dict(zip(P, NAMES, strict=True))
 START = {1: "2026-04-02"}  # c1's experience sets its own start date
@@ -261,7 +261,7 @@ def test_minimum_turns_overtime_opening_window_and_event_owners() -> None:
     under min_turns, a structured chat that ran past its overtime stop as max_turns, one
     that says overtime at the wrong length, a first message outside the opening window,
     and an event that belongs to the other persona are each caught for that reason."""
-    rules = ChatRules(max_turns=6, min_turns=3, max_overtime_turns=2, opening_minutes=30)
+    rules = ChatChecks(max_turns=6, min_turns=3, max_overtime_turns=2, opening_minutes=30)
 
     def broken(c: Conversation, **kw: object) -> set[str]:
         return {f.rule for f in check_conversation(c, rules, start_date="2026-03-15", **kw)}

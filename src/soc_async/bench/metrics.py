@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotations only: the CLI imports this module to build its 
 __all__ = [
     "TTFT_METRIC",
     "CounterDelta",
-    "Histogram",
+    "MetricHistogram",
     "Percentiles",
     "counter_delta",
     "histogram_delta",
@@ -126,7 +126,7 @@ def counter_delta(before: MetricsSnapshot, after: MetricsSnapshot) -> CounterDel
     return CounterDelta(seconds=after.time - before.time, **grown)
 
 
-class Histogram(msgspec.Struct, kw_only=True, frozen=True):
+class MetricHistogram(msgspec.Struct, kw_only=True, frozen=True):
     """A Prometheus histogram: cumulative counts per upper bound, ascending, +Inf last."""
 
     buckets: list[tuple[float, float]]  # (le, observations <= le)
@@ -134,7 +134,7 @@ class Histogram(msgspec.Struct, kw_only=True, frozen=True):
     sum: float = 0.0
 
 
-def parse_histogram(text: str, name: str) -> Histogram | None:
+def parse_histogram(text: str, name: str) -> MetricHistogram | None:
     """The histogram ``name`` in a Prometheus text page, summed over label sets.
 
     Several engines or models each export their own series; their buckets add up. None
@@ -158,10 +158,10 @@ def parse_histogram(text: str, name: str) -> Histogram | None:
                 total += float(sample.value)
     if not found or not buckets:
         return None
-    return Histogram(buckets=sorted(buckets.items()), count=count, sum=total)
+    return MetricHistogram(buckets=sorted(buckets.items()), count=count, sum=total)
 
 
-def merge_histograms(hists: Sequence[Histogram | None]) -> Histogram | None:
+def merge_histograms(hists: Sequence[MetricHistogram | None]) -> MetricHistogram | None:
     """Several servers' histograms as one; None when any is unknown or their bounds differ."""
     if not hists or any(h is None for h in hists):
         return None
@@ -170,12 +170,14 @@ def merge_histograms(hists: Sequence[Histogram | None]) -> Histogram | None:
     if any([le for le, _ in h.buckets] != bounds for h in known):
         return None
     buckets = [(le, sum(h.buckets[i][1] for h in known)) for i, le in enumerate(bounds)]
-    return Histogram(
+    return MetricHistogram(
         buckets=buckets, count=sum(h.count for h in known), sum=sum(h.sum for h in known)
     )
 
 
-def histogram_delta(before: Histogram | None, after: Histogram | None) -> Histogram | None:
+def histogram_delta(
+    before: MetricHistogram | None, after: MetricHistogram | None
+) -> MetricHistogram | None:
     """The observations made between two readings of one histogram.
 
     ``before`` None (the histogram appeared meanwhile) counts from zero. None when
@@ -191,10 +193,12 @@ def histogram_delta(before: Histogram | None, after: Histogram | None) -> Histog
     buckets = [(le, a - b) for (le, a), (_, b) in zip(after.buckets, before.buckets, strict=True)]
     if any(c < 0 for _, c in buckets) or after.count < before.count:
         return None
-    return Histogram(buckets=buckets, count=after.count - before.count, sum=after.sum - before.sum)
+    return MetricHistogram(
+        buckets=buckets, count=after.count - before.count, sum=after.sum - before.sum
+    )
 
 
-def histogram_quantile(hist: Histogram | None, q: float) -> float | None:
+def histogram_quantile(hist: MetricHistogram | None, q: float) -> float | None:
     """The ``q`` quantile of a histogram as Prometheus's ``histogram_quantile`` gives it.
 
     Linear interpolation inside the bucket the rank falls in, the first bucket starting
@@ -219,7 +223,7 @@ def histogram_quantile(hist: Histogram | None, q: float) -> float | None:
     return prev_le
 
 
-def histogram_percentiles(hist: Histogram | None) -> Percentiles:
+def histogram_percentiles(hist: MetricHistogram | None) -> Percentiles:
     """p50, p90 and p99 of a histogram; all None when it is unknown or empty."""
     p50, p90, p99 = (histogram_quantile(hist, q) for q in QUANTILES)
     return Percentiles(p50=p50, p90=p90, p99=p99)

@@ -41,7 +41,7 @@ import msgspec
 from soc_async.bench.load import LoadShape
 from soc_async.bench.metrics import (
     CounterDelta,
-    Histogram,
+    MetricHistogram,
     histogram_percentiles,
     hit_rate,
     percentiles,
@@ -220,7 +220,7 @@ def reference_result(
     plan: ReferencePlan,
     *,
     server: CounterDelta | None,
-    ttft: Histogram | None,
+    ttft: MetricHistogram | None,
     argv: Sequence[str] = (),
 ) -> PhaseResult:
     """The figures of one reference run from vLLM's result dict and /metrics deltas.

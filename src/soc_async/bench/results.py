@@ -15,7 +15,7 @@ import msgspec
 
 from soc_async.bench.metrics import (
     CounterDelta,
-    Histogram,
+    MetricHistogram,
     Percentiles,
     histogram_percentiles,
     hit_rate,
@@ -105,7 +105,7 @@ def phase_result(
     errors: int,
     duration_s: float,
     server: CounterDelta | None,
-    ttft: Histogram | None,
+    ttft: MetricHistogram | None,
     **extra: Any,
 ) -> PhaseResult:
     """The figures of one phase from its per-request samples and /metrics deltas.

@@ -31,7 +31,7 @@ from soc_async.bench.cast import bench_conversations, seed_experiences, seed_per
 from soc_async.bench.live import BenchView
 from soc_async.bench.metrics import (
     TTFT_METRIC,
-    Histogram,
+    MetricHistogram,
     counter_delta,
     histogram_delta,
     merge_histograms,
@@ -65,7 +65,7 @@ class ServerReading(msgspec.Struct, kw_only=True):
     """/metrics of every endpoint at one moment; None parts could not be read."""
 
     snapshot: MetricsSnapshot | None = None
-    ttft: Histogram | None = None
+    ttft: MetricHistogram | None = None
 
 
 async def read_servers(session: aiohttp.ClientSession, endpoints: list[str]) -> ServerReading:
@@ -74,7 +74,7 @@ async def read_servers(session: aiohttp.ClientSession, endpoints: list[str]) -> 
     A bench figure from some servers only would be wrong, so it is all or nothing.
     """
     snaps: list[MetricsSnapshot] = []
-    hists: list[Histogram | None] = []
+    hists: list[MetricHistogram | None] = []
     timeout = aiohttp.ClientTimeout(total=10)
     for url in endpoints:
         try:

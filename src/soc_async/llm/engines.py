@@ -39,7 +39,7 @@ from soc_async.llm.plan import EnginePlan, EngineSpec
 from soc_async.llm.readiness import EndpointsFile, ServedEngine
 from soc_async.llm.server import ManagedServer
 
-__all__ = ["MOVES", "EngineGroup", "EngineState", "IllegalMove"]
+__all__ = ["MOVES", "EngineGroup", "EngineState", "IllegalEngineMove"]
 
 log = logs.get("engines")
 
@@ -65,7 +65,7 @@ MOVES: dict[EngineState, frozenset[EngineState]] = {
 _LIVE = frozenset({S.WAITING, S.STARTING, S.READY, S.BACKOFF})
 
 
-class IllegalMove(RuntimeError):
+class IllegalEngineMove(RuntimeError):
     """A state change the table does not allow: a bug in the group, never the user's."""
 
 
@@ -88,7 +88,7 @@ class _Slot:
 
     def move(self, new: EngineState, now: float) -> None:
         if new not in MOVES[self.state]:
-            raise IllegalMove(f"engine {self.index}: {self.state.value} -> {new.value}")
+            raise IllegalEngineMove(f"engine {self.index}: {self.state.value} -> {new.value}")
         self.state = new
         self.since = now
 

@@ -9,7 +9,7 @@ from soc_async.config import RunConfig
 from soc_async.records import Conversation, Experience, Persona
 from soc_async.report.model import RuleExample, Rules, Share
 from soc_async.report.rules import (
-    ChatRules,
+    ChatChecks,
     Finding,
     check_conversation,
     check_experience,
@@ -21,10 +21,10 @@ __all__ = ["MAX_EXAMPLES", "RulesFigure", "chat_rules"]
 MAX_EXAMPLES = 20
 
 
-def chat_rules(config: RunConfig) -> ChatRules:
+def chat_rules(config: RunConfig) -> ChatChecks:
     """The checker's rules from a run's config."""
     ch = config.chat
-    return ChatRules(
+    return ChatChecks(
         max_turns=ch.max_turns,
         min_messages=ch.min_messages,
         max_messages=ch.max_messages,

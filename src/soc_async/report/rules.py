@@ -45,7 +45,7 @@ from soc_async.records import Conversation, Experience, Persona
 
 __all__ = [
     "RULES",
-    "ChatRules",
+    "ChatChecks",
     "Finding",
     "check_conversation",
     "check_experience",
@@ -102,7 +102,7 @@ class Finding(msgspec.Struct, frozen=True):
     detail: str  # one line: where and what
 
 
-class ChatRules(msgspec.Struct, frozen=True, kw_only=True):
+class ChatChecks(msgspec.Struct, frozen=True, kw_only=True):
     """The run's [chat] settings the checks need (defaults: the config's defaults)."""
 
     max_turns: int = 50
@@ -159,7 +159,7 @@ def clock_minutes(d: str, t: str) -> int | None:
 
 def check_conversation(
     c: Conversation,
-    rules: ChatRules,
+    rules: ChatChecks,
     *,
     persona_ids: Container[str] | None = None,
     names: Mapping[str, str] | None = None,
@@ -203,7 +203,7 @@ def _check_personas(
 
 
 def _check_turns(
-    c: Conversation, rules: ChatRules, names: Mapping[str, str] | None, found: list[Finding]
+    c: Conversation, rules: ChatChecks, names: Mapping[str, str] | None, found: list[Finding]
 ) -> None:
     turns = c.turns
     n = len(turns)
@@ -270,7 +270,7 @@ def _check_turns(
 
 def _check_clock(
     c: Conversation,
-    rules: ChatRules,
+    rules: ChatChecks,
     start_date: str | None,
     start_time: str | None,
     found: list[Finding],
