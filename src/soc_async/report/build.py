@@ -14,6 +14,8 @@ from pathlib import Path
 
 from soc_async.records import Conversation, Experience, Failure, Persona
 from soc_async.report.adherence import RulesFigure
+from soc_async.report.archetype_judge import ArchetypeJudged
+from soc_async.report.archetype_mix import ArchetypeFigure
 from soc_async.report.counts import CountsFigure
 from soc_async.report.demographics import DemographicsFigure
 from soc_async.report.drift import DriftFigure
@@ -29,9 +31,15 @@ from soc_async.store import CONVERSATIONS, EXPERIENCES, FAILURES, PERSONAS
 __all__ = ["build_report"]
 
 
-def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Report:
+def build_report(
+    path: str | Path,
+    *,
+    judge: JudgeSection | None = None,
+    archetype_judge: ArchetypeJudged | None = None,
+) -> Report:
     """The report of the run directory at ``path`` (``judge``: a judged sample's
-    section, made beforehand by :mod:`.judge`)."""
+    section, made beforehand by :mod:`.judge`; ``archetype_judge``: the cards read by
+    :mod:`.archetype_judging`)."""
     src = RunSource.open(path)
     cfg = src.config
     counts = CountsFigure()
@@ -42,6 +50,7 @@ def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Repo
     natural = NaturalnessFigure()
     dups = DuplicatesFigure()
     drift = DriftFigure()
+    archetypes = ArchetypeFigure(cfg.archetypes, archetype_judge)
 
     for p in src.records(PERSONAS, Persona):
         counts.persona(p)
@@ -49,6 +58,7 @@ def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Repo
         demo.persona(p)
         dups.persona(p)
         drift.persona(p)
+        archetypes.persona(p)
     for e in src.records(EXPERIENCES, Experience):
         counts.experience(e)
         rules.experience(e)
@@ -93,6 +103,7 @@ def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Repo
         duplicates=dups.result(),
         drift=drift.result(),
         judge=judge,
+        archetypes=archetypes.result(),
     )
     report.glance = glance(report)
     return report
