@@ -248,37 +248,37 @@ def _default_temperaments() -> dict[str, Archetype]:
     return {
         "easygoing": _a(
             0.20,
-            "easygoing: slow to worry, takes most days as they come",
+            "easygoing, slow to worry, takes most days as they come",
             "easygoing", "easy-going", "laid-back", "laid back", "relaxed", "unbothered",
         ),
         "warm and sociable": _a(
             0.20,
-            "warm and sociable: gets energy from people, quick to reach out",
+            "warm and sociable, gets energy from people and is quick to reach out",
             "sociable", "outgoing", "chatty", "gregarious", "warm", "friendly",
         ),
         "reserved and steady": _a(
             0.18,
-            "reserved and steady: quiet, private, dependable",
+            "reserved and steady; quiet, private and dependable",
             "reserved", "quiet", "private", "steady", "introvert", "dependable",
         ),
         "conscientious worrier": _a(
             0.14,
-            "a conscientious worrier: careful, plans ahead, frets over details",
+            "a conscientious worrier, careful, plans ahead and frets over details",
             "conscientious", "careful", "meticulous", "worrier", "fret", "perfectionis",
         ),
         "driven and impatient": _a(
             0.12,
-            "driven and impatient: ambitious, restless, hates waiting",
+            "driven and impatient, ambitious, restless, hates waiting",
             "driven", "ambitious", "impatient", "restless", "competitive",
         ),
         "sensitive and moody": _a(
             0.08,
-            "sensitive and moody: feels things strongly and it shows",
+            "sensitive and moody, feels things strongly and it shows",
             "sensitive", "moody", "mood swing", "touchy", "feels things",
         ),
         "blunt and stubborn": _a(
             0.08,
-            "blunt and stubborn: says what they think, hard to move",
+            "blunt and stubborn, says what they think and is hard to move",
             "blunt", "stubborn", "headstrong", "outspoken", "opinionated",
         ),
     }  # fmt: skip
@@ -290,45 +290,45 @@ def _default_coping() -> dict[str, Archetype]:
     return {
         "talks it through": _a(
             0.20,
-            "talks it through: calls or messages a friend or relative and vents until it "
-            "feels smaller",
+            "talks it through, calling or messaging a friend or relative and venting until "
+            "it feels smaller",
             "talks it through", "talk it through", "talks it out", "vent", "confide",
         ),
         "keeps busy": _a(
             0.18,
-            "keeps busy: throws themself into work, chores or errands rather than dwell on it",
+            "keeps busy, throwing themself into work, chores or errands rather than dwelling",
             "keeps busy", "keep busy", "keeps herself busy", "keeps himself busy",
             "throws herself into", "throws himself into", "throws themself into", "chores",
         ),
         "withdraws": _a(
             0.15,
-            "withdraws: goes quiet and needs time alone before talking about it",
+            "withdraws, going quiet and needing time alone before talking about it",
             "withdraw", "goes quiet", "go quiet", "time alone", "shuts down", "retreat",
             "isolat",
         ),
         "humour": _a(
             0.12,
-            "deflects with humour: jokes, memes, makes light of it",
+            "deflects with humour, jokes and memes, making light of it",
             "humour", "humor", "joke", "makes light", "laughs it off", "meme", "deflect",
         ),
         "makes a plan": _a(
             0.12,
-            "makes a plan: writes lists and tackles the problem head-on",
+            "makes a plan, writing lists and tackling the problem head-on",
             "makes a plan", "make a plan", "lists", "head-on", "head on", "problem-solv",
         ),
         "distraction": _a(
             0.10,
-            "distracts themself: scrolls, games or binge-watches shows until it passes",
+            "distracts themself, scrolling, gaming or binge-watching shows until it passes",
             "distract", "scroll", "binge", "gaming", "video games",
         ),
         "physical outlet": _a(
             0.07,
-            "burns it off: a long walk, a run, the gym or hard physical work",
+            "burns it off with a long walk, a run, the gym or hard physical work",
             "burns it off", "long walk", "walks it off", "goes for a run", "gym", "exercis",
         ),
         "faith or ritual": _a(
             0.06,
-            "turns to faith or ritual: prayer, meditation or a fixed routine that steadies them",
+            "turns to faith or ritual, prayer, meditation or a fixed routine that steadies them",
             "pray", "faith", "meditat", "church", "mosque", "temple", "ritual",
         ),
     }  # fmt: skip
@@ -342,7 +342,7 @@ class ArchetypeConfig(_Section):
     coping: dict[str, Archetype] = msgspec.field(default_factory=_default_coping)
     # Draws are stratified over blocks of this many consecutive persona indices, so that
     # every stretch of the run holds each row close to its weight; 0: independent draws.
-    block: NonNegInt = 100
+    block: NonNegInt = 20
     # The monitor: the written coping styles of the last ``window`` accepted cards; once
     # ``min_pool`` are in, a style written more than ``hint_z`` standard errors above its
     # weight is named in the next prompts of personas drawn with another style.

@@ -152,6 +152,7 @@ class ArchetypeFigure:
             judged_match=self._judged_match[name],
             written_drift=_drift(first, last, "written"),
             judged_drift=_drift(first, last, "judged"),
+            drawn_drift=_drift(first, last, "drawn"),
         )
 
     def result(self) -> Archetypes:

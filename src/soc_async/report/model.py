@@ -275,6 +275,9 @@ class ArchetypeTable(msgspec.Struct, kw_only=True):
     # (0: the same mix, 1: nothing in common): drift as one figure.
     written_drift: float | None = None
     judged_drift: float | None = None
+    # The same distance between the drawn mixes: what window-to-window sampling alone
+    # gives, the baseline the written and judged figures are read against.
+    drawn_drift: float | None = None
 
 
 class ArchetypeJudgeInfo(msgspec.Struct, kw_only=True):
