@@ -230,7 +230,7 @@ class ExperienceConfig(_Section):
 class Archetype(_Section):
     """One row of an archetype table: its share, what the prompt says, how a card shows it."""
 
-    weight: PosFloat
+    weight: float  # > 0, checked with the row's label in the message
     prompt: str = ""  # the words the persona prompt gives; "": the label itself
     # Lower-case words or stems that show this archetype on a card (matched at a word
     # start in Core Traits and Emotional Profile): the run's cheap reading of what the
@@ -491,8 +491,12 @@ def _check(config: RunConfig, source: str) -> RunConfig:
     if not config.persona.bands:
         raise bad("persona.bands", "expected at least one band with a weight")
     for table in ("temperaments", "coping"):
-        if not getattr(config.archetypes, table):
+        rows = getattr(config.archetypes, table)
+        if not rows:
             raise bad(f"archetypes.{table}", "expected at least one row with a weight")
+        for label, row in rows.items():
+            if not row.weight > 0 or row.weight == float("inf"):
+                raise bad(f"archetypes.{table}.{label}.weight", f"expected > 0, got {row.weight}")
     if config.profile and config.profile not in PROFILES:
         raise bad("profile", f"expected one of {', '.join(PROFILES)}, got {config.profile!r}")
     for kind in CALL_KINDS:

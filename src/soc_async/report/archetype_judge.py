@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-class CardReading(msgspec.Struct, kw_only=True, frozen=True):
+class CardReading(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """A reply as the schema allows it: one label of each table."""
 
     temperament: str
