@@ -192,3 +192,18 @@ def test_report_judge_cards_over_http_and_resume(tmp_path: Path) -> None:
     assert "8b. Archetypes" in (out / "report.html").read_text()
     bad = run_soc_async("report", str(run), "--judge-cards", "-1")
     assert bad.returncode == 2 and "--judge-cards -1" in bad.stderr
+
+
+def test_compare_names_a_fallen_match_share() -> None:
+    """--compare lists the coping match share when it moves more than 3 points, and not
+    a report from before archetypes against itself."""
+    from soc_async.report.compare import compare
+
+    def report(written: float) -> dict[str, object]:
+        table = {"name": "coping", "written_match": {"value": written}, "judged_match": {}}
+        return {"archetypes": {"tables": [table]}}
+
+    keys = [d.key for d in compare(report(0.9), report(0.7))]
+    assert keys == ["archetypes:coping:written_match"]
+    assert compare(report(0.9), report(0.89)) == []
+    assert compare({}, {}) == []
