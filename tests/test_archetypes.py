@@ -232,7 +232,7 @@ def test_monitor_is_primed_from_the_cards_a_resumed_run_holds() -> None:
                 age=30, time_taken=0.0, temperament="easygoing", coping="humour",
             ),
         )
-        for i in range(30)
+        for i in range(60)
     ]  # fmt: skip
     monitor = archetype_monitor(cfg, existing)
     assert monitor is not None and monitor.hint("humour") == "withdraws"

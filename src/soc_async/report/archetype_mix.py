@@ -129,7 +129,7 @@ class ArchetypeFigure:
                     personas=n,
                     drawn={label: got["drawn"][label] for label in weights},
                     z={
-                        label: round(z_score(got["drawn"][label], n, w), 3)
+                        label: round(z_score(got["drawn"][label], n, w), 3) + 0.0  # no -0.0
                         for label, w in weights.items()
                     },
                     written=_ordered(got["written"], weights),
