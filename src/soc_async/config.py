@@ -28,8 +28,10 @@ Probability = Annotated[float, Meta(ge=0, le=1)]
 Temperature = Annotated[float, Meta(ge=0, le=5)]
 TopP = Annotated[float, Meta(gt=0, le=1)]
 
-CallKind = Literal["persona", "experience", "turn", "summary"]
-CALL_KINDS: tuple[str, ...] = ("persona", "experience", "turn", "summary")
+CallKind = Literal["persona", "experience", "turn", "summary", "archetype"]
+# "archetype": the report's classifier of what a card wrote (`report --judge`); no run
+# stage calls it.
+CALL_KINDS: tuple[str, ...] = ("persona", "experience", "turn", "summary", "archetype")
 GrammarBounds = Literal["shape", "max_tokens"]
 
 # Named layers of defaults under a config file (src/soc_async/profiles/NAME.toml):
@@ -97,11 +99,17 @@ class SummaryCall(CallConfig):
     temperature: Temperature = 0.7  # a summary should be faithful more than varied
 
 
+class ArchetypeCall(CallConfig):
+    max_tokens: PosInt = 64  # two labels as a JSON object
+    temperature: Temperature = 0.0  # a classification: the likeliest label, every time
+
+
 class Calls(_Section):
     persona: PersonaCall = msgspec.field(default_factory=PersonaCall)
     experience: ExperienceCall = msgspec.field(default_factory=ExperienceCall)
     turn: TurnCall = msgspec.field(default_factory=TurnCall)
     summary: SummaryCall = msgspec.field(default_factory=SummaryCall)
+    archetype: ArchetypeCall = msgspec.field(default_factory=ArchetypeCall)
 
 
 class Targets(_Section):
@@ -245,6 +253,132 @@ class ExperienceConfig(_Section):
     dedup_threshold: Probability = 0.5  # as persona.dedup_threshold, for experiences
 
 
+class Archetype(_Section):
+    """One row of an archetype table: its share, what the prompt says, how a card shows it."""
+
+    weight: float  # > 0, checked with the row's label in the message
+    prompt: str = ""  # the words the persona prompt gives; "": the label itself
+    # Lower-case words or stems that show this archetype on a card (matched at a word
+    # start in Core Traits and Emotional Profile): the run's cheap reading of what the
+    # model wrote, for the monitor and the report. []: the label's own words.
+    keywords: list[str] = []
+
+
+def _a(weight: float, prompt: str, *keywords: str) -> Archetype:
+    return Archetype(weight=weight, prompt=prompt, keywords=list(keywords))
+
+
+def _default_temperaments() -> dict[str, Archetype]:
+    # Ordinary temperaments in rough proportion, calm and sociable most common, none of
+    # them a diagnosis; the write-up's cards drifted toward the anxious and the driven.
+    return {
+        "easygoing": _a(
+            0.20,
+            "easygoing, slow to worry, takes most days as they come",
+            "easygoing", "easy-going", "laid-back", "laid back", "relaxed", "unbothered",
+        ),
+        "warm and sociable": _a(
+            0.20,
+            "warm and sociable, gets energy from people and is quick to reach out",
+            "sociable", "outgoing", "chatty", "gregarious", "warm", "friendly",
+        ),
+        "reserved and steady": _a(
+            0.18,
+            "reserved and steady; quiet, private and dependable",
+            "reserved", "quiet", "private", "steady", "introvert", "dependable",
+        ),
+        "conscientious worrier": _a(
+            0.14,
+            "a conscientious worrier, careful, plans ahead and frets over details",
+            "conscientious", "careful", "meticulous", "worrier", "fret", "perfectionis",
+        ),
+        "driven and impatient": _a(
+            0.12,
+            "driven and impatient, ambitious, restless, hates waiting",
+            "driven", "ambitious", "impatient", "restless", "competitive",
+        ),
+        "sensitive and moody": _a(
+            0.08,
+            "sensitive and moody, feels things strongly and it shows",
+            "sensitive", "moody", "mood swing", "touchy", "feels things",
+        ),
+        "blunt and stubborn": _a(
+            0.08,
+            "blunt and stubborn, says what they think and is hard to move",
+            "blunt", "stubborn", "headstrong", "outspoken", "opinionated",
+        ),
+    }  # fmt: skip
+
+
+def _default_coping() -> dict[str, Archetype]:
+    # Ways of handling stress, the dimension the write-up saw converge most visibly;
+    # talking and keeping busy are the commonest, faith or ritual the rarest here.
+    return {
+        "talks it through": _a(
+            0.20,
+            "talks it through, calling or messaging a friend or relative and venting until "
+            "it feels smaller",
+            "talks it through", "talk it through", "talks it out", "vent", "confide",
+        ),
+        "keeps busy": _a(
+            0.18,
+            "keeps busy, throwing themself into work, chores or errands rather than dwelling",
+            "keeps busy", "keep busy", "keeps herself busy", "keeps himself busy",
+            "throws herself into", "throws himself into", "throws themself into", "chores",
+        ),
+        "withdraws": _a(
+            0.15,
+            "withdraws, going quiet and needing time alone before talking about it",
+            "withdraw", "goes quiet", "go quiet", "time alone", "shuts down", "retreat",
+            "isolat",
+        ),
+        "humour": _a(
+            0.12,
+            "deflects with humour, jokes and memes, making light of it",
+            "humour", "humor", "joke", "makes light", "laughs it off", "meme", "deflect",
+        ),
+        "makes a plan": _a(
+            0.12,
+            "makes a plan, writing lists and tackling the problem head-on",
+            "makes a plan", "make a plan", "lists", "head-on", "head on", "problem-solv",
+        ),
+        "distraction": _a(
+            0.10,
+            "distracts themself, scrolling, gaming or binge-watching shows until it passes",
+            "distract", "scroll", "binge", "gaming", "video games",
+        ),
+        "physical outlet": _a(
+            0.07,
+            "burns it off with a long walk, a run, the gym or hard physical work",
+            "burns it off", "long walk", "walks it off", "goes for a run", "gym", "exercis",
+        ),
+        "faith or ritual": _a(
+            0.06,
+            "turns to faith or ritual, prayer, meditation or a fixed routine that steadies them",
+            "pray", "faith", "meditat", "church", "mosque", "temple", "ritual",
+        ),
+    }  # fmt: skip
+
+
+class ArchetypeConfig(_Section):
+    """Who a persona is inside: a temperament and a way of coping with stress, drawn
+    by weight per persona and asked for by the prompt (docs/config.md)."""
+
+    temperaments: dict[str, Archetype] = msgspec.field(default_factory=_default_temperaments)
+    coping: dict[str, Archetype] = msgspec.field(default_factory=_default_coping)
+    # Draws are stratified over blocks of this many consecutive persona indices, so that
+    # every stretch of the run holds each row close to its weight; 0: independent draws.
+    block: NonNegInt = 20
+    # The monitor: the written coping styles of the last ``window`` accepted cards; once
+    # ``min_pool`` are in, a style written more than ``hint_z`` standard errors above its
+    # weight is named in the next prompts of personas drawn with another style. A wide
+    # window sees a smaller excess: at 200, a style of weight 0.18 is named past ~27%.
+    hint: bool = True
+    window: PosInt = 200
+    min_pool: NonNegInt = 50
+    hint_z: PosFloat = 3.0
+
+
 def _default_start_hours() -> list[float]:
     # When people start a chat, by local hour 0..23: little at night, most in the evening.
     return [
@@ -352,6 +486,7 @@ class RunConfig(_Section):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     calls: Calls = msgspec.field(default_factory=Calls)
     persona: PersonaConfig = msgspec.field(default_factory=PersonaConfig)
+    archetypes: ArchetypeConfig = msgspec.field(default_factory=ArchetypeConfig)
     experience: ExperienceConfig = msgspec.field(default_factory=ExperienceConfig)
     chat: ChatConfig = msgspec.field(default_factory=ChatConfig)
     monitor: MonitorConfig = msgspec.field(default_factory=MonitorConfig)
@@ -421,6 +556,13 @@ def _check(config: RunConfig, source: str) -> RunConfig:
         raise bad("chat.opening_minutes", "must be under a day (1440)")
     if not config.persona.bands:
         raise bad("persona.bands", "expected at least one band with a weight")
+    for table in ("temperaments", "coping"):
+        rows = getattr(config.archetypes, table)
+        if not rows:
+            raise bad(f"archetypes.{table}", "expected at least one row with a weight")
+        for label, row in rows.items():
+            if not row.weight > 0 or row.weight == float("inf"):
+                raise bad(f"archetypes.{table}.{label}.weight", f"expected > 0, got {row.weight}")
     if config.profile and config.profile not in PROFILES:
         raise bad("profile", f"expected one of {', '.join(PROFILES)}, got {config.profile!r}")
     for kind in CALL_KINDS:

@@ -68,6 +68,8 @@ class PersonaSample(msgspec.Struct, kw_only=True, frozen=True):
     locale: str  # the place's locale tag, e.g. "zh_CN"
     occupation: str = ""  # a job from the locale's list (Faker), or "student"
     band: str = ""  # life circumstance / socioeconomic band, a key of persona.bands
+    temperament: str = ""  # a row of archetypes.temperaments ("" when not drawn)
+    coping: str = ""  # how they handle stress: a row of archetypes.coping
 
 
 class PersonaMeta(msgspec.Struct, kw_only=True):
@@ -83,6 +85,9 @@ class PersonaMeta(msgspec.Struct, kw_only=True):
     completion_tokens: int = 0
     occupation: str = ""  # as sampled and given to the prompt ("" in older runs)
     band: str = ""  # life circumstance / socioeconomic band as sampled ("" in older runs)
+    temperament: str = ""  # as drawn and given to the prompt ("" in older runs)
+    coping: str = ""  # way of coping with stress, as drawn and given to the prompt
+    archetype_hint: str = ""  # the coping style the monitor warned off, if it did
 
 
 class Persona(msgspec.Struct, kw_only=True, tag="persona", tag_field="kind"):

@@ -24,6 +24,11 @@ occupation is "student" for a share of the young (``student_share`` of those age
 locale (its own list where Faker has one, else a locale of the same language, else
 en_US), as the job is called there. The band, a life circumstance / socioeconomic
 label, is drawn from configurable weights (``persona.bands``).
+
+Last, a temperament and a way of coping with stress from the ``[archetypes]`` tables
+(:mod:`soc_async.archetypes`): given the persona's index, a stratified draw that is a
+pure function of the run seed and the index (the generator is not touched, so every
+earlier draw stays what it was); without one, independent draws from the generator.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ import msgspec
 from faker import Faker
 from faker.config import AVAILABLE_LOCALES
 
-from soc_async.config import PersonaConfig
+from soc_async.archetypes import ArchetypeDraw, shares
+from soc_async.config import ArchetypeConfig, PersonaConfig
 from soc_async.errors import SeedError
 from soc_async.records import PersonaSample
 from soc_async.seeds import Gender, NameList, SeedData, load_seed_data
@@ -99,6 +105,8 @@ class StatsEngine:
         student_share: float = 0.35,
         student_max_age: int = 24,
         age_weights: dict[int, float] | None = None,
+        archetypes: ArchetypeConfig | None = None,
+        seed: int = 0,
     ) -> None:
         if not 0 < age_min <= age_max:
             raise SeedError(f"age range [{age_min}, {age_max}] is empty or not positive")
@@ -172,6 +180,17 @@ class StatsEngine:
         if age_weights is not None:
             self._ages = sorted(age_weights)
         self._age_cum = list(accumulate(self._age_weights()))
+        self.archetypes = archetypes
+        self._temperament: ArchetypeDraw | None = None
+        self._coping: ArchetypeDraw | None = None
+        if archetypes is not None:
+            block = archetypes.block
+            self._temperament = ArchetypeDraw(
+                shares(archetypes.temperaments), seed=seed, salt="temperament", block=block
+            )
+            self._coping = ArchetypeDraw(
+                shares(archetypes.coping), seed=seed, salt="coping", block=block
+            )
 
     def __repr__(self) -> str:
         countries = sum(len(c) for c in self._countries)
@@ -232,8 +251,9 @@ class StatsEngine:
         # never lands on a zero-weight entry.
         return min(bisect_right(cum, rng.random() * cum[-1]), len(cum) - 1)
 
-    def sample(self, rng: random.Random) -> PersonaSample:
-        """One persona's facts, a pure function of ``rng``'s state (which it advances)."""
+    def sample(self, rng: random.Random, index: int | None = None) -> PersonaSample:
+        """One persona's facts, a pure function of ``rng``'s state (which it advances)
+        and, for the archetype, of the run seed and ``index`` when one is given."""
         r = self._pick(rng, self._region_cum)
         c = self._pick(rng, self._country_cum[r])
         country = self._countries[r][c]
@@ -245,6 +265,7 @@ class StatsEngine:
         studies = rng.random() < self.student_share and age <= self.student_max_age
         job = self._job(place.locale, rng.getrandbits(64))
         band = self._bands[self._pick(rng, self._band_cum)]
+        temperament, coping = self._archetype(rng, index)
         return PersonaSample(
             region=place.region,
             country=place.country,
@@ -257,7 +278,16 @@ class StatsEngine:
             locale=place.locale,
             occupation="student" if studies else job,
             band=band,
+            temperament=temperament,
+            coping=coping,
         )
+
+    def _archetype(self, rng: random.Random, index: int | None) -> tuple[str, str]:
+        if self._temperament is None or self._coping is None:
+            return "", ""
+        if index is None:
+            return self._temperament.draw_rng(rng), self._coping.draw_rng(rng)
+        return self._temperament.draw(index), self._coping.draw(index)
 
     def band_shares(self) -> dict[str, float]:
         """Each band's probability, from the configured weights."""
@@ -372,8 +402,11 @@ def age_law(config: PersonaConfig) -> dict[int, float]:
     return {a: w / total for a, w in weights.items()}
 
 
-def load_stats_engine(config: PersonaConfig) -> StatsEngine:
-    """The engine over the packaged seed data, with the config's age law and bands."""
+def load_stats_engine(
+    config: PersonaConfig, archetypes: ArchetypeConfig | None = None, seed: int = 0
+) -> StatsEngine:
+    """The engine over the packaged seed data, with the config's age law and bands, and
+    the archetype tables when given (drawn per index under the run ``seed``)."""
     return StatsEngine(
         load_seed_data(),
         age_min=config.age_min,
@@ -384,6 +417,8 @@ def load_stats_engine(config: PersonaConfig) -> StatsEngine:
         student_share=config.student_share,
         student_max_age=config.student_max_age,
         age_weights=age_weights(config),
+        archetypes=archetypes,
+        seed=seed,
     )
 
 

@@ -41,6 +41,15 @@ def register(sub: Any) -> None:
         help="seed of the sample --judge scores (default: 0)",
     )
     p.add_argument(
+        "--judge-cards",
+        type=int,
+        default=None,
+        metavar="M",
+        help="read the temperament and coping style of M sampled persona cards with the "
+        "served model (the archetype call kind; default: the N of --judge; archetypes.jsonl "
+        "beside the report keeps readings)",
+    )
+    p.add_argument(
         "--compare",
         metavar="B",
         help="print the differences that matter against B: a report.json or a run directory",
@@ -60,8 +69,13 @@ def handle(args: argparse.Namespace) -> int:
     json_path = Path(args.json) if args.json else run_dir / "report.json"
     if args.judge < 0:
         raise InputError(f"--judge {args.judge}: expected a number of conversations >= 0")
-    judge = _judge(args, run_dir, html.parent) if args.judge else None
-    report = build_report(run_dir, judge=judge)
+    cards = args.judge if args.judge_cards is None else args.judge_cards
+    if cards < 0:
+        raise InputError(f"--judge-cards {cards}: expected a number of cards >= 0")
+    judge, readings = None, None
+    if args.judge or cards:
+        judge, readings = _judge(args, run_dir, html.parent, cards)
+    report = build_report(run_dir, judge=judge, archetype_judge=readings)
     report.human = _human(run_dir, html.parent)
     write_report(report, html=html, json=json_path)
     rules = report.rules.conversations
@@ -69,6 +83,7 @@ def handle(args: argparse.Namespace) -> int:
         f"{html} and {json_path}: {report.counts.conversations:,} conversations, "
         f"{rules.hits:,} of {rules.total:,} pass every rule"
         + (f"; {judge.judged} judged" if judge is not None else "")
+        + (f"; {readings.read} cards read" if readings is not None else "")
     )
     if args.compare:
         other = _other(Path(args.compare))
@@ -78,8 +93,15 @@ def handle(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _judge(args: argparse.Namespace, run_dir: Path, where: Path) -> Any:
+def _judge(args: argparse.Namespace, run_dir: Path, where: Path, cards: int) -> tuple[Any, Any]:
+    """The judged conversations' section (None with --judge 0) and the cards' readings
+    (None with no cards to read), asked in one session of the served model."""
     from soc_async import config as config_mod
+    from soc_async.report.archetype_judging import (
+        ARCHETYPE_FILE,
+        ArchetypeStore,
+        read_archetypes,
+    )
     from soc_async.report.judging import JUDGE_FILE, JudgeStore, judge_sample
     from soc_async.run.app import with_gateway
     from soc_async.store import CONFIG, read_identity
@@ -90,10 +112,22 @@ def _judge(args: argparse.Namespace, run_dir: Path, where: Path) -> Any:
         config_mod.load(path), {"endpoints": args.endpoint, "model": args.model}
     )
     store = JudgeStore(where / JUDGE_FILE)
-    return with_gateway(
-        cfg,
-        lambda gateway: judge_sample(gateway, run_dir, store, n=args.judge, seed=args.judge_seed),
-    )
+    readings = ArchetypeStore(where / ARCHETYPE_FILE)
+
+    async def work(gateway: Any) -> tuple[Any, Any]:
+        judged = (
+            await judge_sample(gateway, run_dir, store, n=args.judge, seed=args.judge_seed)
+            if args.judge
+            else None
+        )
+        read = (
+            await read_archetypes(gateway, run_dir, cfg, readings, n=cards, seed=args.judge_seed)
+            if cards
+            else None
+        )
+        return judged, read
+
+    return with_gateway(cfg, work)
 
 
 def _human(run_dir: Path, where: Path) -> Any:

@@ -14,6 +14,8 @@ from pathlib import Path
 from soc_async.records import Conversation, Experience, Failure, Persona
 from soc_async.report.adherence import RulesFigure
 from soc_async.report.ages import AgesFigure
+from soc_async.report.archetype_judge import ArchetypeJudged
+from soc_async.report.archetype_mix import ArchetypeFigure
 from soc_async.report.counts import CountsFigure
 from soc_async.report.demographics import DemographicsFigure
 from soc_async.report.drift import DriftFigure
@@ -31,9 +33,15 @@ from soc_async.timestamps import utc_now
 __all__ = ["build_report"]
 
 
-def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Report:
+def build_report(
+    path: str | Path,
+    *,
+    judge: JudgeSection | None = None,
+    archetype_judge: ArchetypeJudged | None = None,
+) -> Report:
     """The report of the run directory at ``path`` (``judge``: a judged sample's
-    section, made beforehand by :mod:`.judge`)."""
+    section, made beforehand by :mod:`.judge`; ``archetype_judge``: the cards read by
+    :mod:`.archetype_judging`)."""
     src = RunSource.open(path)
     cfg = src.config
     counts = CountsFigure()
@@ -46,6 +54,7 @@ def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Repo
     drift = DriftFigure()
     pacing = PacingFigure(cfg.chat)
     ages = AgesFigure(cfg.persona)
+    archetypes = ArchetypeFigure(cfg.archetypes, archetype_judge)
 
     for p in src.records(PERSONAS, Persona):
         counts.persona(p)
@@ -54,6 +63,7 @@ def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Repo
         dups.persona(p)
         drift.persona(p)
         ages.persona(p)
+        archetypes.persona(p)
     for e in src.records(EXPERIENCES, Experience):
         counts.experience(e)
         rules.experience(e)
@@ -101,6 +111,7 @@ def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Repo
         judge=judge,
         pacing=pacing.result(),
         ages=ages.result(),
+        archetypes=archetypes.result(),
     )
     report.glance = glance(report)
     return report

@@ -152,8 +152,32 @@ def _mix(
         )
 
 
+def _archetype(table: str, field: str) -> Getter:
+    """A match share of one archetype table (report.json keeps the tables as a list)."""
+
+    def get(report: dict[str, Any]) -> float | None:
+        for t in (report.get("archetypes") or {}).get("tables") or []:
+            if t.get("name") == table:
+                value = (t.get(field) or {}).get("value")
+                return float(value) if isinstance(value, int | float) else None
+        return None
+
+    return get
+
+
 def _figures() -> list[tuple[str, str, Getter, float, bool]]:
     out = list(_FIGURES)
+    for table in ("temperament", "coping"):
+        for field, what in (("written_match", "written"), ("judged_match", "judged")):
+            out.append(
+                (
+                    f"archetypes:{table}:{field}",
+                    f"{table} {what} as drawn",
+                    _archetype(table, field),
+                    0.03,
+                    True,
+                )
+            )
     out += _mix(
         "experiences",
         "styles",

@@ -78,11 +78,33 @@ def _plots(r: Report) -> dict[str, str]:
         ),
         "drift": plots.drift_plot(r.drift),
     }
+    out["archetypes"] = _archetype_plot(r)
     if r.judge is not None and r.judge.distribution:
         out["judge"] = plots.grouped_bars(
             r.judge.distribution, "Judge scores, by criterion", "score", "conversations"
         )
     return out
+
+
+def _archetype_plot(r: Report) -> str:
+    """The coping table's shares beside the run's drawn, written and judged shares."""
+    a = r.archetypes
+    tables = {t.name: t for t in a.tables} if a is not None else {}
+    t = tables.get("coping")
+    if t is None or not sum(t.drawn.values()):
+        return ""
+
+    def shares(counts: dict[str, int]) -> dict[str, float]:
+        total = sum(counts.values())
+        return {k: counts.get(k, 0) / total for k in t.weights} if total else {}
+
+    groups = {
+        "table": dict(t.weights),
+        "drawn": shares(t.drawn),
+        "written": shares(t.written),
+        "judged": shares(t.judged),
+    }
+    return plots.grouped_bars(groups, "Coping styles: table, drawn, written", "style", "share")
 
 
 def render_html(report: Report) -> str:

@@ -15,6 +15,10 @@ import msgspec
 __all__ = [
     "ABCriterion",
     "ABSection",
+    "ArchetypeJudgeInfo",
+    "ArchetypeTable",
+    "ArchetypeWindow",
+    "Archetypes",
     "Counts",
     "Demographics",
     "Drift",
@@ -288,6 +292,56 @@ class Drift(msgspec.Struct, kw_only=True):
     top_coping: list[str] = []
 
 
+class ArchetypeWindow(msgspec.Struct, kw_only=True):
+    start: int  # first iteration of the window
+    end: int  # last iteration, inclusive
+    personas: int  # with a drawn row
+    drawn: dict[str, int] = {}  # label -> personas drawn it
+    # label -> (share - weight) / sqrt(weight (1 - weight) / personas): the drawn share's
+    # distance from its weight in standard errors of independent draws
+    z: dict[str, float] = {}
+    written: dict[str, int] = {}  # label (or "unclear") -> cards, by the table's keywords
+    judged: dict[str, int] = {}  # label -> sampled cards, as the judge read them
+
+
+class ArchetypeTable(msgspec.Struct, kw_only=True):
+    name: str  # "temperament" | "coping"
+    weights: dict[str, float] = {}  # label -> configured share
+    drawn: dict[str, int] = {}  # label -> personas, whole run
+    written: dict[str, int] = {}  # label (or "unclear") -> cards, by keywords
+    judged: dict[str, int] = {}  # label -> sampled cards, by the judge
+    windows: list[ArchetypeWindow] = []
+    max_abs_z: float | None = None  # over every window and label
+    within_3se: bool | None = None  # every drawn label within 3 SE of its weight, every window
+    written_match: Share = msgspec.field(default_factory=Share)  # keyword reading == drawn
+    judged_match: Share = msgspec.field(default_factory=Share)  # judge reading == drawn
+    # Total variation distance between the first and the last window's distributions
+    # (0: the same mix, 1: nothing in common): drift as one figure.
+    written_drift: float | None = None
+    judged_drift: float | None = None
+    # The same distance between the drawn mixes: what window-to-window sampling alone
+    # gives, the baseline the written and judged figures are read against.
+    drawn_drift: float | None = None
+
+
+class ArchetypeJudgeInfo(msgspec.Struct, kw_only=True):
+    sample: int  # cards asked for
+    seed: int
+    model: str = ""
+    read: int = 0
+    refused: dict[str, str] = {}  # persona id -> why (this session)
+
+
+class Archetypes(msgspec.Struct, kw_only=True):
+    personas: int = 0  # with a drawn temperament and coping style
+    without: int = 0  # personas of runs from before archetypes were drawn
+    window_size: int = 0
+    hinted: Share = msgspec.field(default_factory=Share)  # prompts that named a dominant style
+    hint_styles: dict[str, int] = {}  # the style named -> prompts
+    tables: list[ArchetypeTable] = []  # temperament, coping
+    judge: ArchetypeJudgeInfo | None = None
+
+
 class Judged(msgspec.Struct, kw_only=True):
     chat_id: str
     scores: dict[str, int]
@@ -387,3 +441,4 @@ class Report(msgspec.Struct, kw_only=True):
     pacing: Pacing = msgspec.field(default_factory=Pacing)
     ages: AgeCoverage = msgspec.field(default_factory=AgeCoverage)
     human: HumanSection | None = None  # soc-async annotate's answers (report/human.py)
+    archetypes: Archetypes | None = None  # None in reports from before archetypes

@@ -96,7 +96,8 @@ def grouped_bars(
     for i, (group, counts) in enumerate(groups.items()):
         xs = [j + i * width for j in range(len(categories))]
         ax.bar(xs, [counts.get(k, 0) for k in categories], width, label=group, color=_COLORS[i % 6])
-    many = len(categories) > 8
+    # Long labels (the archetype rows) overlap level long before there are many of them.
+    many = len(categories) > 8 or sum(len(str(c)) for c in categories) > 60
     ax.set_xticks(
         [j + 0.4 - width / 2 for j in range(len(categories))],
         categories,

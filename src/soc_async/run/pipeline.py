@@ -40,6 +40,7 @@ from soc_async.records import (
 from soc_async.run.progress import RunCounters
 from soc_async.scheduler.runner import Pipe, StopSignal, feed, stream_map
 from soc_async.seeds import persona_cards
+from soc_async.stages.archetype_monitor import archetype_monitor
 from soc_async.stages.experiences import ExperienceStage, seed_experiences
 from soc_async.stages.pairing import PersonaPool, pair_for
 from soc_async.stages.personas import PersonaStage
@@ -161,13 +162,22 @@ class Pipeline:
                 capacity=cfg.persona.ring_capacity,
                 reset_every=cfg.persona.reset_every,
             )
-            sampler = load_stats_engine(cfg.persona)
+            sampler = load_stats_engine(cfg.persona, cfg.archetypes, cfg.seed)
+            monitor = archetype_monitor(cfg.archetypes, existing)
             dedup = await anyio.to_thread.run_sync(
                 rebuilt_index,
                 cfg.persona.dedup_threshold,
                 [(p.id, p.persona_text, [p.meta.name]) for p in existing],
             )
-            stage = PersonaStage(cfg, self.completer, sampler, ring, self.model_name, dedup=dedup)
+            stage = PersonaStage(
+                cfg,
+                self.completer,
+                sampler,
+                ring,
+                self.model_name,
+                dedup=dedup,
+                archetypes=monitor,
+            )
 
             async def one(i: int) -> None:
                 record = await self._counted(

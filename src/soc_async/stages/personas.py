@@ -2,7 +2,10 @@
 
 :meth:`PersonaStage.write` samples who the persona is (a pure function of the run seed
 and the index), draws do-not-imitate references from the shared ring, asks the model
-(with a grammar when the config enables it), and validates the reply. An invalid reply is
+(with a grammar when the config enables it), and validates the reply. The sample carries
+a drawn temperament and way of coping with stress, which the prompt asks for; when the
+archetype monitor finds one coping style dominating the recent cards, the prompt of a
+persona drawn with another style names it as one to stay away from. An invalid reply is
 retried with a one-line correction; an accepted card is pushed into the ring and becomes
 a ``Persona`` record. It knows nothing of HTTP: a ``Completer`` does the asking.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import random
 
+from soc_async.archetypes import ArchetypeMonitor, KeywordTable, inner_text, written_label
 from soc_async.config import RunConfig
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.character import (
@@ -44,6 +48,7 @@ class PersonaStage:
         *,
         priority: int = 0,  # lower is served first; the pipeline decides against chat turns
         dedup: NearDuplicateIndex | None = None,  # every card accepted so far in the run
+        archetypes: ArchetypeMonitor | None = None,  # written coping styles of recent cards
     ) -> None:
         self.config = config
         self.completer = completer
@@ -52,6 +57,8 @@ class PersonaStage:
         self.model_name = model_name
         self.priority = priority
         self.dedup = dedup
+        self.archetypes = archetypes
+        self._coping_keywords = KeywordTable(config.archetypes.coping)
         self._call = config.call("persona")
         max_words = max(150, round(self._call.max_tokens * _WORDS_PER_TOKEN / 2, -1))
         # Rendered once: byte-identical for every call, so vLLM's prefix cache shares it.
@@ -60,7 +67,7 @@ class PersonaStage:
     def sample(self, index: int) -> tuple[PersonaSample, random.Random]:
         """Who persona ``index`` is, and the generator the rest of its call draws from."""
         rng = random.Random(f"{self.config.seed}:persona:{index}")
-        return self.sampler.sample(rng), rng
+        return self.sampler.sample(rng, index), rng
 
     async def write(self, index: int, item_id: str) -> Persona | Failure:
         """The persona ``item_id`` (the ``index``-th of the run), or why there is none.
@@ -80,12 +87,17 @@ class PersonaStage:
             else None
         )
         base_seed = rng.getrandbits(31)
+        hint = (
+            self.archetypes.hint(sample.coping)
+            if self.archetypes is not None and sample.coping
+            else None
+        )
 
         outcome = await ask_until_valid(
             self.completer,
             "persona",
             lambda attempt, correction: self._request(
-                item_id, sample, references, correction, grammar, base_seed + attempt
+                item_id, sample, references, correction, grammar, base_seed + attempt, hint
             ),
             lambda completion: self._check(completion, sample, references),
             CharacterCard,
@@ -98,6 +110,8 @@ class PersonaStage:
         if self.dedup is not None:  # no await since _check looked it up: still unique
             self.dedup.add(item_id, self.dedup.signature(card.text, [sample.name]))
         await self.ring.push(card.text)
+        if self.archetypes is not None and sample.coping:
+            self.archetypes.observe(self.written_coping(card.text, sample.coping))
         return Persona(
             id=item_id,
             persona_text=card.text,
@@ -114,8 +128,15 @@ class PersonaStage:
                 completion_tokens=outcome.completion_tokens,
                 occupation=sample.occupation,
                 band=sample.band,
+                temperament=sample.temperament,
+                coping=sample.coping,
+                archetype_hint=hint or "",
             ),
         )
+
+    def written_coping(self, card: str, drawn: str) -> str | None:
+        """The coping style ``card`` shows by the table's keywords (no model call)."""
+        return written_label(inner_text(card), self._coping_keywords, drawn)
 
     def _request(
         self,
@@ -125,9 +146,20 @@ class PersonaStage:
         correction: str,
         grammar: str | None,
         seed: int,
+        hint: str | None = None,
     ) -> ChatRequest:
+        table = self.config.archetypes
+        temperament = table.temperaments.get(sample.temperament)
+        coping = table.coping.get(sample.coping)
+        avoid = table.coping.get(hint) if hint else None
         user = render(
-            "persona_user.j2", sample=sample, references=references, correction=correction
+            "persona_user.j2",
+            sample=sample,
+            references=references,
+            correction=correction,
+            temperament=(temperament.prompt or sample.temperament) if temperament else "",
+            coping=(coping.prompt or sample.coping) if coping else "",
+            avoid=(avoid.prompt or hint) if avoid else "",
         )
         return build_request(
             self.config,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -109,10 +110,17 @@ def _field(prompt: str, label: str) -> str:
 class ScriptedWriter:
     """Callable as the fake server's reply function: ``model(body) -> text``."""
 
-    def __init__(self, *, seed: int = 0, error_rate: float = 0.0, rich: bool = False) -> None:
+    def __init__(
+        self, *, seed: int = 0, error_rate: float = 0.0, rich: bool = False, drift: float = 0.0
+    ) -> None:
         self._rng = random.Random(seed)
         self.error_rate = error_rate
         self.rich = rich
+        # A share of cards whose coping the writer replaces with the one it has written
+        # most so far, unless the prompt warns it off: how a model converges on an
+        # archetype, and how the monitor's hint pulls it back.
+        self.drift = drift
+        self._copings: Counter[str] = Counter()
 
     def __call__(self, body: dict[str, Any]) -> str:
         messages = body.get("messages") or []
@@ -120,6 +128,8 @@ class ScriptedWriter:
         user = text_of(messages[-1].get("content", "")) if messages else ""
         broken = self._rng.random() < self.error_rate
         schema = (body.get("structured_outputs") or {}).get("json")
+        if isinstance(schema, dict) and "character card" in system and "coping" in system:
+            return self.archetype_reading(system, user, schema, broken)
         if isinstance(schema, dict):
             return self.json_reply(schema, broken)
         if "Write the <character> card for" in user:
@@ -144,6 +154,8 @@ class ScriptedWriter:
             if kind == "integer":
                 lo, hi = int(spec.get("minimum", 0)), int(spec.get("maximum", 10))
                 out[name] = rng.randint(max(lo, hi - 3), hi)
+            elif kind == "string" and spec.get("enum"):
+                out[name] = rng.choice(spec["enum"])
             elif kind == "string":
                 out[name] = f"the {rng.choice(_WORDS)} part feels {rng.choice(_VERBS)} it"
             else:
@@ -154,6 +166,40 @@ class ScriptedWriter:
                 name = rng.choice(numbers)
                 out[name] = int(schema["properties"][name].get("maximum", 10)) + 2
         return json.dumps(out)
+
+    def archetype_reading(
+        self, system: str, user: str, schema: dict[str, Any], broken: bool
+    ) -> str:
+        """The report's archetype call: for each list of the system prompt ("- label:
+        description"), the row whose description the card repeats (the scripted cards
+        write theirs word for word), else the first row whose label the card names, else
+        one at random. Broken: a label that is on no list."""
+        rng = self._rng
+        card = user.lower()
+        out: dict[str, str] = {}
+        for name, spec in (schema.get("properties") or {}).items():
+            labels = list(spec.get("enum") or [])
+            rows = dict(re.findall(r"^- (.+?): (.+)$", system, re.MULTILINE))
+            said = [lab for lab in labels if rows.get(lab, "\0").lower() in card]
+            named = [lab for lab in labels if lab.lower() in card]
+            out[name] = (said or named or [rng.choice(labels) if labels else ""])[0]
+        if broken and out:
+            out[rng.choice(list(out))] = "something else"
+        return json.dumps(out)
+
+    def _inner(self, prompt: str) -> tuple[str, str]:
+        """The temperament and coping the persona prompt asks for ("" when it does not),
+        or, for a drifting writer, the coping it has come to prefer."""
+        temperament = _field(prompt, "Temperament")
+        coping = _field(prompt, "Under stress")
+        if coping and self.drift:
+            warned = "do not slip into that one" in prompt
+            favourite = self._copings.most_common(1)[0][0] if self._copings else ""
+            if favourite and not warned and self._rng.random() < self.drift:
+                coping = favourite
+        if coping:
+            self._copings[coping] += 1
+        return temperament, coping
 
     def persona(self, prompt: str, broken: bool) -> str:
         rng = self._rng
@@ -171,9 +217,17 @@ class ScriptedWriter:
         sections = list(_SECTIONS)
         if broken:
             sections.remove(rng.choice(sections))
+        temperament, coping = self._inner(prompt)
         for section in sections:
             lines.append(f"**{section}**")
-            lines.append(self._section_text(section))
+            text = self._section_text(section)
+            if section == "Core Traits" and temperament:
+                text = f"- By temperament {temperament}.\n" + (
+                    text if text.startswith("- ") else f"- {text}"
+                )
+            elif section == "Emotional Profile" and coping:
+                text += f" Under stress this person {coping}."
+            lines.append(text)
             lines.append("")
         lines[-1] = "</character>"  # the last section closes the card, as the grammar has it
         return "\n".join(lines)
@@ -373,6 +427,10 @@ class GrammarChecked:
 
 rich_checked = GrammarChecked(rich)
 """``scripted:rich`` under its requests' grammars: ``scripted:rich_checked``."""
+
+drifting = ScriptedWriter(seed=13, rich=True, drift=0.3)
+"""Seed-length cards whose coping style converges on one, three in ten, unless the
+prompt's archetype hint warns it off: ``scripted:drifting``."""
 
 flaky = ScriptedWriter(seed=7, error_rate=0.1)
 """Breaks about one reply in ten, for tests of the retries: ``scripted:flaky``."""

@@ -1,0 +1,146 @@
+"""The archetype reading's I/O: archetypes.jsonl, and the ``archetype`` calls.
+
+archetypes.jsonl sits beside the report, one :class:`~.archetype_judge.ArchetypeReading`
+a line, appended and fsynced as each reading arrives; a card it holds is not read again,
+so an interrupted ``--judge`` picks up where it stopped (a torn last line is cut off
+first). A refused reading is not written: the next run asks again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from soc_async.config import RunConfig
+from soc_async.errors import InputError
+from soc_async.llm.types import ChatRequest, Completer
+from soc_async.records import Persona
+from soc_async.report.archetype_judge import (
+    ArchetypeJudged,
+    ArchetypeReading,
+    CardReading,
+    read_reply,
+    reading_schema,
+    system_prompt,
+    user_prompt,
+)
+from soc_async.report.judge import sample_ids
+from soc_async.stages.calls import ask_until_valid, build_request
+from soc_async.store import PERSONAS, read_records
+
+__all__ = ["ARCHETYPE_FILE", "KIND", "ArchetypeStore", "read_archetypes"]
+
+ARCHETYPE_FILE = "archetypes.jsonl"
+KIND = "archetype"
+
+_decode = msgspec.json.Decoder(ArchetypeReading).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class ArchetypeStore:
+    """archetypes.jsonl: read on open, appended to durably."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, ArchetypeReading] = {}
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        good = data.rfind(b"\n") + 1  # a torn last line (no newline) is left out
+        for lineno, line in enumerate(data[:good].splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                r = _decode(line)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise InputError(f"{path}:{lineno}: not an archetype reading line ({exc})") from exc
+            self.done[r.persona_id] = r
+        if good < len(data):
+            with path.open("r+b") as f:
+                f.truncate(good)
+
+    def add(self, r: ArchetypeReading) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab") as f:
+            f.write(_encode(r) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.done[r.persona_id] = r
+
+
+def _request(config: RunConfig, system: str, card: str, correction: str) -> ChatRequest:
+    request = build_request(config, KIND, system, user_prompt(card, correction), served_model="")
+    request.json_schema = reading_schema(config.archetypes)
+    request.chat_template_kwargs = config.call(KIND).chat_template_kwargs or None
+    return request
+
+
+async def read_archetypes(
+    completer: Completer,
+    run_dir: str | Path,
+    config: RunConfig,
+    store: ArchetypeStore,
+    *,
+    n: int,
+    seed: int,
+) -> ArchetypeJudged:
+    """Reads the sampled cards that ``store`` does not hold yet (``n`` persona ids by the
+    seeded hash of :func:`.judge.sample_ids`), then returns every reading of the sample.
+    Raises ServerError when the server is gone."""
+    run = Path(run_dir)
+    ids = sample_ids(
+        (p.id for _, p in read_records(run / PERSONAS, Persona, allow_torn=True)), n, seed
+    )
+    pending = set(ids) - store.done.keys()
+    cards = {
+        p.id: p.persona_text
+        for _, p in read_records(run / PERSONAS, Persona, allow_torn=True)
+        if p.id in pending
+    }
+    system = system_prompt(config.archetypes)
+    call = config.call(KIND)
+    refused: dict[str, str] = {}
+
+    async def one(pid: str) -> None:
+        outcome = await ask_until_valid(
+            completer,
+            KIND,
+            lambda attempt, correction: _request(config, system, cards[pid], correction),
+            lambda completion: read_reply(completion, config.archetypes),
+            CardReading,
+            retries=call.retries,
+            affinity=pid,
+        )
+        if outcome.value is None:
+            why = outcome.error or outcome.last
+            refused[pid] = str(why)
+            return
+        store.add(
+            ArchetypeReading(
+                persona_id=pid,
+                temperament=outcome.value.temperament,
+                coping=outcome.value.coping,
+                model=outcome.model,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+            )
+        )
+
+    async with anyio.create_task_group() as tg:
+        for pid in sorted(cards):
+            tg.start_soon(one, pid)
+
+    readings = {pid: store.done[pid] for pid in ids if pid in store.done}
+    models = sorted({r.model for r in readings.values() if r.model})
+    return ArchetypeJudged(
+        sample=len(ids),
+        seed=seed,
+        model=", ".join(models),
+        read=len(readings),
+        refused=refused,
+        temperament={pid: r.temperament for pid, r in readings.items()},
+        coping={pid: r.coping for pid, r in readings.items()},
+    )
