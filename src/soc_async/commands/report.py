@@ -72,19 +72,26 @@ def handle(args: argparse.Namespace) -> int:
 
 def _judge(args: argparse.Namespace, run_dir: Path, where: Path) -> Any:
     from soc_async import config as config_mod
+    from soc_async.commands.options import server_overrides
     from soc_async.report.judging import JUDGE_FILE, JudgeStore, judge_sample
     from soc_async.run.app import with_gateway
     from soc_async.store import CONFIG, read_identity
 
     read_identity(run_dir)  # a RunDirError before any server starts
     path = args.config or (run_dir / CONFIG if (run_dir / CONFIG).is_file() else None)
-    cfg = config_mod.override(
-        config_mod.load(path), {"endpoints": args.endpoint, "model": args.model}
-    )
+    cfg = config_mod.resolve(path, server_overrides(args))
     store = JudgeStore(where / JUDGE_FILE)
     return with_gateway(
         cfg,
-        lambda gateway: judge_sample(gateway, run_dir, store, n=args.judge, seed=args.judge_seed),
+        lambda gateway: judge_sample(
+            gateway,
+            gateway.config,
+            gateway.facts,
+            run_dir,
+            store,
+            n=args.judge,
+            seed=args.judge_seed,
+        ),
     )
 
 

@@ -9,9 +9,11 @@ near-duplicate signatures; everything else is counts.
 
 from __future__ import annotations
 
+import importlib.metadata
 from datetime import UTC, datetime
 from pathlib import Path
 
+from soc_async.errors import RunDirError
 from soc_async.records import Conversation, Experience, Failure, Persona
 from soc_async.report.adherence import RulesFigure
 from soc_async.report.counts import CountsFigure
@@ -23,16 +25,25 @@ from soc_async.report.glance import glance
 from soc_async.report.model import JudgeSection, Meta, Report
 from soc_async.report.naturalness import NaturalnessFigure
 from soc_async.report.shape import ShapeFigure
-from soc_async.report.source import RunSource, soc_async_version
-from soc_async.store import CONVERSATIONS, EXPERIENCES, FAILURES, PERSONAS
+from soc_async.store import CONVERSATIONS, EXPERIENCES, FAILURES, PERSONAS, RUN
+from soc_async.store.rundata import RunData
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "soc_async_version"]
+
+
+def soc_async_version() -> str:
+    try:
+        return importlib.metadata.version("soc-async")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
+        return "unknown"
 
 
 def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Report:
     """The report of the run directory at ``path`` (``judge``: a judged sample's
     section, made beforehand by :mod:`.judge`)."""
-    src = RunSource.open(path)
+    src = RunData(path)
+    if src.identity is None:  # the report states which run it measured
+        raise RunDirError(f"{src.path}: not a soc-async run directory (no {RUN})")
     cfg = src.config
     counts = CountsFigure()
     rules = RulesFigure(cfg)
@@ -79,7 +90,7 @@ def build_report(path: str | Path, *, judge: JudgeSection | None = None) -> Repo
         merged=src.merged,
         config_hash=src.config_hash,
         config_source=src.config_source,
-        torn_lines=list(dict.fromkeys(src.torn)),
+        torn_lines=list(src.torn),
     )
     report = Report(
         meta=meta,

@@ -32,11 +32,8 @@ def age_law(mean: float, sd: float, lo: int, hi: int) -> dict[int, float]:
 
 
 def country_of(p: Persona) -> str:
-    """The persona's country: ``meta.country`` when recorded, else the subregion's last
-    part ("Wuhan, Hubei, China" -> "China")."""
-    country = getattr(p.meta, "country", None)
-    if isinstance(country, str) and country:
-        return country
+    """The persona's country: the subregion's last part ("Wuhan, Hubei, China" ->
+    "China"), which the card's Location states word for word."""
     return p.meta.subregion.rsplit(",", 1)[-1].strip() or "(unknown)"
 
 

@@ -23,7 +23,7 @@ import anyio
 
 from soc_async import logs
 from soc_async.chat.rollout import ChatStage, StartEvent, decode_event, encode_event
-from soc_async.config import RunConfig
+from soc_async.config import RunConfig, RunFacts
 from soc_async.dedup import NearDuplicateIndex
 from soc_async.errors import InputError
 from soc_async.fewshot import FewShotRing, RingSnapshot
@@ -125,18 +125,20 @@ class Pipeline:
         run_dir: RunDir,
         completer: Completer,
         *,
-        model_name: str,
+        facts: RunFacts,
         stop: StopSignal,
         counters: RunCounters,
-        send_priority: bool = False,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
         self.completer = completer
-        self.model_name = model_name
+        self.facts = facts
         self.stop = stop
         self.counters = counters
-        self.send_priority = send_priority
+        # The run's bound on requests in flight, as the gateway sized it from the engines.
+        self.max_active = (
+            config.concurrency.max or facts.max_in_flight or config.concurrency.max_active_chats
+        )
         self.shard = config.shard_parts()
         self.pipes: list[Pipe[Any]] = []  # the streams between stages, for the live panel
 
@@ -167,7 +169,7 @@ class Pipeline:
                 cfg.persona.dedup_threshold,
                 [(p.id, p.persona_text, [p.meta.name]) for p in existing],
             )
-            stage = PersonaStage(cfg, self.completer, sampler, ring, self.model_name, dedup=dedup)
+            stage = PersonaStage(cfg, self.completer, sampler, ring, self.facts, dedup=dedup)
 
             async def one(i: int) -> None:
                 record = await self._counted(
@@ -180,7 +182,7 @@ class Pipeline:
                 "personas",
                 todo,
                 one,
-                max_active=cfg.concurrency.max or cfg.concurrency.max_active_chats,
+                max_active=self.max_active,
             )
         return sorted(existing, key=lambda p: p.id)
 
@@ -213,9 +215,8 @@ class Pipeline:
         chat_stage = ChatStage(
             cfg,
             self.completer,
-            model_name=self.model_name,
+            facts=self.facts,
             journal=lambda cid, ev: self.run_dir.journal_append(cid, encode_event(ev)),
-            send_priority=self.send_priority,
         )
         by_id = {p.id: p for p in personas}
 
@@ -245,7 +246,7 @@ class Pipeline:
             tg.start_soon(
                 functools.partial(
                     stream_map,
-                    max_active=cfg.concurrency.max or cfg.concurrency.max_active_chats,
+                    max_active=self.max_active,
                     stop=self.stop,
                 ),
                 make_experience,
@@ -288,7 +289,7 @@ class Pipeline:
                 for r in earlier
             ],
         )
-        stage = ExperienceStage(cfg, self.completer, ring, monitor, self.model_name, dedup=dedup)
+        stage = ExperienceStage(cfg, self.completer, ring, monitor, self.facts, dedup=dedup)
         pool = await anyio.to_thread.run_sync(PersonaPool, personas) if len(personas) >= 2 else None
 
         async def write(i: int) -> Experience | Failure:
@@ -323,7 +324,9 @@ class Pipeline:
                 "experiences": self._todo(
                     "experiences", targets.experiences, len(done.experiences), done
                 ),
-                "chats": self._todo("chats", targets.chats, done.conversations, done),
+                "chats": self._todo(
+                    "chats", self.facts.chat_target(self.config), done.conversations, done
+                ),
             }
             gc.freeze()
         finally:
