@@ -515,8 +515,9 @@ def resolve(
     The profile is the file's own, else "embedded-cpu" when the command will start the
     embedded CPU server (no endpoint and no endpoints file, in the file or in
     ``changes``, and no ``server.model``), else "default"; the chosen name is kept in the
-    config, so a run saves it. ``changes`` may be a function of the config under its
-    profile, for a command whose defaults depend on it (the bench's turn count).
+    config, so a run saves it. ``changes`` may be a function of the config, for a command
+    whose defaults depend on it (the bench's turn count): it is asked for the servers it
+    names, then applied to the config under its profile.
     """
     base = load(path)
     if not base.profile:

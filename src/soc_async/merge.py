@@ -38,7 +38,8 @@ from soc_async.records import (
     id_index,
     record_id,
 )
-from soc_async.store import DATA_FILES, RUN, RunIdentity, read_identity, read_records
+from soc_async.store import DATA_FILES, RUN, RunIdentity
+from soc_async.store.rundata import MERGE_SUMMARY, RunData
 
 __all__ = [
     "MergePlan",
@@ -50,7 +51,7 @@ __all__ = [
     "plan_merge",
 ]
 
-SUMMARY = "merge.json"
+SUMMARY = MERGE_SUMMARY
 _ANY_RECORD = (Persona, Experience, Conversation, Failure)
 
 _SHARD_RE = re.compile(r"(\d+)/(\d+)")
@@ -197,7 +198,9 @@ def check_ids(
 def read_input(path: str | os.PathLike[str]) -> ShardInput:
     """The identity of the run directory at ``path``, from its run.json."""
     p = Path(path)
-    identity = read_identity(p)
+    identity = RunData(p).identity
+    if identity is None:
+        raise RunDirError(f"{p}: not a soc-async run directory (no {RUN})")
     try:
         index, count = parse_shard(identity.shard)
     except ValueError as exc:
@@ -205,19 +208,16 @@ def read_input(path: str | os.PathLike[str]) -> ShardInput:
     return ShardInput(path=str(p), key=identity.key, seed=identity.seed, index=index, count=count)
 
 
-def _good_lines(path: Path, torn: list[str]) -> Iterator[tuple[bytes, Record]]:
-    """(line, record) for the lines of a shard's file; a torn last line (a job killed
-    mid-write) is left out and noted in ``torn``; a bad line anywhere is an error."""
-    if not path.exists():
-        return  # a stage the shard never reached
-    for _, record in read_records(
-        path, _ANY_RECORD, on_torn=lambda lineno: torn.append(f"{path}:{lineno}")
-    ):
+def _good_lines(shard: RunData, name: str) -> Iterator[tuple[bytes, Record]]:
+    """(line, record) for the lines of a shard's file, read by the one run reader; a torn
+    last line (a job killed mid-write) is left out and noted in ``shard.torn``, a file the
+    shard never reached is empty, a bad line anywhere is an error."""
+    for record in shard.records(name, _ANY_RECORD):
         yield encode_line(record), record
 
 
-def _scan_ids(path: Path, torn: list[str]) -> list[str]:
-    return [record_id(record) for _, record in _good_lines(path, torn)]
+def _scan_ids(shard: RunData, name: str) -> list[str]:
+    return [record_id(record) for _, record in _good_lines(shard, name)]
 
 
 def _prepare_out(out: Path) -> None:
@@ -253,18 +253,19 @@ def merge(
     for shard in plan.shards:
         if Path(shard.path).resolve() == out_path.resolve():
             raise RunDirError(f"{out_path}: is one of the inputs; merge into a new directory")
-    torn: list[str] = []
+    shards = {s.path: RunData(s.path) for s in plan.shards}
     ids = {
-        s.path: {name: _scan_ids(Path(s.path) / name, torn) for name in DATA_FILES}
-        for s in plan.shards
+        path: {name: _scan_ids(shard, name) for name in DATA_FILES}
+        for path, shard in shards.items()
     }
+    torn = [str(shard.path / where) for shard in shards.values() for where in shard.torn]
     per_shard = check_ids(plan, ids)
     _prepare_out(out_path)
     counts: dict[str, int] = {}
     for name in DATA_FILES:
         _write_file(
             out_path / name,
-            (line for s in plan.shards for line, _ in _good_lines(Path(s.path) / name, [])),
+            (line for s in plan.shards for line, _ in _good_lines(shards[s.path], name)),
         )
         counts[name] = sum(per_shard[s.shard][name] for s in plan.shards)
     now = datetime.now(UTC).isoformat(timespec="seconds")

@@ -164,14 +164,14 @@ class _Sweep:
         settings: BenchSettings,
         session: aiohttp.ClientSession,
         view: BenchView,
-        found: RunFacts,
+        found: RunFacts | None = None,
     ) -> None:
         self.config = config
-        self.found = found
+        self.found = found if found is not None else RunFacts.of(config)
         self.settings = settings
         self.session = session
         self.view = view
-        self.endpoints = _endpoints(config, found)
+        self.endpoints = _endpoints(config, self.found)
         self.personas: list[Persona] = seed_personas(config.seed)
         self.seeds = seed_experiences(self.personas, config)
         self.next_conversation = 0
