@@ -75,10 +75,11 @@ def _judge(args: argparse.Namespace, run_dir: Path, where: Path) -> Any:
     from soc_async.commands.options import server_overrides
     from soc_async.report.judging import JUDGE_FILE, JudgeStore, judge_sample
     from soc_async.run.app import with_gateway
-    from soc_async.store import CONFIG, read_identity
+    from soc_async.store.rundata import RunData
 
-    read_identity(run_dir)  # a RunDirError before any server starts
-    path = args.config or (run_dir / CONFIG if (run_dir / CONFIG).is_file() else None)
+    data = RunData(run_dir)  # a RunDirError before any server starts
+    # The run's own config file (a merged run's first shard's), unless --config names one.
+    path = args.config or (data.config_source if data.config_text is not None else None)
     cfg = config_mod.resolve(path, server_overrides(args))
     store = JudgeStore(where / JUDGE_FILE)
     return with_gateway(

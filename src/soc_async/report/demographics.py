@@ -60,12 +60,10 @@ class DemographicsFigure:
         self._ages[m.age] += 1
         self._age.add(m.age)
         self._region_of[p.id] = m.region
-        occupation = getattr(m, "occupation", None)
-        if isinstance(occupation, str) and occupation.strip():
-            self._occupations[" ".join(occupation.lower().split())] += 1
-        band = getattr(m, "band", None)
-        if band is not None and str(band).strip():
-            self._bands[str(band)] += 1
+        if m.occupation.strip():  # "" in runs older than the field
+            self._occupations[" ".join(m.occupation.lower().split())] += 1
+        if m.band.strip():
+            self._bands[m.band] += 1
 
     def experience(self, e: Experience) -> None:
         self._matched.add(bool(e.meta.region_matched))
