@@ -329,7 +329,7 @@ class RunFacts(msgspec.Struct, kw_only=True):
     endpoints: list[str] = []  # the run's servers: the config's, then those found
     per_engine: int | None = None  # the batch size every found engine shares
     priority_scheduling: bool = False  # every found engine schedules by priority
-    model: str = ""  # the model the servers serve (GET /v1/models), once asked
+    model: str = ""  # the run's model once open: ``model``, else what the servers serve
     max_in_flight: int | None = None  # concurrency.max, else the engines' summed bound
     chats: int | None = None  # the chat target when chats follow imported experiences
 

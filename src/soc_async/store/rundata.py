@@ -27,8 +27,9 @@ config.toml that is not a valid config a :class:`~soc_async.errors.ConfigError`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -164,8 +165,7 @@ class RunData:
         path = self.path / name
         if not path.is_file():
             return
-        note: Callable[[int], None] = lambda lineno: self._torn(name, lineno)  # noqa: E731
-        for _, record in read_records(path, kind, on_torn=note):
+        for _, record in read_records(path, kind, on_torn=functools.partial(self._torn, name)):
             yield record
 
     def _torn(self, name: str, lineno: int) -> None:
