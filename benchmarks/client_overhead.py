@@ -110,12 +110,10 @@ async def run_bare(url: str, n: int, c: int) -> tuple[float, float]:
 
 async def run_ours(url: str, n: int, c: int) -> tuple[float, float]:
     config = ClientConfig(timeout_s=120.0, max_retries=0)
-    async with LLMClient(
-        [url], api_key=None, config=config, pool_size=c, default_model="fake-model"
-    ) as client:
+    async with LLMClient([url], api_key=None, config=config, pool_size=c) as client:
 
         async def one() -> None:
-            await client.chat(ChatRequest(messages=MESSAGES, max_tokens=16))
+            await client.chat(ChatRequest(messages=MESSAGES, max_tokens=16, model="fake-model"))
 
         return await drive(n, c, one)
 

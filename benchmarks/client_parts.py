@@ -41,6 +41,7 @@ from soc_async import config as config_mod
 from soc_async import loop
 from soc_async.bench.cast import bench_conversations, seed_experiences, seed_personas
 from soc_async.bench.pipeline import run_chats
+from soc_async.config import RunFacts
 from soc_async.llm.client import _body, _encode
 from soc_async.llm.types import ChatRequest, Completion, RequestOrBuild, TokenUsage, built
 from soc_async.testing.scripted import ScriptedWriter
@@ -62,7 +63,7 @@ class InstantModel:
     ) -> Completion:
         async with self.limit:
             req = built(request)
-            self.body_bytes += len(_encode(_body(req, "m")))
+            self.body_bytes += len(_encode(_body(req)))
             t = time.process_time()
             text = self.writer(msgspec.to_builtins(req, enc_hook=str))
             self.writer_s += time.process_time() - t
@@ -86,7 +87,12 @@ async def stage(args: argparse.Namespace) -> dict[str, Any]:
     model = InstantModel(args.latency_s, args.limit)
     t0 = time.process_time()
     tally = await run_chats(
-        model, config, experiences, personas, model_name="m", max_active=args.conversations
+        model,
+        config,
+        experiences,
+        personas,
+        facts=RunFacts(model="m"),
+        max_active=args.conversations,
     )
     cpu = time.process_time() - t0 - model.writer_s
     return {
@@ -112,7 +118,7 @@ async def http(args: argparse.Namespace, url: str) -> dict[str, Any]:
         gate = asyncio.Semaphore(args.limit)
 
         async def one() -> None:
-            async with gate, s.post(chat_url, data=_encode(_body(request, "m"))) as resp:
+            async with gate, s.post(chat_url, data=_encode(_body(request))) as resp:
                 await resp.read()
 
         async def batch_wakes() -> None:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from soc_async import config as config_mod
+from soc_async.config import RunFacts
 from soc_async.records import (
     Conversation,
     Experience,
@@ -132,7 +133,7 @@ async def resume(path: Path, n: int) -> dict[str, float]:
 
     logging.getLogger("asyncio").addHandler(_Slow())
     watcher = asyncio.create_task(watch())
-    pipeline = Pipeline(cfg, run, _NoModel(), model_name="m", stop=StopSignal(),
+    pipeline = Pipeline(cfg, run, _NoModel(), facts=RunFacts(model="m"), stop=StopSignal(),
                         counters=RunCounters())  # type: ignore[arg-type]  # fmt: skip
     await pipeline.run()
     done = True

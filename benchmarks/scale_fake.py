@@ -110,7 +110,7 @@ async def rollout(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 config,
                 experiences,
                 personas,
-                model_name=gateway.model,
+                facts=gateway.facts,
                 max_active=args.conversations,
                 tally=tally,
             )

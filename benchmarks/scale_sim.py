@@ -211,7 +211,7 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
                     config,
                     experiences,
                     personas,
-                    model_name=gateway.model,
+                    facts=gateway.facts,
                     max_active=args.conversations,
                     tally=tally,
                 )

@@ -20,7 +20,7 @@ from soc_async.archetypes import (
     shares,
     written_label,
 )
-from soc_async.config import ArchetypeConfig, PersonaConfig, RunConfig, from_dict
+from soc_async.config import ArchetypeConfig, PersonaConfig, RunConfig, RunFacts, from_dict
 from soc_async.errors import ConfigError
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.character import SECTIONS, canonical_text
@@ -197,7 +197,7 @@ async def test_stage_asks_for_the_archetype_and_warns_off_a_dominant_one(
         return re.sub(r"Under stress this person [^.]*\.", "She withdraws for a day.", card)
 
     completer = ScriptedCompleter(reply)
-    stage = PersonaStage(cfg, completer, engine, ring, "m", archetypes=monitor)
+    stage = PersonaStage(cfg, completer, engine, ring, RunFacts(model="m"), archetypes=monitor)
     hinted: list[Persona] = []
     for i in range(40):
         samples[i] = stage.sample(i)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 
+import msgspec
 import pytest
 
 from soc_async import config as cfg
@@ -182,3 +183,74 @@ def test_the_embedded_profile_is_chosen_only_for_the_embedded_server(tmp_path, a
     resolved = resolve_config(args)
     assert resolved.profile == profile
     assert (resolved.calls.persona.grammar_bounds == "max_tokens") == (profile == "embedded-cpu")
+
+
+# --- one config per command: soc_async.config.resolve ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "profile", "embedded"),
+    [
+        (["bench"], "embedded-cpu", True),
+        (["bench", "--endpoint", "http://127.0.0.1:8000"], "default", False),
+        (["bench", "--endpoints-file", "e.json"], "default", False),
+    ],
+)
+def test_the_bench_config_is_resolved_once_with_its_profile(argv, profile, embedded) -> None:
+    """The bench resolves its config through the same function as run: the embedded
+    profile only for the embedded server, the turn count from the CPU plan there."""
+    from soc_async.bench import session, sizing
+    from soc_async.cli import build_parser
+
+    resolved = session._config(build_parser().parse_args(argv))
+    assert resolved.profile == profile
+    assert session.embedded_cpu(resolved) == embedded
+    turns = sizing.CPU_TURNS if embedded else session.DEFAULT_TURNS
+    assert resolved.chat.max_turns == turns
+    again = session._config(build_parser().parse_args([*argv, "--max-turns", "3"]))
+    assert again.chat.max_turns == 3 and again.profile == profile
+
+
+@pytest.mark.parametrize(
+    ("flags", "profile"),
+    [
+        ([], "embedded-cpu"),
+        (["--endpoint", "http://127.0.0.1:8000"], "default"),
+        (["--endpoints-file", "e.json", "--ready-timeout", "7"], "default"),
+    ],
+)
+def test_the_judge_config_is_resolved_once_with_every_server_flag(
+    tmp_path, monkeypatch, flags, profile
+) -> None:
+    """report --judge resolves its config like run (profile included) and uses every
+    server flag it registers: --endpoints-file and --ready-timeout too."""
+    from soc_async.cli import build_parser
+    from soc_async.commands import report
+    from soc_async.run import app
+    from soc_async.store import RUN, RunIdentity
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN).write_bytes(msgspec.json.encode(RunIdentity.new(5)))
+    seen: list[cfg.RunConfig] = []
+    monkeypatch.setattr(app, "with_gateway", lambda config, work: seen.append(config))
+    args = build_parser().parse_args(["report", str(run), "--judge", "1", *flags])
+    report._judge(args, run, tmp_path, 0)
+    (resolved,) = seen
+    assert resolved.profile == profile
+    if "--endpoints-file" in flags:
+        assert resolved.endpoints_file == "e.json" and resolved.client.ready_timeout_s == 7
+    assert resolved.endpoints == [f for f in flags if f.startswith("http")]
+
+
+def test_resolve_takes_a_function_of_the_profiled_config() -> None:
+    """Changes given as a function are made from the config under its profile."""
+    calls: list[str] = []
+
+    def changes(base: cfg.RunConfig) -> dict[str, object]:
+        calls.append(base.profile)
+        return {"seed": 4}
+
+    resolved = cfg.resolve(None, changes)
+    assert resolved.seed == 4 and resolved.profile == "embedded-cpu"
+    assert calls[-1] == "embedded-cpu"

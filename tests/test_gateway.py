@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from soc_async import config as config_mod
+from soc_async.calls import build_request
 from soc_async.llm.metrics import EngineInfo
 from soc_async.llm.readiness import EndpointsFile, ServedEngine
 from soc_async.llm.types import ChatRequest
@@ -43,8 +44,9 @@ def test_limits_come_from_the_config_then_the_server_then_the_default() -> None:
 
 
 def test_an_endpoints_file_brings_its_batch_size_and_priority() -> None:
-    """The engines of `soc-async serve` become the endpoints, their max_num_seqs the
-    per-engine bound (unless set), and priority is sent when they all schedule by it."""
+    """The engines of `soc-async serve` become the run's servers, their max_num_seqs the
+    per-engine bound (unless set), and priority is sent when they all schedule by it: all
+    as facts beside the config, which stays as the user resolved it."""
     served = EndpointsFile(
         model="m",
         engines=[
@@ -52,11 +54,13 @@ def test_an_endpoints_file_brings_its_batch_size_and_priority() -> None:
             ServedEngine(url="http://127.0.0.1:8010", max_num_seqs=1024, priority=True),
         ],
     )
-    out = with_endpoints_file(config(), served)
+    user = config()
+    out = with_endpoints_file(user, served)
     assert out.endpoints == ["http://127.0.0.1:8000", "http://127.0.0.1:8010"]
-    assert out.concurrency.per_engine == 1024 and out.client.send_priority
-    kept = with_endpoints_file(config(**{"concurrency.per_engine": 100}), served)
-    assert kept.concurrency.per_engine == 100
+    assert out.per_engine_bound(user) == 1024 and out.send_priority(user)
+    assert user.concurrency.per_engine is None and not user.client.send_priority
+    capped = config(**{"concurrency.per_engine": 100})
+    assert with_endpoints_file(capped, served).per_engine_bound(capped) == 100
 
 
 async def test_the_total_bound_is_the_sum_of_the_engines(fake_server) -> None:
@@ -65,7 +69,7 @@ async def test_the_total_bound_is_the_sum_of_the_engines(fake_server) -> None:
     a, b = await fake_server(), await fake_server()
     cfg = config(a.url, b.url, **{"concurrency.per_engine": 12, "concurrency.initial": 32})
     async with ModelGateway(cfg, RunCounters()) as engine:
-        assert engine.config.concurrency.max == 24
+        assert engine.facts.max_in_flight == 24
         assert engine.limiter.capacity == 24
         assert engine.controller is not None and engine.controller.bounds.max == 24
         pool = engine._by_kind["turn"].pool
@@ -76,7 +80,7 @@ async def test_without_any_size_each_engine_gets_the_default(fake_server) -> Non
     """The fake server, like vLLM 0.32, does not export its batch size: 256 each."""
     a, b, c = await fake_server(), await fake_server(), await fake_server()
     async with ModelGateway(config(a.url, b.url, c.url), RunCounters()) as engine:
-        assert engine.config.concurrency.max == 3 * DEFAULT_PER_ENGINE
+        assert engine.facts.max_in_flight == 3 * DEFAULT_PER_ENGINE
         assert set(engine.limits.values()) == {DEFAULT_PER_ENGINE}
 
 
@@ -93,7 +97,8 @@ async def test_thinking_is_stripped_and_counted(fake_server) -> None:
 
 
 async def test_chat_template_kwargs_are_sent_per_call_kind(fake_server) -> None:
-    """Thinking is switched off by default for every kind; a kind's own table wins."""
+    """Thinking is switched off by default for every kind; a kind's own table wins (the
+    request builder sets them, the gateway sends them on)."""
     bodies: dict[str, dict[str, Any]] = {}
 
     def reply(body: dict[str, Any]) -> str:
@@ -103,8 +108,8 @@ async def test_chat_template_kwargs_are_sent_per_call_kind(fake_server) -> None:
     server = await fake_server(reply=reply)
     cfg = config(server.url, **{"calls.summary.chat_template_kwargs": {"enable_thinking": True}})
     async with ModelGateway(cfg, RunCounters()) as engine:
-        await engine.complete("turn", ask("turn"))
-        await engine.complete("summary", ask("summary"))
+        for kind in ("turn", "summary"):
+            await engine.complete(kind, build_request(cfg, engine.facts, kind, kind, "u"))
     assert bodies["turn"]["chat_template_kwargs"] == {"enable_thinking": False}
     assert bodies["summary"]["chat_template_kwargs"] == {"enable_thinking": True}
 

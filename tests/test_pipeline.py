@@ -15,7 +15,7 @@ import anyio
 
 from soc_async import config as config_mod
 from soc_async.chat.rollout import StartEvent, TurnEvent, decode_event
-from soc_async.config import RunConfig, from_dict
+from soc_async.config import RunConfig, RunFacts, from_dict
 from soc_async.records import Conversation, Experience, Persona, id_index, make_id
 from soc_async.run.pipeline import Pipeline
 from soc_async.run.progress import RunCounters
@@ -46,7 +46,7 @@ def pipeline(
         cfg,
         run_dir,
         completer,
-        model_name="served",
+        facts=RunFacts(model="served"),
         stop=stop or StopSignal(grace_s=0),
         counters=RunCounters(),
     )

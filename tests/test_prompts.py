@@ -6,7 +6,7 @@ from __future__ import annotations
 import jinja2
 import pytest
 
-from soc_async import prompts
+from soc_async.calls import prompts
 
 TAIL = {
     "speaker": "Ana Sousa",

@@ -175,7 +175,7 @@ def _check_models(out: Path) -> None:
     """Each record names the model drawn for its id: the first run's and the resumed
     run's records alike."""
     from soc_async import config as config_mod
-    from soc_async.stages.calls import model_for_item
+    from soc_async.calls import model_for_item
 
     run = config_mod.load(out / "config.toml")
     seen = set()

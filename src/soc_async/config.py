@@ -2,7 +2,9 @@
 
 Unknown keys, wrong types and out-of-range values are refused on load with one line that
 names the file, the key and what was expected (a ``ConfigError``, exit code 2), before
-anything is written. Command-line flags are applied on top with :func:`override`.
+anything is written. :func:`resolve` is the one way a command turns the user's file,
+profile and flags into its config; what a command finds out about its servers as it
+starts is kept apart, in :class:`RunFacts`.
 """
 
 from __future__ import annotations
@@ -511,6 +513,45 @@ class RunConfig(_Section):
         return int(i), int(n)
 
 
+class RunFacts(msgspec.Struct, kw_only=True):
+    """What a command finds out about its servers as it starts, kept apart from the
+    user's :class:`RunConfig` (which is saved with the run as the user resolved it).
+
+    The servers of an endpoints file or of the managed engines, their batch size and
+    scheduling policy, the model they serve and the bound on requests in flight sized
+    from them: each reading of the config that depends on them goes through a method
+    here, so no code writes them back into the config.
+    """
+
+    endpoints: list[str] = []  # the run's servers: the config's, then those found
+    per_engine: int | None = None  # the batch size every found engine shares
+    priority_scheduling: bool = False  # every found engine schedules by priority
+    model: str = ""  # the run's model once open: ``model``, else what the servers serve
+    max_in_flight: int | None = None  # concurrency.max, else the engines' summed bound
+    chats: int | None = None  # the chat target when chats follow imported experiences
+
+    @classmethod
+    def of(cls, config: RunConfig) -> RunFacts:
+        """The facts before anything is found: the config's own servers."""
+        return cls(endpoints=list(config.endpoints))
+
+    def endpoints_for(self, config: RunConfig, kind: str) -> list[str]:
+        """The servers of call kind ``kind``: its own, else the run's."""
+        return config.call(kind).endpoints or self.endpoints or config.endpoints
+
+    def per_engine_bound(self, config: RunConfig) -> int | None:
+        """``concurrency.per_engine`` when set, else the found engines' batch size."""
+        return config.concurrency.per_engine or self.per_engine
+
+    def send_priority(self, config: RunConfig) -> bool:
+        """Whether requests carry a priority: the config says so, or every engine
+        schedules by it."""
+        return config.client.send_priority or self.priority_scheduling
+
+    def chat_target(self, config: RunConfig) -> int:
+        return config.targets.chats if self.chats is None else self.chats
+
+
 def _check(config: RunConfig, source: str) -> RunConfig:
     """Cross-field rules msgspec's per-field constraints cannot state."""
 
@@ -699,6 +740,57 @@ def load(path: str | os.PathLike[str] | None, *, profile: str = "") -> RunConfig
     if config.api_key is None and os.environ.get("SOC_ASYNC_API_KEY"):
         config.api_key = os.environ["SOC_ASYNC_API_KEY"]
     return config
+
+
+def server_changes(
+    endpoints: list[str] | None,
+    endpoints_file: str | None,
+    ready_timeout_s: float | None,
+    model: str | None,
+) -> dict[str, Any]:
+    """The changes that servers named on a command line make (None: not named).
+
+    They replace those of the config (or of the run being resumed, whose servers were
+    another job's): endpoints alone drop a saved endpoints file, an endpoints file alone
+    drops saved endpoint URLs.
+    """
+    changes: dict[str, Any] = {
+        "endpoints": endpoints,
+        "endpoints_file": endpoints_file,
+        "client.ready_timeout_s": ready_timeout_s,
+        "model": model,
+    }
+    if endpoints and not endpoints_file:
+        changes["endpoints_file"] = ""
+    if endpoints_file and not endpoints:
+        changes["endpoints"] = []
+    return changes
+
+
+Changes = dict[str, Any] | Callable[[RunConfig], dict[str, Any]]
+
+
+def resolve(
+    path: str | os.PathLike[str] | None, changes: Changes, source: str = "command line"
+) -> RunConfig:
+    """The user's config for one command (run, the stage commands, bench, smoke, report's
+    judge), resolved once: the file at ``path`` (or the defaults) under its profile, then
+    ``changes`` (dotted keys; a None value leaves the key as it is).
+
+    The profile is the file's own, else "embedded-cpu" when the command will start the
+    embedded CPU server (no endpoint and no endpoints file, in the file or in
+    ``changes``, and no ``server.model``), else "default"; the chosen name is kept in the
+    config, so a run saves it. ``changes`` may be a function of the config, for a command
+    whose defaults depend on it (the bench's turn count): it is asked for the servers it
+    names, then applied to the config under its profile.
+    """
+    base = load(path)
+    if not base.profile:
+        wanted = changes(base) if callable(changes) else changes
+        named = wanted.get("endpoints") or wanted.get("endpoints_file")
+        embedded = not named and base.uses_embedded_server()
+        base = load(path, profile=EMBEDDED_PROFILE if embedded else "default")
+    return override(base, changes(base) if callable(changes) else changes, source)
 
 
 def override(config: RunConfig, changes: dict[str, Any], source: str = "command line") -> RunConfig:

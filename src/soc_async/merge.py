@@ -49,7 +49,8 @@ from soc_async.records import (
     id_index,
     record_id,
 )
-from soc_async.store import CONFIG, DATA_FILES, RUN, RunIdentity, read_identity, read_records
+from soc_async.store import CONFIG, DATA_FILES, RUN, RunIdentity
+from soc_async.store.rundata import MERGE_SUMMARY, RunData
 from soc_async.timestamps import utc_now
 
 __all__ = [
@@ -64,7 +65,7 @@ __all__ = [
     "plan_merge",
 ]
 
-SUMMARY = "merge.json"
+SUMMARY = MERGE_SUMMARY
 NEAR_DUPLICATES = "near_duplicates.jsonl"
 _ANY_RECORD = (Persona, Experience, Conversation, Failure)
 
@@ -326,7 +327,9 @@ def near_duplicates(
 def read_input(path: str | os.PathLike[str]) -> ShardInput:
     """The identity of the run directory at ``path``, from its run.json."""
     p = Path(path)
-    identity = read_identity(p)
+    identity = RunData(p).identity
+    if identity is None:
+        raise RunDirError(f"{p}: not a soc-async run directory (no {RUN})")
     try:
         index, count = parse_shard(identity.shard)
     except ValueError as exc:
@@ -334,19 +337,16 @@ def read_input(path: str | os.PathLike[str]) -> ShardInput:
     return ShardInput(path=str(p), key=identity.key, seed=identity.seed, index=index, count=count)
 
 
-def _good_lines(path: Path, torn: list[str]) -> Iterator[tuple[bytes, Record]]:
-    """(line, record) for the lines of a shard's file; a torn last line (a job killed
-    mid-write) is left out and noted in ``torn``; a bad line anywhere is an error."""
-    if not path.exists():
-        return  # a stage the shard never reached
-    for _, record in read_records(
-        path, _ANY_RECORD, on_torn=lambda lineno: torn.append(f"{path}:{lineno}")
-    ):
+def _good_lines(shard: RunData, name: str) -> Iterator[tuple[bytes, Record]]:
+    """(line, record) for the lines of a shard's file, read by the one run reader; a torn
+    last line (a job killed mid-write) is left out and noted in ``shard.torn``, a file the
+    shard never reached is empty, a bad line anywhere is an error."""
+    for record in shard.records(name, _ANY_RECORD):
         yield encode_line(record), record
 
 
-def _scan_ids(path: Path, torn: list[str]) -> list[str]:
-    return [record_id(record) for _, record in _good_lines(path, torn)]
+def _scan_ids(shard: RunData, name: str) -> list[str]:
+    return [record_id(record) for _, record in _good_lines(shard, name)]
 
 
 def encode_json_line(item: msgspec.Struct) -> bytes:
@@ -380,7 +380,9 @@ def _run_config(plan: MergePlan) -> RunConfig:
     return RunConfig()
 
 
-def _found_near_duplicates(plan: MergePlan, config: RunConfig) -> list[NearDuplicate]:
+def _found_near_duplicates(
+    plan: MergePlan, shards: Mapping[str, RunData], config: RunConfig
+) -> list[NearDuplicate]:
     """Reads the shards' cards, experiences and chats and runs :func:`near_duplicates`."""
     if config.merge.near_duplicates == "off":
         return []
@@ -389,7 +391,7 @@ def _found_near_duplicates(plan: MergePlan, config: RunConfig) -> list[NearDupli
     chats: list[tuple[str, str, str]] = []
     for s in plan.shards:
         for name in ("personas.jsonl", "experiences.jsonl", "conversations.jsonl"):
-            for _, record in _good_lines(Path(s.path) / name, []):
+            for _, record in _good_lines(shards[s.path], name):
                 if isinstance(record, Persona):
                     personas.append((s.shard, record))
                 elif isinstance(record, Experience):
@@ -417,16 +419,17 @@ def merge(
     for shard in plan.shards:
         if Path(shard.path).resolve() == out_path.resolve():
             raise RunDirError(f"{out_path}: is one of the inputs; merge into a new directory")
-    torn: list[str] = []
+    shards = {s.path: RunData(s.path) for s in plan.shards}
     ids = {
-        s.path: {name: _scan_ids(Path(s.path) / name, torn) for name in DATA_FILES}
-        for s in plan.shards
+        path: {name: _scan_ids(shard, name) for name in DATA_FILES}
+        for path, shard in shards.items()
     }
+    torn = [str(shard.path / where) for shard in shards.values() for where in shard.torn]
     per_shard = check_ids(plan, ids)
     config = _run_config(plan)
     if near_duplicates_action is not None:
         config = config_mod.override(config, {"merge.near_duplicates": near_duplicates_action})
-    found = _found_near_duplicates(plan, config)
+    found = _found_near_duplicates(plan, shards, config)
     dropped = {(d.file, d.id) for d in found if d.action == "dropped"}
     _prepare_out(out_path)
     counts: dict[str, int] = {}
@@ -436,7 +439,7 @@ def merge(
             (
                 line
                 for s in plan.shards
-                for line, record in _good_lines(Path(s.path) / name, [])
+                for line, record in _good_lines(shards[s.path], name)
                 if (name, record_id(record)) not in dropped
             ),
         )

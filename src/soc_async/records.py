@@ -138,6 +138,14 @@ class Experience(msgspec.Struct, kw_only=True, tag="experience", tag_field="kind
     event_personas: list[str | None] = []
 
 
+def experience_start(e: Experience) -> str | None:
+    """When the chat of ``e`` starts, as ISO: ``2026-03-15T09:30`` with its time, the
+    date alone without one, None for a record that set neither (the config's date)."""
+    if e.start_date and e.start_time:
+        return f"{e.start_date}T{e.start_time}"
+    return e.start_date
+
+
 class Message(msgspec.Struct, kw_only=True):
     t: str  # "HH:MM"
     d: str  # "DD.MM"

@@ -122,7 +122,7 @@ def test_annotate_on_a_directory_without_conversations_exits_2_in_one_line(
 
     (tmp_path / "empty").mkdir()
     code, err = run_cli(capsys, str(tmp_path / "empty"), "--port", "0")
-    assert code == 2 and err.count("\n") == 1 and "expected a run directory" in err
+    assert code == 2 and err.count("\n") == 1 and "not a soc-async run directory" in err
 
 
 @pytest.mark.parametrize(

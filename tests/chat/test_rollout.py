@@ -14,7 +14,7 @@ import anyio
 import factories
 import pytest
 
-from soc_async import prompts
+from soc_async.calls import prompts
 from soc_async.chat.rollout import (
     ChatEvent,
     ChatStage,
@@ -25,7 +25,7 @@ from soc_async.chat.rollout import (
     encode_event,
     render_turn,
 )
-from soc_async.config import RunConfig, from_dict
+from soc_async.config import RunConfig, RunFacts, from_dict
 from soc_async.errors import RequestError
 from soc_async.llm.types import ChatRequest
 from soc_async.records import (
@@ -81,7 +81,7 @@ def make_stage(cfg: RunConfig, completer: ScriptedCompleter) -> tuple[ChatStage,
         assert chat_id == CHAT_ID
         journal.append(decode_event(encode_event(event)))
 
-    return ChatStage(cfg, completer, model_name="served", journal=append), journal
+    return ChatStage(cfg, completer, facts=RunFacts(model="served"), journal=append), journal
 
 
 def summaries(writer: ScriptedWriter) -> ReplyFn:

@@ -126,15 +126,33 @@ async def test_a_json_schema_is_sent_as_structured_outputs_json(fake_server) -> 
     assert seen[0]["structured_outputs"] == {"json": schema}
 
 
-async def test_optional_fields_are_left_out_and_the_served_model_is_used(fake_server) -> None:
-    """No seed, stop, grammar or priority: none is sent; no model anywhere: /v1/models names it."""
+async def test_optional_fields_are_left_out_and_the_served_model_answers(fake_server) -> None:
+    """No model, seed, stop, grammar or priority: none is sent (the client picks no model
+    of its own); the server answers with the model it serves, /v1/models names it."""
     seen: list[dict[str, Any]] = []
     server = await fake_server(reply=lambda body: seen.append(body) or "ok", model="served-one")
     async with client_for(server) as client:
         done = await client.chat(ChatRequest(messages=[{"role": "user", "content": "x"}]))
         assert await client.served_model() == "served-one"
-    assert seen[0]["model"] == "served-one" and done.model == "served-one"
-    assert not {"seed", "stop", "structured_outputs", "priority"} & set(seen[0])
+    assert done.model == "served-one"
+    assert not {"model", "seed", "stop", "structured_outputs", "priority"} & set(seen[0])
+
+
+async def test_the_request_is_sent_as_built(fake_server) -> None:
+    """A request naming a model and template arguments goes out with exactly those."""
+    seen: list[dict[str, Any]] = []
+    server = await fake_server(reply=lambda body: seen.append(body) or "ok", model="served-one")
+    request = ChatRequest(
+        messages=[{"role": "user", "content": "x"}],
+        model="other-one",
+        chat_template_kwargs={"enable_thinking": False},
+        priority=3,
+    )
+    async with client_for(server) as client:
+        await client.chat(request)
+    assert seen[0]["model"] == "other-one"
+    assert seen[0]["chat_template_kwargs"] == {"enable_thinking": False}
+    assert seen[0]["priority"] == 3
 
 
 async def test_a_4xx_is_not_retried_and_its_message_reaches_the_caller(fake_server) -> None:
@@ -325,7 +343,7 @@ async def test_a_refused_connection_counts_as_connect(fake_server) -> None:
     server = await fake_server()
     await server.stop()
     config = ClientConfig(max_retries=0, connect_timeout_s=1.0, probe_interval_s=0.05)
-    async with client_for(server, config=config, default_model="m") as client:
+    async with client_for(server, config=config) as client:
         with pytest.raises(RetriesExhausted):
             await client.chat(ask("refused"))
     assert client.faults[server.url] == {"connect": 1}

@@ -21,8 +21,8 @@ def test_the_body_is_the_one_of_the_whole_text(head: str, rest: str) -> None:
         messages=[{"role": "user", "content": EncodedPrefix(EncodedPrefix.encode_head(head), rest)}]
     )
     plain = ChatRequest(messages=[{"role": "user", "content": head + rest}])
-    body = _encode(_body(spliced, "m"))
-    assert body == _encode(_body(plain, "m"))
+    body = _encode(_body(spliced))
+    assert body == _encode(_body(plain))
     assert msgspec.json.decode(body)["messages"][0]["content"] == head + rest
 
 

@@ -4,12 +4,16 @@ HTTP against the fake server process, and errors as one line with exit code 2.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
+import msgspec
 import pytest
 from fakeproc import FakeProcess, run_soc_async
 from handmade_run import write_run
+
+from soc_async.llm.readiness import EndpointsFile, ServedEngine
 
 
 @pytest.mark.slow
@@ -49,20 +53,40 @@ def test_a_directory_that_is_not_a_run_is_exit_code_2(tmp_path: Path) -> None:
     assert not (tmp_path / "report.html").exists()
 
 
+def test_the_judge_waits_for_an_endpoints_file_only_as_long_as_ready_timeout(
+    tmp_path: Path,
+) -> None:
+    """--endpoints-file and --ready-timeout reach the judge: a file that never appears is
+    given up on after --ready-timeout 0 (not the default 900 s), naming the file."""
+    run = write_run(tmp_path / "run")
+    missing = tmp_path / "never.json"
+    done = run_soc_async(
+        "report", str(run), "--judge", "1", "--endpoints-file", str(missing), "--ready-timeout", "0"
+    )
+    assert done.returncode != 0
+    assert f"{missing}: no endpoints file" in done.stderr and "after 0 s" in done.stderr
+
+
 @pytest.mark.slow
 def test_judge_over_http_and_resume(tmp_path: Path) -> None:
     """--judge 2 against the fake server (scripted model answering the schema) stores two
-    verdicts beside the report; --judge 3 adds one; the HTML shows the judge section."""
+    verdicts beside the report; --judge 3, finding the server through an endpoints file
+    (--endpoints-file, --ready-timeout), adds one; the HTML shows the judge section."""
     run = write_run(tmp_path / "run")
     out = tmp_path / "out"
     with FakeProcess("--reply", "soc_async.testing.scripted:reply") as fake:
-        args = ["report", str(run), "--out", str(out / "report.html"), "--endpoint", fake.url]
-        done = run_soc_async(*args, "--judge", "2")
+        args = ["report", str(run), "--out", str(out / "report.html")]
+        done = run_soc_async(*args, "--endpoint", fake.url, "--judge", "2")
         assert done.returncode == 0, done.stderr
         assert "2 judged" in done.stdout
         first = (out / "judge.jsonl").read_text().splitlines()
         assert len(first) == 2
-        done = run_soc_async(*args, "--judge", "3")
+        served = EndpointsFile(model="fake-model", engines=[ServedEngine(url=fake.url)])
+        served.pid = os.getpid()  # a live writer: the file is not stale
+        listed = tmp_path / "endpoints.json"
+        listed.write_bytes(msgspec.json.encode(served))
+        by_file = ["--endpoints-file", str(listed), "--ready-timeout", "30"]
+        done = run_soc_async(*args, *by_file, "--judge", "3")
         assert done.returncode == 0, done.stderr
     lines = (out / "judge.jsonl").read_text().splitlines()
     assert lines[:2] == first and len(lines) == 3

@@ -55,7 +55,9 @@ def run(tmp_path: Path) -> Path:
 async def judge(server: Any, run: Path, store_path: Path, n: int, seed: int = 0):
     cfg = config_mod.from_dict({"endpoints": [server.url], "concurrency": {"fixed": 4}})
     async with ModelGateway(cfg, RunCounters()) as gateway:
-        return await judge_sample(gateway, run, JudgeStore(store_path), n=n, seed=seed)
+        return await judge_sample(
+            gateway, cfg, gateway.facts, run, JudgeStore(store_path), n=n, seed=seed
+        )
 
 
 async def test_scores_are_asked_under_the_schema_and_aggregated(fake_server, run, tmp_path):

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from soc_async import config as cfg
+from soc_async.calls import build_request, choose_model, model_for_item
+from soc_async.config import CALL_KINDS, RunFacts
+from soc_async.llm.types import EncodedPrefix
 from soc_async.records import make_id
-from soc_async.stages.calls import build_request, choose_model, model_for_item
 
 MODELS = [
     {"name": "kimi-k2", "weight": 0.5},
@@ -53,15 +57,82 @@ def test_kinds_without_models_keep_their_model_and_requests_carry_the_choice() -
     assert model_for_item(cfg.RunConfig(), "turn", "c-1", "served") == "served"
     chosen = choose_model(run, "persona", "p-1")
     assert chosen is not None
-    request = build_request(run, "persona", "sys", "user", served_model="s", item_id="p-1")
+    served = RunFacts(model="s")
+    request = build_request(run, served, "persona", "sys", "user", item_id="p-1")
     assert request.model == chosen.name
-    assert build_request(run, "persona", "sys", "user", served_model="s").model == "base"
+    assert build_request(run, served, "persona", "sys", "user").model == "base"
+
+
+@pytest.mark.parametrize("kind", CALL_KINDS)
+def test_the_request_is_built_complete_for_each_call_kind(kind: str) -> None:
+    """Model, sampling, seed policy, priority and chat-template arguments all come from
+    the kind's config and the facts: nothing is left for the gateway or client to fill."""
+    run = cfg.from_dict(
+        {
+            "seed": 3,
+            "client": {"send_seed": True},
+            "calls": {
+                kind: {
+                    "model": f"{kind}-model",
+                    "max_tokens": 77,
+                    "temperature": 0.3,
+                    "top_p": 0.9,
+                    "chat_template_kwargs": {"enable_thinking": True, "x": 1},
+                }
+            },
+        }
+    )
+    facts = RunFacts(model="served", priority_scheduling=True)
+    request = build_request(
+        run, facts, kind, "sys", EncodedPrefix(b"", "user"), seed=11, priority=4, item_id="i-1"
+    )
+    assert request.model == f"{kind}-model"
+    assert (request.max_tokens, request.temperature, request.top_p) == (77, 0.3, 0.9)
+    assert request.seed == 11 and request.priority == 4
+    assert request.chat_template_kwargs == {"enable_thinking": True, "x": 1}
+    assert [m["role"] for m in request.messages] == ["system", "user"]
+
+
+def test_seed_and_priority_are_sent_only_when_the_config_or_servers_allow() -> None:
+    """send_seed off (the default) drops the seed; a priority is sent only when
+    client.send_priority is set or every found engine schedules by priority; the served
+    model stands in when the config names none; the default template arguments go too."""
+    run = cfg.RunConfig()
+    plain = build_request(run, RunFacts(model="served"), "turn", "s", "u", seed=9, priority=2)
+    assert plain.seed is None and plain.priority is None and plain.model == "served"
+    assert plain.chat_template_kwargs == {"enable_thinking": False}
+    by_engines = build_request(
+        run, RunFacts(priority_scheduling=True), "turn", "s", "u", priority=2
+    )
+    assert by_engines.priority == 2
+    by_config = cfg.override(run, {"client.send_priority": True})
+    assert build_request(by_config, RunFacts(), "turn", "s", "u", priority=2).priority == 2
+    no_kwargs = cfg.override(run, {"calls.turn.chat_template_kwargs": {}})
+    assert build_request(no_kwargs, RunFacts(), "turn", "s", "u").chat_template_kwargs is None
+
+
+def test_the_judge_overrides_sampling_and_continues_the_conversation() -> None:
+    """A request asked again carries the earlier reply and its correction after the
+    user message; max_tokens, temperature and a JSON schema are the caller's."""
+    follow_up = [{"role": "assistant", "content": "{"}, {"role": "user", "content": "again"}]
+    request = build_request(
+        cfg.RunConfig(),
+        RunFacts(model="m"),
+        "turn",
+        "s",
+        "u",
+        json_schema={"type": "object"},
+        follow_up=follow_up,
+        max_tokens=256,
+        temperature=0.0,
+    )
+    assert request.messages[2:] == follow_up
+    assert (request.max_tokens, request.temperature) == (256, 0.0)
+    assert request.json_schema == {"type": "object"} and request.grammar is None
 
 
 def test_models_config_is_validated(tmp_path) -> None:
     """A model listed twice, a weight of 0 or a bad endpoint URL is a config error."""
-    import pytest
-
     from soc_async.errors import ConfigError
 
     for bad, key in (

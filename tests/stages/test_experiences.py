@@ -9,7 +9,7 @@ import pytest
 from xgrammar.testing import _is_grammar_accept_string
 
 from soc_async import seeds as seed_data
-from soc_async.config import RunConfig, from_dict
+from soc_async.config import RunConfig, RunFacts, from_dict
 from soc_async.errors import RequestError, RetriesExhausted, ServerError
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.experience import ParsedExperience, experience_grammar, parse_experience
@@ -91,6 +91,8 @@ def config(**experience: object) -> RunConfig:
     return from_dict(
         {
             "seed": 9,
+            # The requests carry their seeds, so the tests can see each attempt's.
+            "client": {"send_seed": True},
             "calls": {"experience": {"retries": 2, "temperature": 0.8, "top_p": 0.95}},
             "experience": {"few_shot": 1, **experience},
         }
@@ -111,7 +113,12 @@ def make_stage(
         reset_every=cfg.experience.reset_every,
     )
     monitor = monitor or StyleMonitor(cfg.experience.style_window, cfg.experience.style_min_pool)
-    return ExperienceStage(cfg, completer, ring, monitor, "test-model"), completer, ring, monitor
+    return (
+        ExperienceStage(cfg, completer, ring, monitor, RunFacts(model="test-model")),
+        completer,
+        ring,
+        monitor,
+    )
 
 
 def user_prompt(request: ChatRequest) -> str:
@@ -409,7 +416,7 @@ async def test_a_paraphrase_of_an_accepted_experience_is_refused_dataset_wide() 
     ring: FewShotRing[str] = FewShotRing([SEED], capacity=20, reset_every=50)
     monitor = StyleMonitor(30, 6)
     index = NearDuplicateIndex(cfg.experience.dedup_threshold)
-    stage = ExperienceStage(cfg, completer, ring, monitor, "m", dedup=index)
+    stage = ExperienceStage(cfg, completer, ring, monitor, RunFacts(model="m"), dedup=index)
     assert isinstance(await stage.write(0, "e-0", PAIR, False), Experience)
     second = await stage.write(1, "e-1", PAIR, False)
     assert isinstance(second, Experience) and second.experience_text == OTHER

@@ -7,7 +7,7 @@ import re
 import pytest
 from xgrammar.testing import _is_grammar_accept_string
 
-from soc_async.config import PersonaConfig, RunConfig, from_dict
+from soc_async.config import PersonaConfig, RunConfig, RunFacts, from_dict
 from soc_async.errors import RequestError, RetriesExhausted, ServerError
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.character import SECTIONS, canonical_text
@@ -44,14 +44,15 @@ def stats() -> StatsEngine:
 def make_stage(
     stats: StatsEngine, reply: ReplyFn, **config: object
 ) -> tuple[PersonaStage, ScriptedCompleter, FewShotRing[str]]:
-    cfg: RunConfig = from_dict({"seed": 11, **config})
+    # The requests carry their seeds (client.send_seed), so the tests can see them.
+    cfg: RunConfig = from_dict({"seed": 11, "client": {"send_seed": True}, **config})
     ring = FewShotRing(
         persona_cards(),
         capacity=cfg.persona.ring_capacity,
         reset_every=cfg.persona.reset_every,
     )
     model = ScriptedCompleter(reply)
-    return PersonaStage(cfg, model, stats, ring, "served-model"), model, ring
+    return PersonaStage(cfg, model, stats, ring, RunFacts(model="served-model")), model, ring
 
 
 def user_text(request: ChatRequest) -> str:
@@ -290,7 +291,7 @@ async def test_a_card_copying_an_accepted_one_is_refused_dataset_wide(stats: Sta
     def stage(reply: ReplyFn) -> tuple[PersonaStage, ScriptedCompleter]:
         ring = FewShotRing(persona_cards(), capacity=20, reset_every=50)
         model = ScriptedCompleter(reply)
-        return PersonaStage(cfg, model, stats, ring, "m", dedup=index), model
+        return PersonaStage(cfg, model, stats, ring, RunFacts(model="m"), dedup=index), model
 
     first, _ = stage(lambda k, r, n: card_for(first.sample(0)[0]))
     assert isinstance(await first.write(0, "p-a"), Persona)

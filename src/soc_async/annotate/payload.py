@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from soc_async.records import Conversation, Experience, Persona
-from soc_async.store.rundata import optional
+from soc_async.records import Conversation, Experience, Persona, experience_start
 from soc_async.view.render import card_html, experience_html
 
 __all__ = ["conversation_payload"]
@@ -23,7 +22,7 @@ def _persona(p: Persona | None, pid: str, blind: bool) -> dict[str, Any]:
     if p is None:
         return {"id": "" if blind else pid, "name": "?", "html": "", "facts": []}
     m = p.meta
-    facts = [m.age, m.gender, m.subregion or m.region, optional(m, "occupation")]
+    facts = [m.age, m.gender, m.subregion or m.region, m.occupation]
     return {
         "id": "" if blind else p.id,
         "name": m.name,
@@ -35,13 +34,13 @@ def _persona(p: Persona | None, pid: str, blind: bool) -> dict[str, Any]:
 def _experience(e: Experience | None, names: dict[str, str]) -> dict[str, Any] | None:
     if e is None:
         return None
-    start = optional(e, "start")
+    start = experience_start(e)
     return {
         "html": experience_html(e.experience_text),
         "style": e.style,
         "cadence": e.cadence,
         "opener": names.get(e.opener, ""),
-        "start": str(start) if start is not None else e.start_date,
+        "start": start or "",
         "events": list(e.instant_events),
     }
 

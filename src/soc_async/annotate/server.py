@@ -20,7 +20,6 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from soc_async.records import Conversation
 from soc_async.store.appendlog import AppendLog, read_log
 from soc_async.store.files import write_atomic
 from soc_async.store.rundata import RunData
+from soc_async.timestamps import utc_now
 
 __all__ = [
     "DEFAULT_OVERLAP",
@@ -68,10 +68,6 @@ DEFAULT_SAMPLE = 40
 DEFAULT_OVERLAP = 0.2
 ASSETS = {"app.js": "text/javascript", "app.css": "text/css"}
 _decode_plan = msgspec.json.Decoder(Plan).decode
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def is_loopback(host: str) -> bool:
@@ -194,7 +190,7 @@ def open_session(
         n_sample = sample or DEFAULT_SAMPLE
         share = DEFAULT_OVERLAP if overlap is None else overlap
         if other is None:
-            plan = make_rate_plan(facts, n=n_sample, overlap=share, seed=seed, created=_now())
+            plan = make_rate_plan(facts, n=n_sample, overlap=share, seed=seed, created=utc_now())
         else:
             facts_b, n_b = _facts(other)
             if n_b == 0:
@@ -205,9 +201,9 @@ def open_session(
                 n=n_sample,
                 overlap=share,
                 seed=seed,
-                created=_now(),
+                created=utc_now(),
                 compare=str(compare),
-                compare_key=str(other.identity.get("key", "")),
+                compare_key=other.identity.key if other.identity else "",
             )
         write_atomic(plan_path, msgspec.json.format(msgspec.json.encode(plan), indent=2) + b"\n")
         note = f"plan {plan_path} written"
@@ -371,7 +367,7 @@ def make_app(session: Session, token: str | None = None) -> web.Application:
         if not isinstance(body, dict):
             return _error(400, "expected a JSON object")
         try:
-            record = make_answer(body, rubric=session.rubric, plan=session.plan, at=_now())
+            record = make_answer(body, rubric=session.rubric, plan=session.plan, at=utc_now())
         except AnswerError as exc:
             return _error(400, str(exc))
         # fsync off the event loop: the other rater's requests go on meanwhile.

@@ -13,7 +13,7 @@ from collections import Counter
 import anyio
 
 from soc_async.chat.rollout import ChatEvent, ChatStage
-from soc_async.config import RunConfig
+from soc_async.config import RunConfig, RunFacts
 from soc_async.llm.types import Completer
 from soc_async.records import Conversation, Experience, Persona, make_id
 
@@ -47,9 +47,8 @@ async def run_chats(
     experiences: list[Experience],
     personas: list[Persona],
     *,
-    model_name: str,
+    facts: RunFacts,
     max_active: int | None = None,
-    send_priority: bool = False,
     tally: ChatTally | None = None,
 ) -> ChatTally:
     """Rolls out one conversation per experience, ``max_active`` at a time (default: all).
@@ -62,9 +61,8 @@ async def run_chats(
     stage = ChatStage(
         config,
         completer,
-        model_name=model_name,
+        facts=facts,
         journal=_no_journal,
-        send_priority=send_priority,
     )
     by_id = {p.id: p for p in personas}
     slots = anyio.Semaphore(max_active or max(1, len(experiences)))

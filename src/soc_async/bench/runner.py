@@ -48,7 +48,7 @@ from soc_async.bench.results import (
     phase_result,
     summarize,
 )
-from soc_async.config import CALL_KINDS, RunConfig
+from soc_async.config import CALL_KINDS, RunConfig, RunFacts
 from soc_async.errors import ServerError
 from soc_async.llm.metrics import MetricsSnapshot, combine, parse_metrics
 from soc_async.llm.readiness import wait_until_ready
@@ -120,8 +120,8 @@ async def _server_version(session: aiohttp.ClientSession, url: str) -> str | Non
     return str(version) if version is not None else None
 
 
-def _endpoints(config: RunConfig) -> list[str]:
-    urls = list(config.endpoints)
+def _endpoints(config: RunConfig, found: RunFacts) -> list[str]:
+    urls = list(found.endpoints or config.endpoints)
     for kind in CALL_KINDS:
         urls += [u for u in config.call(kind).endpoints if u not in urls]
     return urls
@@ -129,6 +129,7 @@ def _endpoints(config: RunConfig) -> list[str]:
 
 def environment(
     config: RunConfig,
+    found: RunFacts,
     model: str,
     vllm_version: str | None,
     fit: load.TokenFit | None,
@@ -147,7 +148,7 @@ def environment(
         "cpu_count": os.cpu_count(),
         "soc_async": version,
         "server_model": model,
-        "server_urls": _endpoints(config),
+        "server_urls": _endpoints(config, found),
         "vllm_version": vllm_version,
         "prompt_token_fit": msgspec.to_builtins(fit) if fit else None,
         **more,
@@ -163,12 +164,14 @@ class _Sweep:
         settings: BenchSettings,
         session: aiohttp.ClientSession,
         view: BenchView,
+        found: RunFacts | None = None,
     ) -> None:
         self.config = config
+        self.found = found if found is not None else RunFacts.of(config)
         self.settings = settings
         self.session = session
         self.view = view
-        self.endpoints = _endpoints(config)
+        self.endpoints = _endpoints(config, self.found)
         self.personas: list[Persona] = seed_personas(config.seed)
         self.seeds = seed_experiences(self.personas, config)
         self.next_conversation = 0
@@ -216,7 +219,7 @@ class _Sweep:
         ``tally``: the conversations ``work`` fills in, when it rolls out chats.
         ``prepare``: a request sent first, outside the measurement.
         """
-        async with ModelGateway(config, RunCounters()) as gateway:
+        async with ModelGateway(config, RunCounters(), self.found) as gateway:
             recorder = RecordingCompleter(gateway)
             if prepare is not None:
                 await gateway.complete("turn", prepare)
@@ -285,8 +288,7 @@ class _Sweep:
                 config,
                 experiences,
                 self.personas,
-                model_name=gateway.model,
-                send_priority=config.client.send_priority,
+                facts=gateway.facts,
                 tally=tally,
             )
 
@@ -437,24 +439,29 @@ def ceiling_shape(
 
 
 async def run_bench(
-    config: RunConfig, settings: BenchSettings, view: BenchView | None = None
+    config: RunConfig,
+    settings: BenchSettings,
+    view: BenchView | None = None,
+    found: RunFacts | None = None,
 ) -> BenchResult:
-    """The whole sweep against ``config.endpoints``; see the module docstring.
+    """The whole sweep against the servers of ``found`` (an endpoints file's or managed
+    engines', else ``config.endpoints``); see the module docstring.
 
     Raises ServerError when the server cannot be reached at all, SeedError when the
     seed files are unusable.
     """
     view = view or BenchView(enabled=False)
+    found = found if found is not None else RunFacts.of(config)
     # The key, when the server wants one, guards /v1 (and /metrics on some deployments).
     headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None
     async with aiohttp.ClientSession(headers=headers) as session:
-        sweep = _Sweep(config, settings, session, view)
+        sweep = _Sweep(config, settings, session, view, found)
         await check_reachable(session, sweep.endpoints, config.client.ready_timeout_s)
         facts = await sizing.read_server_facts(session, sweep.endpoints[0])
         if not settings.concurrency:
             # The batch soc-async serve started the engines with (its endpoints file, or
             # managed engines), where the server itself does not say it.
-            started = config.concurrency.per_engine
+            started = found.per_engine_bound(config)
             if facts.max_num_seqs is None and started:
                 facts = msgspec.structs.replace(facts, max_num_seqs=started)
             plan = sizing.plan_sweep(facts)
@@ -470,7 +477,7 @@ async def run_bench(
             config_mod.override(config, {"concurrency.fixed": c}) for c in settings.concurrency
         ]
         # Warm-up and calibration: model name, vLLM version, words -> tokens, cache blocks.
-        async with ModelGateway(fixed[0], RunCounters()) as gateway:
+        async with ModelGateway(fixed[0], RunCounters(), found) as gateway:
             model = gateway.model
             fit = await _calibrate(sweep, gateway, model)
         block = facts.block_size  # vllm:cache_config_info, read by sizing
@@ -523,7 +530,7 @@ async def run_bench(
         settings=settings,
         config=data,
         environment={
-            **environment(config, model, vllm_version, fit, load_nonce=sweep.nonce),
+            **environment(config, found, model, vllm_version, fit, load_nonce=sweep.nonce),
             "server_facts": msgspec.to_builtins(facts),
         },
         phases=phases,

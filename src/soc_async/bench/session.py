@@ -19,7 +19,7 @@ from soc_async import config as config_mod
 from soc_async import logs, loop
 from soc_async.bench import sizing
 from soc_async.bench.results import BenchResult, BenchSettings
-from soc_async.config import RunConfig
+from soc_async.config import RunConfig, RunFacts
 from soc_async.errors import EXIT_FAILED, EXIT_OK, InputError, first_error
 
 __all__ = [
@@ -55,24 +55,32 @@ def parse_concurrency(text: str) -> list[int]:
 def embedded_cpu(config: RunConfig) -> bool:
     """True when the bench will start the embedded CPU server itself (no endpoint, no
     model of the user's): its sweep must stay small."""
-    return not config.endpoints and not config.server.model
+    return config.uses_embedded_server()
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
-    from soc_async.commands.options import server_overrides
+    """The bench's config (:func:`soc_async.config.resolve`, profile included): the
+    file, the server flags, --seed, --no-grammar and the turn count (--max-turns, else
+    the CPU plan's when the bench starts the embedded server, else
+    :data:`DEFAULT_TURNS`)."""
+    server = config_mod.server_changes(
+        args.endpoint, args.endpoints_file, args.ready_timeout, args.model
+    )
 
-    changes: dict[str, Any] = {
-        **server_overrides(args),
-        "seed": args.seed,
-    }
-    if args.no_grammar:
-        for kind in config_mod.CALL_KINDS:
-            changes[f"calls.{kind}.grammar"] = False
-    config = config_mod.override(config_mod.load(args.config), changes)
-    turns = args.max_turns
-    if turns is None:
-        turns = sizing.CPU_TURNS if embedded_cpu(config) else DEFAULT_TURNS
-    return config_mod.override(config, {"chat.max_turns": turns})
+    def changes(base: RunConfig) -> dict[str, Any]:
+        out: dict[str, Any] = {**server, "seed": args.seed}
+        if args.no_grammar:
+            for kind in config_mod.CALL_KINDS:
+                out[f"calls.{kind}.grammar"] = False
+        turns = args.max_turns
+        if turns is None:
+            named = args.endpoint or args.endpoints_file
+            embedded = not named and embedded_cpu(base)
+            turns = sizing.CPU_TURNS if embedded else DEFAULT_TURNS
+        out["chat.max_turns"] = turns
+        return out
+
+    return config_mod.resolve(args.config, changes)
 
 
 def settings_from(args: argparse.Namespace, config: RunConfig) -> BenchSettings:
@@ -107,21 +115,23 @@ def settings_from(args: argparse.Namespace, config: RunConfig) -> BenchSettings:
 
 
 @contextlib.contextmanager
-def _server(config: RunConfig) -> Iterator[RunConfig]:
-    """``config`` pointed at its endpoints (an endpoints file's too), or at managed vLLM
+def _server(config: RunConfig) -> Iterator[RunFacts]:
+    """The facts of the config's servers (an endpoints file's too), or of managed vLLM
     engines started for the bench (the embedded CPU one when no model is named)."""
     from soc_async.run.app import managed_engines
     from soc_async.run.gateway import served_engines
 
-    with managed_engines(served_engines(config)) as (config, _group):
-        yield config
+    with managed_engines(config, served_engines(config)) as (found, _group):
+        yield found
 
 
-def _loop(config: RunConfig, settings: BenchSettings, view: BenchView) -> BenchResult:
+def _loop(
+    config: RunConfig, found: RunFacts, settings: BenchSettings, view: BenchView
+) -> BenchResult:
     from soc_async.bench.runner import run_bench
 
     try:
-        return loop.run(run_bench(config, settings, view))
+        return loop.run(run_bench(config, settings, view, found))
     except BaseExceptionGroup as group:
         error = first_error(group)
         if error is group:
@@ -147,8 +157,8 @@ def run(args: argparse.Namespace, *, live: bool | None = None) -> int:
     config = _config(args)
     settings = settings_from(args, config)
     out = Path(args.out)
-    with _server(config) as config, BenchView(enabled=live) as view:
-        result = _loop(config, settings, view)
+    with _server(config) as found, BenchView(enabled=live) as view:
+        result = _loop(config, found, settings, view)
     written = write_reports(result, out)
     # A pipe gets the table at a width it fits in rather than the 80 columns rich assumes.
     console = Console(width=None if sys.stdout.isatty() else 120)

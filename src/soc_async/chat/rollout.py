@@ -18,10 +18,10 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from soc_async import prompts
+from soc_async.calls import ask_until_valid, build_request, failure, model_for_item, prompts
 from soc_async.chat import state as sm
 from soc_async.chat.grammar import turn_grammar
-from soc_async.config import RunConfig
+from soc_async.config import RunConfig, RunFacts
 from soc_async.errors import RequestError, first_error
 from soc_async.formats.clock import (
     describe_stamp,
@@ -35,7 +35,6 @@ from soc_async.formats.refusal import TRUNCATED, Refusal
 from soc_async.formats.turn import parse_turn
 from soc_async.llm.types import ChatRequest, Completer, Completion, EncodedPrefix
 from soc_async.records import Conversation, Experience, Failure, Persona, Turn, Usage
-from soc_async.stages.calls import ask_until_valid, build_request, failure, model_for_item
 
 SYSTEM_PROMPT_TEMPLATE = "chat_system.j2"
 
@@ -117,15 +116,13 @@ class ChatStage:
         config: RunConfig,
         completer: Completer,
         *,
-        model_name: str,
+        facts: RunFacts,
         journal: Journal,
-        send_priority: bool = False,
     ) -> None:
         self.config = config
         self.completer = completer
-        self.model = model_name
+        self.facts = facts
         self.journal = journal
-        self.send_priority = send_priority
         # Rendered once: byte-identical for every turn of every chat (the prefix cache).
         self.system = prompts.render(SYSTEM_PROMPT_TEMPLATE)
         self.summary_system = prompts.render("summary_system.j2")
@@ -234,7 +231,7 @@ class _Rollout:
             else attribute_events(events, [(pid, names[pid]) for pid in experience.persona_ids])
         )
         # The model that writes this chat's turns: one per chat, drawn by its id.
-        self.model = model_for_item(stage.config, "turn", chat_id, stage.model)
+        self.model = model_for_item(stage.config, "turn", chat_id, stage.facts.model)
         # Rendered once: the cards and the experience never change within a conversation.
         # Kept encoded as JSON, the way every request of this chat sends it first
         # (EncodedPrefix: no decoding and encoding again per turn, and a quarter of the
@@ -413,12 +410,12 @@ class _Rollout:
         )
         return build_request(
             self.s.config,
+            self.s.facts,
             "turn",
             self.s.system,
             EncodedPrefix(self._head(state), tail),
-            served_model=self.s.model,
             grammar=grammar,
-            priority=remaining if self.s.send_priority else None,
+            priority=remaining,
             item_id=self.chat_id,
         )
 
@@ -445,10 +442,10 @@ class _Rollout:
         )
         request = build_request(
             self.s.config,
+            self.s.facts,
             "summary",
             self.s.summary_system,
             user,
-            served_model=self.s.model,
             item_id=self.chat_id,
         )
         reply = await self.s.completer.complete("summary", request, affinity=self.chat_id)

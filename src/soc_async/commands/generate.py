@@ -11,7 +11,7 @@ from typing import Any
 from soc_async import config as config_mod
 from soc_async.commands.options import add_server_options, add_verbose, server_overrides
 from soc_async.errors import EXIT_INTERRUPTED, EXIT_OK, InputError, Interrupted
-from soc_async.store import check_stage_inputs
+from soc_async.store import CONFIG, check_stage_inputs
 
 # A run that starts the embedded CPU server (no endpoint, no server.model) gets this
 # profile of defaults unless its config names one: src/soc_async/profiles/embedded-cpu.toml.
@@ -186,25 +186,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_config(args: argparse.Namespace) -> config_mod.RunConfig:
-    """The effective config: the resumed run's own, or the file's, then the flags on top.
-
-    A new run whose config names no profile gets "embedded-cpu" when it will start the
-    embedded server and "default" otherwise; the chosen name is saved with the run.
-    """
+    """The effective config (:func:`soc_async.config.resolve`): the resumed run's own,
+    or the file's, then the flags on top."""
+    changes = _overrides(args)
+    path = args.config
     if getattr(args, "resume", None):
-        path = Path(args.resume) / "config.toml"
+        path = Path(args.resume) / CONFIG
         if not path.is_file():
-            raise InputError(f"{args.resume}: not a run directory (no config.toml to resume)")
-        base = config_mod.load(path)
-        base = config_mod.override(base, {"out": str(Path(args.resume))}, str(path))
-    else:
-        base = config_mod.load(args.config)
-        if not base.profile:
-            named = args.endpoint or args.endpoints_file
-            embedded = not named and base.uses_embedded_server()
-            profile = EMBEDDED_PROFILE if embedded else "default"
-            base = config_mod.load(args.config, profile=profile)
-    return config_mod.override(base, _overrides(args))
+            raise InputError(f"{args.resume}: not a run directory (no {CONFIG} to resume)")
+        changes["out"] = args.out or str(Path(args.resume))
+    return config_mod.resolve(path, changes)
 
 
 def handle(args: argparse.Namespace) -> int:

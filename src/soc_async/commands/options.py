@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from soc_async import config as config_mod
+
 
 def add_server_options(p: argparse.ArgumentParser, *, when: str = "") -> None:
     """--config, --endpoint, --endpoints-file, --ready-timeout and --model: which config
@@ -41,23 +43,11 @@ def add_server_options(p: argparse.ArgumentParser, *, when: str = "") -> None:
 
 
 def server_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The config changes the options of :func:`add_server_options` make.
-
-    Servers named on the command line replace those of the config (or of the run being
-    resumed, whose servers were another job's): ``--endpoint`` alone drops a saved
-    endpoints file, ``--endpoints-file`` alone drops saved endpoint URLs.
-    """
-    changes: dict[str, Any] = {
-        "endpoints": args.endpoint,
-        "endpoints_file": args.endpoints_file,
-        "client.ready_timeout_s": args.ready_timeout,
-        "model": args.model,
-    }
-    if args.endpoint and not args.endpoints_file:
-        changes["endpoints_file"] = ""
-    if args.endpoints_file and not args.endpoint:
-        changes["endpoints"] = []
-    return changes
+    """The config changes the options of :func:`add_server_options` make
+    (:func:`soc_async.config.server_changes`)."""
+    return config_mod.server_changes(
+        args.endpoint, args.endpoints_file, args.ready_timeout, args.model
+    )
 
 
 def add_verbose(p: argparse.ArgumentParser) -> None:

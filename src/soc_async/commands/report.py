@@ -97,6 +97,7 @@ def _judge(args: argparse.Namespace, run_dir: Path, where: Path, cards: int) -> 
     """The judged conversations' section (None with --judge 0) and the cards' readings
     (None with no cards to read), asked in one session of the served model."""
     from soc_async import config as config_mod
+    from soc_async.commands.options import server_overrides
     from soc_async.report.archetype_judging import (
         ARCHETYPE_FILE,
         ArchetypeStore,
@@ -104,24 +105,39 @@ def _judge(args: argparse.Namespace, run_dir: Path, where: Path, cards: int) -> 
     )
     from soc_async.report.judging import JUDGE_FILE, JudgeStore, judge_sample
     from soc_async.run.app import with_gateway
-    from soc_async.store import CONFIG, read_identity
+    from soc_async.store.rundata import RunData
 
-    read_identity(run_dir)  # a RunDirError before any server starts
-    path = args.config or (run_dir / CONFIG if (run_dir / CONFIG).is_file() else None)
-    cfg = config_mod.override(
-        config_mod.load(path), {"endpoints": args.endpoint, "model": args.model}
-    )
+    data = RunData(run_dir)  # a RunDirError before any server starts
+    # The run's own config file (a merged run's first shard's), unless --config names one.
+    path = args.config or (data.config_source if data.config_text is not None else None)
+    cfg = config_mod.resolve(path, server_overrides(args))
     store = JudgeStore(where / JUDGE_FILE)
     readings = ArchetypeStore(where / ARCHETYPE_FILE)
 
     async def work(gateway: Any) -> tuple[Any, Any]:
         judged = (
-            await judge_sample(gateway, run_dir, store, n=args.judge, seed=args.judge_seed)
+            await judge_sample(
+                gateway,
+                gateway.config,
+                gateway.facts,
+                run_dir,
+                store,
+                n=args.judge,
+                seed=args.judge_seed,
+            )
             if args.judge
             else None
         )
         read = (
-            await read_archetypes(gateway, run_dir, cfg, readings, n=cards, seed=args.judge_seed)
+            await read_archetypes(
+                gateway,
+                run_dir,
+                gateway.config,
+                gateway.facts,
+                readings,
+                n=cards,
+                seed=args.judge_seed,
+            )
             if cards
             else None
         )

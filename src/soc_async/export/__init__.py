@@ -132,7 +132,7 @@ def export_run(
         },
         "failures": {s: stages[s] for s in ("personas", "experiences", "chats") if stages[s]},
         "failure_reasons": dict(Counter(f.reason for f in data.failures)),
-        "config": data.config,
+        "config": data.config_data(),
         "report": read_report(data.path),
         "source": str(data.path),
     }

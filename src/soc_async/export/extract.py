@@ -38,7 +38,6 @@ import msgspec
 
 from soc_async.formats.character import SECTIONS
 from soc_async.records import Experience, Persona
-from soc_async.store.rundata import optional
 
 __all__ = [
     "BACKGROUND_MAX",
@@ -159,12 +158,11 @@ def _traits(section: str) -> list[str]:
 
 def persona_fields(persona: Persona) -> PersonaFields:
     """The SPB-2508 fields of ``persona`` by the rules of this module's docstring."""
-    occupation = optional(persona.meta, "occupation")
     return _fields(
         persona.persona_text,
         persona.meta.name,
         persona.meta.age,
-        str(occupation) if occupation else None,
+        persona.meta.occupation or None,
     )
 
 

@@ -34,8 +34,7 @@ from soc_async.export.rows import (
 )
 from soc_async.formats.clock import minutes_between, parse_stamp
 from soc_async.formats.turn import ENDING_TAG
-from soc_async.records import Conversation, Experience, Persona, TopicSlot, Turn
-from soc_async.store.rundata import optional
+from soc_async.records import Conversation, Experience, Persona, TopicSlot, Turn, experience_start
 
 __all__ = [
     "CONVERSATION_FORMATS",
@@ -86,7 +85,6 @@ def _text(value: object) -> str | None:
 
 def persona_meta_row(p: Persona) -> PersonaMetaRow:
     m = p.meta
-    occupation = optional(m, "occupation")
     return PersonaMetaRow(
         iteration=m.iteration,
         model=m.model,
@@ -98,8 +96,8 @@ def persona_meta_row(p: Persona) -> PersonaMetaRow:
         time_taken=float(m.time_taken),
         prompt_tokens=m.prompt_tokens,
         completion_tokens=m.completion_tokens,
-        occupation=_text(occupation) or persona_fields(p).occupation,
-        band=_text(optional(m, "band")),
+        occupation=m.occupation or persona_fields(p).occupation,
+        band=m.band or None,
     )
 
 
@@ -116,7 +114,6 @@ def _topics(topics: list[TopicSlot]) -> list[TopicRow]:
 
 def experience_row(e: Experience) -> ExperienceRow:
     m = e.meta
-    start = optional(e, "start")
     return ExperienceRow(
         id=e.id,
         persona_ids=list(e.persona_ids),
@@ -128,7 +125,7 @@ def experience_row(e: Experience) -> ExperienceRow:
         instant_events=list(e.instant_events),
         opener=e.opener,
         start_date=e.start_date,
-        start=start.isoformat() if hasattr(start, "isoformat") else _text(start),
+        start=experience_start(e),
         meta=ExperienceMetaRow(
             iteration=m.iteration,
             model=m.model,

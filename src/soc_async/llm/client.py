@@ -107,8 +107,9 @@ class LLMClient:
 
     ``endpoints``: base URLs (``http://host:port``, no ``/v1``). ``pool_size``: the most
     requests that will be in flight at once (the concurrency limit's maximum).
-    ``default_model``: used when a request names none; when both are empty the first
-    server's model (GET /v1/models) is used.
+    A request is sent as it is given: its model was chosen by whoever built it
+    (``soc_async.calls.build_request``), and a request that names none leaves the field
+    out, so the server answers with the model it serves.
     """
 
     def __init__(
@@ -118,15 +119,12 @@ class LLMClient:
         api_key: str | None,
         config: ClientConfig,
         pool_size: int,
-        default_model: str = "",
     ) -> None:
         if not endpoints:
             raise ConfigError("endpoints: at least one server base URL is needed")
         self._config = config
         self._pool_size = max(1, pool_size)
         self._api_key = api_key
-        self._default_model = default_model
-        self._model_lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self.pool = EndpointPool(endpoints, config, self._probe)
@@ -190,8 +188,8 @@ class LLMClient:
         ``down_timeout_s``).
         """
         session = self._session or self._open()
-        model = request.model or self._default_model or await self._resolve_model()
-        body = _encode(_body(request, model))
+        model = request.model
+        body = _encode(_body(request))
         pool = self.pool
         max_retries = self._config.max_retries
         attempts = 0
@@ -263,12 +261,6 @@ class LLMClient:
             delay = max(delay, min(retry_after, self._max_retry_after))
         return delay
 
-    async def _resolve_model(self) -> str:
-        async with self._model_lock:
-            if not self._default_model:
-                self._default_model = await self.served_model()
-        return self._default_model
-
     async def served_model(self) -> str:
         """The id of the first model the first answering server serves (GET /v1/models)."""
         session = self.session
@@ -305,15 +297,16 @@ class LLMClient:
             return resp.status == 200
 
 
-def _body(request: ChatRequest, model: str) -> dict[str, Any]:
-    """The JSON body of a chat-completion request."""
+def _body(request: ChatRequest) -> dict[str, Any]:
+    """The JSON body of a chat-completion request, exactly as built."""
     body: dict[str, Any] = {
-        "model": model,
         "messages": request.messages,
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
         "top_p": request.top_p,
     }
+    if request.model:
+        body["model"] = request.model
     if request.seed is not None:
         body["seed"] = request.seed
     if request.stop:

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import msgspec
 
-from soc_async.errors import InputError
+from soc_async import config as config_mod
+from soc_async.errors import ConfigError, InputError
 from soc_async.monitor.snapshot import Snapshot, StageFigures, decode_snapshot
 from soc_async.records import STAGES
 from soc_async.store import CONFIG, FAILURES, JOURNAL, METRICS, STAGE_FILES, RunDir
@@ -261,12 +262,14 @@ class Follower:
 
 
 def _targets(run: RunDir) -> dict[str, int]:
-    """The targets of config.toml (whole run, before sharding); {} when unreadable."""
+    """The targets of config.toml (whole run, before sharding), read by the one config
+    reader; {} when there is no config or it is not a valid one."""
     try:
-        data = msgspec.toml.decode(run.file(CONFIG).read_bytes())
-    except (OSError, msgspec.DecodeError):
+        targets = config_mod.load(run.file(CONFIG)).targets
+    except ConfigError:
         return {}
-    targets = data.get("targets") if isinstance(data, dict) else None
-    if not isinstance(targets, dict):
-        return {}
-    return {k: v for k, v in targets.items() if isinstance(v, int)}
+    return {
+        "personas": targets.personas,
+        "experiences": targets.experiences,
+        "chats": targets.chats,
+    }

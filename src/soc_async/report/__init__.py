@@ -1,13 +1,13 @@
 """``soc-async report``: the dataset of a run directory measured, as HTML and JSON.
 
-    source.py        the run directory read: files streamed, config, identity
     rules.py         the independent rule checker (shares no code with the state machine)
     lexical.py       tokens, MTLD, distinct-n
     counts.py ... drift.py    one figure each, fed record by record (pure)
     glance.py        the "at a glance" rows against the method's targets
     judge.py         the judge's sample, prompt, schema, strict reading, aggregation
     judging.py       judge.jsonl and the model calls
-    build.py         the streaming passes that feed every figure
+    build.py         the streaming passes that feed every figure, over the one
+                     run-directory reader (store/rundata.py)
     plots.py, html.py, templates/   report.html; compare.py: ``--compare``
     model.py         the report's Structs (report.json)
 

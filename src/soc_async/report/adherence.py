@@ -60,9 +60,8 @@ class RulesFigure:
         lo, hi = self._events
         found = check_experience(e, ids, min_events=lo, max_events=hi)
         self._note("e", e.id, found, self._fig.experiences)
-        start = getattr(e.meta, "start", None) or e.start_date
-        if isinstance(start, str) and start:
-            self._starts[e.id] = start[:10]
+        if e.start_date:
+            self._starts[e.id] = e.start_date[:10]
         if e.start_time:
             self._times[e.id] = e.start_time
         if len(e.event_personas) == len(e.instant_events):

@@ -16,10 +16,10 @@ from typing import Any
 import msgspec
 
 from soc_async.archetypes import inner_text
+from soc_async.calls.prompts import render
 from soc_async.config import Archetype, ArchetypeConfig
 from soc_async.formats.refusal import TRUNCATED, Refusal
 from soc_async.llm.types import Completion
-from soc_async.prompts import render
 
 __all__ = [
     "ArchetypeJudged",

@@ -14,7 +14,8 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from soc_async.config import RunConfig
+from soc_async.calls import ask_until_valid, build_request
+from soc_async.config import RunConfig, RunFacts
 from soc_async.errors import InputError
 from soc_async.llm.types import ChatRequest, Completer
 from soc_async.records import Persona
@@ -28,8 +29,8 @@ from soc_async.report.archetype_judge import (
     user_prompt,
 )
 from soc_async.report.judge import sample_ids
-from soc_async.stages.calls import ask_until_valid, build_request
-from soc_async.store import PERSONAS, read_records
+from soc_async.store import PERSONAS
+from soc_async.store.rundata import RunData
 
 __all__ = ["ARCHETYPE_FILE", "KIND", "ArchetypeStore", "read_archetypes"]
 
@@ -71,17 +72,25 @@ class ArchetypeStore:
         self.done[r.persona_id] = r
 
 
-def _request(config: RunConfig, system: str, card: str, correction: str) -> ChatRequest:
-    request = build_request(config, KIND, system, user_prompt(card, correction), served_model="")
-    request.json_schema = reading_schema(config.archetypes)
-    request.chat_template_kwargs = config.call(KIND).chat_template_kwargs or None
-    return request
+def _request(
+    config: RunConfig, facts: RunFacts, system: str, pid: str, card: str, correction: str
+) -> ChatRequest:
+    return build_request(
+        config,
+        facts,
+        KIND,
+        system,
+        user_prompt(card, correction),
+        json_schema=reading_schema(config.archetypes),
+        item_id=pid,
+    )
 
 
 async def read_archetypes(
     completer: Completer,
     run_dir: str | Path,
     config: RunConfig,
+    facts: RunFacts,
     store: ArchetypeStore,
     *,
     n: int,
@@ -90,16 +99,10 @@ async def read_archetypes(
     """Reads the sampled cards that ``store`` does not hold yet (``n`` persona ids by the
     seeded hash of :func:`.judge.sample_ids`), then returns every reading of the sample.
     Raises ServerError when the server is gone."""
-    run = Path(run_dir)
-    ids = sample_ids(
-        (p.id for _, p in read_records(run / PERSONAS, Persona, allow_torn=True)), n, seed
-    )
+    run = RunData(run_dir)
+    ids = sample_ids((p.id for p in run.records(PERSONAS, Persona)), n, seed)
     pending = set(ids) - store.done.keys()
-    cards = {
-        p.id: p.persona_text
-        for _, p in read_records(run / PERSONAS, Persona, allow_torn=True)
-        if p.id in pending
-    }
+    cards = {p.id: p.persona_text for p in run.records(PERSONAS, Persona) if p.id in pending}
     system = system_prompt(config.archetypes)
     call = config.call(KIND)
     refused: dict[str, str] = {}
@@ -108,7 +111,9 @@ async def read_archetypes(
         outcome = await ask_until_valid(
             completer,
             KIND,
-            lambda attempt, correction: _request(config, system, cards[pid], correction),
+            lambda attempt, correction: _request(
+                config, facts, system, pid, cards[pid], correction
+            ),
             lambda completion: read_reply(completion, config.archetypes),
             CardReading,
             retries=call.retries,

@@ -9,8 +9,10 @@ near-duplicate signatures; everything else is counts.
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
+from soc_async.errors import RunDirError
 from soc_async.records import Conversation, Experience, Failure, Persona
 from soc_async.report.adherence import RulesFigure
 from soc_async.report.ages import AgesFigure
@@ -26,11 +28,18 @@ from soc_async.report.model import JudgeSection, Meta, Report
 from soc_async.report.naturalness import NaturalnessFigure
 from soc_async.report.pacing import PacingFigure
 from soc_async.report.shape import ShapeFigure
-from soc_async.report.source import RunSource, soc_async_version
-from soc_async.store import CONVERSATIONS, EXPERIENCES, FAILURES, PERSONAS
+from soc_async.store import CONVERSATIONS, EXPERIENCES, FAILURES, PERSONAS, RUN
+from soc_async.store.rundata import RunData
 from soc_async.timestamps import utc_now
 
-__all__ = ["build_report"]
+__all__ = ["build_report", "soc_async_version"]
+
+
+def soc_async_version() -> str:
+    try:
+        return importlib.metadata.version("soc-async")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
+        return "unknown"
 
 
 def build_report(
@@ -42,7 +51,9 @@ def build_report(
     """The report of the run directory at ``path`` (``judge``: a judged sample's
     section, made beforehand by :mod:`.judge`; ``archetype_judge``: the cards read by
     :mod:`.archetype_judging`)."""
-    src = RunSource.open(path)
+    src = RunData(path)
+    if src.identity is None:  # the report states which run it measured
+        raise RunDirError(f"{src.path}: not a soc-async run directory (no {RUN})")
     cfg = src.config
     counts = CountsFigure()
     rules = RulesFigure(cfg)
@@ -95,7 +106,7 @@ def build_report(
         merged=src.merged,
         config_hash=src.config_hash,
         config_source=src.config_source,
-        torn_lines=list(dict.fromkeys(src.torn)),
+        torn_lines=list(src.torn),
     )
     report = Report(
         meta=meta,

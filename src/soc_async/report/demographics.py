@@ -21,11 +21,8 @@ TOP_OCCUPATIONS = 30
 
 
 def country_of(p: Persona) -> str:
-    """The persona's country: ``meta.country`` when recorded, else the subregion's last
-    part ("Wuhan, Hubei, China" -> "China")."""
-    country = getattr(p.meta, "country", None)
-    if isinstance(country, str) and country:
-        return country
+    """The persona's country: the subregion's last part ("Wuhan, Hubei, China" ->
+    "China"), which the card's Location states word for word."""
     return p.meta.subregion.rsplit(",", 1)[-1].strip() or "(unknown)"
 
 
@@ -52,12 +49,10 @@ class DemographicsFigure:
         self._ages[m.age] += 1
         self._age.add(m.age)
         self._region_of[p.id] = m.region
-        occupation = getattr(m, "occupation", None)
-        if isinstance(occupation, str) and occupation.strip():
-            self._occupations[" ".join(occupation.lower().split())] += 1
-        band = getattr(m, "band", None)
-        if band is not None and str(band).strip():
-            self._bands[str(band)] += 1
+        if m.occupation.strip():  # "" in runs older than the field
+            self._occupations[" ".join(m.occupation.lower().split())] += 1
+        if m.band.strip():
+            self._bands[m.band] += 1
 
     def experience(self, e: Experience) -> None:
         self._matched.add(bool(e.meta.region_matched))

@@ -38,17 +38,9 @@ class ExperienceMixFigure:
         self._events[len(e.instant_events)] += 1
         self._hinted.add(e.meta.style_hint is not None)
         self._derived.add(e.meta.initial_state_derived)
-        start = getattr(e.meta, "start", None) or e.start_date
-        if isinstance(start, str) and len(start) >= 7:
-            self._months[start[:7]] += 1
-        models = getattr(e.meta, "models", None)  # a model mix: {call kind: model} or [model]
-        if isinstance(models, dict) and models:
-            models = list(models.values())
-        if isinstance(models, list) and models:
-            for name in models:
-                self._models[str(name)] += 1
-        else:
-            self._models[e.meta.model or "(unnamed)"] += 1
+        if e.start_date and len(e.start_date) >= 7:
+            self._months[e.start_date[:7]] += 1
+        self._models[e.meta.model or "(unnamed)"] += 1
 
     def result(self) -> ExperienceMix:
         return ExperienceMix(

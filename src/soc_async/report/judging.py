@@ -1,5 +1,8 @@
 """The judge's I/O: judge.jsonl, and the model calls through the run's engine.
 
+The sample is read through the one run-directory reader (store/rundata.py) and each
+verdict asked for through the one request builder and retry loop (soc_async.calls).
+
 judge.jsonl sits beside the report, one :class:`~.judge.Judgement` a line, appended and
 fsynced as each verdict arrives; a conversation it holds is never judged again, so an
 interrupted ``--judge`` picks up where it stopped (a torn last line is cut off first,
@@ -9,20 +12,24 @@ as a run's files are). A refused score is not written: the next run asks again.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
 import msgspec
 
-from soc_async.errors import InputError, RequestError
-from soc_async.llm.types import ChatRequest, Completer
+from soc_async.calls import ask_until_valid, build_request
+from soc_async.config import RunConfig, RunFacts
+from soc_async.errors import InputError
+from soc_async.formats.refusal import Refusal
+from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.records import Conversation, Experience, Persona
 from soc_async.report.judge import (
     CRITERIA,
     SCHEMA,
     Judgement,
     MalformedScore,
+    Verdict,
     aggregate,
     correction,
     judge_messages,
@@ -31,7 +38,7 @@ from soc_async.report.judge import (
     transcript,
 )
 from soc_async.report.model import JudgeSection
-from soc_async.store import CONVERSATIONS, EXPERIENCES, PERSONAS, read_records
+from soc_async.store.rundata import RunData
 
 __all__ = ["JUDGE_FILE", "JudgeStore", "judge_sample"]
 
@@ -75,76 +82,64 @@ class JudgeStore:
         self.done[j.chat_id] = j
 
 
-def _load_sample(
-    run_dir: Path, wanted: Collection[str]
-) -> tuple[dict[str, Conversation], dict[str, Persona], dict[str, Experience]]:
-    """The sampled conversations and the personas and experiences they need (streamed)."""
-    conversations = {
-        c.chat_id: c
-        for _, c in read_records(run_dir / CONVERSATIONS, Conversation, allow_torn=True)
-        if c.chat_id in wanted
-    }
-    persona_ids = {pid for c in conversations.values() for pid in c.persona_ids}
-    experience_ids = {c.experience_id for c in conversations.values()}
-    personas: dict[str, Persona] = {}
-    if (run_dir / PERSONAS).is_file():
-        for _, p in read_records(run_dir / PERSONAS, Persona, allow_torn=True):
-            if p.id in persona_ids:
-                personas[p.id] = p
-    experiences: dict[str, Experience] = {}
-    if (run_dir / EXPERIENCES).is_file():
-        for _, e in read_records(run_dir / EXPERIENCES, Experience, allow_torn=True):
-            if e.id in experience_ids:
-                experiences[e.id] = e
-    return conversations, personas, experiences
-
-
 async def _judge_one(
     completer: Completer,
+    config: RunConfig,
+    facts: RunFacts,
     c: Conversation,
-    personas: dict[str, Persona],
+    personas: Mapping[str, Persona],
     experience: Experience | None,
 ) -> Judgement | str:
-    """A judgement, or why the conversation's score was refused."""
-    messages = judge_messages(c, personas, experience)
-    prompt = completion = 0
-    problem = ""
-    model = ""
-    for _ in range(ATTEMPTS):
-        request = ChatRequest(
-            messages=list(messages), max_tokens=MAX_TOKENS, temperature=0.0, json_schema=SCHEMA
+    """A judgement, or why the conversation's score was refused.
+
+    Asked through the one retry loop: a malformed verdict is asked again within the same
+    conversation, the reply and what was wrong with it appended."""
+    system, user = (m["content"] for m in judge_messages(c, personas, experience))
+    follow_up: list[dict[str, str]] = []
+
+    def request(attempt: int, problem: str) -> ChatRequest:
+        return build_request(
+            config,
+            facts,
+            KIND,
+            system,
+            user,
+            json_schema=SCHEMA,
+            follow_up=list(follow_up),
+            max_tokens=MAX_TOKENS,
+            temperature=0.0,
         )
+
+    def check(reply: Completion) -> Verdict | Refusal:
         try:
-            reply = await completer.complete(KIND, request, affinity=c.chat_id)
-        except RequestError as exc:
-            return f"request failed: {exc}"
-        prompt += reply.usage.prompt
-        completion += reply.usage.completion
-        model = reply.model
-        try:
-            verdict = parse_verdict(reply.text)
+            return parse_verdict(reply.text)
         except MalformedScore as exc:
-            problem = f"malformed score: {exc}"
-            messages = [
-                *messages,
-                {"role": "assistant", "content": reply.text},
-                correction(str(exc)),
-            ]
-            continue
-        scores = {k: getattr(verdict, k) for k in CRITERIA}
-        return Judgement(
-            chat_id=c.chat_id,
-            scores=scores,
-            reason=verdict.reason,
-            model=model,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-        )
-    return problem
+            follow_up.extend(({"role": "assistant", "content": reply.text}, correction(str(exc))))
+            return Refusal(reason="malformed_score", detail=str(exc))
+
+    outcome = await ask_until_valid(
+        completer, KIND, request, check, Verdict, retries=ATTEMPTS - 1, affinity=c.chat_id
+    )
+    if outcome.error is not None:
+        return f"request failed: {outcome.error}"
+    verdict = outcome.value
+    if verdict is None:
+        assert outcome.last is not None  # no verdict and no error: every reply refused
+        return f"malformed score: {outcome.last.detail}"
+    return Judgement(
+        chat_id=c.chat_id,
+        scores={k: getattr(verdict, k) for k in CRITERIA},
+        reason=verdict.reason,
+        model=outcome.model,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+    )
 
 
 async def judge_sample(
     completer: Completer,
+    config: RunConfig,
+    facts: RunFacts,
     run_dir: str | Path,
     store: JudgeStore,
     *,
@@ -152,17 +147,20 @@ async def judge_sample(
     seed: int,
 ) -> JudgeSection:
     """Judges the sampled conversations that ``store`` does not hold yet, then returns
-    the figure over the whole sample. Raises ServerError when the server is gone."""
-    run = Path(run_dir)
-    every = read_records(run / CONVERSATIONS, Conversation, allow_torn=True)
-    ids = sample_ids((c.chat_id for _, c in every), n, seed)
+    the figure over the whole sample. Requests are built from ``config`` (the judge's,
+    resolved by the command) and ``facts`` (the gateway's). Raises ServerError when the
+    server is gone."""
+    run = RunData(run_dir)
+    ids = sample_ids((c.chat_id for c in run.conversations()), n, seed)
     pending = [cid for cid in ids if cid not in store.done]
-    conversations, personas, experiences = _load_sample(run, set(pending))
+    conversations = run.conversations_by_id(set(pending))
+    personas = run.personas
     refused: dict[str, str] = {}
 
     async def one(cid: str) -> None:
         c = conversations[cid]
-        result = await _judge_one(completer, c, personas, experiences.get(c.experience_id))
+        experience = run.experiences.get(c.experience_id)
+        result = await _judge_one(completer, config, facts, c, personas, experience)
         if isinstance(result, Judgement):
             store.add(result)
         else:
@@ -176,9 +174,7 @@ async def judge_sample(
     worst = sorted(judged, key=lambda j: (j.total, j.chat_id))[:5]
     missing = {j.chat_id for j in worst} - conversations.keys()
     if missing:  # judged by an earlier run: fetch their text for the report
-        more, more_personas, _ = _load_sample(run, missing)
-        conversations.update(more)
-        personas.update(more_personas)
+        conversations.update(run.conversations_by_id(missing))
     names = {pid: p.meta.name for pid, p in personas.items()}
     texts = {
         j.chat_id: transcript(conversations[j.chat_id], names)

@@ -25,7 +25,7 @@ import msgspec
 
 from soc_async import config as config_mod
 from soc_async import logs, loop
-from soc_async.config import RunConfig, ServerConfig
+from soc_async.config import RunConfig, RunFacts, ServerConfig
 from soc_async.errors import ConfigError, Interrupted, ServerStartError, first_error
 from soc_async.llm.engines import EngineGroup
 from soc_async.llm.plan import plan_engines
@@ -52,15 +52,19 @@ def execute(
     chats_from_imports: bool = False,
     allow_torn: bool = False,
     metrics_at: tuple[str, int] | None = None,
+    found: RunFacts | None = None,
 ) -> str:
     """Runs ``config`` to completion and returns a one-line summary of what was written.
 
     ``imports`` are input files already checked (store.check_stage_inputs); a torn last
     line in them is left out only with ``allow_torn``. ``metrics_at`` (host, port): serve
-    the run's figures for Prometheus there.
+    the run's figures for Prometheus there. ``found``: servers the caller started and
+    knows (the smoke's engine); else the config's endpoints file, or managed engines.
     """
     with _terminate_as_interrupt(), _exporter(config, metrics_at) as exporter:
-        return _execute(config, imports or {}, resume, chats_from_imports, allow_torn, exporter)
+        return _execute(
+            config, imports or {}, resume, chats_from_imports, allow_torn, exporter, found
+        )
 
 
 @contextlib.contextmanager
@@ -106,6 +110,7 @@ def _execute(
     chats_from_imports: bool,
     allow_torn: bool,
     exporter: MetricsServer | None,
+    found: RunFacts | None,
 ) -> str:
     run_dir = _prepare(config, imports, resume, chats_from_imports, allow_torn)
     counters = RunCounters()
@@ -121,7 +126,7 @@ def _execute(
     reporter.report()
     outcome = "failed"
     try:
-        _run(config, run_dir, counters, reporter, chats_from_imports)
+        _run(config, found, run_dir, counters, reporter, chats_from_imports)
         outcome = "done"
     except BaseException as exc:
         error = first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
@@ -138,18 +143,17 @@ def _execute(
 
 def _run(
     config: RunConfig,
+    found: RunFacts | None,
     run_dir: RunDir,
     counters: RunCounters,
     reporter: Reporter,
     chats_from_imports: bool,
 ) -> None:
-    if chats_from_imports:
-        config = config_mod.override(
-            config, {"targets.chats": _chat_target(run_dir)}, "imported experiences"
-        )
-    config = served_engines(config)
-    with managed_engines(config) as (config, group):
-        _run_loop(config, run_dir, counters, reporter, group)
+    chats = _chat_target(run_dir) if chats_from_imports else None
+    found = found if found is not None else served_engines(config)
+    with managed_engines(config, found) as (facts, group):
+        facts = msgspec.structs.replace(facts, chats=chats)
+        _run_loop(config, facts, run_dir, counters, reporter, group)
 
 
 def _prepare(
@@ -184,29 +188,34 @@ def _chat_target(run_dir: RunDir) -> int:
 
 
 @contextlib.contextmanager
-def managed_engines(config: RunConfig) -> Iterator[tuple[RunConfig, EngineGroup | None]]:
-    """The managed vLLM engines of a config that names no endpoint, started and ready,
-    and the config pointed at them (their batch size, their scheduling policy); the
-    config as it is, and None, when it names endpoints."""
-    if config.endpoints:
-        yield config, None
+def managed_engines(
+    config: RunConfig, facts: RunFacts
+) -> Iterator[tuple[RunFacts, EngineGroup | None]]:
+    """The managed vLLM engines of a config that names no endpoint (and no endpoints
+    file gave any), started and ready, and the facts of them (their URLs, batch size and
+    scheduling policy); ``facts`` as they are, and None, when there are endpoints."""
+    if facts.endpoints:
+        yield facts, None
         return
     plan = plan_engines(config.server, api_key=config.api_key)
     log.info("starting vLLM", layout=plan.describe())
     t0 = time.monotonic()
     with EngineGroup(plan, max_restarts=config.server.max_restarts) as group:
         log.info("vLLM ready", urls=group.ready_urls(), seconds=round(time.monotonic() - t0, 1))
-        changes: dict[str, object] = {
-            "endpoints": group.urls,
-            "client.send_priority": group.priority_scheduling,
-        }
-        if config.concurrency.per_engine is None:
-            changes["concurrency.per_engine"] = group.max_num_seqs
-        yield config_mod.override(config, changes, "managed server"), group
+        yield (
+            msgspec.structs.replace(
+                facts,
+                endpoints=list(group.urls),
+                per_engine=group.max_num_seqs,
+                priority_scheduling=group.priority_scheduling,
+            ),
+            group,
+        )
 
 
 def _run_loop(
     config: RunConfig,
+    facts: RunFacts,
     run_dir: RunDir,
     counters: RunCounters,
     reporter: Reporter,
@@ -215,21 +224,21 @@ def _run_loop(
     async def main() -> None:
         stop = StopSignal(grace_s=config.client.shutdown_grace_s)
         with stop.installed(), LiveView(counters, title=str(run_dir.path)) as view:
-            async with ModelGateway(config, counters) as gateway, anyio.create_task_group() as tg:
+            gateway = ModelGateway(config, counters, facts)
+            async with gateway, anyio.create_task_group() as tg:
                 log.info(
                     "requests in flight",
                     per_engine=gateway.limits,
-                    total=gateway.config.concurrency.max,
+                    total=gateway.facts.max_in_flight,
                     fixed=config.concurrency.fixed,
                 )
                 pipeline = Pipeline(
-                    gateway.config,  # with the bounds sized from the engines
+                    config,
                     run_dir,
                     gateway,
-                    model_name=gateway.model,
+                    facts=gateway.facts,  # with the served model and the sized bound
                     stop=stop,
                     counters=counters,
-                    send_priority=config.client.send_priority,
                 )
                 if group is not None:
                     tg.start_soon(_watch, group)
@@ -302,11 +311,10 @@ def with_gateway(config: RunConfig, work: Callable[[ModelGateway], Awaitable[T]]
     """Runs ``work`` with a :class:`ModelGateway` on the config's servers, as a run would:
     the embedded server is started (and stopped) when the config names no endpoint.
     For commands other than ``run`` that ask the served model, e.g. the report's judge."""
-    with _terminate_as_interrupt(), managed_engines(served_engines(config)) as (config, _):
-        gateway_config = config
+    with _terminate_as_interrupt(), managed_engines(config, served_engines(config)) as (facts, _):
 
         async def main() -> T:
-            async with ModelGateway(gateway_config, RunCounters()) as gateway:
+            async with ModelGateway(config, RunCounters(), facts) as gateway:
                 return await work(gateway)
 
         return loop.run(main())

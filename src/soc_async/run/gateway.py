@@ -16,9 +16,14 @@ from the engines: each endpoint takes at most its batch size in flight
 (:func:`engine_limits`), and unless ``concurrency.max`` says otherwise the whole run may
 keep their sum in flight. Replies lose any ``<think>`` text before the stages see them.
 
+What the gateway finds out (the bound it sized, the served model) goes into its
+:class:`~soc_async.config.RunFacts`, never back into the config.
+
 A request goes to the servers of its model: a model of ``[calls.KIND] models`` that
 names its own ``endpoints`` is served there, any other model by the kind's endpoints
-(else the run's). The model itself was chosen by ``stages.calls.build_request``.
+(else the run's). The request arrives whole (``soc_async.calls.build_request`` chose its
+model, seed, priority and chat-template arguments): the gateway routes and limits it,
+and changes nothing in it.
 """
 
 from __future__ import annotations
@@ -32,9 +37,8 @@ import aiohttp
 import anyio
 import msgspec
 
-from soc_async import config as config_mod
 from soc_async import logs
-from soc_async.config import CALL_KINDS, RunConfig
+from soc_async.config import CALL_KINDS, RunConfig, RunFacts
 from soc_async.errors import RequestError, ServerError
 from soc_async.formats.thinking import strip_thinking
 from soc_async.llm.client import LLMClient
@@ -77,25 +81,24 @@ def engine_limits(
     return out
 
 
-def with_endpoints_file(config: RunConfig, served: EndpointsFile) -> RunConfig:
-    """``config`` pointed at the engines of an endpoints file, after any ``endpoints`` it
-    names: their batch size becomes ``concurrency.per_engine`` (unless that is set) and
-    priority scheduling is used when every engine has it."""
-    urls = list(dict.fromkeys([*config.endpoints, *served.urls]))
-    changes: dict[str, object] = {"endpoints": urls}
-    if all(e.priority for e in served.engines):
-        changes["client.send_priority"] = True
+def with_endpoints_file(config: RunConfig, served: EndpointsFile) -> RunFacts:
+    """The facts of the engines of an endpoints file, after any ``endpoints`` the config
+    names: their batch size (when they share one) bounds each engine unless
+    ``concurrency.per_engine`` is set, and requests carry a priority when every engine
+    schedules by it."""
     sizes = {e.max_num_seqs for e in served.engines}
-    if config.concurrency.per_engine is None and len(sizes) == 1:
-        changes["concurrency.per_engine"] = sizes.pop()
-    return config_mod.override(config, changes, config.endpoints_file)
+    return RunFacts(
+        endpoints=list(dict.fromkeys([*config.endpoints, *served.urls])),
+        per_engine=sizes.pop() if len(sizes) == 1 else None,
+        priority_scheduling=bool(served.engines) and all(e.priority for e in served.engines),
+    )
 
 
-def served_engines(config: RunConfig) -> RunConfig:
-    """``config`` with its ``endpoints_file`` read (waiting for it while `soc-async serve`
-    starts, up to ``client.ready_timeout_s``); the config as it is without one."""
+def served_engines(config: RunConfig) -> RunFacts:
+    """The facts of the config's ``endpoints_file`` (waited for while `soc-async serve`
+    starts, up to ``client.ready_timeout_s``); the config's own endpoints without one."""
     if not config.endpoints_file:
-        return config
+        return RunFacts.of(config)
     served = anyio.run(
         wait_for_endpoints_file, config.endpoints_file, config.client.ready_timeout_s
     )
@@ -105,8 +108,11 @@ def served_engines(config: RunConfig) -> RunConfig:
 class ModelGateway:
     """Clients per endpoint set, one limiter, and (when adaptive) its controller."""
 
-    def __init__(self, config: RunConfig, counters: RunCounters) -> None:
+    def __init__(
+        self, config: RunConfig, counters: RunCounters, facts: RunFacts | None = None
+    ) -> None:
         self.config = config
+        self.facts = facts if facts is not None else RunFacts.of(config)
         self.counters = counters
         c = config.concurrency
         self.limiter = PriorityLimiter(c.fixed or c.initial)
@@ -120,7 +126,6 @@ class ModelGateway:
         self._watch: EngineWatch | None = None
         self._replies: Counter[str] = Counter()  # by endpoint URL
         self._tokens: Counter[str] = Counter()  # completion tokens by endpoint URL
-        self.model = config.model
         self.limits: dict[str, int] = {}  # each endpoint's bound, once open
         self._not_ready: list[str] = []  # endpoints not ready in time: out until they answer
 
@@ -132,37 +137,29 @@ class ModelGateway:
             raise
 
     async def _open(self) -> ModelGateway:
-        cfg = self.config
+        cfg, facts = self.config, self.facts
         servers: dict[str, None] = {}
         for kind in CALL_KINDS:
-            servers.update(dict.fromkeys(cfg.endpoints_for(kind)))
+            servers.update(dict.fromkeys(facts.endpoints_for(cfg, kind)))
             for choice in cfg.call(kind).models:
                 servers.update(dict.fromkeys(choice.endpoints))
         not_ready, limits = await self._survey(list(servers))
         self.limits = limits
         self._not_ready = not_ready
-        cfg = self.config
         c = cfg.concurrency
         total = c.max or sum(limits.values())
-        if c.max is None:
-            sized = {
-                "concurrency.max": total,
-                "concurrency.min": min(c.min, total),
-                "concurrency.initial": min(c.initial, total),
-            }
-            cfg = self.config = config_mod.override(cfg, sized, "engines")
         if c.fixed is None and self.limiter.capacity > total:
             self.limiter.set_capacity(total)
         pool = c.fixed or total
         log.debug("in-flight bounds", per_engine=limits, total=total)
         for kind in CALL_KINDS:
-            self._by_kind[kind] = await self._client(tuple(cfg.endpoints_for(kind)), pool)
+            self._by_kind[kind] = await self._client(tuple(facts.endpoints_for(cfg, kind)), pool)
             for choice in cfg.call(kind).models:
                 if choice.endpoints:
                     client = await self._client(tuple(choice.endpoints), pool)
                     self._by_model[(kind, choice.name)] = client
-        if not self.model:
-            self.model = await self._by_kind["turn"].served_model()
+        served = cfg.model or await self._by_kind["turn"].served_model()
+        self.facts = msgspec.structs.replace(facts, model=served, max_in_flight=total)
         self.counters.capacity = self.limiter.capacity
         urls = self.endpoint_urls()
         self._reader = MetricsReader(self._by_kind["turn"].session, urls)
@@ -186,11 +183,12 @@ class ModelGateway:
         """Waits for the endpoints (those still not ready when the time is up come back
         first) and reads each one's bound."""
         cfg = self.config
+        per_engine = self.facts.per_engine_bound(cfg)
         headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else None
         async with aiohttp.ClientSession(headers=headers) as session:
             not_ready = await wait_until_ready(session, urls, cfg.client.ready_timeout_s)
             reported: dict[str, EngineInfo] = {}
-            if cfg.concurrency.per_engine is None:
+            if per_engine is None:
                 async with anyio.create_task_group() as tg:
 
                     async def read(url: str) -> None:
@@ -199,7 +197,7 @@ class ModelGateway:
                     for url in urls:
                         if url not in not_ready:
                             tg.start_soon(read, url)
-        return not_ready, engine_limits(urls, cfg.concurrency.per_engine, reported)
+        return not_ready, engine_limits(urls, per_engine, reported)
 
     async def _client(self, urls: tuple[str, ...], pool: int) -> LLMClient:
         """The one client of an endpoint set, opened on first use."""
@@ -209,7 +207,6 @@ class ModelGateway:
                 api_key=self.config.api_key,
                 config=self.config.client,
                 pool_size=pool,
-                default_model=self.config.model,
             )
             client.pool.router.set_limits(self.limits)
             for url in self._not_ready:
@@ -251,7 +248,7 @@ class ModelGateway:
         """The controller's view: the turn servers' /metrics combined, our limiter's state."""
         read = await self._poll()
         cfg = self.config
-        turn_urls = cfg.endpoints_for("turn") + [
+        turn_urls = self.facts.endpoints_for(cfg, "turn") + [
             u for m in cfg.call("turn").models for u in m.endpoints
         ]
         turn = [read[u.rstrip("/")] for u in dict.fromkeys(turn_urls) if u.rstrip("/") in read]
@@ -315,8 +312,10 @@ class ModelGateway:
             moves=c.moves,
         )
 
-    def model_for(self, kind: str) -> str:
-        return self.config.model_for(kind) or self.model
+    @property
+    def model(self) -> str:
+        """The run's model: ``model`` of the config, else what the servers serve."""
+        return self.facts.model
 
     async def complete(
         self,
@@ -328,18 +327,11 @@ class ModelGateway:
     ) -> Completion:
         """One completion under the run's limit; the time spent waiting for a slot is kept
         apart from the server's latency in every figure. A request given as a function is
-        built once the slot is held."""
+        built once the slot is held, and sent as it was built."""
         t0 = time.monotonic()
         async with self.limiter.slot(priority):
             queued = time.monotonic() - t0
             request = built(request)
-            if not request.model:
-                request.model = self.model_for(kind)
-            if not self.config.client.send_seed:
-                request.seed = None
-            if request.chat_template_kwargs is None:
-                kwargs = self.config.call(kind).chat_template_kwargs
-                request.chat_template_kwargs = dict(kwargs) if kwargs else None
             self.counters.in_flight += 1
             try:
                 client = self.client_for(kind, request.model)

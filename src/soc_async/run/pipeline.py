@@ -23,7 +23,7 @@ import anyio
 
 from soc_async import logs
 from soc_async.chat.rollout import ChatStage, StartEvent, decode_event, encode_event
-from soc_async.config import RunConfig
+from soc_async.config import RunConfig, RunFacts
 from soc_async.errors import InputError
 from soc_async.fewshot import FewShotRing, RingSnapshot
 from soc_async.llm.types import Completer
@@ -126,18 +126,20 @@ class Pipeline:
         run_dir: RunDir,
         completer: Completer,
         *,
-        model_name: str,
+        facts: RunFacts,
         stop: StopSignal,
         counters: RunCounters,
-        send_priority: bool = False,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
         self.completer = completer
-        self.model_name = model_name
+        self.facts = facts
         self.stop = stop
         self.counters = counters
-        self.send_priority = send_priority
+        # The run's bound on requests in flight, as the gateway sized it from the engines.
+        self.max_active = (
+            config.concurrency.max or facts.max_in_flight or config.concurrency.max_active_chats
+        )
         self.shard = config.shard_parts()
         self.pipes: list[Pipe[Any]] = []  # the streams between stages, for the live panel
 
@@ -170,13 +172,7 @@ class Pipeline:
                 [(p.id, p.persona_text, [p.meta.name]) for p in existing],
             )
             stage = PersonaStage(
-                cfg,
-                self.completer,
-                sampler,
-                ring,
-                self.model_name,
-                dedup=dedup,
-                archetypes=monitor,
+                cfg, self.completer, sampler, ring, self.facts, dedup=dedup, archetypes=monitor
             )
 
             async def one(i: int) -> None:
@@ -190,7 +186,7 @@ class Pipeline:
                 "personas",
                 todo,
                 one,
-                max_active=cfg.concurrency.max or cfg.concurrency.max_active_chats,
+                max_active=self.max_active,
             )
         return sorted(existing, key=lambda p: p.id)
 
@@ -223,9 +219,8 @@ class Pipeline:
         chat_stage = ChatStage(
             cfg,
             self.completer,
-            model_name=self.model_name,
+            facts=self.facts,
             journal=lambda cid, ev: self.run_dir.journal_append(cid, encode_event(ev)),
-            send_priority=self.send_priority,
         )
         by_id = {p.id: p for p in personas}
 
@@ -255,7 +250,7 @@ class Pipeline:
             tg.start_soon(
                 functools.partial(
                     stream_map,
-                    max_active=cfg.concurrency.max or cfg.concurrency.max_active_chats,
+                    max_active=self.max_active,
                     stop=self.stop,
                 ),
                 make_experience,
@@ -298,7 +293,7 @@ class Pipeline:
                 for r in earlier
             ],
         )
-        stage = ExperienceStage(cfg, self.completer, ring, monitor, self.model_name, dedup=dedup)
+        stage = ExperienceStage(cfg, self.completer, ring, monitor, self.facts, dedup=dedup)
         pool = await anyio.to_thread.run_sync(PersonaPool, personas) if len(personas) >= 2 else None
 
         async def write(i: int) -> Experience | Failure:
@@ -333,7 +328,9 @@ class Pipeline:
                 "experiences": self._todo(
                     "experiences", targets.experiences, len(done.experiences), done
                 ),
-                "chats": self._todo("chats", targets.chats, done.conversations, done),
+                "chats": self._todo(
+                    "chats", self.facts.chat_target(self.config), done.conversations, done
+                ),
             }
             gc.freeze()
         finally:

@@ -20,7 +20,7 @@ import msgspec
 
 from soc_async import config as config_mod
 from soc_async import logs
-from soc_async.config import ServerConfig
+from soc_async.config import RunFacts, ServerConfig
 from soc_async.errors import ServerError
 from soc_async.llm.metrics import MetricsSnapshot, fetch_metrics
 
@@ -113,23 +113,22 @@ def run_smoke(
         ready_s = time.monotonic() - t0
         (url,) = group.urls
         batch = group.max_num_seqs
-        config = config_mod.override(
-            config_mod.load(None),
-            {
-                "endpoints": [url],
-                "out": str(out / "run"),
-                "targets.personas": max(4, conversations // 2),
-                "targets.experiences": conversations,
-                "targets.chats": conversations,
-                "chat.max_turns": max_turns,
-                "concurrency.per_engine": batch,
-                "client.send_priority": group.priority_scheduling,
-            },
-            "smoke",
+        # The engine's batch and scheduling are facts of its start, not the user's config.
+        found = RunFacts(
+            endpoints=[url], per_engine=batch, priority_scheduling=group.priority_scheduling
         )
+        run_changes = {
+            "endpoints": [url],
+            "out": str(out / "run"),
+            "targets.personas": max(4, conversations // 2),
+            "targets.experiences": conversations,
+            "targets.chats": conversations,
+            "chat.max_turns": max_turns,
+        }
+        config = config_mod.resolve(None, run_changes, "smoke")
         before = asyncio.run(_read(url))
         started = time.monotonic()
-        summary = execute(config)
+        summary = execute(config, found=found)
         run_s = time.monotonic() - started
         after = asyncio.run(_read(url))
         generated, hits, queries = _delta(before, after)
@@ -141,8 +140,10 @@ def run_smoke(
             max_turns=bench_turns,
             adaptive=False,
         )
-        bench_config = config_mod.override(config, {"chat.max_turns": bench_turns}, "smoke")
-        result = asyncio.run(run_bench(bench_config, settings))
+        bench_config = config_mod.resolve(
+            None, {**run_changes, "chat.max_turns": bench_turns}, "smoke"
+        )
+        result = asyncio.run(run_bench(bench_config, settings, found=found))
     from soc_async.bench.report import write_reports
 
     write_reports(result, out / "bench")

@@ -18,7 +18,9 @@ from datetime import date, datetime, time, timedelta
 from itertools import accumulate
 
 from soc_async import seeds
-from soc_async.config import ChatConfig, RunConfig
+from soc_async.calls import ask_until_valid, build_request
+from soc_async.calls.prompts import render
+from soc_async.config import ChatConfig, RunConfig, RunFacts
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.clock import format_time, long_day, weekday_name
 from soc_async.formats.events import attribute_events
@@ -30,9 +32,7 @@ from soc_async.formats.experience import (
 from soc_async.formats.refusal import TRUNCATED, Refusal
 from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.neardup import NearDuplicateIndex, is_near_duplicate
-from soc_async.prompts import render
 from soc_async.records import Experience, ExperienceMeta, Failure, Persona
-from soc_async.stages.calls import ask_until_valid, build_request
 from soc_async.stages.style_monitor import StyleMonitor
 
 # Bounds the prompt states and the grammar enforces; the parser itself accepts any
@@ -70,7 +70,7 @@ class ExperienceStage:
         completer: Completer,
         ring: FewShotRing[str],
         monitor: StyleMonitor,
-        model_name: str,
+        facts: RunFacts,
         *,
         priority: int = 0,  # lower is served first; the pipeline decides against chat turns
         dedup: NearDuplicateIndex | None = None,  # every experience accepted so far
@@ -79,7 +79,7 @@ class ExperienceStage:
         self.completer = completer
         self.ring = ring
         self.monitor = monitor
-        self.model_name = model_name
+        self.facts = facts
         self.priority = priority
         self.dedup = dedup
         self._call = config.call("experience")
@@ -153,7 +153,7 @@ class ExperienceStage:
             opener=a.id if parsed.opener_name == names[0] else b.id,
             meta=ExperienceMeta(
                 iteration=index,
-                model=outcome.model or self.model_name,
+                model=outcome.model,
                 time_taken=outcome.time_taken,
                 region_matched=region_matched,
                 style_hint=hint,
@@ -192,10 +192,10 @@ class ExperienceStage:
         )
         return build_request(
             self.config,
+            self.facts,
             "experience",
             self._system,
             user,
-            served_model=self.model_name,
             seed=_request_seed(self.config.seed, index, attempt),
             grammar=grammar,
             item_id=item_id,

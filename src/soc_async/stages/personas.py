@@ -15,7 +15,9 @@ from __future__ import annotations
 import random
 
 from soc_async.archetypes import ArchetypeMonitor, KeywordTable, inner_text, written_label
-from soc_async.config import RunConfig
+from soc_async.calls import ask_until_valid, build_request
+from soc_async.calls.prompts import render
+from soc_async.config import RunConfig, RunFacts
 from soc_async.fewshot import FewShotRing
 from soc_async.formats.character import (
     CharacterCard,
@@ -25,9 +27,7 @@ from soc_async.formats.character import (
 from soc_async.formats.refusal import TRUNCATED, Refusal
 from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.neardup import NearDuplicateIndex, is_near_duplicate
-from soc_async.prompts import render
 from soc_async.records import Failure, Persona, PersonaMeta, PersonaSample
-from soc_async.stages.calls import ask_until_valid, build_request
 from soc_async.stats import StatsEngine
 
 # Words per token of English prose, roughly: the system prompt asks for a card of at
@@ -44,7 +44,7 @@ class PersonaStage:
         completer: Completer,
         sampler: StatsEngine,
         ring: FewShotRing[str],
-        model_name: str,
+        facts: RunFacts,
         *,
         priority: int = 0,  # lower is served first; the pipeline decides against chat turns
         dedup: NearDuplicateIndex | None = None,  # every card accepted so far in the run
@@ -54,7 +54,7 @@ class PersonaStage:
         self.completer = completer
         self.sampler = sampler
         self.ring = ring
-        self.model_name = model_name
+        self.facts = facts
         self.priority = priority
         self.dedup = dedup
         self.archetypes = archetypes
@@ -163,10 +163,10 @@ class PersonaStage:
         )
         return build_request(
             self.config,
+            self.facts,
             "persona",
             self._system,
             user,
-            served_model=self.model_name,
             seed=seed % 2**31,
             grammar=grammar,
             item_id=item_id,

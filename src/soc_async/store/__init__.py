@@ -3,9 +3,11 @@
 files.py     file names, torn-line repair, line reading, atomic and durable writes
 lines.py     LineWriter / RecordWriter: one writer task per file, fsync on an interval
 journal.py   Journal: steps of items still in progress
-runinfo.py   run.json: RunIdentity and its one reader
+runinfo.py   run.json: RunIdentity and its one reader and writer
 inputs.py    read_records: the one reader of record files given as input
 rundir.py    RunDir, the public face: create/open (locked), read, write, resume
+rundata.py   RunData: the one reader of a run directory for the commands that read one
+             (report, view, export, merge, the judge); imported as store.rundata
 """
 
 from soc_async.store.files import (

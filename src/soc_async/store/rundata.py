@@ -1,31 +1,43 @@
-"""A finished (or paused) run directory read whole, for the viewer and the exporter.
+"""The one reader of a finished (or paused, or still running) run directory.
+
+Every command that reads a run it did not write goes through :class:`RunData`: report,
+view, export, the report's judge, merge's inputs. It returns typed records
+(soc_async.records), the run's identity as run.json holds it (``store.runinfo``, the one
+reader of that file) and its config as ``soc_async.config.load`` reads it (the one
+reader of a config.toml).
 
 Records reference each other by id: a conversation names its experience and its two
-personas. :class:`RunData` holds the personas and experiences by id (they are what the
-conversations are joined with) and the failures, and streams the conversations, which
-are the bulk of a run and never needed all at once.
+personas. The personas, experiences and failures are read once, when first asked for,
+and kept by id; the conversations, which are the bulk of a run and never needed all at
+once, are streamed, as is any file through :meth:`RunData.records`.
 
-Reading is tolerant of what a run in progress or an older or newer soc-async leaves:
+Reading is tolerant of what a run in progress or a killed one leaves, and repairs
+nothing:
 
-- a file that does not exist is empty (a run with no failures has no failures.jsonl);
-- a torn last line (a run still appending) is left out;
-- config.toml and run.json are read as plain data, a missing or unreadable one is ``{}``;
-- fields added by later versions (persona ``meta.occupation`` and ``meta.band``,
-  an experience's ``start``) are read with :func:`optional` so older records give None.
+- a data file that does not exist is empty (a run with no failures has no failures.jsonl);
+- a torn last line (a run still appending) is left out and named in :attr:`RunData.torn`;
+- a directory written by ``soc-async merge`` has no config.toml of its own: the first
+  shard's is read when it is still where merge.json says, else the defaults, and
+  :attr:`RunData.config_source` says which.
 
-A directory with none of the data files is a :class:`~soc_async.errors.RunDirError`.
+A path that is not a directory, or a directory with neither run.json nor any data file,
+is a :class:`~soc_async.errors.RunDirError`; an unreadable run.json is one too, and a
+config.toml that is not a valid config a :class:`~soc_async.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
-import json
-import tomllib
-from collections.abc import Iterator, Mapping
+import functools
+import hashlib
+from collections.abc import Collection, Iterator, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
+from soc_async import config as config_mod
+from soc_async.config import RunConfig
 from soc_async.errors import RunDirError
 from soc_async.records import (
     Conversation,
@@ -35,25 +47,32 @@ from soc_async.records import (
     id_index,
     make_id,
 )
-from soc_async.store import (
-    CONFIG,
-    CONVERSATIONS,
-    EXPERIENCES,
-    FAILURES,
-    PERSONAS,
-    RUN,
-    read_records,
-)
+from soc_async.store.files import CONFIG, CONVERSATIONS, EXPERIENCES, FAILURES, PERSONAS, RUN
+from soc_async.store.inputs import read_records
+from soc_async.store.runinfo import RunIdentity, read_identity
 
-__all__ = [
-    "Packed",
-    "RunData",
-    "optional",
-]
+__all__ = ["MERGE_SUMMARY", "Packed", "RunData", "config_hash"]
 
+MERGE_SUMMARY = "merge.json"
 _DATA = (PERSONAS, EXPERIENCES, CONVERSATIONS, FAILURES)
 R = TypeVar("R", bound=msgspec.Struct)
 _encoder = msgspec.json.Encoder()
+
+# Keys that say where a run ran, not what it made: left out of the config hash, so two
+# runs with the same settings hash alike whatever their output paths and servers.
+_PLACE_KEYS = ("out", "endpoints", "endpoints_file", "api_key", "shard")
+
+
+def config_hash(text: str) -> str:
+    """sha256 of the config's settings (keys sorted; paths, servers and shard left out)."""
+    data: dict[str, Any] = msgspec.toml.decode(text.encode())
+    for key in _PLACE_KEYS:
+        data.pop(key, None)
+    data.get("server", {}).pop("port", None)
+    for call in data.get("calls", {}).values():
+        if isinstance(call, dict):
+            call.pop("endpoints", None)
+    return hashlib.sha256(msgspec.json.encode(data, order="sorted")).hexdigest()
 
 
 class Packed(Mapping[str, R]):
@@ -84,47 +103,110 @@ class Packed(Mapping[str, R]):
         return len(self._raw)
 
 
-def optional(obj: object, name: str) -> Any:
-    """``obj.name`` if the record type has that field (a later version's), else None."""
-    return getattr(obj, name, None)
-
-
 class RunData:
-    """Personas, experiences and failures of a run directory in memory; chats streamed."""
+    """One run directory opened for reading; see the module docstring."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
             raise RunDirError(f"{self.path}: not a directory (expected a run directory)")
-        if not any((self.path / name).exists() for name in _DATA):
+        has_identity = (self.path / RUN).exists()
+        if not has_identity and not any((self.path / name).exists() for name in _DATA):
             raise RunDirError(
-                f"{self.path}: no {', '.join(_DATA)} (expected a run directory written by "
-                "soc-async run or merge)"
+                f"{self.path}: not a soc-async run directory (no {RUN} and no "
+                f"{', '.join(_DATA)}; expected one written by soc-async run or merge)"
             )
-        self.personas: dict[str, Persona] = {p.id: p for p in self._read(PERSONAS, Persona)}
-        self.experiences: Packed[Experience] = Packed(Experience)
-        for e in self._read(EXPERIENCES, Experience):
-            self.experiences.add(e.id, e)
-        self.failures: list[Failure] = list(self._read(FAILURES, Failure))
-        self.identity: dict[str, Any] = _json(self.path / RUN)
-        self.config: dict[str, Any] = _toml(self.path / CONFIG)
+        self.identity: RunIdentity | None = read_identity(self.path) if has_identity else None
+        self.merged = (self.path / MERGE_SUMMARY).is_file()
+        found = self._config_file()
+        self.config_source = str(found) if found is not None else "defaults"
+        self.config_text: str | None = (
+            found.read_text(encoding="utf-8") if found is not None else None
+        )
+        self.config: RunConfig = config_mod.load(found) if found is not None else RunConfig()
+        self.torn: list[str] = []  # "file:line" of each torn last line left out
 
-    def _read(self, name: str, kind: type) -> Iterator[Any]:
+    def _config_file(self) -> Path | None:
+        own = self.path / CONFIG
+        if own.is_file():
+            return own
+        if not self.merged:
+            return None
+        try:
+            summary = msgspec.json.decode((self.path / MERGE_SUMMARY).read_bytes())
+        except (OSError, msgspec.DecodeError):
+            return None
+        inputs = summary.get("inputs") if isinstance(summary, dict) else None
+        for shard_dir in (inputs or {}).values():
+            candidate = Path(str(shard_dir)) / CONFIG
+            if candidate.is_file():
+                return candidate
+        return None
+
+    @property
+    def config_hash(self) -> str | None:
+        """:func:`config_hash` of the config read; None when the defaults stand in."""
+        return config_hash(self.config_text) if self.config_text is not None else None
+
+    def config_data(self) -> dict[str, Any]:
+        """The config read, as plain data without the API key; {} when there is none."""
+        if self.config_text is None:
+            return {}
+        return msgspec.toml.decode(config_mod.dump(self.config).encode())
+
+    # --- records ------------------------------------------------------------------------
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    def records(self, name: str, kind: type[R] | tuple[type, ...]) -> Iterator[Any]:
+        """The records of data file ``name``, streamed; none when the file does not exist.
+        A line that is not a record of ``kind`` is an InputError naming file and line."""
         path = self.path / name
-        if not path.exists():
+        if not path.is_file():
             return
-        for _, record in read_records(path, kind, allow_torn=True):
+        for _, record in read_records(path, kind, on_torn=functools.partial(self._torn, name)):
             yield record
+
+    def _torn(self, name: str, lineno: int) -> None:
+        where = f"{name}:{lineno}"
+        if where not in self.torn:
+            self.torn.append(where)
+
+    @cached_property
+    def personas(self) -> dict[str, Persona]:
+        """Every persona by id."""
+        return {p.id: p for p in self.records(PERSONAS, Persona)}
+
+    @cached_property
+    def experiences(self) -> Packed[Experience]:
+        """Every experience by id (kept encoded: :class:`Packed`)."""
+        packed: Packed[Experience] = Packed(Experience)
+        for e in self.records(EXPERIENCES, Experience):
+            packed.add(e.id, e)
+        return packed
+
+    @cached_property
+    def failures(self) -> list[Failure]:
+        return list(self.records(FAILURES, Failure))
 
     def conversations(self) -> Iterator[Conversation]:
         """Every conversation, in file order, streamed."""
-        yield from self._read(CONVERSATIONS, Conversation)
+        yield from self.records(CONVERSATIONS, Conversation)
+
+    def conversations_by_id(self, wanted: Collection[str]) -> dict[str, Conversation]:
+        """The conversations whose chat id is in ``wanted`` (one pass over the file)."""
+        return {c.chat_id: c for c in self.conversations() if c.chat_id in wanted}
+
+    # --- joins --------------------------------------------------------------------------
 
     @property
     def seed(self) -> int | None:
-        """The run's seed (run.json, else config.toml), which names its ids."""
-        seed = self.identity.get("seed", self.config.get("seed"))
-        return seed if isinstance(seed, int) else None
+        """The run's seed (run.json, else config.toml), which names its ids; None when
+        the directory has neither."""
+        if self.identity is not None:
+            return self.identity.seed
+        return self.config.seed if self.config_text is not None else None
 
     def chat_failures(self) -> list[Failure]:
         return [f for f in self.failures if f.stage == "chats"]
@@ -143,18 +225,3 @@ class RunData:
         except (IndexError, ValueError):
             return None
         return self.experiences.get(make_id(seed, "experiences", index))
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}

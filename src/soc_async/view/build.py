@@ -31,8 +31,8 @@ from typing import Any
 import msgspec
 
 from soc_async.errors import InputError
-from soc_async.records import Conversation, Experience, Failure, Persona, id_index
-from soc_async.store.rundata import RunData, optional
+from soc_async.records import Conversation, Experience, Failure, Persona, experience_start, id_index
+from soc_async.store.rundata import RunData
 from soc_async.timestamps import utc_now
 from soc_async.view.render import card_html, experience_html
 
@@ -129,15 +129,14 @@ def _persona_entry(p: Persona) -> dict[str, Any]:
         "gender": m.gender,
         "region": m.region,
         "subregion": m.subregion,
-        "occupation": optional(m, "occupation"),
-        "band": optional(m, "band"),
+        "occupation": m.occupation or None,
+        "band": m.band or None,
         "model": m.model,
         "html": card_html(p.persona_text),
     }
 
 
 def _experience_entry(e: Experience) -> dict[str, Any]:
-    start = optional(e, "start")
     return {
         "html": experience_html(e.experience_text),
         "style": e.style,
@@ -149,7 +148,7 @@ def _experience_entry(e: Experience) -> dict[str, Any]:
         "region_matched": e.meta.region_matched,
         "style_hint": e.meta.style_hint,
         "model": e.meta.model,
-        "start": str(start) if start is not None else e.start_date,
+        "start": experience_start(e),
     }
 
 

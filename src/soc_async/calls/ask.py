@@ -1,96 +1,28 @@
-"""How every stage asks the model: one request builder and one retry loop.
-
-:func:`build_request` gives a call kind its model and its sampling settings. The model
-is chosen here and nowhere else: when the kind lists several (``[calls.KIND] models``),
-one is drawn per item, by weight, from a hash of the run seed, the kind and the item's
-id, so a resumed run or another shard draws the same model for the same item; else the
-kind's own model, else the run's, else what the server serves.
+"""The one retry loop: how every caller of the model asks until a reply is valid.
 
 :func:`ask_until_valid` asks until a reply is valid: a refused reply is asked again with
 its one-line correction; a ``RequestError`` ends the item at once; a ``ServerError``
 propagates, since a dead server is the run's problem, not the item's. Personas,
-experiences and chat turns all use both.
+experiences, chat turns and the report's judge all use it, with requests from
+:func:`soc_async.calls.request.build_request`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from soc_async.config import ModelChoice, RunConfig
 from soc_async.errors import RequestError
 from soc_async.formats.refusal import Refusal
-from soc_async.llm.types import ChatRequest, Completer, Completion, EncodedPrefix
+from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.records import Failure, Stage
 
 T = TypeVar("T")
 
 # How much of a refusal's or an error's text a failure record keeps.
 DETAIL_CHARS = 300
-
-
-def _unit(*parts: object) -> float:
-    """A number in [0, 1) that is a pure function of ``parts``, the same in every process."""
-    key = ":".join(str(p) for p in parts).encode()
-    digest = hashlib.blake2b(key, digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def choose_model(config: RunConfig, kind: str, item_id: str) -> ModelChoice | None:
-    """The model of ``kind``'s list that writes item ``item_id``; None without a list.
-
-    A weighted draw from a hash of (run seed, kind, item id): the same for the same item
-    on every run, resume and shard, and over many items within a hair of the weights.
-    """
-    models = config.call(kind).models
-    if not models:
-        return None
-    cumulative: list[float] = []
-    total = 0.0
-    for m in models:
-        total += m.weight
-        cumulative.append(total)
-    point = _unit(config.seed, "model", kind, item_id) * total
-    return models[min(bisect_right(cumulative, point), len(models) - 1)]
-
-
-def model_for_item(config: RunConfig, kind: str, item_id: str | None, served_model: str) -> str:
-    """The model name a call of ``kind`` for ``item_id`` asks for (see the module doc)."""
-    chosen = choose_model(config, kind, item_id) if item_id is not None else None
-    if chosen is not None:
-        return chosen.name
-    return config.model_for(kind) or served_model
-
-
-def build_request(
-    config: RunConfig,
-    kind: str,
-    system: str,
-    user: str | EncodedPrefix,
-    *,
-    served_model: str,
-    seed: int | None = None,
-    grammar: str | None = None,
-    priority: int | None = None,
-    item_id: str | None = None,
-) -> ChatRequest:
-    """A request of call kind ``kind``: a static system message, one user message, the
-    model for ``item_id`` (:func:`model_for_item`) and the kind's sampling settings."""
-    call = config.call(kind)
-    return ChatRequest(
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-        model=model_for_item(config, kind, item_id, served_model),
-        max_tokens=call.max_tokens,
-        temperature=call.temperature,
-        top_p=call.top_p,
-        seed=seed,
-        grammar=grammar,
-        priority=priority,
-    )
 
 
 def failure(
@@ -158,19 +90,17 @@ class Outcome(Generic[T]):
 
 
 class _Build:
-    """``request(attempt, correction)``, built when the completer calls for it; keeps it."""
+    """``request(attempt, correction)``, built when the completer calls for it."""
 
-    __slots__ = ("attempt", "correction", "request", "sent")
+    __slots__ = ("attempt", "correction", "request")
 
     def __init__(self, request: Callable[[int, str], ChatRequest], attempt: int, correction: str):
         self.request = request
         self.attempt = attempt
         self.correction = correction
-        self.sent: ChatRequest | None = None
 
     def __call__(self) -> ChatRequest:
-        self.sent = self.request(self.attempt, self.correction)
-        return self.sent
+        return self.request(self.attempt, self.correction)
 
 
 async def ask_until_valid(
@@ -205,7 +135,7 @@ async def ask_until_valid(
         result = check(completion)
         if isinstance(result, accept):
             outcome.value = result
-            outcome.model = completion.model or (build.sent.model if build.sent else "")
+            outcome.model = completion.model
             return outcome
         refused: Refusal = result  # type: ignore[assignment]
         outcome.last = refused
