@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fakeproc import FakeProcess
 from rich.console import Console
 
 from soc_async import config as config_mod
@@ -73,25 +73,10 @@ async def test_run_bench_measures_every_phase(
 @pytest.fixture
 def fake_process() -> Iterator[str]:
     """The fake server in its own process, answering with valid scripted turns."""
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "soc_async.testing.fake_server", "--port", "0",
-            "--reply", "soc_async.testing.scripted:reply", "--ttft-s", "0.002", "--no-record",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on "), line
-        yield line.split()[-1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with FakeProcess(
+        "--reply", "soc_async.testing.scripted:reply", "--ttft-s", "0.002", "--no-record"
+    ) as fake:
+        yield fake.url
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
