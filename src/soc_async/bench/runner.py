@@ -50,6 +50,7 @@ from soc_async.bench.results import (
 )
 from soc_async.config import CALL_KINDS, RunConfig, RunFacts
 from soc_async.errors import ServerError
+from soc_async.llm.http import open_session
 from soc_async.llm.metrics import MetricsSnapshot, combine, parse_metrics
 from soc_async.llm.readiness import wait_until_ready
 from soc_async.llm.types import ChatRequest
@@ -453,8 +454,7 @@ async def run_bench(
     view = view or BenchView(enabled=False)
     found = found if found is not None else RunFacts.of(config)
     # The key, when the server wants one, guards /v1 (and /metrics on some deployments).
-    headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with open_session(config.api_key) as session:
         sweep = _Sweep(config, settings, session, view, found)
         await check_reachable(session, sweep.endpoints, config.client.ready_timeout_s)
         facts = await sizing.read_server_facts(session, sweep.endpoints[0])

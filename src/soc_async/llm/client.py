@@ -38,6 +38,7 @@ import msgspec
 from soc_async.config import ClientConfig
 from soc_async.errors import ConfigError, RequestError, RetriesExhausted, ServerError
 from soc_async.llm.endpoints import EndpointPool
+from soc_async.llm.http import open_session
 from soc_async.llm.metrics import MetricsReader, MetricsSnapshot
 from soc_async.llm.types import ChatRequest, Completion, TokenUsage, encode_hook
 
@@ -159,17 +160,13 @@ class LLMClient:
                 limit_per_host=per_host,
                 keepalive_timeout=60,  # idle connections outlive pauses between turns
             )
-            headers = {"Content-Type": "application/json"}
-            if self._api_key:
-                headers["Authorization"] = f"Bearer {self._api_key}"
             cfg = self._config
-            self._session = aiohttp.ClientSession(
+            self._session = open_session(
+                self._api_key,
                 connector=connector,
-                headers=headers,
                 timeout=aiohttp.ClientTimeout(
                     total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s
                 ),
-                raise_for_status=False,
             )
         return self._session
 

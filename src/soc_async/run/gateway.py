@@ -33,7 +33,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 
-import aiohttp
 import anyio
 import msgspec
 
@@ -42,6 +41,7 @@ from soc_async.config import CALL_KINDS, RunConfig, RunFacts
 from soc_async.errors import RequestError, ServerError
 from soc_async.formats.thinking import strip_thinking
 from soc_async.llm.client import LLMClient
+from soc_async.llm.http import open_session
 from soc_async.llm.metrics import (
     EngineInfo,
     MetricsReader,
@@ -184,8 +184,7 @@ class ModelGateway:
         first) and reads each one's bound."""
         cfg = self.config
         per_engine = self.facts.per_engine_bound(cfg)
-        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else None
-        async with aiohttp.ClientSession(headers=headers) as session:
+        async with open_session(cfg.api_key) as session:
             not_ready = await wait_until_ready(session, urls, cfg.client.ready_timeout_s)
             reported: dict[str, EngineInfo] = {}
             if per_engine is None:
