@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from conftest import FakeNode
@@ -24,6 +25,8 @@ SLURM = ROOT / "deploy" / "slurm"
 SBATCH = SLURM / "soc-async.sbatch"
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+# Two personas per shard of 3 at least: experiences need two personas to choose from.
+TARGETS = {"personas": 6, "experiences": 3, "chats": 3}
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +64,7 @@ def _job_env(node: FakeNode, cluster: SlurmCluster, **settings: str) -> dict[str
     env.update(
         RUN_DIR=str(node.tmp / "run"),
         LOG_DIR=str(node.tmp / "logs"),
-        CONFIG=str(_config(node.tmp, fixed=2, personas=6, experiences=4, chats=4)),
+        CONFIG=str(_config(node.tmp, fixed=2, **TARGETS)),
         MODEL=MODEL,
         PORT=str(_free_ports()),
         VLLM_CMD=f"{slow} serve",
@@ -138,58 +141,22 @@ def test_an_8_gpu_job_with_vllm_args_runs_to_completion(
     job_id = _sbatch(cluster, env, fake_node.tmp)
     (info,) = cluster.wait(job_id, timeout_s=180)
     assert info["JobState"] == "COMPLETED", _explain(cluster, fake_node.tmp, [info])
-    _check_run(fake_node.tmp / "run", targets={"personas": 6, "experiences": 4, "chats": 4})
+    _check_run(fake_node.tmp / "run", targets=TARGETS)
     starts = (fake_node.tmp / "servers.log").read_text().splitlines()
     assert sorted(s.split()[0] for s in starts) == [f"CUDA_VISIBLE_DEVICES={g}" for g in range(8)]
     assert all(s.endswith("--max-model-len 8192") for s in starts), starts
     assert "--dry-run" not in "".join(starts)
 
 
-@pytest.fixture(scope="module")
-def time_limited_job(
-    cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[str, Path]:
-    """A job with a two-minute limit and --signal=B:USR1@60, submitted early so that the
-    tests after it run meanwhile. SLURM checks time limits every 30 s and sends the
-    warning up to one period early (when at most 60 + 30 s are left), so it comes 30 to
-    60 s after the start. The first execution replies slowly (never done by then); the
-    requeued one at full speed, done long before its own warning."""
-    tmp = tmp_path_factory.mktemp("time-limit")
-    node = FakeNode(tmp)
-    env = _job_env(node, cluster, SLOW_WHEN="first", SLOW_ARGS="--ttft-s 3.0")
-    job_id = _sbatch(cluster, env, tmp, "--time=2", "--signal=B:USR1@60", "--gpus-per-node=1")
-    return job_id, tmp
+class Background(NamedTuple):
+    """Jobs submitted together once the 8-GPU test is done, so that their waits (SLURM's
+    30 s time-limit period, requeues, dependencies) overlap; each test then checks one."""
 
-
-@pytest.mark.usefixtures("time_limited_job")
-def test_usr1_drains_requeues_and_resumes_the_same_run(
-    cluster: SlurmCluster, fake_node: FakeNode
-) -> None:
-    """`scancel --signal=USR1 --batch` mid-run: the job flushes what is finished, stops its
-    engines and requeues itself through scontrol; SLURM starts it again
-    (SLURM_RESTART_COUNT=1) and it resumes the same run directory to completion. Every
-    record written before the requeue is still there, none twice."""
-    env = _job_env(fake_node, cluster, SLOW_WHEN="first")
-    job_id = _sbatch(cluster, env, fake_node.tmp, "--gpus-per-node=1")
-    _wait_for_records(fake_node.tmp / "run" / "personas.jsonl")
-    cluster.run("scancel", "--signal=USR1", "--batch", job_id)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # the requeued job, pending again before it restarts
-        info = cluster.job(job_id)
-        if info.get("Restarts") == "1" and info["JobState"] != "RUNNING":
-            break
-        time.sleep(0.2)
-    partial = _read(fake_node.tmp / "run")
-    (info,) = cluster.wait(job_id, timeout_s=180)
-    output = _output(fake_node.tmp, info)
-    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", output
-    assert "received SIGUSR1" in output and "requeueing job" in output
-    assert "resuming" in output
-    assert len(partial["conversations.jsonl"]) < 4, "the run was not cut short"
-    finished = _check_run(
-        fake_node.tmp / "run", targets={"personas": 6, "experiences": 4, "chats": 4}
-    )
-    assert _ids(partial) <= _ids(finished)
+    time_limited: tuple[str, Path]
+    usr1: tuple[str, Path]
+    array: tuple[str, str, Path]
+    exhausted: tuple[str, str, Path]
+    container: tuple[str, Path]
 
 
 def _submit_array(
@@ -203,95 +170,155 @@ def _submit_array(
     return words[words.index("array") + 2], words[words.index("merge") + 2].rstrip(";")
 
 
-@pytest.mark.usefixtures("time_limited_job")
-def test_an_array_of_3_shards_and_its_merge_end_in_one_dataset(
-    cluster: SlurmCluster, fake_node: FakeNode
-) -> None:
-    """submit-array.sh with SHARDS=3: three tasks on one GPU each write shards 0/3..2/3;
-    the merge job, held by its dependency until all have ended, joins them into
-    RUN_DIR/merged: the whole run, no id twice."""
-    env = _job_env(fake_node, cluster, SHARDS="3", SLOW_WHEN="")
-    array, merge = _submit_array(cluster, env, fake_node.tmp, "--gpus-per-node=1")
-    tasks = cluster.wait(array, timeout_s=180)
-    assert [t["JobState"] for t in tasks] == ["COMPLETED"] * 3, _explain(
-        cluster, fake_node.tmp, tasks
-    )
-    (merged,) = cluster.wait(merge, timeout_s=120)
-    assert merged["JobState"] == "COMPLETED", _explain(cluster, fake_node.tmp, [merged])
-    run = fake_node.tmp / "run"
-    targets = {"personas": 6, "experiences": 4, "chats": 4}
-    shards = [_check_run(run / f"shard-{i}", (i, 3), targets) for i in range(3)]
-    whole = _check_run(run / "merged", targets=targets)
-    assert _ids(whole) == _ids(shards[0]) | _ids(shards[1]) | _ids(shards[2])
-    assert (run / "merged" / "merge.json").exists()
+@pytest.fixture(scope="module")
+def background(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Background:
+    """Submits, one GPU per task (the node's 8):
 
+    - time_limited: --time=2 with --signal=B:USR1@60. SLURM checks time limits every 30 s
+      and sends the warning up to one period early (at most 60 + 30 s left), so it comes
+      30 to 60 s after the start. Its first execution replies slowly (never done by
+      then); the requeued one at full speed, done long before its own warning.
+    - usr1: a job whose first execution replies slowly (its test sends it USR1 mid-run).
+    - array: submit-array.sh with SHARDS=3 and its merge job.
+    - exhausted: SHARDS=2 with MAX_REQUEUES=0, task 1 replying so slowly (20 s a reply)
+      that it is still running whenever its test comes to send it USR1.
+    - container: CONTAINER= with the stand-in apptainer, LOG_DIR and the run directory's
+      parent not created yet.
+    """
+    nodes = {
+        name: FakeNode(tmp_path_factory.mktemp(name))
+        for name in ("time-limit", "usr1", "array", "exhausted", "container")
+    }
+    node = nodes["time-limit"]
+    env = _job_env(node, cluster, SLOW_WHEN="first", SLOW_ARGS="--ttft-s 5.0")
+    flags = ("--time=2", "--signal=B:USR1@60", "--gpus-per-node=1")
+    time_limited = (_sbatch(cluster, env, node.tmp, *flags), node.tmp)
 
-@pytest.mark.usefixtures("time_limited_job")
-def test_a_task_out_of_requeues_ends_the_merge_with_an_error(
-    cluster: SlurmCluster, fake_node: FakeNode
-) -> None:
-    """Task 1 of 2 gets USR1 with MAX_REQUEUES=0: it flushes and ends without requeueing
-    (FAILED, exit 130). The merge job still starts (afterany) and ends with an error naming
-    shard-1, instead of pending forever in DependencyNeverSatisfied as with afterok."""
-    env = _job_env(fake_node, cluster, SHARDS="2", MAX_REQUEUES="0", SLOW_WHEN="task:1")
-    array, merge = _submit_array(cluster, env, fake_node.tmp, "--gpus-per-node=1")
-    _wait_for_records(fake_node.tmp / "run" / "shard-1" / "personas.jsonl")
-    cluster.run("scancel", "--signal=USR1", "--batch", f"{array}_1")
-    tasks = cluster.wait(array, timeout_s=180)
-    states = {t["ArrayTaskId"]: (t["JobState"], t["ExitCode"]) for t in tasks}
-    assert states == {"0": ("COMPLETED", "0:0"), "1": ("FAILED", "130:0")}, _explain(
-        cluster, fake_node.tmp, tasks
-    )
-    task1 = next(t for t in tasks if t["ArrayTaskId"] == "1")
-    assert "not requeued: already requeued 0 times (MAX_REQUEUES=0)" in _output(
-        fake_node.tmp, task1
-    )
-    (info,) = cluster.wait(merge, timeout_s=60)
-    output = _output(fake_node.tmp, info)
-    assert info["JobState"] == "FAILED" and info["ExitCode"] == "1:0", output
-    assert "not every shard finished its run: shard-1 (finished, interrupted)" in output
-    assert not (fake_node.tmp / "run" / "merged").exists()
+    node = nodes["usr1"]
+    env = _job_env(node, cluster, SLOW_WHEN="first", SLOW_ARGS="--ttft-s 5.0")
+    usr1 = (_sbatch(cluster, env, node.tmp, "--gpus-per-node=1"), node.tmp)
 
+    node = nodes["array"]
+    env = _job_env(node, cluster, SHARDS="3", SLOW_WHEN="")
+    array = (*_submit_array(cluster, env, node.tmp, "--gpus-per-node=1"), node.tmp)
 
-@pytest.mark.usefixtures("time_limited_job")
-def test_a_container_job_binds_the_directories_it_creates(
-    cluster: SlurmCluster, fake_node: FakeNode
-) -> None:
-    """CONTAINER= with the stand-in apptainer (which refuses a bind whose source does not
-    exist, exit 255, and gives no GPU without --nv): LOG_DIR and the run directory's
-    parent do not exist at submission; the job creates them before its first container
-    command and runs to completion. Before the fix the first submission failed with
-    "mount source ... doesn't exist"."""
-    image = fake_node.tmp / "soc-async.sif"
-    image.write_bytes(b"SIF")
-    fresh = fake_node.tmp / "scratch"
+    node = nodes["exhausted"]
     env = _job_env(
-        fake_node,
+        node, cluster, SHARDS="2", MAX_REQUEUES="0", SLOW_WHEN="task:1", SLOW_ARGS="--ttft-s 20"
+    )
+    exhausted = (*_submit_array(cluster, env, node.tmp, "--gpus-per-node=1"), node.tmp)
+
+    node = nodes["container"]
+    image = node.tmp / "soc-async.sif"
+    image.write_bytes(b"SIF")
+    fresh = node.tmp / "scratch"
+    env = _job_env(
+        node,
         cluster,
         CONTAINER=str(image),
         RUN_DIR=str(fresh / "runs" / "r1"),
         LOG_DIR=str(fresh / "logs"),
         SLOW_WHEN="",
     )
-    job_id = _sbatch(cluster, env, fake_node.tmp, "--gpus-per-node=1")
+    container = (_sbatch(cluster, env, node.tmp, "--gpus-per-node=1"), node.tmp)
+    return Background(time_limited, usr1, array, exhausted, container)
+
+
+def test_usr1_drains_requeues_and_resumes_the_same_run(
+    cluster: SlurmCluster, background: Background
+) -> None:
+    """`scancel --signal=USR1 --batch` mid-run: the job flushes what is finished, stops its
+    engines and requeues itself through scontrol; SLURM starts it again
+    (SLURM_RESTART_COUNT=1) and it resumes the same run directory to completion. Every
+    record written before the requeue is still there, none twice."""
+    job_id, tmp = background.usr1
+    _wait_for_records(tmp / "run" / "personas.jsonl")
+    cluster.run("scancel", "--signal=USR1", "--batch", job_id)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # the requeued job, pending again before it restarts
+        info = cluster.job(job_id)
+        if info.get("Restarts") == "1" and info["JobState"] != "RUNNING":
+            break
+        time.sleep(0.2)
+    partial = _read(tmp / "run")
     (info,) = cluster.wait(job_id, timeout_s=180)
-    output = _output(fake_node.tmp, info)
+    output = _output(tmp, info)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", output
+    assert "received SIGUSR1" in output and "requeueing job" in output
+    assert "resuming" in output
+    assert len(partial["conversations.jsonl"]) < TARGETS["chats"], "the run was not cut short"
+    finished = _check_run(tmp / "run", targets=TARGETS)
+    assert _ids(partial) <= _ids(finished)
+
+
+def test_a_task_out_of_requeues_ends_the_merge_with_an_error(
+    cluster: SlurmCluster, background: Background
+) -> None:
+    """Task 1 of 2 gets USR1 with MAX_REQUEUES=0: it flushes and ends without requeueing
+    (FAILED, exit 130). The merge job still starts (afterany) and ends with an error naming
+    shard-1, instead of pending forever in DependencyNeverSatisfied as with afterok."""
+    array, merge, tmp = background.exhausted
+    _wait_for_records(tmp / "run" / "shard-1" / "personas.jsonl")
+    cluster.run("scancel", "--signal=USR1", "--batch", f"{array}_1")
+    tasks = cluster.wait(array, timeout_s=180)
+    states = {t["ArrayTaskId"]: (t["JobState"], t["ExitCode"]) for t in tasks}
+    assert states == {"0": ("COMPLETED", "0:0"), "1": ("FAILED", "130:0")}, _explain(
+        cluster, tmp, tasks
+    )
+    task1 = next(t for t in tasks if t["ArrayTaskId"] == "1")
+    assert "not requeued: already requeued 0 times (MAX_REQUEUES=0)" in _output(tmp, task1)
+    (info,) = cluster.wait(merge, timeout_s=60)
+    output = _output(tmp, info)
+    assert info["JobState"] == "FAILED" and info["ExitCode"] == "1:0", output
+    assert "not every shard finished its run: shard-1 (finished, interrupted)" in output
+    assert not (tmp / "run" / "merged").exists()
+
+
+def test_an_array_of_3_shards_and_its_merge_end_in_one_dataset(
+    cluster: SlurmCluster, background: Background
+) -> None:
+    """submit-array.sh with SHARDS=3: three tasks on one GPU each write shards 0/3..2/3;
+    the merge job, held by its dependency until all have ended, joins them into
+    RUN_DIR/merged: the whole run, no id twice."""
+    array, merge, tmp = background.array
+    tasks = cluster.wait(array, timeout_s=180)
+    assert [t["JobState"] for t in tasks] == ["COMPLETED"] * 3, _explain(cluster, tmp, tasks)
+    (merged,) = cluster.wait(merge, timeout_s=120)
+    assert merged["JobState"] == "COMPLETED", _explain(cluster, tmp, [merged])
+    run = tmp / "run"
+    shards = [_check_run(run / f"shard-{i}", (i, 3), TARGETS) for i in range(3)]
+    whole = _check_run(run / "merged", targets=TARGETS)
+    assert _ids(whole) == _ids(shards[0]) | _ids(shards[1]) | _ids(shards[2])
+    assert (run / "merged" / "merge.json").exists()
+
+
+def test_a_container_job_binds_the_directories_it_creates(
+    cluster: SlurmCluster, background: Background
+) -> None:
+    """CONTAINER= with the stand-in apptainer (which refuses a bind whose source does not
+    exist, exit 255, and gives no GPU without --nv): LOG_DIR and the run directory's
+    parent do not exist at submission; the job creates them before its first container
+    command and runs to completion. Before the fix the first submission failed with
+    "mount source ... doesn't exist"."""
+    job_id, tmp = background.container
+    (info,) = cluster.wait(job_id, timeout_s=180)
+    output = _output(tmp, info)
     assert info["JobState"] == "COMPLETED", output
     assert "doesn't exist" not in output
-    _check_run(fresh / "runs" / "r1", targets={"personas": 6, "experiences": 4, "chats": 4})
+    _check_run(tmp / "scratch" / "runs" / "r1", targets=TARGETS)
 
 
 def test_the_time_limit_signal_requeues_and_the_next_execution_finishes(
-    cluster: SlurmCluster, time_limited_job: tuple[str, Path]
+    cluster: SlurmCluster, background: Background
 ) -> None:
     """--time=2 with --signal=B:USR1@60: SLURM's own warning before the limit reaches the
     script, which flushes, requeues itself and exits before the limit kills it; the
     requeued execution resumes and completes the run, nothing written twice."""
-    job_id, tmp = time_limited_job
+    job_id, tmp = background.time_limited
     (info,) = cluster.wait(job_id, timeout_s=240)
     output = _output(tmp, info)
     assert info["JobState"] == "COMPLETED", output
     assert info["Restarts"] == "1", output
     assert "received SIGUSR1" in output and "resuming" in output
     assert "DUE TO TIME LIMIT" not in output
-    _check_run(tmp / "run", targets={"personas": 6, "experiences": 4, "chats": 4})
+    _check_run(tmp / "run", targets=TARGETS)
