@@ -513,3 +513,85 @@ def test_requeues_are_capped(fake_node: FakeNode) -> None:
     assert result.returncode == 130, _explain(result, fake_node.tmp)
     assert not (fake_node.tmp / "scontrol.log").exists()
     assert "not requeued: already requeued 2 times (MAX_REQUEUES=2)" in result.stderr
+
+
+# -- VLLM_ARGS and CONTAINER, each once refused by the real job ------------------------------
+
+
+def test_vllm_args_leave_the_plan_a_dry_run(fake_node: FakeNode) -> None:
+    """VLLM_ARGS go after `--` to vLLM; the plan's --dry-run stays soc-async serve's own, so
+    DRY_RUN=1 starts no engine and every engine line carries the user's flags. Before, the
+    plan ran `serve ... -- --max-model-len 8192 --dry-run`: vLLM started and refused
+    --dry-run, and the job exited at the plan step."""
+    result = _dry(
+        fake_node, VLLM_ARGS="--max-model-len 8192", FAKE_VLLM_RECORD=str(fake_node.tmp / "s.log")
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (fake_node.tmp / "s.log").exists(), "the dry run started vLLM"
+    engines = [line for line in result.stdout.splitlines() if "CUDA_VISIBLE_DEVICES=" in line]
+    assert len(engines) == 8 and all("--max-model-len 8192" in e for e in engines)
+    serve, _ = _commands(result.stdout)
+    assert serve[-3:] == ["--", "--max-model-len", "8192"] and "--dry-run" not in serve
+
+
+def _container_env(node: FakeNode, **settings: str) -> dict[str, str]:
+    image = node.tmp / "soc-async.sif"
+    image.write_bytes(b"SIF")
+    fresh = node.tmp / "scratch"
+    return {
+        "CONTAINER": str(image),
+        "RUN_DIR": str(fresh / "runs" / "r1"),
+        "LOG_DIR": str(fresh / "logs"),
+        **settings,
+    }
+
+
+def test_container_dry_run_binds_what_the_job_will_create(fake_node: FakeNode) -> None:
+    """CONTAINER= with LOG_DIR and the run directory's parent not created yet: the dry run
+    (through the stand-in apptainer, which refuses a missing bind source as Apptainer
+    does) plans without creating them, and the commands it prints bind them all. Before,
+    the binds named directories made only later and the plan died with exit 255."""
+    env = _container_env(fake_node)
+    result = _dry(fake_node, **env)
+    assert result.returncode == 0, result.stderr
+    serve, soc = _commands(result.stdout)
+    assert serve[:3] == ["apptainer", "exec", "--nv"]
+    binds = [serve[i + 1] for i, word in enumerate(serve) if word == "--bind"]
+    fresh = fake_node.tmp / "scratch"
+    assert str(fresh / "logs") in binds and str(fresh / "runs") in binds
+    assert soc[: soc.index(env["CONTAINER"]) + 1] == serve[: serve.index(env["CONTAINER"]) + 1]
+    assert not fresh.exists()
+
+
+def test_the_stand_in_apptainer_brings_the_gpus_only_with_nv(fake_node: FakeNode) -> None:
+    """Apptainer's rule that the driver comes in only with --nv: without it nvidia-smi
+    cannot reach a driver (exit 9) and vLLM finds none; with it the node's 8 GPUs show."""
+    image = fake_node.tmp / "img.sif"
+    image.write_bytes(b"SIF")
+    env = {**fake_node.env, "CUDA_VISIBLE_DEVICES": "0"}
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+    plain = run("apptainer", "exec", str(image), "nvidia-smi", "-L")
+    assert plain.returncode == 9 and "couldn't communicate with the NVIDIA driver" in plain.stdout
+    fake_node.model(MODEL)
+    engine = run("apptainer", "exec", str(image), "vllm", "serve", MODEL, "--port", "0")
+    assert engine.returncode == 1 and "Found no NVIDIA driver" in engine.stderr
+    gpus = run("apptainer", "exec", "--nv", str(image), "nvidia-smi", "-L")
+    assert gpus.returncode == 0 and len(gpus.stdout.splitlines()) == 8
+
+
+def test_the_stand_in_apptainer_refuses_a_missing_bind_source(fake_node: FakeNode) -> None:
+    """Apptainer's rule, in its words: a bind whose source does not exist stops the
+    container before the command runs, exit 255; an existing one runs the command."""
+    image = fake_node.tmp / "img.sif"
+    image.write_bytes(b"SIF")
+    missing = fake_node.tmp / "not-yet"
+    argv = ["apptainer", "exec", "--nv", "--bind", str(missing), str(image), "true"]
+    refused = subprocess.run(argv, env=fake_node.env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 255
+    assert f"mount source {missing} doesn't exist" in refused.stderr
+    missing.mkdir()
+    ran = subprocess.run(argv, env=fake_node.env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
