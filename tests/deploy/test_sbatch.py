@@ -595,3 +595,38 @@ def test_the_stand_in_apptainer_refuses_a_missing_bind_source(fake_node: FakeNod
     missing.mkdir()
     ran = subprocess.run(argv, env=fake_node.env, capture_output=True, text=True, timeout=60)
     assert ran.returncode == 0, ran.stderr
+
+
+def _docker_runs(text: str) -> list[list[str]]:
+    """The `docker run ...` commands of a text (continued lines joined, `#` dropped)."""
+    joined = re.sub(r"\\\n\s*#?\s*", " ", text)
+    lines = [re.sub(r"^\s*#\s*", "", line) for line in joined.splitlines()]
+    return [shlex.split(line.strip()) for line in lines if line.strip().startswith("docker run")]
+
+
+def test_the_docker_examples_publish_every_engine_port(fake_node: FakeNode) -> None:
+    """Inside a Docker container 127.0.0.1 is the container's own: each `docker run ...
+    serve` example binds the engines to all addresses and publishes, on the host's
+    loopback, every port soc-async serve gives 8 engines by default (which the dry run
+    of serve prints); before, the docs' example published none."""
+    fake_node.model(MODEL)
+    plan = subprocess.run(
+        [*shlex.split("soc-async serve --dry-run --host 0.0.0.0 --model"), MODEL],
+        env={**fake_node.env, "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert plan.returncode == 0, plan.stderr
+    ports = [int(p) for p in re.findall(r"--port (\d+)", plan.stdout)]
+    assert len(ports) == 8
+    examples = [
+        *_docker_runs((ROOT / "docs" / "deploy.md").read_text()),
+        *_docker_runs((ROOT / "deploy" / "docker" / "Dockerfile").read_text()),
+    ]
+    serving = [argv for argv in examples if "serve" in argv]
+    assert len(serving) == 2
+    for argv in serving:
+        assert _after(argv, "--host") == "0.0.0.0", argv
+        host, first, last = re.fullmatch(r"([\d.]+):(\d+)-(\d+):\2-\3", _after(argv, "-p")).groups()
+        assert host == "127.0.0.1" and all(int(first) <= p <= int(last) for p in ports), argv
