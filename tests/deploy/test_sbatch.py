@@ -630,3 +630,13 @@ def test_the_docker_examples_publish_every_engine_port(fake_node: FakeNode) -> N
         assert _after(argv, "--host") == "0.0.0.0", argv
         host, first, last = re.fullmatch(r"([\d.]+):(\d+)-(\d+):\2-\3", _after(argv, "-p")).groups()
         assert host == "127.0.0.1" and all(int(first) <= p <= int(last) for p in ports), argv
+
+
+def test_vllms_engine_wait_follows_the_health_timeout(fake_node: FakeNode) -> None:
+    """vLLM gives up on its engine after VLLM_ENGINE_READY_TIMEOUT_S (600 s by default)
+    whatever soc-async waits: the job passes HEALTH_TIMEOUT on, unless the user set it."""
+    result = _dry(fake_node, HEALTH_TIMEOUT="2400")
+    assert result.returncode == 0, result.stderr
+    assert "# VLLM_ENGINE_READY_TIMEOUT_S=2400 " in result.stdout
+    mine = _dry(fake_node, HEALTH_TIMEOUT="2400", VLLM_ENGINE_READY_TIMEOUT_S="900")
+    assert "# VLLM_ENGINE_READY_TIMEOUT_S=900 " in mine.stdout
