@@ -84,15 +84,15 @@ def _sbatch(cluster: SlurmCluster, env: dict[str, str], cwd: Path, *flags: str) 
     return out.stdout.strip().split(";")[0]
 
 
-def _output(cwd: Path, job: dict[str, str]) -> str:
+def _output(job: dict[str, str]) -> str:
     """The job's output file (the script's %x-%j.out in the submit directory)."""
     path = Path(job["StdOut"])
     return path.read_text(errors="replace") if path.exists() else f"(no {path})"
 
 
-def _explain(cluster: SlurmCluster, cwd: Path, infos: list[dict[str, str]]) -> str:
+def _explain(infos: list[dict[str, str]]) -> str:
     parts = [f"{i.get('JobId')} {i.get('JobState')} {i.get('ExitCode')}" for i in infos]
-    outputs = "\n".join(_output(cwd, i)[-4000:] for i in infos)
+    outputs = "\n".join(_output(i)[-4000:] for i in infos)
     return "\n".join(parts) + "\n" + outputs
 
 
@@ -140,7 +140,7 @@ def test_an_8_gpu_job_with_vllm_args_runs_to_completion(
     env = _job_env(fake_node, cluster, VLLM_ARGS="--max-model-len 8192", SLOW_WHEN="")
     job_id = _sbatch(cluster, env, fake_node.tmp)
     (info,) = cluster.wait(job_id, timeout_s=180)
-    assert info["JobState"] == "COMPLETED", _explain(cluster, fake_node.tmp, [info])
+    assert info["JobState"] == "COMPLETED", _explain([info])
     _check_run(fake_node.tmp / "run", targets=TARGETS)
     starts = (fake_node.tmp / "servers.log").read_text().splitlines()
     assert sorted(s.split()[0] for s in starts) == [f"CUDA_VISIBLE_DEVICES={g}" for g in range(8)]
@@ -174,9 +174,9 @@ def _submit_array(
 def background(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> Background:
     """Submits, one GPU per task (the node's 8):
 
-    - time_limited: --time=2 with --signal=B:USR1@60. SLURM checks time limits every 30 s
-      and sends the warning up to one period early (at most 60 + 30 s left), so it comes
-      30 to 60 s after the start. Its first execution replies slowly (never done by
+    - time_limited: --time=2 with --signal=B:USR1@60. SLURM handles time limits
+      periodically and may send the warning up to 60 s early (its sbatch manual); here
+      it comes 30 to 60 s after the start. Its first execution replies slowly (never done by
       then); the requeued one at full speed, done long before its own warning.
     - usr1: a job whose first execution replies slowly (its test sends it USR1 mid-run).
     - array: submit-array.sh with SHARDS=3 and its merge job.
@@ -242,7 +242,7 @@ def test_usr1_drains_requeues_and_resumes_the_same_run(
         time.sleep(0.2)
     partial = _read(tmp / "run")
     (info,) = cluster.wait(job_id, timeout_s=180)
-    output = _output(tmp, info)
+    output = _output(info)
     assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", output
     assert "received SIGUSR1" in output and "requeueing job" in output
     assert "resuming" in output
@@ -262,13 +262,11 @@ def test_a_task_out_of_requeues_ends_the_merge_with_an_error(
     cluster.run("scancel", "--signal=USR1", "--batch", f"{array}_1")
     tasks = cluster.wait(array, timeout_s=180)
     states = {t["ArrayTaskId"]: (t["JobState"], t["ExitCode"]) for t in tasks}
-    assert states == {"0": ("COMPLETED", "0:0"), "1": ("FAILED", "130:0")}, _explain(
-        cluster, tmp, tasks
-    )
+    assert states == {"0": ("COMPLETED", "0:0"), "1": ("FAILED", "130:0")}, _explain(tasks)
     task1 = next(t for t in tasks if t["ArrayTaskId"] == "1")
-    assert "not requeued: already requeued 0 times (MAX_REQUEUES=0)" in _output(tmp, task1)
+    assert "not requeued: already requeued 0 times (MAX_REQUEUES=0)" in _output(task1)
     (info,) = cluster.wait(merge, timeout_s=60)
-    output = _output(tmp, info)
+    output = _output(info)
     assert info["JobState"] == "FAILED" and info["ExitCode"] == "1:0", output
     assert "not every shard finished its run: shard-1 (finished, interrupted)" in output
     assert not (tmp / "run" / "merged").exists()
@@ -282,9 +280,9 @@ def test_an_array_of_3_shards_and_its_merge_end_in_one_dataset(
     RUN_DIR/merged: the whole run, no id twice."""
     array, merge, tmp = background.array
     tasks = cluster.wait(array, timeout_s=180)
-    assert [t["JobState"] for t in tasks] == ["COMPLETED"] * 3, _explain(cluster, tmp, tasks)
+    assert [t["JobState"] for t in tasks] == ["COMPLETED"] * 3, _explain(tasks)
     (merged,) = cluster.wait(merge, timeout_s=120)
-    assert merged["JobState"] == "COMPLETED", _explain(cluster, tmp, [merged])
+    assert merged["JobState"] == "COMPLETED", _explain([merged])
     run = tmp / "run"
     shards = [_check_run(run / f"shard-{i}", (i, 3), TARGETS) for i in range(3)]
     whole = _check_run(run / "merged", targets=TARGETS)
@@ -302,7 +300,7 @@ def test_a_container_job_binds_the_directories_it_creates(
     "mount source ... doesn't exist"."""
     job_id, tmp = background.container
     (info,) = cluster.wait(job_id, timeout_s=180)
-    output = _output(tmp, info)
+    output = _output(info)
     assert info["JobState"] == "COMPLETED", output
     assert "doesn't exist" not in output
     _check_run(tmp / "scratch" / "runs" / "r1", targets=TARGETS)
@@ -316,7 +314,7 @@ def test_the_time_limit_signal_requeues_and_the_next_execution_finishes(
     requeued execution resumes and completes the run, nothing written twice."""
     job_id, tmp = background.time_limited
     (info,) = cluster.wait(job_id, timeout_s=240)
-    output = _output(tmp, info)
+    output = _output(info)
     assert info["JobState"] == "COMPLETED", output
     assert info["Restarts"] == "1", output
     assert "received SIGUSR1" in output and "resuming" in output
