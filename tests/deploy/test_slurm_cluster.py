@@ -10,6 +10,7 @@ with the reason.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -256,7 +257,8 @@ def test_a_task_out_of_requeues_ends_the_merge_with_an_error(
 ) -> None:
     """Task 1 of 2 gets USR1 with MAX_REQUEUES=0: it flushes and ends without requeueing
     (FAILED, exit 130). The merge job still starts (afterany) and ends with an error naming
-    shard-1, instead of pending forever in DependencyNeverSatisfied as with afterok."""
+    shard-1, instead of pending forever in DependencyNeverSatisfied as with afterok;
+    ALLOW_PARTIAL=1 then merges what there is."""
     array, merge, tmp = background.exhausted
     _wait_for_records(tmp / "run" / "shard-1" / "personas.jsonl")
     cluster.run("scancel", "--signal=USR1", "--batch", f"{array}_1")
@@ -270,6 +272,17 @@ def test_a_task_out_of_requeues_ends_the_merge_with_an_error(
     assert info["JobState"] == "FAILED" and info["ExitCode"] == "1:0", output
     assert "not every shard finished its run: shard-1 (finished, interrupted)" in output
     assert not (tmp / "run" / "merged").exists()
+    # ALLOW_PARTIAL=1 merges what there is, saying which shard is short.
+    partial = subprocess.run(
+        ["bash", str(SLURM / "merge.sbatch")],
+        env={**FakeNode(tmp).env, "RUN_DIR": str(tmp / "run"), "ALLOW_PARTIAL": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert partial.returncode == 0, partial.stderr
+    assert "merging shards that did not finish: shard-1 (finished, interrupted)" in partial.stderr
+    assert (tmp / "run" / "merged" / "merge.json").exists()
 
 
 def test_an_array_of_3_shards_and_its_merge_end_in_one_dataset(
