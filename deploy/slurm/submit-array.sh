@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Submits one logical run as a job array of SHARDS GPU nodes (task i writes shard i/SHARDS
-# into RUN_DIR/shard-i) and a merge job that starts once every task has finished.
+# into RUN_DIR/shard-i) and a merge job that starts once every task has ended, however it
+# ended (afterany); the merge job then checks that every shard finished its run and ends
+# with an error naming the shards that did not. An afterok dependency would leave the
+# merge pending forever (DependencyNeverSatisfied) behind a task that failed or stopped
+# requeueing itself at MAX_REQUEUES.
 #
 # Launch:  SHARDS=8 RUN_DIR=$SCRATCH/soc/run1 CONFIG=$PWD/run.toml MODEL=Qwen/Qwen2.5-7B-Instruct \
 #            bash deploy/slurm/submit-array.sh [more sbatch flags for the array, e.g. -p gpu]
@@ -48,11 +52,11 @@ if [[ ${DRY_RUN:-0} == 1 ]]; then
   printf ' %q' "${array[@]:1}"
   printf '\n%q' "${merge_cmd[0]}"
   printf ' %q' "${merge_cmd[@]:1}"
-  printf ' --dependency=afterok:<array job id> %q\n' "$here/merge.sbatch"
+  printf ' --dependency=afterany:<array job id> %q\n' "$here/merge.sbatch"
   exit 0
 fi
 job=$("${array[@]}")
 job=${job%%;*}  # "id;cluster" on federated clusters
-merge=$("${merge_cmd[@]}" --dependency="afterok:$job" "$here/merge.sbatch")
+merge=$("${merge_cmd[@]}" --dependency="afterany:$job" "$here/merge.sbatch")
 echo "array job ${job} (${SHARDS} shards in ${RUN_DIR}); merge job ${merge%%;*} -> ${RUN_DIR}/merged"
 echo "watch: squeue -j ${job},${merge%%;*}; progress: soc-async status ${RUN_DIR}/shard-0"

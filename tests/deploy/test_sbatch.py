@@ -513,3 +513,130 @@ def test_requeues_are_capped(fake_node: FakeNode) -> None:
     assert result.returncode == 130, _explain(result, fake_node.tmp)
     assert not (fake_node.tmp / "scontrol.log").exists()
     assert "not requeued: already requeued 2 times (MAX_REQUEUES=2)" in result.stderr
+
+
+# -- VLLM_ARGS and CONTAINER, each once refused by the real job ------------------------------
+
+
+def test_vllm_args_leave_the_plan_a_dry_run(fake_node: FakeNode) -> None:
+    """VLLM_ARGS go after `--` to vLLM; the plan's --dry-run stays soc-async serve's own, so
+    DRY_RUN=1 starts no engine and every engine line carries the user's flags. Before, the
+    plan ran `serve ... -- --max-model-len 8192 --dry-run`: vLLM started and refused
+    --dry-run, and the job exited at the plan step."""
+    result = _dry(
+        fake_node, VLLM_ARGS="--max-model-len 8192", FAKE_VLLM_RECORD=str(fake_node.tmp / "s.log")
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (fake_node.tmp / "s.log").exists(), "the dry run started vLLM"
+    engines = [line for line in result.stdout.splitlines() if "CUDA_VISIBLE_DEVICES=" in line]
+    assert len(engines) == 8 and all("--max-model-len 8192" in e for e in engines)
+    serve, _ = _commands(result.stdout)
+    assert serve[-3:] == ["--", "--max-model-len", "8192"] and "--dry-run" not in serve
+
+
+def _container_env(node: FakeNode, **settings: str) -> dict[str, str]:
+    image = node.tmp / "soc-async.sif"
+    image.write_bytes(b"SIF")
+    fresh = node.tmp / "scratch"
+    return {
+        "CONTAINER": str(image),
+        "RUN_DIR": str(fresh / "runs" / "r1"),
+        "LOG_DIR": str(fresh / "logs"),
+        **settings,
+    }
+
+
+def test_container_dry_run_binds_what_the_job_will_create(fake_node: FakeNode) -> None:
+    """CONTAINER= with LOG_DIR and the run directory's parent not created yet: the dry run
+    (through the stand-in apptainer, which refuses a missing bind source as Apptainer
+    does) plans without creating them, and the commands it prints bind them all. Before,
+    the binds named directories made only later and the plan died with exit 255."""
+    env = _container_env(fake_node)
+    result = _dry(fake_node, **env)
+    assert result.returncode == 0, result.stderr
+    serve, soc = _commands(result.stdout)
+    assert serve[:3] == ["apptainer", "exec", "--nv"]
+    binds = [serve[i + 1] for i, word in enumerate(serve) if word == "--bind"]
+    fresh = fake_node.tmp / "scratch"
+    assert str(fresh / "logs") in binds and str(fresh / "runs") in binds
+    assert soc[: soc.index(env["CONTAINER"]) + 1] == serve[: serve.index(env["CONTAINER"]) + 1]
+    assert not fresh.exists()
+
+
+def test_the_stand_in_apptainer_brings_the_gpus_only_with_nv(fake_node: FakeNode) -> None:
+    """Apptainer's rule that the driver comes in only with --nv: without it nvidia-smi
+    cannot reach a driver (exit 9) and vLLM finds none; with it the node's 8 GPUs show."""
+    image = fake_node.tmp / "img.sif"
+    image.write_bytes(b"SIF")
+    env = {**fake_node.env, "CUDA_VISIBLE_DEVICES": "0"}
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+    plain = run("apptainer", "exec", str(image), "nvidia-smi", "-L")
+    assert plain.returncode == 9 and "couldn't communicate with the NVIDIA driver" in plain.stdout
+    fake_node.model(MODEL)
+    engine = run("apptainer", "exec", str(image), "vllm", "serve", MODEL, "--port", "0")
+    assert engine.returncode == 1 and "Found no NVIDIA driver" in engine.stderr
+    gpus = run("apptainer", "exec", "--nv", str(image), "nvidia-smi", "-L")
+    assert gpus.returncode == 0 and len(gpus.stdout.splitlines()) == 8
+
+
+def test_the_stand_in_apptainer_refuses_a_missing_bind_source(fake_node: FakeNode) -> None:
+    """Apptainer's rule, in its words: a bind whose source does not exist stops the
+    container before the command runs, exit 255; an existing one runs the command."""
+    image = fake_node.tmp / "img.sif"
+    image.write_bytes(b"SIF")
+    missing = fake_node.tmp / "not-yet"
+    argv = ["apptainer", "exec", "--nv", "--bind", str(missing), str(image), "true"]
+    refused = subprocess.run(argv, env=fake_node.env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 255
+    assert f"mount source {missing} doesn't exist" in refused.stderr
+    missing.mkdir()
+    ran = subprocess.run(argv, env=fake_node.env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+
+
+def _docker_runs(text: str) -> list[list[str]]:
+    """The `docker run ...` commands of a text (continued lines joined, `#` dropped)."""
+    joined = re.sub(r"\\\n\s*#?\s*", " ", text)
+    lines = [re.sub(r"^\s*#\s*", "", line) for line in joined.splitlines()]
+    return [shlex.split(line.strip()) for line in lines if line.strip().startswith("docker run")]
+
+
+def test_the_docker_examples_publish_every_engine_port(fake_node: FakeNode) -> None:
+    """Inside a Docker container 127.0.0.1 is the container's own: each `docker run ...
+    serve` example binds the engines to all addresses and publishes, on the host's
+    loopback, every port soc-async serve gives 8 engines by default (which the dry run
+    of serve prints); before, the docs' example published none."""
+    fake_node.model(MODEL)
+    plan = subprocess.run(
+        [*shlex.split("soc-async serve --dry-run --host 0.0.0.0 --model"), MODEL],
+        env={**fake_node.env, "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert plan.returncode == 0, plan.stderr
+    ports = [int(p) for p in re.findall(r"--port (\d+)", plan.stdout)]
+    assert len(ports) == 8
+    examples = [
+        *_docker_runs((ROOT / "docs" / "deploy.md").read_text()),
+        *_docker_runs((ROOT / "deploy" / "docker" / "Dockerfile").read_text()),
+    ]
+    serving = [argv for argv in examples if "serve" in argv]
+    assert len(serving) == 2
+    for argv in serving:
+        assert _after(argv, "--host") == "0.0.0.0", argv
+        host, first, last = re.fullmatch(r"([\d.]+):(\d+)-(\d+):\2-\3", _after(argv, "-p")).groups()
+        assert host == "127.0.0.1" and all(int(first) <= p <= int(last) for p in ports), argv
+
+
+def test_vllms_engine_wait_follows_the_health_timeout(fake_node: FakeNode) -> None:
+    """vLLM gives up on its engine after VLLM_ENGINE_READY_TIMEOUT_S (600 s by default)
+    whatever soc-async waits: the job passes HEALTH_TIMEOUT on, unless the user set it."""
+    result = _dry(fake_node, HEALTH_TIMEOUT="2400")
+    assert result.returncode == 0, result.stderr
+    assert "# VLLM_ENGINE_READY_TIMEOUT_S=2400 " in result.stdout
+    mine = _dry(fake_node, HEALTH_TIMEOUT="2400", VLLM_ENGINE_READY_TIMEOUT_S="900")
+    assert "# VLLM_ENGINE_READY_TIMEOUT_S=900 " in mine.stdout

@@ -173,7 +173,7 @@ def test_array_submission_dry_run_chains_the_merge_on_the_same_account(tmp_path:
     assert lines[0].endswith("deploy/slurm/soc-async.sbatch")
     assert lines[1].startswith(
         "sbatch --parsable --export=ALL -p gpu -A proj --qos=high --time 01:00:00 "
-        "--dependency=afterok:"
+        "--dependency=afterany:"
     )
     assert "gpus" not in lines[1]
     assert lines[1].endswith("deploy/slurm/merge.sbatch")

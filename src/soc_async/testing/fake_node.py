@@ -27,6 +27,13 @@ enforces, with vLLM's wording where it matters:
   connections but nothing answers, as vLLM's socket before its engine is up);
 - a ``priority`` field is refused unless ``--scheduling-policy priority``.
 
+``python -m soc_async.testing.fake_node apptainer exec [--nv] [--bind SRC[:DST],...]
+IMAGE CMD...`` stands in for Apptainer's ``exec`` and keeps its rules: the image must
+exist; a bind whose source does not exist is refused with Apptainer's "mount source ...
+doesn't exist" and exit 255 before anything runs; ``APPTAINERENV_X`` becomes ``X``
+inside (``--cleanenv`` drops the rest); without ``--nv`` the driver is not inside, so
+``nvidia-smi`` and vLLM find no GPU. CMD then runs on this machine.
+
 Test knobs (environment): ``FAKE_VLLM_REPLY`` (module:function writing replies, default
 the scripted model), ``FAKE_VLLM_ARGS`` (more fake-server flags, e.g. ``--ttft-s 0.05``),
 ``FAKE_VLLM_RECORD`` (a file each start appends its devices, pid and arguments to),
@@ -57,7 +64,7 @@ import msgspec
 
 from soc_async.testing.fake_server import FakeServer, ReplyError, _parse_args
 
-__all__ = ["CONFIGS", "hf", "main", "nvidia_smi", "vllm", "write_model"]
+__all__ = ["CONFIGS", "apptainer", "hf", "main", "nvidia_smi", "vllm", "write_model"]
 
 VERSION = "0.32.0"
 DEFAULT_GPUS = 8
@@ -106,6 +113,76 @@ def hf(argv: list[str]) -> int:
     path = write_model(hf_hub_cache(), argv[1])
     print(path)
     return 0
+
+
+# -- apptainer --------------------------------------------------------------------------
+
+# Options of `apptainer exec` that take a value; others given to the stand-in are refused,
+# as Apptainer's own parser refuses an unknown flag.
+_APPTAINER_VALUED = {"--bind", "-B", "--env", "--pwd", "--home", "-H"}
+_APPTAINER_FLAGS = {"--nv", "--cleanenv", "-e", "--containall", "-c", "--writable-tmpfs"}
+
+
+def apptainer(argv: list[str]) -> int:
+    """The stand-in ``apptainer exec``: checks the image and the bind sources, then runs
+    the command with the environment Apptainer would give it."""
+    if argv[:1] != ["exec"]:
+        return _fail("usage: apptainer exec [options] IMAGE COMMAND...", 255)
+    options: list[tuple[str, str]] = []
+    rest = argv[1:]
+    while rest and rest[0].startswith("-"):
+        flag, _, value = rest[0].partition("=")
+        if flag in _APPTAINER_VALUED:
+            if not value:
+                if len(rest) < 2:
+                    return _fail(f'Error: flag needs an argument: "{flag}"', 255)
+                value, rest = rest[1], rest[1:]
+            options.append((flag, value))
+        elif flag in _APPTAINER_FLAGS and not value:
+            options.append((flag, ""))
+        else:
+            return _fail(f"Error: unknown flag: {flag}", 255)
+        rest = rest[1:]
+    if len(rest) < 2:
+        return _fail("Error: requires at least 2 arg(s), only received " + str(len(rest)), 255)
+    image, command = rest[0], rest[1:]
+    if not os.path.exists(image):
+        return _fail(
+            f"FATAL:   could not open image {os.path.abspath(image)}: failed to retrieve "
+            f"path for {image}: lstat {image}: no such file or directory",
+            255,
+        )
+    flags = {flag for flag, _ in options}
+    env = dict(os.environ)
+    if flags & {"--cleanenv", "-e", "--containall", "-c"}:
+        env = {k: v for k, v in env.items() if k in ("PATH", "HOME", "TERM", "LANG")}
+        # What the node's own python needs to find soc_async outside a real image.
+        env.update({k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ})
+    for bind in (v for flag, v in options if flag in ("--bind", "-B")):
+        for spec in bind.split(","):
+            source = spec.split(":")[0]
+            dest = spec.split(":")[1] if ":" in spec else source
+            if not os.path.exists(source):
+                return _fail(
+                    "FATAL:   container creation failed: mount hook function failure: "
+                    f"mount {source}->{dest} error: while mounting {source}: mount source "
+                    f"{source} doesn't exist",
+                    255,
+                )
+    for key, value in os.environ.items():
+        for prefix in ("APPTAINERENV_", "SINGULARITYENV_"):
+            if key.startswith(prefix) and len(key) > len(prefix):
+                env[key.removeprefix(prefix)] = value
+    for value in (v for flag, v in options if flag == "--env"):
+        key, _, val = value.partition("=")
+        env[key] = val
+    if "--nv" not in flags:
+        env["FAKE_GPUS"] = "0"  # no driver inside: nvidia-smi and CUDA see no device
+    sys.stdout.flush()
+    try:
+        os.execvpe(command[0], command, env)
+    except OSError as exc:
+        return _fail(f"FATAL:   {command[0]}: {exc.strerror}", 255)
 
 
 # -- nvidia-smi --------------------------------------------------------------------------
@@ -188,6 +265,10 @@ def _fail(text: str, code: int = 1) -> int:
 
 
 def _visible_gpus() -> int:
+    # FAKE_GPUS=0 is a node (or a container without --nv) with no driver: CUDA sees no
+    # device whatever CUDA_VISIBLE_DEVICES names.
+    if os.environ.get("FAKE_GPUS") == "0":
+        return 0
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return len([d for d in visible.split(",") if d.strip()])
@@ -318,6 +399,8 @@ def vllm(argv: list[str]) -> int:
         return _fail(f"OSError: [Errno {exc.errno}] {exc.strerror}: port {args.port}")
     world = args.tensor_parallel_size * args.data_parallel_size
     visible = _visible_gpus()
+    if visible == 0:
+        return _fail("RuntimeError: Found no NVIDIA driver on your system.")
     if world > visible:
         return _fail(
             f"ValueError: the world size {world} (tensor {args.tensor_parallel_size} x data "
@@ -367,10 +450,11 @@ async def _serve(config: Any, reply: Any, sock: socket.socket) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``fake_node nvidia-smi ...`` or ``fake_node vllm ...``."""
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"nvidia-smi": nvidia_smi, "vllm": vllm, "hf": hf}
+    commands = {"nvidia-smi": nvidia_smi, "vllm": vllm, "hf": hf, "apptainer": apptainer}
     if not argv or argv[0] not in commands:
         print(
-            "usage: python -m soc_async.testing.fake_node {nvidia-smi,vllm,hf} ...", file=sys.stderr
+            "usage: python -m soc_async.testing.fake_node {nvidia-smi,vllm,hf,apptainer} ...",
+            file=sys.stderr,
         )
         return 2
     return commands[argv[0]](argv[1:])
