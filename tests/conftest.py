@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from annotate.annotate_server import annotate_server  # noqa: F401  (the annotate tests' fixture)
 
 import soc_async
 from soc_async.testing.fake_node import write_model

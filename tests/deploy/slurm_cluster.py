@@ -34,6 +34,8 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from factories import free_port
+
 NODE = "socnode"
 GPUS = 8
 CPUS = 96
@@ -58,12 +60,6 @@ def _which(name: str) -> str | None:
 def missing_packages() -> list[str]:
     """The commands of slurm-wlm and munge that are not installed."""
     return [name for name in DAEMONS + CLIENTS if _which(name) is None]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SlurmCluster:
@@ -118,7 +114,7 @@ class SlurmCluster:
         )
         host = socket.gethostname().split(".")[0]
         self.conf.write_text(
-            _slurm_conf(root, host=host, sock=sock, ports=(_free_port(), _free_port()))
+            _slurm_conf(root, host=host, sock=sock, ports=(free_port(), free_port()))
         )
         (root / "gres.conf").write_text(
             f"AutoDetect=off\nNodeName={NODE} Name=gpu File={root / 'dev'}/nvidia[0-{GPUS - 1}]\n"

@@ -26,21 +26,27 @@ def register(sub: Any) -> None:
     p.add_argument("--compare", metavar="B", help="blind A/B: pair DIR's conversations with B's")
     p.add_argument("--rubric", metavar="FILE", help="rubric TOML (default: the built-in one)")
     p.add_argument(
-        "--sample", type=int, metavar="N", help="conversations (or pairs) in the plan (default 40)"
+        "--sample", type=int, metavar="N", help="conversations (or pairs) in the plan (default: 40)"
     )
     p.add_argument(
         "--overlap",
         type=float,
         metavar="F",
-        help="fraction of the sample shown to every rater, for agreement (default 0.2)",
+        help="fraction of the sample shown to every rater, for agreement (default: 0.2)",
     )
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="the plan's seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="the plan's seed (default: 0)")
     p.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to bind (default 127.0.0.1; elsewhere the URL carries a token)",
+        help="address to bind (default: 127.0.0.1; elsewhere the URL carries a token)",
     )
-    p.add_argument("--port", type=int, default=8010, help="port (default 8010; 0: any free one)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8010,
+        metavar="PORT",
+        help="the port (0: any free one; default: 8010)",
+    )
     add_verbose(p)
     p.set_defaults(handler=handle)
 

@@ -13,7 +13,11 @@ def add_server_options(p: argparse.ArgumentParser, *, when: str = "") -> None:
     and which servers a command uses, and how long it waits for them. ``when`` names the
     option that makes the command talk to a server at all (report: --judge)."""
     p.add_argument(
-        "--config", metavar="FILE", help="a TOML config file (docs/config.md; default: none)"
+        "--config",
+        metavar="FILE",
+        help=f"a TOML config file (docs/config.md) for the calls of {when} (default: the run's own)"
+        if when
+        else "a TOML config file (docs/config.md; default: none)",
     )
     embedded = f"with {when} and no server given" if when else "none given"
     p.add_argument(

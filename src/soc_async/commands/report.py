@@ -54,7 +54,7 @@ def register(sub: Any) -> None:
         metavar="B",
         help="print the differences that matter against B: a report.json or a run directory",
     )
-    add_server_options(p, when="--judge")
+    add_server_options(p, when="--judge/--judge-cards")
     add_verbose(p)
     p.set_defaults(handler=handle)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from factories import free_port
 
 import soc_async
 
 SRC = str(Path(soc_async.__file__).resolve().parents[1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
