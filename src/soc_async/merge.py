@@ -49,7 +49,7 @@ from soc_async.records import (
     id_index,
     record_id,
 )
-from soc_async.store import CONFIG, DATA_FILES, RUN, RunIdentity
+from soc_async.store import DATA_FILES, RUN, RunIdentity
 from soc_async.store.rundata import MERGE_SUMMARY, RunData
 from soc_async.timestamps import utc_now
 
@@ -370,13 +370,13 @@ def _write_file(path: Path, lines: Iterator[bytes]) -> None:
     os.replace(tmp, path)
 
 
-def _run_config(plan: MergePlan) -> RunConfig:
+def _run_config(plan: MergePlan, shards: Mapping[str, RunData]) -> RunConfig:
     """The run's config, as its first shard wrote it (every shard of a run shares it);
     the defaults when no shard has one."""
     for shard in plan.shards:
-        path = Path(shard.path) / CONFIG
-        if path.is_file():
-            return config_mod.load(path)
+        data = shards[shard.path]
+        if data.config_text is not None:
+            return data.config
     return RunConfig()
 
 
@@ -426,7 +426,7 @@ def merge(
     }
     torn = [str(shard.path / where) for shard in shards.values() for where in shard.torn]
     per_shard = check_ids(plan, ids)
-    config = _run_config(plan)
+    config = _run_config(plan, shards)
     if near_duplicates_action is not None:
         config = config_mod.override(config, {"merge.near_duplicates": near_duplicates_action})
     found = _found_near_duplicates(plan, shards, config)

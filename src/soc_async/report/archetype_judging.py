@@ -8,15 +8,12 @@ first). A refused reading is not written: the next run asks again.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import anyio
-import msgspec
 
 from soc_async.calls import ask_until_valid, build_request
 from soc_async.config import RunConfig, RunFacts
-from soc_async.errors import InputError
 from soc_async.llm.types import ChatRequest, Completer
 from soc_async.records import Persona
 from soc_async.report.archetype_judge import (
@@ -30,6 +27,7 @@ from soc_async.report.archetype_judge import (
 )
 from soc_async.report.judge import sample_ids
 from soc_async.store import PERSONAS
+from soc_async.store.appendlog import KeyedLog
 from soc_async.store.rundata import RunData
 
 __all__ = ["ARCHETYPE_FILE", "KIND", "ArchetypeStore", "read_archetypes"]
@@ -37,39 +35,13 @@ __all__ = ["ARCHETYPE_FILE", "KIND", "ArchetypeStore", "read_archetypes"]
 ARCHETYPE_FILE = "archetypes.jsonl"
 KIND = "archetype"
 
-_decode = msgspec.json.Decoder(ArchetypeReading).decode
-_encode = msgspec.json.Encoder().encode
 
-
-class ArchetypeStore:
-    """archetypes.jsonl: read on open, appended to durably."""
+class ArchetypeStore(KeyedLog[ArchetypeReading]):
+    """archetypes.jsonl: the readings so far, by persona id; each new one appended
+    durably."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.done: dict[str, ArchetypeReading] = {}
-        if not path.exists():
-            return
-        data = path.read_bytes()
-        good = data.rfind(b"\n") + 1  # a torn last line (no newline) is left out
-        for lineno, line in enumerate(data[:good].splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                r = _decode(line)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise InputError(f"{path}:{lineno}: not an archetype reading line ({exc})") from exc
-            self.done[r.persona_id] = r
-        if good < len(data):
-            with path.open("r+b") as f:
-                f.truncate(good)
-
-    def add(self, r: ArchetypeReading) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as f:
-            f.write(_encode(r) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.done[r.persona_id] = r
+        super().__init__(path, ArchetypeReading, lambda r: r.persona_id)
 
 
 def _request(

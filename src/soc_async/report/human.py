@@ -24,8 +24,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from statistics import NormalDist
 
-import msgspec
-
 from soc_async.annotate.records import ANNOTATIONS, Annotation, Preference, Rating, latest
 from soc_async.annotate.rubric import Rubric, default_rubric, run_rubric
 from soc_async.report.judge import Judgement
@@ -309,13 +307,7 @@ def human_section(run_dir: str | Path, *, judge_file: Path | None = None) -> Hum
     if not path.is_file():
         return None
     judged: dict[str, Judgement] = {}
-    if judge_file is not None and judge_file.is_file():
-        decode = msgspec.json.Decoder(Judgement).decode
-        for line in judge_file.read_bytes().splitlines():
-            try:
-                j = decode(line)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue  # a torn last line; judging.JudgeStore names the others
-            judged[j.chat_id] = j
+    if judge_file is not None:
+        judged = {j.chat_id: j for j in read_log(judge_file, Judgement)}
     rubric = run_rubric(Path(run_dir))
     return build_human(read_log(path, Annotation), judge=judged, rubric=rubric)

@@ -11,16 +11,13 @@ as a run's files are). A refused score is not written: the next run asks again.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
-import msgspec
 
 from soc_async.calls import ask_until_valid, build_request
 from soc_async.config import RunConfig, RunFacts
-from soc_async.errors import InputError
 from soc_async.formats.refusal import Refusal
 from soc_async.llm.types import ChatRequest, Completer, Completion
 from soc_async.records import Conversation, Experience, Persona
@@ -38,6 +35,7 @@ from soc_async.report.judge import (
     transcript,
 )
 from soc_async.report.model import JudgeSection
+from soc_async.store.appendlog import KeyedLog
 from soc_async.store.rundata import RunData
 
 __all__ = ["JUDGE_FILE", "JudgeStore", "judge_sample"]
@@ -47,39 +45,12 @@ KIND = "turn"  # the call kind whose endpoints and model judge: the chat turns'
 MAX_TOKENS = 256
 ATTEMPTS = 3  # a malformed reply is asked again twice, with what was wrong
 
-_decode = msgspec.json.Decoder(Judgement).decode
-_encode = msgspec.json.Encoder().encode
 
-
-class JudgeStore:
-    """judge.jsonl: read on open, appended to durably."""
+class JudgeStore(KeyedLog[Judgement]):
+    """judge.jsonl: the verdicts so far, by chat id; each new one appended durably."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.done: dict[str, Judgement] = {}
-        if not path.exists():
-            return
-        data = path.read_bytes()
-        good = data.rfind(b"\n") + 1  # a torn last line (no newline) is left out
-        for lineno, line in enumerate(data[:good].splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                j = _decode(line)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise InputError(f"{path}:{lineno}: not a judgement line ({exc})") from exc
-            self.done[j.chat_id] = j
-        if good < len(data):
-            with path.open("r+b") as f:
-                f.truncate(good)
-
-    def add(self, j: Judgement) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as f:
-            f.write(_encode(j) + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.done[j.chat_id] = j
+        super().__init__(path, Judgement, lambda j: j.chat_id)
 
 
 async def _judge_one(

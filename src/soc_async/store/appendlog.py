@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from soc_async.errors import RunDirError
 from soc_async.store.files import fsync_dir, good_lines, repair, valid_check
 
-__all__ = ["AppendLog", "read_log"]
+__all__ = ["AppendLog", "KeyedLog", "read_log"]
 
 T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
@@ -68,3 +68,29 @@ def read_log(path: Path, kind: type[T]) -> Iterator[T]:
             raise RunDirError(
                 f"{path}:{lineno}: not a valid line ({exc}); fix or remove it"
             ) from exc
+
+
+class KeyedLog(Generic[T]):
+    """An append-only JSONL file of ``kind`` records, each under a key (a chat id, a
+    persona id): what it holds is read on open into :attr:`done`, so work already done
+    is not asked again, and each new record is appended whole and fsynced (judge.jsonl,
+    archetypes.jsonl beside a report)."""
+
+    def __init__(self, path: Path, kind: type[T], key: Callable[[T], str]) -> None:
+        self.path = path
+        self._key = key
+        self.done: dict[str, T] = {key(r): r for r in read_log(path, kind)}
+        self._log: AppendLog | None = None
+
+    def add(self, record: T) -> None:
+        """Append ``record`` (blocking: one write and an fsync) and note it done."""
+        if self._log is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = AppendLog(self.path)
+        self._log.append(record)
+        self.done[self._key(record)] = record
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
