@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from soc_async.errors import ConfigError, validation_key
+from soc_async.records import CADENCES, STYLES
 
 PosInt = Annotated[int, Meta(ge=1)]
 NonNegInt = Annotated[int, Meta(ge=0)]
@@ -387,10 +388,6 @@ def _default_start_hours() -> list[float]:
         0.5, 0.3, 0.2, 0.1, 0.1, 0.2, 0.6, 1.2, 1.6, 1.6, 1.5, 1.5,
         1.7, 1.6, 1.4, 1.4, 1.6, 1.9, 2.2, 2.5, 2.6, 2.4, 1.8, 1.0,
     ]  # fmt: skip
-
-
-CADENCES: tuple[str, ...] = ("realtime", "delayed", "async")
-STYLES: tuple[str, ...] = ("freeform", "semi-structured", "structured")
 
 
 def _default_pacing() -> dict[str, list[float]]:

@@ -74,11 +74,9 @@ class RequestError(SocError):
         status: int | None = None,
         attempts: int = 1,
         reason: str | None = None,
-        endpoint: str | None = None,
     ) -> None:
         self.status = status
         self.attempts = attempts
-        self.endpoint = endpoint  # the server that answered last, where one did
         # A short stable code for failure records: ``http_400``, ``timeout``, ...
         self.reason = reason or (f"http_{status}" if status is not None else "error")
         super().__init__(message)
@@ -101,9 +99,7 @@ class RetriesExhausted(RequestError):
     ) -> None:
         where = f" at {endpoint}" if endpoint else ""
         message = f"{reason} after {attempts} attempts{where}: {detail}" if detail else reason
-        super().__init__(
-            message, status=status, attempts=attempts, reason=reason, endpoint=endpoint
-        )
+        super().__init__(message, status=status, attempts=attempts, reason=reason)
 
 
 class Interrupted(SocError):

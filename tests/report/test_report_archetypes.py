@@ -23,7 +23,8 @@ from soc_async.report.archetype_judge import (
     system_prompt,
     user_prompt,
 )
-from soc_async.report.archetype_mix import ArchetypeFigure, total_variation, z_score
+from soc_async.report.archetype_mix import ArchetypeFigure
+from soc_async.report.proportions import total_variation, z_score
 from soc_async.testing.scripted import ScriptedWriter
 
 TABLE = RunConfig().archetypes

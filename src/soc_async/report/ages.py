@@ -9,6 +9,7 @@ from collections import Counter
 from soc_async.config import PersonaConfig
 from soc_async.records import Persona
 from soc_async.report.model import AgeBandRow, AgeCoverage
+from soc_async.report.proportions import distance, z_score
 from soc_async.stats import age_law
 
 __all__ = ["AgesFigure", "describe_law"]
@@ -50,8 +51,8 @@ class AgesFigure:
             count = sum(self._ages[a] for a in range(lo, hi + 1))
             target = sum(law.get(a, 0.0) for a in range(lo, hi + 1))
             share = count / n if n else None
-            se = (target * (1 - target) / n) ** 0.5 if n else 0.0
-            z = None if share is None or se == 0 else (share - target) / se
+            # No z where the band is certain (all or none of the law): no error to scale by.
+            z = z_score(count, n, target) if n and 0 < target < 1 else None
             rows.append(
                 AgeBandRow(band=f"{lo}-{hi}", personas=count, share=share, target=target, z=z)
             )
@@ -60,6 +61,5 @@ class AgesFigure:
             rows.append(AgeBandRow(band="outside the law", personas=outside, share=outside / n))
         tv = None
         if n:
-            years = set(law) | set(self._ages)
-            tv = sum(abs(self._ages[a] / n - law.get(a, 0.0)) for a in years) / 2
+            tv = distance({a: k / n for a, k in self._ages.items()}, law)
         return AgeCoverage(law=describe_law(self._cfg), personas=n, bands=rows, total_variation=tv)

@@ -17,7 +17,6 @@ personas may arrive in any order (a merged directory holds its shards one after 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 from soc_async.archetypes import KeywordTable, inner_text, shares, written_label
@@ -31,29 +30,13 @@ from soc_async.report.model import (
     ArchetypeWindow,
     Share,
 )
+from soc_async.report.proportions import total_variation, z_score
 
 __all__ = ["UNCLEAR", "ArchetypeFigure", "total_variation", "z_score"]
 
 UNCLEAR = "unclear"
 TABLES = ("temperament", "coping")
 _KINDS = ("drawn", "written", "judged")
-
-
-def z_score(count: int, n: int, weight: float) -> float:
-    """How far ``count`` of ``n`` lies from ``weight``, in standard errors of ``n``
-    independent draws (0.0 for a weight of 0 or 1, where the error is nil)."""
-    if n == 0 or weight <= 0 or weight >= 1:
-        return 0.0
-    return (count / n - weight) / math.sqrt(weight * (1 - weight) / n)
-
-
-def total_variation(a: Counter[str], b: Counter[str]) -> float | None:
-    """Half the L1 distance between two distributions given as counts; None if either
-    is empty."""
-    na, nb = sum(a.values()), sum(b.values())
-    if not na or not nb:
-        return None
-    return 0.5 * sum(abs(a[k] / na - b[k] / nb) for k in set(a) | set(b))
 
 
 class ArchetypeFigure:

@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from soc_async.config import ChatConfig, pacing_for
 from soc_async.records import CADENCES, Conversation
 from soc_async.report.model import Pacing, PacingRow
+from soc_async.report.proportions import z_score
 
 __all__ = ["PacingFigure"]
 
@@ -49,13 +50,7 @@ class PacingFigure:
             shares = {k: counts[k] / turns for k in keys}
             worst = None
             if target:
-                zs = []
-                for k in keys:
-                    p = target.get(k, 0.0)
-                    se = (p * (1 - p) / turns) ** 0.5
-                    diff = abs(shares[k] - p)
-                    zs.append(diff / se if se > 0 else (0.0 if diff == 0 else float("inf")))
-                worst = max(zs)
+                worst = max(abs(z_score(counts[k], turns, target.get(k, 0.0))) for k in keys)
             rows.append(
                 PacingRow(
                     cadence=cadence,
