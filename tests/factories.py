@@ -1,15 +1,12 @@
-"""Records and configs the tests build, written once: a test states only what it cares
+"""Records and ports the tests use, written once: a test states only what it cares
 about (an id, a name, a region, a card's text) and takes the rest from here."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from soc_async import config as config_mod
 from soc_async.llm.server import pick_free_port
 from soc_async.records import Persona, PersonaMeta
 
-__all__ = ["config", "free_port", "persona"]
+__all__ = ["free_port", "persona"]
 
 free_port = pick_free_port  # one way to find a port for a test server
 
@@ -41,10 +38,3 @@ def persona(
         time_taken=time_taken,
     )
     return Persona(id=item_id, persona_text=text, meta=meta)
-
-
-def config(changes: dict[str, Any] | None = None, **top: Any) -> config_mod.RunConfig:
-    """A RunConfig from top-level keys (nested dicts as in TOML) and then dotted
-    ``changes`` (``{"chat.max_turns": 4}``), validated as a user's file is."""
-    base = config_mod.from_dict(top)
-    return config_mod.override(base, changes) if changes else base
