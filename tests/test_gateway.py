@@ -61,13 +61,15 @@ def test_an_endpoints_file_brings_its_batch_size_and_priority() -> None:
 
 async def test_the_total_bound_is_the_sum_of_the_engines(fake_server) -> None:
     """Two engines and no concurrency.max: the run may keep 2 x per_engine in flight; the
-    router knows each engine's bound; the limiter never starts above the total."""
+    router knows each engine's bound; each engine has its own limiter and controller,
+    capped at its bound, and the limits never start above the total."""
     a, b = await fake_server(), await fake_server()
     cfg = config(a.url, b.url, **{"concurrency.per_engine": 12, "concurrency.initial": 32})
     async with ModelGateway(cfg, RunCounters()) as engine:
         assert engine.config.concurrency.max == 24
-        assert engine.limiter.capacity == 24
-        assert engine.controller is not None and engine.controller.bounds.max == 24
+        assert engine.capacity == 24
+        assert [lim.capacity for lim in engine.limiters.values()] == [12, 12]
+        assert [c.bounds.max for c in engine.controllers.values()] == [12, 12]
         pool = engine._by_kind["turn"].pool
         assert [ep.limit for ep in pool.endpoints] == [12, 12]
 

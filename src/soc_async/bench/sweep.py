@@ -151,7 +151,7 @@ class Sweep:
 
             def probe() -> tuple[int, int, int, int]:
                 done = tally.done + tally.failed if tally else len(recorder.samples)
-                return done, recorder.output_tokens, recorder.live, gateway.limiter.capacity
+                return done, recorder.output_tokens, recorder.live, gateway.capacity
 
             before = await read_servers(self.session, self.endpoints)
             started = time.monotonic()
@@ -159,7 +159,8 @@ class Sweep:
                 await work(recorder, gateway)
             duration = time.monotonic() - started
             after = await read_servers(self.session, self.endpoints)
-            history = gateway.controller.history if gateway.controller else []
+            history = gateway.capacity_history()  # the engines' limits summed
+            start_capacity = sum(gateway.starts.values()) or gateway.capacity
         # A reading that failed leaves the phase's server figures unknown, never a total
         # since the server started passed off as the phase's share.
         server, ttft = None, None
@@ -175,8 +176,7 @@ class Sweep:
             )
         if phase == "adaptive":
             steps = changes(
-                [(0.0, config.concurrency.initial)]
-                + [(max(0.0, t - started), cap) for t, cap, _ in history]
+                [(0.0, start_capacity)] + [(max(0.0, t - started), cap) for t, cap in history]
             )
             extra.update(
                 capacity_history=steps,

@@ -85,9 +85,14 @@ class MetricsView(msgspec.Struct, kw_only=True):
 
     running: float = 0  # vllm:num_requests_running
     waiting: float = 0  # vllm:num_requests_waiting
+    # vllm:num_requests_waiting_by_reason{reason="deferred"}: the waiting requests that
+    # wait for something of their own (a grammar compiling), not for room in the batch.
+    waiting_deferred: float = 0
     kv_cache_usage: float = 0.0  # vllm:kv_cache_usage_perc, 0..1
     preemptions: float = 0  # vllm:num_preemptions, cumulative
     generation_tokens: float = 0  # vllm:generation_tokens, cumulative
+    prefix_cache_hits: float = 0  # vllm:prefix_cache_hits, cumulative (tokens)
+    prefix_cache_queries: float = 0  # vllm:prefix_cache_queries, cumulative (tokens)
     time: float = 0.0  # when the sample was taken, seconds on one clock
     # Our own limiter at sampling time, when the reader fills them in (decide's keyword
     # arguments take precedence): requests in flight, callers queued, the capacity.
