@@ -126,7 +126,11 @@ class SimServer:
         app.router.add_get("/metrics", functools.partial(self._metrics, index=index))
         app.router.add_get("/version", self._version)
         app.router.add_get("/server_info", functools.partial(self._server_info, index=index))
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
+        # A client that disconnects cancels its handler, so the engine aborts the
+        # request, as vLLM does; otherwise it would compute replies nobody reads.
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.25, handler_cancellation=True
+        )
         await runner.setup()
         port = self.port + index if self.port else 0
         site = web.TCPSite(runner, self.host, port, backlog=4096)
