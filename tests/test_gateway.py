@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import anyio
 import pytest
 
 from soc_async import config as config_mod
@@ -169,3 +170,46 @@ async def test_a_model_with_its_own_endpoints_is_served_there(fake_server) -> No
     assert replies[("turn", "b")] == "from main as b"  # turns list no models: kind's servers
     assert replies[("turn", "a")] == "from main as a"
     assert other.stats.received == 1 and main.stats.received == 3
+
+
+async def test_each_engine_has_its_own_limit_in_the_figures(fake_server) -> None:
+    """The panel's figures: each engine's own limit, and the limits summed."""
+    a, b = await fake_server(), await fake_server()
+    cfg = config(a.url, b.url, **{"concurrency.per_engine": 12, "concurrency.initial": 10})
+    async with ModelGateway(cfg, RunCounters()) as gateway:
+        figures = gateway.engine_figures()
+        assert [e.limit for e in figures] == [5, 5]
+        assert gateway.controller_figures().limit == 10 == gateway.capacity
+        assert gateway.controller_figures().adaptive
+
+
+async def test_a_dead_engines_queued_turns_move_to_the_others(fake_server) -> None:
+    """One slot per engine; a conversation's second turn waits for its home's slot; the
+    home is taken out of service (as the client does when it refuses a connection): the
+    waiting turn is answered by the other engine at once, while the first turn is still
+    on the old home."""
+    a, b = await fake_server(ttft_s=2.0), await fake_server(ttft_s=0.05)
+    cfg = config(a.url, b.url, **{"concurrency.fixed": 2})
+    async with ModelGateway(cfg, RunCounters()) as gateway:
+        pool = gateway._by_kind["turn"].pool
+        home = pool.router.pick("chat")  # the conversation's home: the first engine
+        assert home is not None and home.url == a.url
+        replies = []
+
+        async def turn() -> None:
+            replies.append(await gateway.complete("turn", ask(), affinity="chat"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(turn)  # holds the first engine's one slot
+            await anyio.sleep(0.2)
+            tg.start_soon(turn)  # waits for that slot
+            await anyio.sleep(0.2)
+            assert gateway.limiters[a.url].waiting == 1
+            pool.failed(home, hard=True)
+            with anyio.fail_after(1.5):  # well before the first turn's 2 s
+                while not replies:
+                    await anyio.sleep(0.02)
+            assert replies[0].endpoint == b.url
+            assert gateway.limiters[a.url].waiting == 0
+            assert pool.router.home_of("chat") is not None
+            assert pool.router.home_of("chat").url == b.url  # the conversation moved

@@ -9,9 +9,12 @@ engines run 2x faster than real time and the controllers' interval is scaled wit
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,6 +22,8 @@ import anyio
 import pytest
 
 from soc_async import config as config_mod
+from soc_async.bench import session as bench_session
+from soc_async.commands import bench as bench_command
 from soc_async.llm.metrics import fetch_metrics
 from soc_async.run.gateway import ModelGateway
 from soc_async.run.progress import RunCounters
@@ -86,6 +91,11 @@ async def _phase(
         return await _measure(session, urls, config, warm_s, measure_s, tag)
 
 
+async def _wait_idle(urls: list[str]) -> None:
+    async with aiohttp.ClientSession() as http:
+        await _idle(http, urls)
+
+
 async def _idle(session: aiohttp.ClientSession, urls: list[str]) -> None:
     """Waits until no engine runs or queues anything (an earlier phase's requests,
     aborted as their client went away), so each phase starts from the same state."""
@@ -137,3 +147,23 @@ async def test_a_limit_per_engine_reaches_the_sum_of_each_engines_best(
     for i, (got, top) in enumerate(zip(each, best, strict=True)):
         assert got >= 0.85 * top, f"engine {i}: {got:.0f} of its best {top:.0f}; {report}"
     assert len(gw.controllers) == ENGINES
+
+
+def test_bench_through_the_same_wiring(
+    engines: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`soc-async bench` against the same eight engines: its fixed limits are split over
+    the engines (12, 16, 20 each) and its adaptive phase runs a controller per engine;
+    the adaptive phase reaches >= 0.93x the best fixed limit's tokens/s."""
+    anyio.run(_wait_idle, engines)
+    out = tmp_path / "bench"
+    argv = [a for url in engines for a in ("--endpoint", url)]
+    argv += ["--concurrency", ",".join(str(c * ENGINES) for c in SWEEP), "--max-turns", "6",
+             "--conversations", str(LIVE * ENGINES), "--out", str(out)]  # fmt: skip
+    args = argparse.ArgumentParser()
+    bench_command.register(args.add_subparsers())
+    assert bench_session.run(args.parse_args(["bench", *argv]), live=False) == 0
+    summary = json.loads((out / "bench.json").read_text())["summary"]
+    best = max(p["pipeline_tokens_per_s"] for p in summary["points"])
+    ratio = summary["adaptive_tokens_per_s"] / best
+    assert ratio >= 0.93, (ratio, summary)
