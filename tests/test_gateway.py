@@ -195,9 +195,11 @@ async def test_a_dead_engines_queued_turns_move_to_the_others(fake_server) -> No
         home = pool.router.pick("chat")  # the conversation's home: the first engine
         assert home is not None and home.url == a.url
         replies = []
+        answered = anyio.Event()
 
         async def turn() -> None:
             replies.append(await gateway.complete("turn", ask(), affinity="chat"))
+            answered.set()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(turn)  # holds the first engine's one slot
@@ -207,8 +209,7 @@ async def test_a_dead_engines_queued_turns_move_to_the_others(fake_server) -> No
             assert gateway.limiters[a.url].waiting == 1
             pool.failed(home, hard=True)
             with anyio.fail_after(1.5):  # well before the first turn's 2 s
-                while not replies:
-                    await anyio.sleep(0.02)
+                await answered.wait()
             assert replies[0].endpoint == b.url
             assert gateway.limiters[a.url].waiting == 0
             assert pool.router.home_of("chat") is not None

@@ -30,6 +30,7 @@ __all__ = ["SCENARIOS", "SWEEP", "Comparison", "Scenario", "compare"]
 # 19,200 KV tokens hold about 16 turns.
 SHAPE = ChatShape(system_tokens=400, fixed_tokens=600, reply_tokens=100, tail_tokens=40, turns=6)
 SHORT = ChatShape(system_tokens=400, fixed_tokens=300, reply_tokens=60, tail_tokens=40, turns=4)
+GRAMMAR = [(msgspec.structs.replace(SHAPE, grammar=True), 1.0)]  # a grammar every turn
 LONG = ChatShape(system_tokens=400, fixed_tokens=1500, reply_tokens=150, tail_tokens=40, turns=8)
 SWEEP = (12, 14, 16, 18, 20)  # around the knee of every scenario (wider sweeps: docs)
 BOUNDS = Bounds(min=1, max=64)  # the tiny profile's max_num_seqs
@@ -80,29 +81,29 @@ SCENARIOS: dict[str, Scenario] = {
             name="grammar-masks",
             what="a grammar per turn, its mask 0.2 ms of CPU per running request each step",
             options={
-                "shapes": [(msgspec.structs.replace(SHAPE, grammar=True), 1.0)],
+                "shapes": GRAMMAR,
                 "mask_s": 0.0002,
             },
-        ),  # fmt: skip
+        ),
         Scenario(
             name="grammar-compile",
             what="a grammar per turn, 0.4 s to compile on one of 8 threads, deferred gauge read",
             options={
-                "shapes": [(msgspec.structs.replace(SHAPE, grammar=True), 1.0)],
+                "shapes": GRAMMAR,
                 "grammar_s": 0.4,
                 "grammar_workers": 8,
             },
-        ),  # fmt: skip
+        ),
         Scenario(
             name="grammar-compile-unread",
             what="the same, the deferred gauge not read (a server without it)",
             options={
-                "shapes": [(msgspec.structs.replace(SHAPE, grammar=True), 1.0)],
+                "shapes": GRAMMAR,
                 "grammar_s": 0.4,
                 "grammar_workers": 8,
                 "deferred_metric": False,
             },
-        ),  # fmt: skip
+        ),
         Scenario(
             name="warm-up",
             what="the engine runs nothing for its first 20 s; the run starts at 32",
