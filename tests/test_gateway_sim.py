@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,10 +22,9 @@ import pytest
 from soc_async import config as config_mod
 from soc_async.bench import session as bench_session
 from soc_async.commands import bench as bench_command
-from soc_async.llm.metrics import fetch_metrics
 from soc_async.run.gateway import ModelGateway
 from soc_async.run.progress import RunCounters
-from soc_async.testing.simulator.chats import chat_load, rates, read_engines
+from soc_async.testing.simulator.chats import engine_processes, measure_load, wait_idle
 from soc_async.testing.simulator.workload import ChatShape
 
 pytestmark = pytest.mark.slow
@@ -42,33 +39,11 @@ LIVE = 32  # conversations per engine
 SWEEP = (12, 16, 20)  # fixed limits per engine, around the knee
 
 
-def _start(slow: bool) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "soc_async.testing.simulator", "--profile", "tiny",
-            "--time-scale", str(SCALE), "--seed", "1"]  # fmt: skip
-    if slow:
-        argv += ["--slow", "0:2.0"]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-
-
 @pytest.fixture(scope="module")
 def engines() -> Iterator[list[str]]:
     """Eight simulated engines, one process each (as eight vLLM servers on eight GPUs)."""
-    procs = [_start(i == SLOW) for i in range(ENGINES)]
-    try:
-        urls = []
-        for proc in procs:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.startswith("listening on "), line
-            urls.append(line.split()[-1])
+    with engine_processes(ENGINES, time_scale=SCALE, slow={SLOW: 2.0}) as urls:
         yield urls
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
-            if proc.stdout is not None:
-                proc.stdout.close()
 
 
 def _config(urls: list[str], **concurrency: Any) -> config_mod.RunConfig:
@@ -87,43 +62,18 @@ async def _phase(
     """Each engine's simulated tokens/s over ``measure_s`` real seconds after
     ``warm_s``, under a fresh gateway for ``config``."""
     async with aiohttp.ClientSession() as session:
-        await _idle(session, urls)
-        return await _measure(session, urls, config, warm_s, measure_s, tag)
+        await wait_idle(session, urls)
+        async with ModelGateway(config, RunCounters()) as gw:
+            each = await measure_load(
+                gw, session, urls, SHAPE, LIVE * ENGINES,
+                warm_s=warm_s, measure_s=measure_s, tag=tag,
+            )  # fmt: skip
+        return each, gw
 
 
 async def _wait_idle(urls: list[str]) -> None:
-    async with aiohttp.ClientSession() as http:
-        await _idle(http, urls)
-
-
-async def _idle(session: aiohttp.ClientSession, urls: list[str]) -> None:
-    """Waits until no engine runs or queues anything (an earlier phase's requests,
-    aborted as their client went away), so each phase starts from the same state."""
-    while True:
-        snaps = [await fetch_metrics(session, url) for url in urls]
-        if not any(s.running or s.waiting for s in snaps):
-            return
-        await anyio.sleep(0.1)
-
-
-async def _measure(
-    session: aiohttp.ClientSession,
-    urls: list[str],
-    config: config_mod.RunConfig,
-    warm_s: float,
-    measure_s: float,
-    tag: str,
-) -> tuple[list[float], ModelGateway]:
-    async with ModelGateway(config, RunCounters()) as gw:
-        stop = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: chat_load(gw, SHAPE, LIVE * ENGINES, stop, seed=1, tag=tag))
-            await anyio.sleep(warm_s)
-            before = await read_engines(session, urls)
-            await anyio.sleep(measure_s)
-            after = await read_engines(session, urls)
-            stop.set()
-        return rates(before, after), gw
+    async with aiohttp.ClientSession() as session:
+        await wait_idle(session, urls)
 
 
 async def test_a_limit_per_engine_reaches_the_sum_of_each_engines_best(

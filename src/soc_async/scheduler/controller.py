@@ -50,11 +50,13 @@ scripted sequences. The rule, checked in this order at every interval:
    for the conversations between their turns) down to ``down_factor`` times what it
    runs. What the engine ran when it queued (plus the slack) becomes a ceiling.
 6. Prefix-cache hits (smoothed, tokens) ``hit_drop`` below the best seen at a capacity
-   no higher than the one it was seen at, with the KV cache at least ``hit_kv`` full:
-   the cached prefixes of conversations between turns are being evicted, the cliff's
-   first sign (their next turns will be computed in full). Down to that capacity (at
-   most ``x down_factor``); this capacity becomes a ceiling. Hits that fall without a
-   higher capacity are a change of load and become the new reference.
+   no higher than the one it was seen at, with the KV cache at least ``hit_kv`` full
+   and tokens/s no more than ``hit_gain`` above what they were then: the cached
+   prefixes of conversations between turns are being evicted, the cliff's first sign
+   (their next turns will be computed in full), and nothing is gained for it. Down to
+   that capacity (at most ``x down_factor``); this capacity becomes a ceiling. Hits
+   that fall without a higher capacity (a change of load) or for more tokens/s become
+   the new reference.
 7. KV usage (smoothed) above ``kv_high``: down to the KV fit (at most ``x
    down_factor`` per decision), no ceiling (usage moves as requests grow).
 8. Up toward the KV fit while the usage is under ``kv_target`` and our limit is used
@@ -139,6 +141,10 @@ class Bounds(msgspec.Struct, kw_only=True, frozen=True):
     # nothing cached yet lowers the hits too, at any usage).
     hit_drop: float = 0.1
     hit_kv: float = 0.5
+    # ... and only while tokens/s (smoothed) have not risen by this share over what they
+    # were at that best: eviction that still buys more tokens/s (the client's own time
+    # between turns keeps conversations out of the batch) is a price worth paying.
+    hit_gain: float = 0.03
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.max:
@@ -164,6 +170,8 @@ class ControllerState(msgspec.Struct, kw_only=True, frozen=True):
     hits: float | None = None  # smoothed prefix-cache hit rate (tokens)
     hit_ref: float | None = None  # the best smoothed hit rate at or below hit_ref_cap
     hit_ref_cap: int = 0  # the capacity that hit rate was seen at
+    hit_ref_rate: float = 0.0  # the smoothed tokens/s then
+    rate: float | None = None  # smoothed generation tokens/s
     ceiling: int | None = None  # the last capacity that overflowed
     ceiling_ttl: int = 0  # decisions left during which it is not tried again
     last_rate: float | None = None  # tokens/s over the last interval, for the record
@@ -224,7 +232,10 @@ def decide(
     running = _smooth(state.running, now.running, w)
     waiting = _smooth(state.waiting, queue_now, w)
     rate = (now.generation_tokens - prev.generation_tokens) / dt
-    state = msgspec.structs.replace(state, kv=kv, running=running, waiting=waiting, last_rate=rate)
+    rate_s = _smooth(state.rate, rate, w)
+    state = msgspec.structs.replace(
+        state, kv=kv, running=running, waiting=waiting, last_rate=rate, rate=rate_s
+    )
     queries = now.prefix_cache_queries - prev.prefix_cache_queries
     hits = state.hits
     if queries > 0 and now.prefix_cache_hits >= prev.prefix_cache_hits:
@@ -272,12 +283,16 @@ def decide(
         return down(target, f"{queue} at {now.running:g} running", remember=edge)
     if hits is not None:
         ref, ref_cap = state.hit_ref, state.hit_ref_cap
-        if ref is None or hits >= ref or capacity <= ref_cap:
-            # A new best, or hits that fell with no more in flight than then: the
-            # load changed, not the cache's room; that is the reference from now on.
-            if ref is None or hits >= ref or hits < ref - bounds.hit_drop:
-                state = msgspec.structs.replace(state, hit_ref=hits, hit_ref_cap=capacity)
-        elif hits < ref - bounds.hit_drop and kv >= bounds.hit_kv:
+        fell = ref is not None and hits < ref - bounds.hit_drop
+        gained = rate_s > state.hit_ref_rate * (1 + bounds.hit_gain)
+        if ref is None or hits >= ref or (fell and (capacity <= ref_cap or gained)):
+            # A new best; or hits that fell with no more in flight than then (the load
+            # changed, not the cache's room), or for more tokens/s than then (a price
+            # worth paying): the reference from now on.
+            state = msgspec.structs.replace(
+                state, hit_ref=hits, hit_ref_cap=capacity, hit_ref_rate=rate_s
+            )
+        elif fell and kv >= bounds.hit_kv:
             target = max(ref_cap, math.floor(capacity * bounds.down_factor))
             why = f"prefix-cache hits {hits:.0%}, were {ref:.0%} at {ref_cap}"
             return down(target, why, remember=capacity)

@@ -10,6 +10,8 @@ priority the turns it has left, its affinity the conversation. Replies are
 ``max_tokens`` long (``ignore_eos``), drawn per turn, so the engines generate what the
 shape says whatever the reply function writes.
 
+:func:`engine_processes` starts engines one process each, as one vLLM server per GPU;
+:func:`measure_load` runs the load for a while and reads what each engine made.
 :func:`read_engines` reads each simulated engine's generated tokens and its own
 simulated clock (``/server_info``), so :func:`rates` gives tokens per *simulated*
 second per engine, whatever the time scale and however busy the client's machine was.
@@ -17,8 +19,11 @@ second per engine, whatever the time scale and however busy the client's machine
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Sequence
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 
 import aiohttp
 import anyio
@@ -28,7 +33,15 @@ from soc_async.llm.metrics import fetch_metrics
 from soc_async.llm.types import ChatRequest, Completer
 from soc_async.testing.simulator.workload import ChatShape
 
-__all__ = ["EngineReading", "chat_load", "rates", "read_engines"]
+__all__ = [
+    "EngineReading",
+    "chat_load",
+    "engine_processes",
+    "measure_load",
+    "rates",
+    "read_engines",
+    "wait_idle",
+]
 
 _WORD = "chat "  # five characters: a shape's tokens are four characters each
 
@@ -141,3 +154,84 @@ def rates(before: Sequence[EngineReading], after: Sequence[EngineReading]) -> li
         (b.generation_tokens - a.generation_tokens) / max(1e-9, b.simulated_s - a.simulated_s)
         for a, b in zip(before, after, strict=True)
     ]
+
+
+@contextlib.contextmanager
+def engine_processes(
+    count: int,
+    *,
+    profile: str = "tiny",
+    time_scale: float = 1.0,
+    slow: Mapping[int, float] | None = None,
+    seed: int = 0,
+    reply: str = "soc_async.testing.scripted:reply",
+) -> Iterator[list[str]]:
+    """``count`` simulated engines, each in a process of its own (``python -m
+    soc_async.testing.simulator``); engine ``i`` runs ``slow[i]`` times slower. Yields
+    their URLs; stops them on the way out."""
+    slow = slow or {}
+    procs = []
+    try:
+        for i in range(count):
+            argv = [sys.executable, "-m", "soc_async.testing.simulator", "--profile", profile,
+                    "--time-scale", str(time_scale), "--seed", str(seed + i),
+                    "--reply", reply]  # fmt: skip
+            if i in slow:
+                argv += ["--slow", f"0:{slow[i]}"]
+            procs.append(
+                subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            )
+        urls = []
+        for proc in procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if not line.startswith("listening on "):
+                raise RuntimeError(f"a simulated engine did not start: {line!r}")
+            urls.append(line.split()[-1])
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+async def wait_idle(session: aiohttp.ClientSession, urls: Sequence[str]) -> None:
+    """Waits until no engine runs or queues anything (an earlier load's requests,
+    aborted as their client went away), so each measurement starts from the same state."""
+    while True:
+        snaps = [await fetch_metrics(session, url) for url in urls]
+        if not any(s.running or s.waiting for s in snaps):
+            return
+        await anyio.sleep(0.1)
+
+
+async def measure_load(
+    completer: Completer,
+    session: aiohttp.ClientSession,
+    urls: Sequence[str],
+    shape: ChatShape,
+    conversations: int,
+    *,
+    warm_s: float,
+    measure_s: float,
+    tag: str,
+    seed: int = 1,
+) -> list[float]:
+    """Each engine's generated tokens per simulated second over ``measure_s`` real
+    seconds, after ``warm_s``, of :func:`chat_load` through ``completer``."""
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def load() -> None:
+            await chat_load(completer, shape, conversations, stop, seed=seed, tag=tag)
+
+        tg.start_soon(load)
+        await anyio.sleep(warm_s)
+        before = await read_engines(session, urls)
+        await anyio.sleep(measure_s)
+        after = await read_engines(session, urls)
+        stop.set()
+    return rates(before, after)

@@ -101,6 +101,7 @@ class EngineResult(msgspec.Struct, kw_only=True):
     final_capacity: int
     windows: list[float]  # tokens/s per window_s from the start (whole run)
     capacity: list[tuple[float, int]]  # (simulated s, limit) at each change
+    reasons: list[str] = []  # the controller's reason for each change (after the first)
 
 
 class ScenarioResult(msgspec.Struct, kw_only=True):
@@ -356,9 +357,11 @@ async def run_scenario(
         tok1, pre1, hit1, q1 = marks[i]
         history = controllers[0 if shared_limit else i].history if controllers else []
         capacity = [(0.0, caps[i])]
-        for t, cap, _ in history:
+        reasons = []
+        for t, cap, why in history:
             if cap != capacity[-1][1]:
                 capacity.append((t, cap))
+                reasons.append(why)
         results.append(
             EngineResult(
                 name=e.name,
@@ -372,6 +375,7 @@ async def run_scenario(
                 final_capacity=limiters[i].capacity,
                 windows=windows[i],
                 capacity=capacity,
+                reasons=reasons,
             )
         )
     return ScenarioResult(
