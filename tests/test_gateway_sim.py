@@ -4,7 +4,7 @@ process, one of them twice as slow: a limit per engine, each moved by its own en
 
 Throughput is read from each engine's /metrics against its own simulated clock
 (/server_info), so the figures are simulated tokens/s whatever this machine's load. The
-engines run 2x faster than real time and the controllers' interval is scaled with them.
+engines run 1.5x faster than real time and the controllers' interval is scaled with them.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ pytestmark = pytest.mark.slow
 
 ENGINES, SLOW = 8, 7  # engine 7 runs at half speed
 # Simulated seconds per real second: low enough that the client keeps up on a busy
-# machine (at 2x the eight engines ask for about 250 requests/s at their knee).
-SCALE = 2.0
+# machine (at 1.5x the eight engines ask for about 190 requests/s at their knee); a
+# client that cannot keep up holds every engine below its knee, fixed or adaptive.
+SCALE = 1.5
 # The tiny profile's KV cache (19,200 tokens) holds about 16 of these turns: its knee.
 SHAPE = ChatShape(system_tokens=400, fixed_tokens=600, reply_tokens=100, tail_tokens=40, turns=6)
 LIVE = 32  # conversations per engine
-SWEEP = (12, 16, 20)  # fixed limits per engine, around the knee
+SWEEP = (16, 20)  # fixed limits per engine: the knee and past it (12 is never the best)
 
 
 @pytest.fixture(scope="module")
@@ -79,17 +80,17 @@ async def _wait_idle(urls: list[str]) -> None:
 async def test_a_limit_per_engine_reaches_the_sum_of_each_engines_best(
     engines: list[str],
 ) -> None:
-    """Fixed limits of 12, 16 and 20 per engine give each engine's best; the adaptive
-    gateway, from 4 per engine, reaches >= 0.93x their sum, and every engine, the slow
+    """Fixed limits of 16 and 20 per engine give each engine's best; the adaptive
+    gateway, from 8 per engine, reaches >= 0.93x their sum, and every engine, the slow
     one included, at least 0.85x its own best."""
     best = [0.0] * ENGINES
     for limit in SWEEP:
         fixed = _config(engines, fixed=limit * ENGINES)
-        each, gw = await _phase(engines, fixed, 2.0, 4.0, f"fixed{limit}-")
+        each, gw = await _phase(engines, fixed, 3.0, 5.0, f"fixed{limit}-")
         assert [lim.capacity for lim in gw.limiters.values()] == [limit] * ENGINES
         best = [max(b, r) for b, r in zip(best, each, strict=True)]
-    adaptive = _config(engines, initial=4 * ENGINES, min=ENGINES)
-    each, gw = await _phase(engines, adaptive, 8.0, 6.0, "adaptive-")
+    adaptive = _config(engines, initial=8 * ENGINES, min=ENGINES)
+    each, gw = await _phase(engines, adaptive, 9.0, 7.0, "adaptive-")
     ratio = sum(each) / sum(best)
     report = f"adaptive {sum(each):,.0f} / best fixed {sum(best):,.0f} = {ratio:.3f}; {each}"
     assert ratio >= 0.93, report

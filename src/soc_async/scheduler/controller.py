@@ -57,7 +57,7 @@ scripted sequences. The rule, checked in this order at every interval:
    that capacity (at most ``x down_factor``); this capacity becomes a ceiling. Hits
    that fall without a higher capacity (a change of load) or for more tokens/s become
    the new reference.
-7. KV usage (smoothed) above ``kv_high``: down to the KV fit (at most ``x
+7. KV usage (smoothed, and in both samples) above ``kv_high``: down to the KV fit (at most ``x
    down_factor`` per decision), no ceiling (usage moves as requests grow).
 8. Up toward the KV fit while the usage is under ``kv_target`` and our limit is used
    (``in_flight >= busy * capacity``, or callers wait for a slot: a limit that is not
@@ -296,7 +296,10 @@ def decide(
             target = max(ref_cap, math.floor(capacity * bounds.down_factor))
             why = f"prefix-cache hits {hits:.0%}, were {ref:.0%} at {ref_cap}"
             return down(target, why, remember=capacity)
-    if kv > bounds.kv_high and fit is not None:
+    # In both samples too, as the queue: one reading's spike (a scrape landing as a
+    # burst of requests is admitted) is not a full cache.
+    full = min(now.kv_cache_usage, prev.kv_cache_usage) > bounds.kv_high
+    if kv > bounds.kv_high and full and fit is not None:
         target = max(fit, math.floor(capacity * bounds.down_factor))
         return down(target, f"KV cache {kv:.0%} over {bounds.kv_high:.0%}", remember=None)
 

@@ -42,6 +42,7 @@ class Scenario(msgspec.Struct, kw_only=True, frozen=True):
     what: str  # one line for the table
     options: dict[str, Any] = {}  # run_scenario's keyword arguments
     start: int = 4  # the adaptive run's first limit
+    sweep: tuple[int, ...] = ()  # fixed limits around this scenario's knee (default SWEEP)
 
 
 class Comparison(msgspec.Struct, kw_only=True):
@@ -55,6 +56,8 @@ class Comparison(msgspec.Struct, kw_only=True):
     ratio: float
     final_limit: int
     lowest_limit: int  # the adaptive limit's lowest point over the whole run
+    limits: list[tuple[float, int]]  # (simulated s, adaptive limit) at each change
+    reasons: list[str]  # the controller's reason for each change
     fixed: dict[int, float]  # tokens/s at each fixed limit
 
 
@@ -71,11 +74,13 @@ SCENARIOS: dict[str, Scenario] = {
             name="client-time",
             what="2 s (mean, exponential) of client time between a reply and the next turn",
             options={"think_s": 2.0},
+            sweep=(14, 16, 18, 20, 24, 28),
         ),
         Scenario(
             name="mixed-shapes",
             what="conversations of 4 turns x 60 (half), 6 x 100, 8 x 150 tokens (a fifth)",
             options={"shapes": [(SHORT, 0.5), (SHAPE, 0.3), (LONG, 0.2)]},
+            sweep=(6, 8, 10, 12, 14, 16),
         ),
         Scenario(
             name="grammar-masks",
@@ -143,10 +148,10 @@ def _run(options: dict[str, Any], limit: int, adaptive: bool, seed: int) -> Scen
     )
 
 
-def compare(name: str, *, seed: int = 1, sweep: tuple[int, ...] = SWEEP) -> Comparison:
-    """The scenario ``name`` at each fixed limit of ``sweep`` and adaptive."""
+def compare(name: str, *, seed: int = 1) -> Comparison:
+    """The scenario ``name`` at each fixed limit of its sweep, and adaptive."""
     scenario = SCENARIOS[name]
-    fixed = {c: _fixed(scenario, c, seed) for c in sweep}
+    fixed = {c: _fixed(scenario, c, seed) for c in scenario.sweep or SWEEP}
     limit, top = max(fixed.items(), key=lambda kv: kv[1].tokens_per_s)
     result = _run(dict(scenario.options), scenario.start, True, seed)
     engine = result.engines[0]
@@ -161,5 +166,7 @@ def compare(name: str, *, seed: int = 1, sweep: tuple[int, ...] = SWEEP) -> Comp
         ratio=result.tokens_per_s / top.tokens_per_s,
         final_limit=engine.final_capacity,
         lowest_limit=min(cap for _, cap in engine.capacity),
+        limits=engine.capacity,
+        reasons=engine.reasons,
         fixed={c: r.tokens_per_s for c, r in fixed.items()},
     )
