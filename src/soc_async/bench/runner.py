@@ -145,9 +145,14 @@ async def run_bench(
             source = plan.source
             if started and facts.max_num_seqs == started:
                 source = f"up to {started}, concurrency.per_engine (the engines' batch)"
-            settings = msgspec.structs.replace(
-                settings, concurrency=plan.concurrency, sweep_source=source
-            )
+            values = plan.concurrency
+            engines = len(sweep.endpoints)
+            if engines > 1:
+                # The limits are totals split over the engines (one limiter each): the
+                # sweep reaches every engine's batch, read from the first engine.
+                values = [c * engines for c in values]
+                source = f"{source}, times {engines} engines"
+            settings = msgspec.structs.replace(settings, concurrency=values, sweep_source=source)
             sweep.settings = settings
         view.note("sweep", concurrency=settings.concurrency, source=settings.sweep_source)
         fixed = [
