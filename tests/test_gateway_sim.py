@@ -25,7 +25,9 @@ from soc_async.commands import bench as bench_command
 from soc_async.run.gateway import ModelGateway
 from soc_async.run.progress import RunCounters
 from soc_async.testing.simulator.chats import engine_processes, measure_load, wait_idle
-from soc_async.testing.simulator.workload import ChatShape
+from soc_async.testing.simulator.profiles import PROFILES
+from soc_async.testing.simulator.workload import ChatShape, run_scenario
+from soc_async.testing.virtual_clock import run_virtual
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +74,15 @@ async def _phase(
         return each, gw
 
 
+def _knee_on_a_virtual_clock() -> float:
+    """Tokens/s of one fast engine at a fixed 16 with this load, on a virtual clock."""
+    result = run_virtual(
+        run_scenario([PROFILES["tiny"]], limits=16, conversations=LIVE, shape=SHAPE,
+                     duration_s=120.0, measure_from_s=40.0, seed=1)
+    )  # fmt: skip
+    return result.tokens_per_s
+
+
 async def _wait_idle(urls: list[str]) -> None:
     async with aiohttp.ClientSession() as session:
         await wait_idle(session, urls)
@@ -95,6 +106,16 @@ async def test_a_limit_per_engine_reaches_the_sum_of_each_engines_best(
     top = max(SWEEP, key=lambda c: sum(fixed[c][i] for i in fast))
     best = [fixed[top][i] for i in range(ENGINES)]
     best[SLOW] = max(fixed[c][SLOW] for c in SWEEP)
+    # A client that cannot keep eight engines at their knee (a machine busy with other
+    # work) is the bottleneck of every phase, and the ratio then measures it, not the
+    # controller: the same engine and load on a virtual clock says what the knee gives.
+    ideal = await anyio.to_thread.run_sync(_knee_on_a_virtual_clock)  # a loop of its own
+    fast_best = sum(best[i] for i in fast) / len(fast)
+    if fast_best < 0.8 * ideal:
+        pytest.skip(
+            f"the client did not keep up: the fast engines made {fast_best:,.0f} simulated "
+            f"tok/s at their best fixed limit, the same load on a virtual clock {ideal:,.0f}"
+        )
     adaptive = _config(engines, initial=8 * ENGINES, min=ENGINES)
     each, gw = await _phase(engines, adaptive, 9.0, 7.0, "adaptive-")
     ratio = sum(each) / sum(best)
