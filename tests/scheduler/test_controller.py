@@ -393,3 +393,11 @@ def test_hits_that_fall_without_more_in_flight_are_a_new_load() -> None:
         out.append((cap, reason))
     assert all("prefix-cache" not in r for _, r in out), out
     assert state.hit_ref is not None and state.hit_ref < 0.6
+
+
+def test_nothing_running_gives_no_fit_to_grow_toward() -> None:
+    """Our requests are sent and the engine runs none of them yet (it queues nothing
+    either, as its API server still holds them): the limit does not grow."""
+    samples = [sample(t, running=0, kv=0.0, tokens=0) for t in range(4)]
+    out = replay(samples, 32)
+    assert [c for c, _ in out] == [32] * 4 and "warm-up" in out[-1][1], out

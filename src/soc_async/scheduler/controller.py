@@ -61,7 +61,8 @@ scripted sequences. The rule, checked in this order at every interval:
    down_factor`` per decision), no ceiling (usage moves as requests grow).
 8. Up toward the KV fit while the usage is under ``kv_target`` and our limit is used
    (``in_flight >= busy * capacity``, or callers wait for a slot: a limit that is not
-   reached would change nothing): at most ``x up_factor`` and at least ``step``; at
+   reached would change nothing), unless nothing runs in either sample (a warming-up
+   engine gives nothing to fit): at most ``x up_factor`` and at least ``step``; at
    most ``near`` times a ceiling for ``ceiling_hold`` decisions after it was found,
    then by ``probe`` steps from there to ``1 / near`` times it; past that the
    ceiling is forgotten (the load has changed).
@@ -304,6 +305,9 @@ def decide(
         return down(target, f"KV cache {kv:.0%} over {bounds.kv_high:.0%}", remember=None)
 
     busy = in_flight is None or queued > 0 or in_flight >= bounds.busy * capacity
+    if now.running == 0 and prev.running == 0 and busy:
+        # Requests sent and none running: a warming-up engine gives no fit to grow to.
+        return hold("nothing running yet (warm-up)")
     if kv >= bounds.kv_target:
         return hold(f"KV cache {kv:.0%} at its target {bounds.kv_target:.0%}")
     if not busy:
