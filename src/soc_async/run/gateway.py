@@ -205,7 +205,7 @@ class ModelGateway:
             cfg = self.config = config_mod.override(cfg, sized, "engines")
         log.debug("in-flight bounds", per_engine=limits, total=total)
         self._engine_limits(cfg, limits, total)
-        pool = max(self.limits.values(), default=1) if c.fixed is None else c.fixed
+        pool = total if c.fixed is None else c.fixed  # connections: every engine's slots
         for kind in CALL_KINDS:
             self._by_kind[kind] = await self._client(tuple(cfg.endpoints_for(kind)), pool)
             for choice in cfg.call(kind).models:

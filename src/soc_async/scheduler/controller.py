@@ -389,11 +389,16 @@ class AdaptiveController:
 
     async def run(self) -> None:
         """Adjust until cancelled."""
+        failing = False
         while True:
             try:
                 await self.step()
+                failing = False
             except Exception as exc:  # a server that is down must not stop the run
-                _log.warning("metrics unavailable", engine=self.name, error=str(exc))
+                # Once per outage: an engine out for minutes must not flood the log.
+                say = _log.debug if failing else _log.warning
+                say("metrics unavailable", engine=self.name, error=str(exc))
+                failing = True
                 self._prev = None  # the next sample starts a fresh interval
             await anyio.sleep(self.interval_s)
 
