@@ -435,7 +435,7 @@ class ModelGateway:
         affinity: str | None = None,
         priority: int = 0,
     ) -> Completion:
-        """One completion under the run's limit; the time spent waiting for a slot is kept
+        """One completion under its engine's limit; the time spent waiting for a slot is kept
         apart from the server's latency in every figure. A request given as a function is
         built once the slot is held."""
         t0 = time.monotonic()
