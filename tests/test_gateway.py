@@ -214,3 +214,14 @@ async def test_a_dead_engines_queued_turns_move_to_the_others(fake_server) -> No
             assert gateway.limiters[a.url].waiting == 0
             assert pool.router.home_of("chat") is not None
             assert pool.router.home_of("chat").url == b.url  # the conversation moved
+
+
+def test_totals_are_split_over_the_engines_by_their_bounds() -> None:
+    """In proportion to each engine's bound, largest remainders first; each engine at
+    least 1 and at most its bound."""
+    from soc_async.run.gateway import split
+
+    assert split(32, [256] * 8) == [4] * 8
+    assert split(10, [64, 64, 128]) == [3, 2, 5]  # 2.5, 2.5, 5: the first tie first
+    assert split(3, [100] * 8) == [1] * 8  # every engine gets a slot
+    assert split(1000, [4, 8]) == [4, 8]  # never past a bound
