@@ -37,7 +37,8 @@ from soc_async.bench.live import BenchView
 from soc_async.bench.results import BenchSettings
 
 # The bench's own sweep state: the same ceiling and reference phases as `soc-async bench`.
-from soc_async.bench.runner import _calibrate, _Sweep
+from soc_async.bench.runner import _calibrate
+from soc_async.bench.sweep import Sweep
 from soc_async.run.gateway import ModelGateway
 from soc_async.run.progress import RunCounters
 
@@ -82,7 +83,7 @@ async def _run(args: argparse.Namespace, url: str, pid: int | None, priority: bo
         {"endpoints": [url], "concurrency.fixed": c, "client.send_priority": priority},
     )
     async with aiohttp.ClientSession() as session:
-        sweep = _Sweep(config, BenchSettings(concurrency=[c]), session, BenchView(enabled=False))
+        sweep = Sweep(config, BenchSettings(concurrency=[c]), session, BenchView(enabled=False))
         async with ModelGateway(config, RunCounters()) as gateway:
             fit = await _calibrate(sweep, gateway, gateway.model)
         block = (await sizing.read_server_facts(session, url)).block_size

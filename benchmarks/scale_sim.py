@@ -164,8 +164,8 @@ async def rollout(args: argparse.Namespace, urls: list[str], sim_pid: int) -> di
                             "waiting": sum(e.waiting or 0.0 for e in engines),
                             "kv": max((e.kv_cache_usage or 0.0) for e in engines),
                             "tokens_per_s": sum(e.tokens_per_s or 0.0 for e in engines),
-                            "in_flight": gateway.limiter.in_flight,
-                            "queued": gateway.limiter.waiting,
+                            "in_flight": gateway.in_flight,
+                            "queued": gateway.queued,
                         }
                     )
                 await anyio.sleep(1.0)

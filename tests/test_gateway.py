@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import anyio
 import pytest
 
 from soc_async import config as config_mod
@@ -65,13 +66,15 @@ def test_an_endpoints_file_brings_its_batch_size_and_priority() -> None:
 
 async def test_the_total_bound_is_the_sum_of_the_engines(fake_server) -> None:
     """Two engines and no concurrency.max: the run may keep 2 x per_engine in flight; the
-    router knows each engine's bound; the limiter never starts above the total."""
+    router knows each engine's bound; each engine has its own limiter and controller,
+    capped at its bound, and the limits never start above the total."""
     a, b = await fake_server(), await fake_server()
     cfg = config(a.url, b.url, **{"concurrency.per_engine": 12, "concurrency.initial": 32})
     async with ModelGateway(cfg, RunCounters()) as engine:
         assert engine.facts.max_in_flight == 24
-        assert engine.limiter.capacity == 24
-        assert engine.controller is not None and engine.controller.bounds.max == 24
+        assert engine.capacity == 24
+        assert [lim.capacity for lim in engine.limiters.values()] == [12, 12]
+        assert [c.bounds.max for c in engine.controllers.values()] == [12, 12]
         pool = engine._by_kind["turn"].pool
         assert [ep.limit for ep in pool.endpoints] == [12, 12]
 
@@ -172,3 +175,58 @@ async def test_a_model_with_its_own_endpoints_is_served_there(fake_server) -> No
     assert replies[("turn", "b")] == "from main as b"  # turns list no models: kind's servers
     assert replies[("turn", "a")] == "from main as a"
     assert other.stats.received == 1 and main.stats.received == 3
+
+
+async def test_each_engine_has_its_own_limit_in_the_figures(fake_server) -> None:
+    """The panel's figures: each engine's own limit, and the limits summed."""
+    a, b = await fake_server(), await fake_server()
+    cfg = config(a.url, b.url, **{"concurrency.per_engine": 12, "concurrency.initial": 10})
+    async with ModelGateway(cfg, RunCounters()) as gateway:
+        figures = gateway.engine_figures()
+        assert [e.limit for e in figures] == [5, 5]
+        assert gateway.controller_figures().limit == 10 == gateway.capacity
+        assert gateway.controller_figures().adaptive
+
+
+async def test_a_dead_engines_queued_turns_move_to_the_others(fake_server) -> None:
+    """One slot per engine; a conversation's second turn waits for its home's slot; the
+    home is taken out of service (as the client does when it refuses a connection): the
+    waiting turn is answered by the other engine at once, while the first turn is still
+    on the old home."""
+    a, b = await fake_server(ttft_s=2.0), await fake_server(ttft_s=0.05)
+    cfg = config(a.url, b.url, **{"concurrency.fixed": 2})
+    async with ModelGateway(cfg, RunCounters()) as gateway:
+        pool = gateway._by_kind["turn"].pool
+        home = pool.router.pick("chat")  # the conversation's home: the first engine
+        assert home is not None and home.url == a.url
+        replies = []
+        answered = anyio.Event()
+
+        async def turn() -> None:
+            replies.append(await gateway.complete("turn", ask(), affinity="chat"))
+            answered.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(turn)  # holds the first engine's one slot
+            await anyio.sleep(0.2)
+            tg.start_soon(turn)  # waits for that slot
+            await anyio.sleep(0.2)
+            assert gateway.limiters[a.url].waiting == 1
+            pool.failed(home, hard=True)
+            with anyio.fail_after(1.5):  # well before the first turn's 2 s
+                await answered.wait()
+            assert replies[0].endpoint == b.url
+            assert gateway.limiters[a.url].waiting == 0
+            assert pool.router.home_of("chat") is not None
+            assert pool.router.home_of("chat").url == b.url  # the conversation moved
+
+
+def test_totals_are_split_over_the_engines_by_their_bounds() -> None:
+    """In proportion to each engine's bound, largest remainders first; each engine at
+    least 1 and at most its bound."""
+    from soc_async.run.gateway import split
+
+    assert split(32, [256] * 8) == [4] * 8
+    assert split(10, [64, 64, 128]) == [3, 2, 5]  # 2.5, 2.5, 5: the first tie first
+    assert split(3, [100] * 8) == [1] * 8  # every engine gets a slot
+    assert split(1000, [4, 8]) == [4, 8]  # never past a bound

@@ -28,7 +28,7 @@ async def test_a_request_function_is_called_once_its_slot_is_held(fake_server) -
 
         def build(name: str):
             def make() -> ChatRequest:
-                events.append(f"build {name} in_flight={gateway.limiter.in_flight}")
+                events.append(f"build {name} in_flight={gateway.in_flight}")
                 return ChatRequest(messages=[{"role": "user", "content": name}], max_tokens=8)
 
             return make

@@ -10,7 +10,8 @@ from soc_async.bench.live import BenchView
 from soc_async.bench.metrics import CounterDelta
 from soc_async.bench.recording import RequestSample
 from soc_async.bench.results import BenchSettings, phase_result
-from soc_async.bench.runner import _Sweep, ceiling_shape, changes
+from soc_async.bench.runner import ceiling_shape
+from soc_async.bench.sweep import Sweep, changes
 
 
 def turns(n: int, prompt: int, completion: int, cached: int) -> list[RequestSample]:
@@ -81,8 +82,8 @@ def test_every_load_of_a_run_gets_a_fresh_seed() -> None:
     must not find its own prompts cached) and between runs (nonces)."""
     config = config_mod.RunConfig()
     settings = BenchSettings(concurrency=[8])
-    a = _Sweep(config, settings, None, BenchView(enabled=False))  # type: ignore[arg-type]
-    b = _Sweep(config, settings, None, BenchView(enabled=False))  # type: ignore[arg-type]
+    a = Sweep(config, settings, None, BenchView(enabled=False))  # type: ignore[arg-type]
+    b = Sweep(config, settings, None, BenchView(enabled=False))  # type: ignore[arg-type]
     first, second = a.fresh_seed("ceiling:8:"), a.fresh_seed("ceiling:8:")
     assert first != second
     assert {first, second}.isdisjoint({b.fresh_seed("ceiling:8:"), b.fresh_seed("ceiling:8:")})

@@ -196,3 +196,18 @@ async def test_the_fake_server_exposes_vllms_cache_config_info(fake_server) -> N
     async with aiohttp.ClientSession() as session:
         info = await fetch_engine_info(session, server.url)
     assert info == EngineInfo(max_num_seqs=None, kv_cache_tokens=4096)
+
+
+def test_requests_deferred_for_their_grammar_are_read_apart() -> None:
+    """vLLM 0.32 exports num_requests_waiting_by_reason: "deferred" counts the waiting
+    requests blocked on their own (a grammar still compiling), and is read per engine."""
+    text = (
+        "# TYPE vllm:num_requests_waiting gauge\n"
+        'vllm:num_requests_waiting{engine="0",model_name="m"} 9.0\n'
+        "# TYPE vllm:num_requests_waiting_by_reason gauge\n"
+        'vllm:num_requests_waiting_by_reason{engine="0",model_name="m",reason="capacity"} 2.0\n'
+        'vllm:num_requests_waiting_by_reason{engine="0",model_name="m",reason="deferred"} 7.0\n'
+    )
+    s = parse_metrics(text)
+    assert (s.waiting, s.waiting_deferred) == (9, 7)
+    assert parse_metrics(VLLM_PAGE).waiting_deferred == 0  # a page without it

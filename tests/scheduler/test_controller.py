@@ -315,3 +315,89 @@ def test_limiter_figures_may_come_with_the_sample() -> None:
     assert decide(prev, now, 32, BOUNDS, ControllerState())[0] == 32
     now.queued = 5  # callers waiting for a slot: the limit is in use
     assert decide(prev, now, 32, BOUNDS, ControllerState())[0] == 48
+
+
+def test_a_queue_of_compiling_grammars_is_no_overload() -> None:
+    """Every turn carries its own grammar: vLLM counts the requests whose grammar still
+    compiles in num_requests_waiting, and apart as waiting_by_reason "deferred". Such a
+    queue, however long, is not cut; the same queue waiting for room is."""
+    compiling = [
+        MetricsView(running=8, waiting=12, waiting_deferred=12, kv_cache_usage=0.3,
+                    generation_tokens=1000 * t, time=t)
+        for t in range(5)
+    ]  # fmt: skip
+    caps = replay(compiling, 16)
+    assert all("queue" not in reason for _, reason in caps), caps
+    assert caps[-1][0] > 16  # it grows as the KV cache allows
+    for_room = [sample(t, waiting=12, kv=0.3) for t in range(5)]
+    assert any("server queue" in reason for _, reason in replay(for_room, 16))
+
+
+def test_a_queue_with_nothing_running_is_warm_up() -> None:
+    """An engine still warming up queues what it is sent and runs nothing: the limit
+    holds (a run once went "server queue 8 at 0 running: down 32->4" this way), and
+    once the engine runs, the rule reads it as before."""
+    warming = [sample(t, waiting=8, running=0, kv=0.0, tokens=0) for t in range(4)]
+    out = replay(warming, 32)
+    assert [c for c, _ in out] == [32] * 4
+    assert "warm-up" in out[-1][1]
+    running = warming + [sample(4 + t, waiting=8, running=16, kv=0.5) for t in range(3)]
+    assert any("server queue 8 at 16 running" in r for _, r in replay(running, 32))
+
+
+def hits_samples(rates: list[float], *, kv: float = 0.7) -> list[MetricsView]:
+    """One sample a second, each second 10,000 prompt tokens looked up at its hit rate
+    (the counters cumulative, as /metrics has them)."""
+    out, hits = [], 0.0
+    for t, rate in enumerate([0.0, *rates]):
+        hits += 10_000 * rate
+        out.append(
+            MetricsView(
+                running=32,
+                kv_cache_usage=kv,
+                generation_tokens=1000 * t,
+                prefix_cache_queries=10_000 * t,
+                prefix_cache_hits=hits,
+                time=t,
+            )
+        )
+    return out
+
+
+def test_falling_prefix_cache_hits_cut_back_to_where_they_held() -> None:
+    """Hits at 88% at 32; the capacity grows to 40 and hits fall to 50% with the KV cache
+    still under kv_high: the conversations' prefixes are evicted, so the capacity goes
+    back towards 32 and 40 becomes a ceiling."""
+    samples = hits_samples([0.88, 0.88, 0.88, 0.5, 0.5, 0.5], kv=0.72)
+    state = ControllerState()
+    for prev, now in itertools.pairwise(samples[:4]):
+        _, state, _ = decide(prev, now, 32, BOUNDS, state, in_flight=32)
+    assert state.hit_ref == pytest.approx(0.88) and state.hit_ref_cap == 32
+    capacity, reasons = 40, []
+    for prev, now in itertools.pairwise(samples[3:]):
+        capacity, state, reason = decide(prev, now, 40, BOUNDS, state, in_flight=40)
+        reasons.append(reason)
+        if capacity != 40:
+            break
+    assert capacity == 34 and "prefix-cache hits" in reasons[-1], reasons  # 0.85 x 40
+    assert state.ceiling == 40
+
+
+def test_hits_that_fall_without_more_in_flight_are_a_new_load() -> None:
+    """A wave of new conversations (nothing of theirs cached yet) lowers the hits at the
+    same capacity: no cut; the lower rate becomes the reference."""
+    samples = hits_samples([0.88, 0.88, 0.4, 0.4, 0.4, 0.4])
+    state, out = ControllerState(), []
+    for prev, now in itertools.pairwise(samples):
+        cap, state, reason = decide(prev, now, 32, BOUNDS, state, in_flight=32)
+        out.append((cap, reason))
+    assert all("prefix-cache" not in r for _, r in out), out
+    assert state.hit_ref is not None and state.hit_ref < 0.6
+
+
+def test_nothing_running_gives_no_fit_to_grow_toward() -> None:
+    """Our requests are sent and the engine runs none of them yet (it queues nothing
+    either, as its API server still holds them): the limit does not grow."""
+    samples = [sample(t, running=0, kv=0.0, tokens=0) for t in range(4)]
+    out = replay(samples, 32)
+    assert [c for c, _ in out] == [32] * 4 and "warm-up" in out[-1][1], out

@@ -185,3 +185,32 @@ def test_capacity_must_be_a_non_negative_int() -> None:
         PriorityLimiter(-1)
     with pytest.raises(ValueError, match="capacity"):
         PriorityLimiter(2).set_capacity(-3)
+
+
+async def test_withdraw_sends_the_queued_callers_elsewhere() -> None:
+    """Callers queued for a slot raise Withdrawn; the slot held is untouched and the
+    limiter serves new callers as before."""
+    from soc_async.scheduler import Withdrawn
+
+    limiter = PriorityLimiter(1)
+    outcomes: list[str] = []
+
+    async def wait(name: str) -> None:
+        try:
+            async with limiter.slot():
+                outcomes.append(f"{name} ran")
+        except Withdrawn:
+            outcomes.append(f"{name} withdrawn")
+
+    async with anyio.create_task_group() as tg:
+        await limiter.acquire()
+        tg.start_soon(wait, "a")
+        tg.start_soon(wait, "b")
+        await wait_all_tasks_blocked()
+        assert limiter.waiting == 2
+        assert limiter.withdraw() == 2
+    assert outcomes == ["a withdrawn", "b withdrawn"]
+    assert (limiter.in_flight, limiter.waiting) == (1, 0)
+    limiter.release()
+    async with limiter.slot():
+        assert limiter.in_flight == 1

@@ -218,3 +218,38 @@ def test_refuses_a_request_that_can_never_run() -> None:
         engine.add(SimRequest(TINY.kv_tokens, 10), 0.0)
     with pytest.raises(ValueError, match="unknown simulator profile"):
         profile("a100-1t")
+
+
+def test_a_grammar_compiles_before_its_request_runs_and_is_counted_deferred() -> None:
+    """Two compile threads, 0.5 s each: of three requests with a grammar, two wait 0.5 s
+    and the third 1 s before they may run; meanwhile /metrics counts them as waiting,
+    and as deferred (vLLM's waiting_by_reason), none of them running."""
+    engine = SimEngine(TINY, grammar_s=0.5, grammar_workers=2)
+    reqs = [engine.add(SimRequest(100, 4, grammar=True), 0.0) for _ in range(3)]
+    plain = engine.add(SimRequest(100, 4), 0.0)
+    snap = parse_metrics(exposition(engine, "m"))
+    assert (snap.waiting, snap.waiting_deferred) == (4, 3)
+    run_until_done(engine)
+    assert plain.first_token_at is not None and plain.first_token_at < 0.5
+    firsts = sorted(r.first_token_at or 0.0 for r in reqs)
+    assert 0.5 <= firsts[0] <= firsts[1] < 1.0 <= firsts[2]
+    assert parse_metrics(exposition(engine, "m")).waiting_deferred == 0
+
+
+def test_grammar_masks_lengthen_each_step_and_warm_up_delays_the_first() -> None:
+    """mask_s per running request with a grammar is added to each step; warmup_s holds
+    the first step back while requests queue with nothing running."""
+
+    def finish(**options: float) -> float:
+        engine = SimEngine(TINY, **options)
+        reqs = [engine.add(SimRequest(100, 50, grammar=True), 0.0) for _ in range(4)]
+        run_until_done(engine)
+        return max(r.finished_at or 0.0 for r in reqs)
+
+    plain, masked = finish(), finish(mask_s=0.001)
+    assert masked - plain == pytest.approx(4 * 50 * 0.001, rel=0.1)  # 4 masks, ~50 steps
+    warm = SimEngine(TINY, warmup_s=3.0)
+    waiting = warm.add(SimRequest(100, 4), 0.0)
+    assert warm.running == 0 and warm.num_waiting == 1
+    run_until_done(warm)
+    assert waiting.first_token_at is not None and waiting.first_token_at >= 3.0

@@ -177,8 +177,12 @@ class LLMClient:
         if self._session is not None:
             await self._session.close()
 
-    async def chat(self, request: ChatRequest, *, affinity: str | None = None) -> Completion:
+    async def chat(
+        self, request: ChatRequest, *, affinity: str | None = None, endpoint: str | None = None
+    ) -> Completion:
         """One chat completion; ``affinity`` keeps a conversation on one server.
+        ``endpoint``: the server the first attempt goes to, when the caller chose it (and
+        holds its slot there); retries go by affinity.
 
         Raises RequestError (a 4xx other than 429: the request is wrong), RetriesExhausted
         (transient failures outlasted the budget) or ServerError (every server down past
@@ -191,7 +195,8 @@ class LLMClient:
         max_retries = self._config.max_retries
         attempts = 0
         while True:
-            ep = pool.try_acquire(affinity) or await pool.acquire(affinity)
+            ep = pool.try_acquire(affinity, endpoint) or await pool.acquire(affinity)
+            endpoint = None
             attempts += 1
             started = time.perf_counter()
             try:

@@ -70,6 +70,9 @@ class Router:
         self._affinity: dict[str, Endpoint] = {}
         self._capacity = affinity_capacity
         self._next = 0  # where the least-loaded scan starts, so ties rotate
+        # The sort key of new work; the caller that keeps its own per-engine queues (the
+        # gateway's limiters) counts them in here.
+        self.load: Callable[[Endpoint], tuple[bool, float]] = Endpoint.load
 
     def pick(self, affinity: str | None = None) -> Endpoint | None:
         """The endpoint for the next request of ``affinity``; None while all are down."""
@@ -96,7 +99,7 @@ class Router:
         for k in range(n):
             i = (start + k) % n
             ep = eps[i]
-            if ep.up and (best is None or ep.load() < best.load()):
+            if ep.up and (best is None or self.load(ep) < self.load(best)):
                 best, best_i = ep, i
         if best is not None:
             self._next = (best_i + 1) % n
@@ -107,6 +110,11 @@ class Router:
         for ep in self.endpoints:
             if ep.url in limits:
                 ep.limit = limits[ep.url]
+
+    def by_url(self, url: str) -> Endpoint | None:
+        """The endpoint at ``url``, if it is one of these."""
+        url = url.rstrip("/")
+        return next((ep for ep in self.endpoints if ep.url == url), None)
 
     def home_of(self, affinity: str) -> Endpoint | None:
         """The endpoint ``affinity`` is kept on, if it has one."""
@@ -159,14 +167,19 @@ class EndpointPool:
         self._back = asyncio.Event()  # set while at least one endpoint is up
         self._back.set()
         self._all_down_since: float | None = None
+        # Called with the URL of an endpoint as it is taken out, so work queued for it
+        # elsewhere (the gateway's per-engine limiters) can move to the others.
+        self.on_down: Callable[[str], None] | None = None
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
         return self.router.endpoints
 
-    def try_acquire(self, affinity: str | None = None) -> Endpoint | None:
-        """An endpoint with one more request in flight, or None while all are down."""
-        ep = self.router.pick(affinity)
+    def try_acquire(self, affinity: str | None = None, url: str | None = None) -> Endpoint | None:
+        """An endpoint with one more request in flight, or None while all are down.
+        ``url``: the endpoint the caller chose (and holds a slot of), when it is up."""
+        chosen = self.router.by_url(url) if url is not None else None
+        ep = chosen if chosen is not None and chosen.up else self.router.pick(affinity)
         if ep is not None:
             ep.in_flight += 1
         return ep
@@ -179,6 +192,16 @@ class EndpointPool:
         """
         while True:
             ep = self.try_acquire(affinity)
+            if ep is not None:
+                return ep
+            await self._wait_for_any()
+
+    async def home(self, affinity: str | None = None) -> Endpoint:
+        """The endpoint the next request of ``affinity`` goes to (its home, else the one
+        with most room, which becomes its home), waiting while all are down; nothing is
+        counted in flight."""
+        while True:
+            ep = self.router.pick(affinity)
             if ep is not None:
                 return ep
             await self._wait_for_any()
@@ -211,6 +234,8 @@ class EndpointPool:
     def failed(self, ep: Endpoint, *, hard: bool) -> None:
         """A connection-level failure on ``ep``; may take it out and start its probe."""
         if self.router.failed(ep, hard=hard):
+            if self.on_down is not None:
+                self.on_down(ep.url)
             if not self.router.any_up():
                 self._all_down_since = time.monotonic()
                 self._back.clear()

@@ -29,6 +29,10 @@ class MetricsSnapshot(msgspec.Struct, kw_only=True):
     time: float = 0.0  # time.monotonic() when read
     running: float = 0.0  # requests in the engine's batch
     waiting: float = 0.0  # requests queued in the server, not yet scheduled
+    # Of those, the ones deferred for a reason of their own rather than for room in the
+    # batch: above all a grammar still compiling (vLLM's
+    # vllm:num_requests_waiting_by_reason{reason="deferred"}; 0 where not exported).
+    waiting_deferred: float = 0.0
     kv_cache_usage: float = 0.0  # 0..1; the fullest engine when combined
     preemptions: float = 0.0  # requests evicted from the batch for lack of KV cache
     prefix_cache_hits: float = 0.0  # prompt tokens served from the prefix cache
@@ -52,6 +56,10 @@ _FIELDS: dict[str, str] = {
     "vllm:prompt_tokens": "prompt_tokens",
 }
 _MAX_FIELDS = frozenset({"kv_cache_usage"})  # a share per engine: the fullest one counts
+# Families read per label value: (family, label) -> {value: snapshot field}.
+_BY_LABEL: dict[str, tuple[str, dict[str, str]]] = {
+    "vllm:num_requests_waiting_by_reason": ("reason", {"deferred": "waiting_deferred"}),
+}
 
 
 # The lines of the families above (samples, HELP and TYPE): a vLLM page is mostly
@@ -59,7 +67,7 @@ _MAX_FIELDS = frozenset({"kv_cache_usage"})  # a share per engine: the fullest o
 # much per line as the rest of a request, read every interval from every engine.
 _WANTED_LINE_RE = re.compile(
     r"^(?:# (?:HELP|TYPE) )?(?:"
-    + "|".join(re.escape(name) for name in _FIELDS)
+    + "|".join(re.escape(name) for name in [*_FIELDS, *_BY_LABEL])
     + r")(?:_total)?[ {].*\n?",
     re.MULTILINE,
 )
@@ -86,6 +94,9 @@ def parse_metrics(text: str, *, at: float = 0.0) -> MetricsSnapshot:
             if name.endswith("_total"):
                 name = name[:-6]
             field = _FIELDS.get(name)
+            if name in _BY_LABEL:
+                label, fields = _BY_LABEL[name]
+                field = fields.get(sample.labels.get(label, ""))
             if field is None:
                 continue
             value = float(sample.value)
@@ -165,6 +176,7 @@ def combine(snapshots: Iterable[MetricsSnapshot]) -> MetricsSnapshot:
         out.time = max(out.time, s.time)
         out.running += s.running
         out.waiting += s.waiting
+        out.waiting_deferred += s.waiting_deferred
         out.kv_cache_usage = max(out.kv_cache_usage, s.kv_cache_usage)
         out.preemptions += s.preemptions
         out.prefix_cache_hits += s.prefix_cache_hits
@@ -201,6 +213,10 @@ class MetricsReader:
         self._session = session
         self.endpoints = [u.rstrip("/") for u in endpoints]
         self._timeout_s = timeout_s
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self._session
 
     async def read_each(self) -> dict[str, MetricsSnapshot | ServerError]:
         """Each endpoint's snapshot, or the error that kept it from being read."""

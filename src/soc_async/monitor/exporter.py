@@ -84,7 +84,7 @@ def families(snap: Snapshot, info: dict[str, str] | None = None) -> Iterator[Met
     )
     yield _gauge("soc_async_in_flight", "Requests in flight.", snap.in_flight)
     limit = snap.controller.limit if snap.controller else snap.capacity
-    yield _gauge("soc_async_limit", "The limit on requests in flight.", limit)
+    yield _gauge("soc_async_limit", "The limit on requests in flight, all engines.", limit)
     moves = snap.controller.moves if snap.controller else 0
     yield _counter("soc_async_limit_moves", "Changes of the limit.", moves)
 
@@ -108,6 +108,7 @@ def _engines(snap: Snapshot) -> Iterator[Metric]:
 
     up = gauge("up", "1 while the endpoint is in service.")
     in_flight = gauge("in_flight", "Our requests on it.")
+    limit = gauge("limit", "Its own limit on our requests in flight (soc_async_limit: the sum).")
     running = gauge("running", "vllm:num_requests_running.")
     waiting = gauge("waiting", "vllm:num_requests_waiting.")
     kv = gauge("kv_cache_usage", "vllm:kv_cache_usage_perc, 0..1.")
@@ -124,6 +125,8 @@ def _engines(snap: Snapshot) -> Iterator[Metric]:
         labels = [e.url]
         up.add_metric(labels, float(e.up))
         in_flight.add_metric(labels, e.in_flight)
+        if e.limit is not None:
+            limit.add_metric(labels, e.limit)
         requests.add_metric(labels, e.requests)
         for family, value in (
             (running, e.running),
@@ -135,7 +138,7 @@ def _engines(snap: Snapshot) -> Iterator[Metric]:
         ):
             if value is not None:  # an unread figure is absent, not zero
                 family.add_metric(labels, value)
-    yield from (up, in_flight, running, waiting, kv, hit, tps, requests, preemptions)
+    yield from (up, in_flight, limit, running, waiting, kv, hit, tps, requests, preemptions)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

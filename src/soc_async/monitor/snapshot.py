@@ -54,7 +54,7 @@ class EngineFigures(msgspec.Struct, kw_only=True):
     url: str
     up: bool = True  # in service; False while it is taken out and probed
     in_flight: int = 0  # our requests on it now
-    limit: int | None = None  # its own bound on requests in flight, when one is set
+    limit: int | None = None  # its own limit on requests in flight now (fixed or adaptive)
     requests: int = 0  # replies it sent us
     completion_tokens: int = 0  # in those replies
     faults: dict[str, int] = {}  # failed attempts on it, by cause (llm.client.FAULT_CAUSES)
@@ -69,10 +69,10 @@ class EngineFigures(msgspec.Struct, kw_only=True):
 
 
 class ControllerFigures(msgspec.Struct, kw_only=True):
-    """The one concurrency limit and what last moved it."""
+    """The engines' limits summed and what last moved one of them."""
 
     adaptive: bool = False  # False: a fixed --concurrency, nothing moves it
-    limit: int = 0
+    limit: int = 0  # the sum of the engines' own limits (EngineFigures.limit)
     reason: str = ""  # the reason of the last decision (a hold included)
     moved_reason: str = ""  # the reason of the last change of the limit
     moved_ago_s: float | None = None  # seconds since that change

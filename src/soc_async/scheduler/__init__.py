@@ -11,7 +11,7 @@ from soc_async.scheduler.controller import (
     MetricsView,
     decide,
 )
-from soc_async.scheduler.limiter import PriorityLimiter, SlotInfo
+from soc_async.scheduler.limiter import PriorityLimiter, SlotInfo, Withdrawn
 from soc_async.scheduler.runner import Pipe, PipeStats, StopSignal, feed, stream_map
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "PriorityLimiter",
     "SlotInfo",
     "StopSignal",
+    "Withdrawn",
     "decide",
     "feed",
     "stream_map",

@@ -8,7 +8,8 @@ computed again in full) and preempts running requests: on the simulated 8B/H100 
 half a little further. Below it, the GPU reads its weights for a smaller batch than it
 could carry.
 
-KV-cache usage leads those losses, so it is what the controller steers on: from the
+KV-cache usage leads those losses, so it is what the controller steers on (falling
+prefix-cache hits are read too, as the first sign of eviction): from the
 usage and the number of requests running it estimates how many requests *fit* at
 ``kv_target`` (``running * kv_target / usage``, both smoothed), and moves the limit
 toward that estimate. The server's own queue and preemptions override it. A limit that
@@ -37,21 +38,35 @@ scripted sequences. The rule, checked in this order at every interval:
    at least ``step``); the capacity that overflowed becomes a ceiling.
 5. A server queue (in both samples and smoothed, above ``queue_slack`` plus
    ``queue_share`` of the batch; one sample's queue is requests that arrived between
-   two steps): the engine does not take what it is sent. With the KV cache past
-   ``kv_high``, down to the KV fit of this sample; with the batch still growing, hold
-   (the engine is admitting a burst, prefill by prefill); otherwise (bound by
-   ``max_num_seqs``, the token budget, or a prefix cache too small for the
-   conversations between their turns) down to ``down_factor`` times what it runs.
-   What the engine ran when it queued (plus the slack) becomes a ceiling.
-6. KV usage (smoothed) above ``kv_high``: down to the KV fit (at most ``x
+   two steps): the engine does not take what it is sent. Only requests waiting for room
+   count: vLLM's ``num_requests_waiting`` also holds requests whose grammar is still
+   compiling (every turn carries its own), which it reports apart as
+   ``num_requests_waiting_by_reason{reason="deferred"}``; those wait for a CPU thread,
+   and a lower limit would only starve the batch. With nothing running in either
+   sample, hold: an engine still warming up (or serving nobody) is not overloaded.
+   With the KV cache past ``kv_high``, down to the KV fit of this sample; with the
+   batch still growing, hold (the engine is admitting a burst, prefill by prefill);
+   otherwise (bound by ``max_num_seqs``, the token budget, or a prefix cache too small
+   for the conversations between their turns) down to ``down_factor`` times what it
+   runs. What the engine ran when it queued (plus the slack) becomes a ceiling.
+6. Prefix-cache hits (smoothed, tokens) ``hit_drop`` below the best seen at a capacity
+   no higher than the one it was seen at, with the KV cache at least ``hit_kv`` full
+   and tokens/s no more than ``hit_gain`` above what they were then: the cached
+   prefixes of conversations between turns are being evicted, the cliff's first sign
+   (their next turns will be computed in full), and nothing is gained for it. Down to
+   that capacity (at most ``x down_factor``); this capacity becomes a ceiling. Hits
+   that fall without a higher capacity (a change of load) or for more tokens/s become
+   the new reference.
+7. KV usage (smoothed, and in both samples) above ``kv_high``: down to the KV fit (at most ``x
    down_factor`` per decision), no ceiling (usage moves as requests grow).
-7. Up toward the KV fit while the usage is under ``kv_target`` and our limit is used
+8. Up toward the KV fit while the usage is under ``kv_target`` and our limit is used
    (``in_flight >= busy * capacity``, or callers wait for a slot: a limit that is not
-   reached would change nothing): at most ``x up_factor`` and at least ``step``; at
+   reached would change nothing), unless nothing runs in either sample (a warming-up
+   engine gives nothing to fit): at most ``x up_factor`` and at least ``step``; at
    most ``near`` times a ceiling for ``ceiling_hold`` decisions after it was found,
    then by ``probe`` steps from there to ``1 / near`` times it; past that the
    ceiling is forgotten (the load has changed).
-8. Hold otherwise, with the reason.
+9. Hold otherwise, with the reason.
 
 A fixed concurrency simply means no controller runs.
 """
@@ -85,9 +100,14 @@ class MetricsView(msgspec.Struct, kw_only=True):
 
     running: float = 0  # vllm:num_requests_running
     waiting: float = 0  # vllm:num_requests_waiting
+    # vllm:num_requests_waiting_by_reason{reason="deferred"}: the waiting requests that
+    # wait for something of their own (a grammar compiling), not for room in the batch.
+    waiting_deferred: float = 0
     kv_cache_usage: float = 0.0  # vllm:kv_cache_usage_perc, 0..1
     preemptions: float = 0  # vllm:num_preemptions, cumulative
     generation_tokens: float = 0  # vllm:generation_tokens, cumulative
+    prefix_cache_hits: float = 0  # vllm:prefix_cache_hits, cumulative (tokens)
+    prefix_cache_queries: float = 0  # vllm:prefix_cache_queries, cumulative (tokens)
     time: float = 0.0  # when the sample was taken, seconds on one clock
     # Our own limiter at sampling time, when the reader fills them in (decide's keyword
     # arguments take precedence): requests in flight, callers queued, the capacity.
@@ -115,6 +135,17 @@ class Bounds(msgspec.Struct, kw_only=True, frozen=True):
     ceiling_hold: int = 30  # decisions during which a capacity that overflowed is avoided
     near: float = 0.9  # from this share of the ceiling on, growth is by probe steps
     probe: float = 0.02  # share of the capacity one probe step adds (at least step)
+    # Prefix-cache hits (smoothed) this far below the best seen since the capacity was
+    # last at or below where that best was seen: the conversations' cached prefixes are
+    # being evicted, the cliff's first sign. Read only with the KV cache at least
+    # ``hit_kv`` full (eviction needs a full cache; a new wave of conversations with
+    # nothing cached yet lowers the hits too, at any usage).
+    hit_drop: float = 0.1
+    hit_kv: float = 0.5
+    # ... and only while tokens/s (smoothed) have not risen by this share over what they
+    # were at that best: eviction that still buys more tokens/s (the client's own time
+    # between turns keeps conversations out of the batch) is a price worth paying.
+    hit_gain: float = 0.03
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.max:
@@ -136,7 +167,12 @@ class ControllerState(msgspec.Struct, kw_only=True, frozen=True):
     last_action: str = "start"  # "start" | "up" | "down" | "hold" | "clamp"
     kv: float | None = None  # smoothed KV usage
     running: float | None = None  # smoothed requests running on the engine
-    waiting: float | None = None  # smoothed server queue
+    waiting: float | None = None  # smoothed server queue (requests waiting for room)
+    hits: float | None = None  # smoothed prefix-cache hit rate (tokens)
+    hit_ref: float | None = None  # the best smoothed hit rate at or below hit_ref_cap
+    hit_ref_cap: int = 0  # the capacity that hit rate was seen at
+    hit_ref_rate: float = 0.0  # the smoothed tokens/s then
+    rate: float | None = None  # smoothed generation tokens/s
     ceiling: int | None = None  # the last capacity that overflowed
     ceiling_ttl: int = 0  # decisions left during which it is not tried again
     last_rate: float | None = None  # tokens/s over the last interval, for the record
@@ -178,9 +214,14 @@ def decide(
     if capacity != bounds.clamp(capacity):
         new = bounds.clamp(capacity)
         return move(new, "clamp", f"clamped {capacity} into [{bounds.min}, {bounds.max}]")
-    fresh = {"kv": now.kv_cache_usage, "running": now.running, "waiting": now.waiting}
+    # The server's queue of requests waiting for room in the batch: vLLM counts requests
+    # whose grammar still compiles (every turn has its own) in num_requests_waiting too,
+    # and apart as waiting_by_reason "deferred"; they wait for a CPU, not for the batch.
+    queue_now = max(0.0, now.waiting - now.waiting_deferred)
+    fresh = {"kv": now.kv_cache_usage, "running": now.running, "waiting": queue_now}
     if prev is None:
         return hold("first sample", **fresh)
+    queue_prev = max(0.0, prev.waiting - prev.waiting_deferred)
     dt = now.time - prev.time
     if dt <= 0:
         return hold("no time passed since the last sample")
@@ -190,9 +231,17 @@ def decide(
     w = bounds.smoothing
     kv = _smooth(state.kv, now.kv_cache_usage, w)
     running = _smooth(state.running, now.running, w)
-    waiting = _smooth(state.waiting, now.waiting, w)
+    waiting = _smooth(state.waiting, queue_now, w)
     rate = (now.generation_tokens - prev.generation_tokens) / dt
-    state = msgspec.structs.replace(state, kv=kv, running=running, waiting=waiting, last_rate=rate)
+    rate_s = _smooth(state.rate, rate, w)
+    state = msgspec.structs.replace(
+        state, kv=kv, running=running, waiting=waiting, last_rate=rate, rate=rate_s
+    )
+    queries = now.prefix_cache_queries - prev.prefix_cache_queries
+    hits = state.hits
+    if queries > 0 and now.prefix_cache_hits >= prev.prefix_cache_hits:
+        hits = _smooth(hits, (now.prefix_cache_hits - prev.prefix_cache_hits) / queries, w)
+        state = msgspec.structs.replace(state, hits=hits)
     # Requests that fit at kv_target: the usage per running request, scaled.
     fit = math.floor(running * bounds.kv_target / kv) if kv > 0 and running > 0 else None
 
@@ -215,8 +264,12 @@ def decide(
             remember=capacity,
         )
     slack = bounds.queue_slack + bounds.queue_share * running
-    if waiting > slack and now.waiting > slack and prev.waiting > slack:
-        queue = f"server queue {now.waiting:g}"
+    if waiting > slack and queue_now > slack and queue_prev > slack:
+        queue = f"server queue {queue_now:g}"
+        if now.running == 0 and prev.running == 0:
+            # Nothing runs yet: an engine still warming up (compiling, capturing graphs)
+            # or one that serves nobody; a lower limit would not help either.
+            return hold(f"{queue} with nothing running yet (warm-up)")
         if now.kv_cache_usage >= bounds.kv_high and now.running > 0:
             # KV-bound: as many as fit at the target, by this sample's own ratio.
             target = math.floor(now.running * bounds.kv_target / now.kv_cache_usage)
@@ -229,11 +282,32 @@ def decide(
         target = math.floor(min(now.running, capacity) * bounds.down_factor)
         edge = min(capacity, math.ceil(now.running + slack))
         return down(target, f"{queue} at {now.running:g} running", remember=edge)
-    if kv > bounds.kv_high and fit is not None:
+    if hits is not None:
+        ref, ref_cap = state.hit_ref, state.hit_ref_cap
+        fell = ref is not None and hits < ref - bounds.hit_drop
+        gained = rate_s > state.hit_ref_rate * (1 + bounds.hit_gain)
+        if ref is None or hits >= ref or (fell and (capacity <= ref_cap or gained)):
+            # A new best; or hits that fell with no more in flight than then (the load
+            # changed, not the cache's room), or for more tokens/s than then (a price
+            # worth paying): the reference from now on.
+            state = msgspec.structs.replace(
+                state, hit_ref=hits, hit_ref_cap=capacity, hit_ref_rate=rate_s
+            )
+        elif fell and kv >= bounds.hit_kv:
+            target = max(ref_cap, math.floor(capacity * bounds.down_factor))
+            why = f"prefix-cache hits {hits:.0%}, were {ref:.0%} at {ref_cap}"
+            return down(target, why, remember=capacity)
+    # In both samples too, as the queue: one reading's spike (a scrape landing as a
+    # burst of requests is admitted) is not a full cache.
+    full = min(now.kv_cache_usage, prev.kv_cache_usage) > bounds.kv_high
+    if kv > bounds.kv_high and full and fit is not None:
         target = max(fit, math.floor(capacity * bounds.down_factor))
         return down(target, f"KV cache {kv:.0%} over {bounds.kv_high:.0%}", remember=None)
 
     busy = in_flight is None or queued > 0 or in_flight >= bounds.busy * capacity
+    if now.running == 0 and prev.running == 0 and busy:
+        # Requests sent and none running: a warming-up engine gives no fit to grow to.
+        return hold("nothing running yet (warm-up)")
     if kv >= bounds.kv_target:
         return hold(f"KV cache {kv:.0%} at its target {bounds.kv_target:.0%}")
     if not busy:
@@ -315,11 +389,16 @@ class AdaptiveController:
 
     async def run(self) -> None:
         """Adjust until cancelled."""
+        failing = False
         while True:
             try:
                 await self.step()
+                failing = False
             except Exception as exc:  # a server that is down must not stop the run
-                _log.warning("metrics unavailable", engine=self.name, error=str(exc))
+                # Once per outage: an engine out for minutes must not flood the log.
+                say = _log.debug if failing else _log.warning
+                say("metrics unavailable", engine=self.name, error=str(exc))
+                failing = True
                 self._prev = None  # the next sample starts a fresh interval
             await anyio.sleep(self.interval_s)
 

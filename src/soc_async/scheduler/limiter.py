@@ -20,7 +20,12 @@ import heapq
 import itertools
 import time
 
-__all__ = ["PriorityLimiter", "SlotInfo"]
+__all__ = ["PriorityLimiter", "SlotInfo", "Withdrawn"]
+
+
+class Withdrawn(Exception):
+    """The slot waited for will not come: the limiter's waiters were sent elsewhere
+    (:meth:`PriorityLimiter.withdraw`, e.g. its engine was taken out of service)."""
 
 
 class SlotInfo:
@@ -87,6 +92,30 @@ class PriorityLimiter:
         self._capacity = capacity
         self._wake()
 
+    def withdraw(self) -> int:
+        """Every caller queued for a slot raises :class:`Withdrawn` (so it can wait
+        elsewhere); slots held are untouched. Returns how many were queued."""
+        n = 0
+        for _, _, waiter in self._heap:
+            if waiter.cancelled or waiter.granted:
+                continue
+            waiter.cancelled = True
+            self._waiting -= 1
+            n += 1
+            if not waiter.future.done():
+                waiter.future.set_exception(Withdrawn())
+        self._heap.clear()
+        return n
+
+    async def acquire(self, priority: int = 0) -> None:
+        """Wait for a slot and hold it; :meth:`release` gives it back (``slot`` does both
+        around a body, for callers that hold it in one scope)."""
+        await self._acquire(priority)
+
+    def release(self) -> None:
+        """Give back a slot taken by :meth:`acquire`."""
+        self._release()
+
     def slot(self, priority: int = 0) -> _Slot:
         """Hold one slot for the body (``async with``); gives a :class:`SlotInfo` with the
         queue wait."""
@@ -113,7 +142,7 @@ class PriorityLimiter:
             if waiter.granted:
                 # Granted and cancelled at once: the slot is ours, so pass it on.
                 self._release()
-            else:
+            elif not waiter.cancelled:  # a withdrawn waiter has left already
                 waiter.cancelled = True
                 self._waiting -= 1
                 if len(self._heap) > 2 * self._waiting + 64:

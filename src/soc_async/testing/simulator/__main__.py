@@ -54,9 +54,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="first engine's port; 0: free ports")
     p.add_argument("--reply", default=None, help="module:function writing the answer")
+    p.add_argument(
+        "--grammar-s", type=float, default=0.0, help="simulated s to compile a request's grammar"
+    )
+    p.add_argument("--grammar-workers", type=int, default=4, help="grammar compile threads")
+    p.add_argument(
+        "--mask-s", type=float, default=0.0, help="simulated s of grammar mask per request a step"
+    )
+    p.add_argument(
+        "--warmup-s", type=float, default=0.0, help="simulated s before the first step runs"
+    )
     a = p.parse_args(argv)
     if a.engines < 1 or a.time_scale <= 0:
         raise SystemExit("--engines must be >= 1 and --time-scale > 0")
+    if min(a.grammar_s, a.mask_s, a.warmup_s) < 0 or a.grammar_workers < 1:
+        raise SystemExit("--grammar-s, --mask-s, --warmup-s must be >= 0, --grammar-workers >= 1")
     server = SimServer(
         [profile(a.profile)] * a.engines,
         time_scale=a.time_scale,
@@ -67,6 +79,10 @@ def main(argv: list[str] | None = None) -> None:
         host=a.host,
         port=a.port,
         reply=_reply(a.reply) if a.reply else None,
+        grammar_s=a.grammar_s,
+        grammar_workers=a.grammar_workers,
+        mask_s=a.mask_s,
+        warmup_s=a.warmup_s,
     )
 
     async def run() -> None:

@@ -21,6 +21,14 @@ One step follows vLLM's V1 scheduler:
    output length finishes and its blocks go back to the pool (its full prompt blocks
    stay in the prefix cache until evicted).
 
+Two costs on the engine's CPU, both off by default: a request with a grammar first
+waits for it to compile (``grammar_s`` on one of ``grammar_workers`` threads, as vLLM's
+structured-output manager compiles on a thread pool of half the CPUs) in the waiting
+queue, where /metrics counts it as waiting and as deferred; and every step fills the
+grammar mask of each running request with a grammar (``mask_s`` each, added to the
+step). ``warmup_s``: the engine takes requests from the start but runs its first step
+only then, as a server still compiling its graphs queues what it is sent.
+
 Decoding requests are kept in aggregate (counts by block phase, a heap of finishing
 steps), so a step costs O(requests that change), not O(batch): the simulator must keep
 up with thousands of requests in flight at a time scale of 60x or more.
@@ -63,11 +71,13 @@ class SimRequest:
         "arrival",
         "c0",
         "cached_tokens",
+        "compiling",
         "computed",
         "epoch",
         "finished_at",
         "first_token_at",
         "g0",
+        "grammar",
         "held",
         "id",
         "key",
@@ -90,6 +100,7 @@ class SimRequest:
         prompt_hashes: Sequence[int] = (),
         *,
         tag: object = None,
+        grammar: bool = False,
     ) -> None:
         if prompt_tokens < 1 or max_output < 1:
             raise ValueError("a request needs at least one prompt token and one output token")
@@ -98,6 +109,8 @@ class SimRequest:
         self.max_output = max_output
         self.prompt_hashes = prompt_hashes  # hashes of the prompt's full blocks, in order
         self.tag = tag  # the driver's handle (a future), opaque here
+        self.grammar = grammar  # carries a grammar (compiled before it is admitted)
+        self.compiling = False  # waiting for its grammar to compile
         self.phase = Phase.WAITING
         self.arrival = 0.0
         self.computed = 0  # tokens whose KV is computed (materialised outside DECODE)
@@ -176,9 +189,21 @@ class SimEngine:
         noise: float = 0.0,
         seed: int = 0,
         name: str = "0",
+        grammar_s: float = 0.0,
+        grammar_workers: int = 4,
+        mask_s: float = 0.0,
+        warmup_s: float = 0.0,
     ) -> None:
         if slowdown <= 0 or noise < 0:
             raise ValueError("slowdown must be > 0 and noise >= 0")
+        if min(grammar_s, mask_s, warmup_s) < 0 or grammar_workers < 1:
+            raise ValueError("grammar_s, mask_s, warmup_s must be >= 0, grammar_workers >= 1")
+        self.grammar_s = grammar_s
+        self.mask_s = mask_s
+        self._workers = [0.0] * grammar_workers  # when each compile thread is free (a heap)
+        self._compiling: list[tuple[float, int, SimRequest]] = []  # (ready at, id, request)
+        self.num_compiling = 0
+        self._structured = 0  # running requests with a grammar (a mask each per step)
         self.profile = profile
         self.name = name
         self.slowdown = slowdown
@@ -186,7 +211,7 @@ class SimEngine:
         self._rng = random.Random(seed)
         self.pool = BlockPool(profile.num_gpu_blocks)
         self.counters = EngineCounters()
-        self.now = 0.0  # when the next step starts (or the last one ended, when idle)
+        self.now = warmup_s  # when the next step starts (or the last one ended, when idle)
         self.busy_s = 0.0  # time spent in steps
         self.waiting: deque[SimRequest] = deque()
         self._order: dict[int, SimRequest] = {}  # running, in admission order
@@ -208,7 +233,8 @@ class SimEngine:
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        """vllm:num_requests_waiting: waiting for room, and for their grammar."""
+        return len(self.waiting) + self.num_compiling
 
     @property
     def kv_usage(self) -> float:
@@ -216,7 +242,7 @@ class SimEngine:
 
     @property
     def has_work(self) -> bool:
-        return bool(self._order) or bool(self.waiting)
+        return bool(self._order) or bool(self.waiting) or self.num_compiling > 0
 
     # -- requests in ----------------------------------------------------------------------
 
@@ -243,12 +269,23 @@ class SimEngine:
         request.phase = Phase.WAITING
         if not self.has_work:
             self.now = max(self.now, now)
-        self.waiting.append(request)
+        if request.grammar and self.grammar_s > 0:
+            start = max(now, heapq.heappop(self._workers))
+            ready = start + self.grammar_s
+            heapq.heappush(self._workers, ready)
+            heapq.heappush(self._compiling, (ready, request.id, request))
+            request.compiling = True
+            self.num_compiling += 1
+        else:
+            self.waiting.append(request)
         return request
 
     def abort(self, request: SimRequest) -> None:
         """Drops a request the client gave up on (vLLM aborts on disconnect)."""
-        if request.phase is Phase.WAITING:
+        if request.phase is Phase.WAITING and request.compiling:
+            request.compiling = False  # its heap entry is skipped when it comes up
+            self.num_compiling -= 1
+        elif request.phase is Phase.WAITING:
             try:
                 self.waiting.remove(request)
             except ValueError:
@@ -259,6 +296,7 @@ class SimEngine:
             else:
                 self._prefill.pop(request.id, None)
             self._order.pop(request.id, None)
+            self._structured -= request.grammar
             self._release(request)
         else:
             return
@@ -271,10 +309,17 @@ class SimEngine:
         at the new :attr:`now`. Does nothing (returns []) when there is no work."""
         if not self.has_work:
             return []
+        start = self.now
+        compiling = self._compiling
+        while compiling and compiling[0][0] <= start:
+            _, _, req = heapq.heappop(compiling)
+            if req.compiling:  # else aborted meanwhile
+                req.compiling = False
+                self.num_compiling -= 1
+                self.waiting.append(req)
         bs = self.profile.block_size
         pool = self.pool
         g = self._g
-        start = self.now
         preempted = False
         self._d_allocated = False
 
@@ -335,6 +380,7 @@ class SimEngine:
             req.published = found
             req.computed = hit
             req.phase = Phase.PREFILL
+            self._structured += req.grammar
             self._order[req.id] = req
             self._prefill[req.id] = req
             c = self.counters
@@ -352,12 +398,15 @@ class SimEngine:
             # (a driver behind its clock). The next step starts when it arrives.
             if self.waiting and self.waiting[0].arrival > start:
                 self.now = self.waiting[0].arrival
+            elif not self.waiting and compiling:  # only grammars compiling: the first done
+                self.now = max(start, compiling[0][0])
             return []
         context = self._d_sum + self._d_count * g + sum(r.computed + n for r, n in chunks)
         slowdown = self.slowdown
         if self.noise:
             slowdown *= math.exp(self._rng.gauss(0.0, self.noise))
         duration = step_time(self.profile, tokens, context, slowdown=slowdown)
+        duration += self.mask_s * self._structured  # grammar masks, on the CPU
         end = start + duration
         self.now = end
         self.busy_s += duration
@@ -440,6 +489,7 @@ class SimEngine:
 
     def _finish(self, req: SimRequest, at: float, finished: list[SimRequest]) -> None:
         del self._order[req.id]
+        self._structured -= req.grammar
         self._release(req)
         req.phase = Phase.DONE
         req.finished_at = at
@@ -456,6 +506,7 @@ class SimEngine:
             self._leave_decode(req)
         else:
             self._prefill.pop(req.id, None)
+        self._structured -= req.grammar
         self._release(req)
         req.computed = 0
         req.published = 0

@@ -34,6 +34,13 @@ def exposition(engine: SimEngine, model: str) -> str:
 
     metric("vllm:num_requests_running", "gauge", "Requests in the batch.", engine.running)
     metric("vllm:num_requests_waiting", "gauge", "Requests waiting.", engine.num_waiting)
+    name = "vllm:num_requests_waiting_by_reason"
+    out.append(f"# HELP {name} Waiting requests by reason; the sum is num_requests_waiting.")
+    out.append(f"# TYPE {name} gauge")
+    deferred = engine.num_compiling  # blocked on their grammar
+    for reason, value in (("capacity", engine.num_waiting - deferred), ("deferred", deferred)):
+        labels = _labels(engine=engine.name, model_name=model, reason=reason)
+        out.append(f"{name}{labels} {float(value)!r}")
     metric("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage, 1 is full.", engine.kv_usage)
     metric("vllm:num_preemptions", "counter", "Preemptions.", c.preemptions)
     metric("vllm:prefix_cache_queries", "counter", "Prompt tokens looked up.", c.prefix_queries)

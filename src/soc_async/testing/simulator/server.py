@@ -86,12 +86,19 @@ class SimServer:
         host: str = "127.0.0.1",
         port: int = 0,
         reply: Reply | None = None,
+        grammar_s: float = 0.0,
+        grammar_workers: int = 4,
+        mask_s: float = 0.0,
+        warmup_s: float = 0.0,
     ) -> None:
         slow = list(slowdowns) if slowdowns is not None else [1.0] * len(profiles)
         if len(slow) != len(profiles):
             raise ValueError("one slowdown per engine")
+        cpu = {"grammar_s": grammar_s, "grammar_workers": grammar_workers, "mask_s": mask_s}
         self.engines = [
-            SimEngine(p, slowdown=s, noise=noise, seed=seed + i, name=str(i))
+            SimEngine(
+                p, slowdown=s, noise=noise, seed=seed + i, name=str(i), warmup_s=warmup_s, **cpu
+            )
             for i, (p, s) in enumerate(zip(profiles, slow, strict=True))
         ]
         self.model = model or profiles[0].model
@@ -126,7 +133,11 @@ class SimServer:
         app.router.add_get("/metrics", functools.partial(self._metrics, index=index))
         app.router.add_get("/version", self._version)
         app.router.add_get("/server_info", functools.partial(self._server_info, index=index))
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
+        # A client that disconnects cancels its handler, so the engine aborts the
+        # request, as vLLM does; otherwise it would compute replies nobody reads.
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=0.25, handler_cancellation=True
+        )
         await runner.setup()
         port = self.port + index if self.port else 0
         site = web.TCPSite(runner, self.host, port, backlog=4096)
@@ -169,7 +180,10 @@ class SimServer:
             engine.check(prompt, completion)
         except ValueError as exc:
             return _error(400, str(exc))
-        done = await self.cluster.submit(index, SimRequest(prompt, completion, hashes))
+        # A grammar (or JSON schema) is compiled before the request can be scheduled.
+        structured = bool(body.get("structured_outputs") or body.get("guided_grammar"))
+        request = SimRequest(prompt, completion, hashes, grammar=structured)
+        done = await self.cluster.submit(index, request)
         self._serial += 1
         payload = completion_body(
             f"chatcmpl-sim-{self._serial}",
@@ -223,6 +237,8 @@ class SimServer:
                     "time_scale": self.time_scale,
                     "slowdown": engine.slowdown,
                     "noise": engine.noise,
+                    "grammar_s": engine.grammar_s,
+                    "mask_s": engine.mask_s,
                     "simulated_s": self.cluster.now(),
                 },
             }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -50,6 +51,7 @@ class ChatShape(msgspec.Struct, kw_only=True, frozen=True):
     markup_tokens: int = 20  # what the transcript adds around a reply
     tail_tokens: int = 60  # state line, clock, speaker: new every turn
     turns: int = 12
+    grammar: bool = False  # every turn carries its own grammar (compiled by the engine)
 
 
 class ChatPrompts:
@@ -77,7 +79,7 @@ class ChatPrompts:
         prompt = before_tail + shape.tail_tokens
         hashes = known[:stable]
         hashes.extend(hash((conv, "turn", turn, j)) for j in range(stable, prompt // bs))
-        return SimRequest(prompt, reply, hashes)
+        return SimRequest(prompt, reply, hashes, grammar=shape.grammar)
 
 
 def chat_request(
@@ -99,6 +101,7 @@ class EngineResult(msgspec.Struct, kw_only=True):
     final_capacity: int
     windows: list[float]  # tokens/s per window_s from the start (whole run)
     capacity: list[tuple[float, int]]  # (simulated s, limit) at each change
+    reasons: list[str] = []  # the controller's reason for each change (after the first)
 
 
 class ScenarioResult(msgspec.Struct, kw_only=True):
@@ -139,6 +142,14 @@ async def run_scenario(
     window_s: float = 30.0,
     seed: int = 0,
     shared_limit: bool = False,
+    shapes: Sequence[tuple[ChatShape, float]] | None = None,
+    think_s: float = 0.0,
+    metric_noise: float = 0.0,
+    deferred_metric: bool = True,
+    grammar_s: float = 0.0,
+    grammar_workers: int = 4,
+    mask_s: float = 0.0,
+    warmup_s: float = 0.0,
 ) -> ScenarioResult:
     """Runs ``conversations`` live conversations per engine (each placed on the engine
     with the fewest, and kept there) for ``duration_s`` simulated
@@ -149,15 +160,35 @@ async def run_scenario(
     load stays the same throughout. ``shared_limit``: one limiter for all engines (their
     limits summed) and one controller reading their metrics combined, as a client with
     a single bound on requests in flight has it.
+
+    The scenarios closer to a real run: ``shapes`` mixes conversation shapes (each
+    conversation draws one by weight; ``shape`` is then unused); ``think_s`` is the
+    client's own time between a reply and the next turn (exponential, that mean; no
+    slot is held meanwhile); ``metric_noise`` multiplies every gauge a controller reads
+    (running, waiting, KV usage) by a log-normal factor of that sigma, as a scrape
+    lands at a random instant of a step; ``deferred_metric`` False hides vLLM's count
+    of requests deferred for their grammar (a server without that gauge).
+    ``grammar_s``, ``grammar_workers``, ``mask_s`` and ``warmup_s`` are the engines'
+    CPU-side costs and warm-up (:class:`~.engine.SimEngine`).
     """
     shape = shape or ChatShape()
     n = len(profiles)
     caps = [limits] * n if isinstance(limits, int) else list(limits)
     slow = list(slowdowns) if slowdowns is not None else [1.0] * n
+    cpu = {"grammar_s": grammar_s, "grammar_workers": grammar_workers, "mask_s": mask_s}
     engines = [
-        SimEngine(p, slowdown=s, noise=noise, seed=seed * 1000 + i, name=str(i))
+        SimEngine(
+            p,
+            slowdown=s,
+            noise=noise,
+            seed=seed * 1000 + i,
+            name=str(i),
+            warmup_s=warmup_s,
+            **cpu,
+        )
         for i, (p, s) in enumerate(zip(profiles, slow, strict=True))
     ]
+    mix = list(shapes) if shapes else [(shape, 1.0)]
     if shared_limit:
         limiters = [PriorityLimiter(sum(caps))] * n
     else:
@@ -189,6 +220,7 @@ async def run_scenario(
         async def conversation(conv: int) -> None:
             nonlocal turns_done
             r = random.Random(rng.getrandbits(32))
+            shape = r.choices([s for s, _ in mix], [w for _, w in mix])[0]
             before_tail = shape.system_tokens + shape.fixed_tokens
             lo = max(1, round(shape.reply_tokens * (1 - shape.reply_spread)))
             hi = max(lo, round(shape.reply_tokens * (1 + shape.reply_spread)))
@@ -212,6 +244,8 @@ async def run_scenario(
                         await turn_on(engine, request)
                     turns_done += 1
                     before_tail += reply + shape.markup_tokens
+                    if think_s > 0:
+                        await asyncio.sleep(r.expovariate(1.0 / think_s))
             finally:
                 if engine is not None:
                     live[engine] -= 1
@@ -232,6 +266,11 @@ async def run_scenario(
                     next_conv += 1
                     tg.create_task(one(next_conv))
 
+        noisy = random.Random(seed + 7)
+
+        def jitter() -> float:
+            return math.exp(noisy.gauss(0.0, metric_noise)) if metric_noise else 1.0
+
         def reader(i: int) -> Callable[[], Awaitable[MetricsView]]:
             watched = engines if shared_limit else [engines[i]]
 
@@ -239,11 +278,14 @@ async def run_scenario(
                 snap = combine(parse_metrics(exposition(e, "sim"), at=loop.time()) for e in watched)
                 lim = limiters[i]
                 return MetricsView(
-                    running=snap.running,
-                    waiting=snap.waiting,
-                    kv_cache_usage=snap.kv_cache_usage,
+                    running=snap.running * jitter(),
+                    waiting=snap.waiting * jitter(),
+                    waiting_deferred=snap.waiting_deferred if deferred_metric else 0.0,
+                    kv_cache_usage=min(1.0, snap.kv_cache_usage * jitter()),
                     preemptions=snap.preemptions,
                     generation_tokens=snap.generation_tokens,
+                    prefix_cache_hits=snap.prefix_cache_hits,
+                    prefix_cache_queries=snap.prefix_cache_queries,
                     time=snap.time,
                     in_flight=lim.in_flight,
                     queued=lim.waiting,
@@ -315,9 +357,11 @@ async def run_scenario(
         tok1, pre1, hit1, q1 = marks[i]
         history = controllers[0 if shared_limit else i].history if controllers else []
         capacity = [(0.0, caps[i])]
-        for t, cap, _ in history:
+        reasons = []
+        for t, cap, why in history:
             if cap != capacity[-1][1]:
                 capacity.append((t, cap))
+                reasons.append(why)
         results.append(
             EngineResult(
                 name=e.name,
@@ -331,6 +375,7 @@ async def run_scenario(
                 final_capacity=limiters[i].capacity,
                 windows=windows[i],
                 capacity=capacity,
+                reasons=reasons,
             )
         )
     return ScenarioResult(
