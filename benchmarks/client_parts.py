@@ -39,7 +39,7 @@ from scale_fake import raise_fd_limit, start_server
 
 from soc_async import config as config_mod
 from soc_async import loop
-from soc_async.bench.cast import bench_conversations, seed_experiences, seed_personas
+from soc_async.bench.cast import bench_conversations, cast_experiences, seed_personas
 from soc_async.bench.pipeline import run_chats
 from soc_async.config import RunFacts
 from soc_async.llm.client import _body, _encode
@@ -82,7 +82,7 @@ async def stage(args: argparse.Namespace) -> dict[str, Any]:
     config = config_mod.override(config_mod.RunConfig(), changes)
     personas = seed_personas(config.seed)
     experiences = bench_conversations(
-        args.conversations, personas, seed_experiences(personas, config), config
+        args.conversations, personas, cast_experiences(personas, config), config
     )
     model = InstantModel(args.latency_s, args.limit)
     t0 = time.process_time()

@@ -38,7 +38,7 @@ import anyio
 
 from soc_async import config as config_mod
 from soc_async import loop
-from soc_async.bench.cast import bench_conversations, seed_experiences, seed_personas
+from soc_async.bench.cast import bench_conversations, cast_experiences, seed_personas
 from soc_async.bench.metrics import percentiles, time_weighted_mean
 from soc_async.bench.pipeline import ChatTally, run_chats
 from soc_async.bench.recording import RecordingCompleter
@@ -89,7 +89,7 @@ async def rollout(args: argparse.Namespace, url: str) -> dict[str, Any]:
     rss_before = rss_mib()
     personas = seed_personas(config.seed)
     experiences = bench_conversations(
-        args.conversations, personas, seed_experiences(personas, config), config
+        args.conversations, personas, cast_experiences(personas, config), config
     )
     tally = ChatTally(len(experiences))
     live: list[tuple[float, float]] = []

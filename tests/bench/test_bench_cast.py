@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from soc_async.bench.cast import bench_conversations, recast, seed_experiences, seed_personas
+from soc_async.bench.cast import bench_conversations, cast_experiences, recast, seed_personas
 from soc_async.config import RunConfig
 from soc_async.formats.experience import ParsedExperience, parse_experience
 
@@ -21,7 +21,7 @@ def test_seed_experiences_name_two_seed_personas() -> None:
     """Each seed experience parses, with its opener among the two personas it names."""
     config = RunConfig()
     personas = seed_personas()
-    seeds = seed_experiences(personas, config)
+    seeds = cast_experiences(personas, config)
     assert seeds
     for s in seeds:
         assert s.opener.id != s.other.id
@@ -42,7 +42,7 @@ def test_bench_conversations_are_valid_and_distinct() -> None:
     each still parses as an experience naming its own two personas, opener first."""
     config = RunConfig()
     personas = seed_personas()
-    seeds = seed_experiences(personas, config)
+    seeds = cast_experiences(personas, config)
     experiences = bench_conversations(40, personas, seeds, config)
     by_id = {p.id: p for p in personas}
     assert len(experiences) == 40
@@ -64,7 +64,7 @@ def test_bench_conversations_are_valid_and_distinct() -> None:
 def test_bench_conversations_are_deterministic_in_the_seed() -> None:
     """The same seed casts the same conversations; another seed casts others."""
     personas = seed_personas()
-    seeds = seed_experiences(personas, RunConfig())
+    seeds = cast_experiences(personas, RunConfig())
     one = bench_conversations(12, personas, seeds, RunConfig(seed=1))
     again = bench_conversations(12, personas, seeds, RunConfig(seed=1))
     other = bench_conversations(12, personas, seeds, RunConfig(seed=2))
@@ -77,7 +77,7 @@ def test_ranges_are_disjoint_and_728_conversations_are_distinct() -> None:
     seeds (4 experiences, 14 personas) the first 4 * 14 * 13 are all different."""
     config = RunConfig()
     personas = seed_personas()
-    seeds = seed_experiences(personas, config)
+    seeds = cast_experiences(personas, config)
     total = len(seeds) * len(personas) * (len(personas) - 1)
     whole = bench_conversations(total, personas, seeds, config)
     assert len({(e.experience_text, tuple(e.persona_ids)) for e in whole}) == total

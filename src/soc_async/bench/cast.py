@@ -23,7 +23,7 @@ from soc_async.records import Experience, ExperienceMeta, Persona, PersonaMeta, 
 from soc_async.seeds import persona_cards
 from soc_async.stages import experiences as experience_stage
 
-__all__ = ["SeedExperience", "bench_conversations", "recast", "seed_experiences", "seed_personas"]
+__all__ = ["SeedExperience", "bench_conversations", "cast_experiences", "recast", "seed_personas"]
 
 _NAME_RE = re.compile(r"^\*\*Name:\*\*\s*(.+?)\s*$", re.MULTILINE)
 _AGE_RE = re.compile(r"^\*\*Age:\*\*\s*(\d+)", re.MULTILINE)
@@ -76,7 +76,7 @@ class SeedExperience:
         self.other = other
 
 
-def seed_experiences(personas: list[Persona], config: RunConfig) -> list[SeedExperience]:
+def cast_experiences(personas: list[Persona], config: RunConfig) -> list[SeedExperience]:
     """The seed experiences with their two personas; SeedError if one does not parse.
 
     An experience's people are the seed personas whose full names it mentions; exactly

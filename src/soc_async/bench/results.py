@@ -39,7 +39,7 @@ __all__ = [
     "summarize",
 ]
 
-Phase = Literal["pipeline", "ceiling", "adaptive", "reference"]
+PhaseName = Literal["pipeline", "ceiling", "adaptive", "reference"]
 # A phase run with one thing switched off, for the loss breakdown (bench/breakdown.py);
 # "" for the sweep's own phases.
 Variant = Literal["", "no-grammar", "no-summaries", "spread"]
@@ -68,7 +68,7 @@ class BenchSettings(msgspec.Struct, kw_only=True, frozen=True):
 class PhaseResult(msgspec.Struct, kw_only=True):
     """One phase's figures. Client-side queueing and server latency are kept apart."""
 
-    phase: Phase
+    phase: PhaseName
     concurrency: int | None  # the fixed limit; None for the adaptive run
     duration_s: float
     requests: int  # answered requests
@@ -98,7 +98,7 @@ class PhaseResult(msgspec.Struct, kw_only=True):
 
 
 def phase_result(
-    phase: Phase,
+    phase: PhaseName,
     concurrency: int | None,
     samples: Sequence[RequestSample],
     *,
@@ -173,7 +173,7 @@ class Summary(msgspec.Struct, kw_only=True, frozen=True):
 
 
 def by_concurrency(
-    phases: Sequence[PhaseResult], phase: Phase, variant: Variant = ""
+    phases: Sequence[PhaseResult], phase: PhaseName, variant: Variant = ""
 ) -> dict[int, PhaseResult]:
     """The fixed-limit phases of one kind (and variant), keyed by their limit."""
     return {

@@ -22,7 +22,7 @@ import msgspec
 
 from soc_async import config as config_mod
 from soc_async.bench import load, reference
-from soc_async.bench.cast import bench_conversations, seed_experiences, seed_personas
+from soc_async.bench.cast import bench_conversations, cast_experiences, seed_personas
 from soc_async.bench.live import BenchView
 from soc_async.bench.metrics import (
     TTFT_METRIC,
@@ -101,7 +101,7 @@ class Sweep:
         self.view = view
         self.endpoints = bench_endpoints(config, self.found)
         self.personas: list[Persona] = seed_personas(config.seed)
-        self.seeds = seed_experiences(self.personas, config)
+        self.seeds = cast_experiences(self.personas, config)
         self.next_conversation = 0
         # Drawn afresh for every bench run: the synthetic prompts (ceiling, reference) of
         # an earlier run against the same server must not be found in its prefix cache.

@@ -47,7 +47,7 @@ from enum import Enum
 from soc_async.testing.simulator.kv import BlockPool
 from soc_async.testing.simulator.profiles import SimProfile, step_time
 
-__all__ = ["TTFT_BUCKETS", "EngineCounters", "Phase", "SimEngine", "SimRequest"]
+__all__ = ["TTFT_BUCKETS", "EngineCounters", "RequestPhase", "SimEngine", "SimRequest"]
 
 # vLLM's bucket bounds for vllm:time_to_first_token_seconds (v1/metrics/loggers.py).
 TTFT_BUCKETS: tuple[float, ...] = (
@@ -56,7 +56,7 @@ TTFT_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 
 
-class Phase(Enum):
+class RequestPhase(Enum):
     WAITING = "waiting"  # queued: new, or preempted and to be recomputed
     PREFILL = "prefill"  # admitted, more than one token left to compute
     DECODE = "decode"  # admitted, one token a step (kept in the engine's aggregate)
@@ -111,7 +111,7 @@ class SimRequest:
         self.tag = tag  # the driver's handle (a future), opaque here
         self.grammar = grammar  # carries a grammar (compiled before it is admitted)
         self.compiling = False  # waiting for its grammar to compile
-        self.phase = Phase.WAITING
+        self.phase = RequestPhase.WAITING
         self.arrival = 0.0
         self.computed = 0  # tokens whose KV is computed (materialised outside DECODE)
         self.output = 0  # tokens generated so far (likewise)
@@ -266,7 +266,7 @@ class SimEngine:
         self.check(request.prompt_tokens, request.max_output)
         request.id = next(self._ids)
         request.arrival = now
-        request.phase = Phase.WAITING
+        request.phase = RequestPhase.WAITING
         if not self.has_work:
             self.now = max(self.now, now)
         if request.grammar and self.grammar_s > 0:
@@ -282,16 +282,16 @@ class SimEngine:
 
     def abort(self, request: SimRequest) -> None:
         """Drops a request the client gave up on (vLLM aborts on disconnect)."""
-        if request.phase is Phase.WAITING and request.compiling:
+        if request.phase is RequestPhase.WAITING and request.compiling:
             request.compiling = False  # its heap entry is skipped when it comes up
             self.num_compiling -= 1
-        elif request.phase is Phase.WAITING:
+        elif request.phase is RequestPhase.WAITING:
             try:
                 self.waiting.remove(request)
             except ValueError:
                 return
-        elif request.phase in (Phase.PREFILL, Phase.DECODE):
-            if request.phase is Phase.DECODE:
+        elif request.phase in (RequestPhase.PREFILL, RequestPhase.DECODE):
+            if request.phase is RequestPhase.DECODE:
                 self._leave_decode(request)
             else:
                 self._prefill.pop(request.id, None)
@@ -300,7 +300,7 @@ class SimEngine:
             self._release(request)
         else:
             return
-        request.phase = Phase.DONE
+        request.phase = RequestPhase.DONE
 
     # -- one step ---------------------------------------------------------------------------
 
@@ -338,7 +338,7 @@ class SimEngine:
         for req in list(self._prefill.values()):
             if budget <= 0:
                 break
-            if req.phase is not Phase.PREFILL:
+            if req.phase is not RequestPhase.PREFILL:
                 continue  # preempted by an earlier request of this loop
             n = min(req.total - req.computed, budget)
             more = -(-(req.computed + n) // bs) - len(req.held) - req.private
@@ -346,7 +346,7 @@ class SimEngine:
                 preempted = True
                 if self._preempt_last() is req:
                     break
-            if req.phase is not Phase.PREFILL:
+            if req.phase is not RequestPhase.PREFILL:
                 continue
             pool.allocate(more)
             req.private += more
@@ -379,7 +379,7 @@ class SimEngine:
             req.private = more
             req.published = found
             req.computed = hit
-            req.phase = Phase.PREFILL
+            req.phase = RequestPhase.PREFILL
             self._structured += req.grammar
             self._order[req.id] = req
             self._prefill[req.id] = req
@@ -419,12 +419,12 @@ class SimEngine:
             heap = self._d_heap
             while heap and heap[0][0] <= g:
                 _, _, epoch, req = heapq.heappop(heap)
-                if epoch != req.epoch or req.phase is not Phase.DECODE:
+                if epoch != req.epoch or req.phase is not RequestPhase.DECODE:
                     continue
                 self._leave_decode(req)
                 self._finish(req, end, finished)
         for req, n in chunks:
-            if req.phase is not Phase.PREFILL:
+            if req.phase is not RequestPhase.PREFILL:
                 continue
             req.computed += n
             self._publish(req)
@@ -458,7 +458,7 @@ class SimEngine:
 
     def _join_decode(self, req: SimRequest) -> None:
         g = self._g
-        req.phase = Phase.DECODE
+        req.phase = RequestPhase.DECODE
         req.g0, req.c0, req.o0 = g, req.computed, req.output
         diff = req.c0 - g
         req.key = diff % self.profile.block_size
@@ -491,7 +491,7 @@ class SimEngine:
         del self._order[req.id]
         self._structured -= req.grammar
         self._release(req)
-        req.phase = Phase.DONE
+        req.phase = RequestPhase.DONE
         req.finished_at = at
         self.counters.finished += 1
         self.counters.e2e_sum += at - req.arrival
@@ -502,7 +502,7 @@ class SimEngine:
         if not self._order:
             return None
         _, req = self._order.popitem()
-        if req.phase is Phase.DECODE:
+        if req.phase is RequestPhase.DECODE:
             self._leave_decode(req)
         else:
             self._prefill.pop(req.id, None)
@@ -510,7 +510,7 @@ class SimEngine:
         self._release(req)
         req.computed = 0
         req.published = 0
-        req.phase = Phase.WAITING
+        req.phase = RequestPhase.WAITING
         req.preemptions += 1
         self.counters.preemptions += 1
         self.waiting.appendleft(req)
@@ -522,7 +522,7 @@ class SimEngine:
         held = 0
         shared: dict[int, int] = {}
         for req in self._order.values():
-            if req.phase is Phase.DECODE:
+            if req.phase is RequestPhase.DECODE:
                 computed = req.c0 + (self._g - req.g0)
                 blocks = -(-computed // self.profile.block_size)
                 held += blocks - len(req.held)
@@ -531,4 +531,6 @@ class SimEngine:
             for h in req.held:
                 shared[h] = shared.get(h, 0) + 1
         assert held + len(shared) == self.pool.used, (held, len(shared), self.pool.used)
-        assert self._d_count == sum(1 for r in self._order.values() if r.phase is Phase.DECODE)
+        assert self._d_count == sum(
+            1 for r in self._order.values() if r.phase is RequestPhase.DECODE
+        )
