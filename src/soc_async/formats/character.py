@@ -238,14 +238,19 @@ name_extra ::= " (" ([^<*&()\x00-\x1f\x7f-\x9f\u2028\u2029] | "& ")+ ")"
 """
 
 # Characters per token of a card (about 4 for English prose with common tokenizers):
-# with max_tokens, each section gets an equal share of max_tokens * 4 characters, so a
-# card with every section full still closes before the call's limit.
+# with max_tokens, each section gets an equal share of what is left of max_tokens * 4
+# characters once the headers and the unbounded fact lines of Basic Information have
+# theirs, so a card with every section full still closes before the call's limit.
+# Measured on the embedded model: cards of 3,975-3,986 characters took 954-982 tokens,
+# and with no share kept back two of six cards were cut off four times each.
 _CHARS_PER_TOKEN = 4.0
+_KEPT_BACK = 0.2  # of the budget, for headers and Basic Information's facts
 
 
 def section_chars(max_tokens: int) -> int:
     """Characters one section's text may hold when a card must fit ``max_tokens``."""
-    return max(120, int(max_tokens * _CHARS_PER_TOKEN / len(SECTIONS)))
+    budget = max_tokens * _CHARS_PER_TOKEN * (1 - _KEPT_BACK)
+    return max(120, int(budget / (len(SECTIONS) - 1)))
 
 
 def character_grammar(sample: PersonaSample, *, max_tokens: int | None = None) -> str:
