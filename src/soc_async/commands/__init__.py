@@ -13,6 +13,7 @@ from types import ModuleType
 
 from soc_async.commands import (
     bench,
+    doctor,
     export,
     generate,
     merge,
@@ -33,6 +34,7 @@ ALL: tuple[ModuleType, ...] = (
     export,
     report,
     smoke,
+    doctor,
 )
 
 __all__ = ["ALL"]

@@ -59,6 +59,9 @@ def execute(
     line in them is left out only with ``allow_torn``. ``metrics_at`` (host, port): serve
     the run's figures for Prometheus there.
     """
+    from soc_async.llm.preflight import raise_open_files
+
+    raise_open_files()  # SLURM passes the login shell's soft limit, often 1,024
     with _terminate_as_interrupt(), _exporter(config, metrics_at) as exporter:
         return _execute(config, imports or {}, resume, chats_from_imports, allow_torn, exporter)
 
@@ -212,10 +215,14 @@ def _run_loop(
     reporter: Reporter,
     group: EngineGroup | None,
 ) -> None:
+    from soc_async.llm.preflight import require_open_files
+
     async def main() -> None:
         stop = StopSignal(grace_s=config.client.shutdown_grace_s)
         with stop.installed(), LiveView(counters, title=str(run_dir.path)) as view:
             async with ModelGateway(config, counters) as gateway, anyio.create_task_group() as tg:
+                bounds = gateway.config.concurrency
+                require_open_files(bounds.fixed or bounds.max or sum(gateway.limits.values()))
                 log.info(
                     "requests in flight",
                     per_engine=gateway.limits,
@@ -334,9 +341,14 @@ def serve(
     endpoints file, when asked for, is written before the first engine starts and
     removed at the end.
     """
+    from soc_async.llm import preflight
     from soc_async.llm.node import visible_gpus
     from soc_async.llm.server import has_gpu
 
+    facts = preflight.gather(command=server.command, cpu=not server.model)
+    preflight.enforce(
+        preflight.run_checks(facts, model=server.model, in_flight=None, host=host), "serve"
+    )
     chosen = None
     if server.model and (gpus is not None or has_gpu()):
         chosen = visible_gpus(gpus, memory_gib=gpu_memory_gib)
