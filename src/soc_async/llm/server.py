@@ -62,7 +62,7 @@ LOG_TAIL_LINES = 30
 # request log, off by default since 0.10 and said so here), the run's sampling settings
 # rather than the model's generation_config, cached-token counts in every reply's usage
 # (the prefix-cache figures), and the request's priority honoured (chats nearer their end
-# first). Flags checked against vLLM 0.32's parser (tests/llm/test_server.py).
+# first). Flags checked against vLLM 0.32's parsers (tests/llm/test_vllm_parser.py).
 QUIET_ARGS: tuple[str, ...] = (
     "--disable-uvicorn-access-log",
     "--no-enable-log-requests",
