@@ -32,7 +32,10 @@ _PARSE = textwrap.dedent(
     import contextlib, io, json, sys, warnings
     warnings.simplefilter("ignore")
     from vllm.entrypoints.cli.serve import ServeSubcommand
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    try:  # 0.32; 0.33 moved them
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    except ImportError:
+        from vllm.entrypoints.common.cli_args import make_arg_parser, validate_parsed_serve_args
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     vllm = FlexibleArgumentParser(prog="vllm")

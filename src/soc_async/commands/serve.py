@@ -32,6 +32,13 @@ def register(sub: Any) -> None:
         help="engines: one server per engine, the client routes (default); "
         "vllm: one server with --data-parallel-size",
     )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu"],
+        default="auto",
+        help="auto: the GPUs when there are any, else the CPU; cpu: vLLM's CPU build, even "
+        "beside GPUs (the same planner, endpoints file, readiness and restarts)",
+    )
     p.add_argument("--gpus", metavar="IDS", help="devices to use, e.g. 0,1 (default: visible)")
     p.add_argument("--gpu-memory-gib", type=float, metavar="G", help="override nvidia-smi's")
     p.add_argument("--max-restarts", type=int, default=3, metavar="N", help="per engine (3)")
@@ -57,6 +64,8 @@ def handle(args: argparse.Namespace) -> int:
     from soc_async.run.app import serve
 
     extra = [a for a in args.vllm_args if a != "--"]
+    if args.device == "cpu" and (args.gpus or args.tp):
+        raise InputError("--device cpu: --gpus and --tp are for GPUs; leave them out")
     if args.tp is not None and args.tp < 1:
         raise InputError(f"--tp: expected a positive tensor-parallel size, got {args.tp}")
     server = ServerConfig(
@@ -74,6 +83,7 @@ def handle(args: argparse.Namespace) -> int:
         host=args.host,
         api_key=os.environ.get("SOC_ASYNC_API_KEY"),
         dp_mode=args.dp_mode,
+        device=args.device,
         gpus=args.gpus,
         gpu_memory_gib=args.gpu_memory_gib,
         endpoints_file=args.endpoints_file,

@@ -325,6 +325,7 @@ def serve(
     host: str,
     api_key: str | None,
     dp_mode: Literal["engines", "vllm"] = "engines",
+    device: Literal["auto", "cpu"] = "auto",
     gpus: str | None = None,
     gpu_memory_gib: float | None = None,
     endpoints_file: str | None = None,
@@ -342,15 +343,21 @@ def serve(
     removed at the end.
     """
     from soc_async.llm import preflight
+    from soc_async.llm.layout import GpuSet
     from soc_async.llm.node import visible_gpus
     from soc_async.llm.server import has_gpu
 
-    facts = preflight.gather(command=server.command, cpu=not server.model)
+    on_cpu = device == "cpu" or not server.model
+    facts = preflight.gather(command=server.command, cpu=on_cpu)
+    if on_cpu:
+        facts.gpu = False  # the driver and torch's CUDA do not matter to vLLM's CPU build
     preflight.enforce(
         preflight.run_checks(facts, model=server.model, in_flight=None, host=host), "serve"
     )
     chosen = None
-    if server.model and (gpus is not None or has_gpu()):
+    if device == "cpu":
+        chosen = GpuSet(ids=())
+    elif server.model and (gpus is not None or has_gpu()):
         chosen = visible_gpus(gpus, memory_gib=gpu_memory_gib)
     plan = plan_engines(
         server, host=host, api_key=api_key, gpus=chosen, dp_mode=dp_mode, log_dir=log_dir
