@@ -277,3 +277,27 @@ def test_doctor_names_each_problem_and_exits_2(tmp_path: Path, fake_node: FakeNo
     assert any(row.startswith("soc-async: model cache: Qwen/Qwen3-8B") for row in problems)
     assert any(row.startswith(f"soc-async: ports: port(s) {port}") for row in problems)
     assert problems[-1].startswith("soc-async: error: doctor: the preflight found 2 problem(s)")
+
+
+def test_serve_and_smoke_run_the_preflight_before_anything_starts(
+    tmp_path: Path, fake_node: FakeNode
+) -> None:
+    """A model missing from the offline cache: serve (on the CPU) and smoke refuse with
+    the preflight's line and exit 2; no engine, no smoke directory."""
+    env = {**fake_node.env, "FAKE_VLLM_RECORD": str(tmp_path / "starts.log")}
+    serve = subprocess.run(
+        _soc("serve", "--model", "Qwen/Qwen3-8B", "--device", "cpu", "--port", "0"),
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert serve.returncode == 2, serve.stdout + serve.stderr
+    assert "soc-async: model cache: Qwen/Qwen3-8B is not in the Hugging Face cache" in (
+        serve.stderr
+    )
+    assert "serve: the preflight found 1 problem(s)" in serve.stderr
+    smoke = subprocess.run(
+        _soc("smoke", "--model", "Qwen/Qwen3-8B", "--out", str(tmp_path / "smoke")),
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert smoke.returncode == 2, smoke.stdout + smoke.stderr
+    assert "smoke: the preflight found 1 problem(s)" in smoke.stderr
+    assert not (tmp_path / "smoke").exists() and not (tmp_path / "starts.log").exists()
