@@ -263,7 +263,8 @@ def check_model_cache(model: str, env: Mapping[str, str]) -> Finding:
     offline = env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     found = node.find_model_dir(model, env)
     if found is not None:
-        return Finding("model cache", "ok", f"{model}: {found}")
+        shown = str(found) if Path(model).expanduser() == found else f"{model}: {found}"
+        return Finding("model cache", "ok", shown)
     if Path(model).expanduser().exists() or model.startswith(("/", ".", "~")):
         return Finding("model cache", "problem", f"{model}: no config.json there")
     if offline:
@@ -505,20 +506,18 @@ def run_checks(
     return findings
 
 
-def enforce(findings: Sequence[Finding], what: str) -> None:
-    """Each problem as one log line, then InputError (exit 2) when there is any."""
+def enforce(findings: Sequence[Finding], what: str, *, log_warnings: bool = True) -> None:
+    """Each problem as one line on stderr, then InputError (exit 2) when there is any;
+    warnings go to the log unless the caller shows them itself."""
     problems = [f for f in findings if f.status == "problem"]
     for finding in findings:
-        if finding.status == "warning":
+        if finding.status == "warning" and log_warnings:
             log.warning(finding.detail, check=finding.check)
     if not problems:
         return
     for finding in problems:
         print(f"soc-async: {finding.check}: {finding.detail}", file=sys.stderr, flush=True)
-    raise InputError(
-        f"{what}: the preflight found {len(problems)} problem(s), above "
-        "(soc-async doctor checks them all)"
-    )
+    raise InputError(f"{what}: the preflight found {len(problems)} problem(s), above")
 
 
 # -- the client's own open-file limit ------------------------------------------------------
