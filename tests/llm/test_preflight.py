@@ -193,7 +193,9 @@ def test_an_offline_model_missing_from_the_cache_is_a_problem(fake_node: FakeNod
     assert preflight.check_model_cache("Qwen/Qwen3-8B", env).status == "ok"
     online = dict(env, HF_HUB_OFFLINE="0")
     assert preflight.check_model_cache("org/other", online).status == "warning"
-    assert preflight.check_model_cache("/no/such/dir", env).status == "problem"
+    assert preflight.check_model_cache("/no/such/dir", env).detail == (
+        "model path /no/such/dir does not exist"
+    )
 
 
 def test_too_little_free_disk_is_a_problem(tmp_path: Path) -> None:
@@ -290,14 +292,14 @@ def test_serve_and_smoke_run_the_preflight_before_anything_starts(
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert serve.returncode == 2, serve.stdout + serve.stderr
-    assert "soc-async: model cache: Qwen/Qwen3-8B is not in the Hugging Face cache" in (
-        serve.stderr
+    (line,) = serve.stderr.strip().splitlines()
+    assert line.startswith(
+        "soc-async: error: serve: model cache: Qwen/Qwen3-8B is not in the Hugging Face cache"
     )
-    assert "serve: the preflight found 1 problem(s)" in serve.stderr
     smoke = subprocess.run(
         _soc("smoke", "--model", "Qwen/Qwen3-8B", "--out", str(tmp_path / "smoke")),
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert smoke.returncode == 2, smoke.stdout + smoke.stderr
-    assert "smoke: the preflight found 1 problem(s)" in smoke.stderr
+    assert "soc-async: error: smoke: model cache: Qwen/Qwen3-8B" in smoke.stderr
     assert not (tmp_path / "smoke").exists() and not (tmp_path / "starts.log").exists()

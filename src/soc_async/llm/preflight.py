@@ -265,8 +265,11 @@ def check_model_cache(model: str, env: Mapping[str, str]) -> Finding:
     if found is not None:
         shown = str(found) if Path(model).expanduser() == found else f"{model}: {found}"
         return Finding("model cache", "ok", shown)
-    if Path(model).expanduser().exists() or model.startswith(("/", ".", "~")):
-        return Finding("model cache", "problem", f"{model}: no config.json there")
+    path = Path(model).expanduser()
+    if path.exists():
+        return Finding("model cache", "problem", f"model directory {model} has no config.json")
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1:
+        return Finding("model cache", "problem", f"model path {model} does not exist")
     if offline:
         return Finding(
             "model cache",
@@ -515,6 +518,8 @@ def enforce(findings: Sequence[Finding], what: str, *, log_warnings: bool = True
             log.warning(finding.detail, check=finding.check)
     if not problems:
         return
+    if len(problems) == 1:  # the error line itself says it
+        raise InputError(f"{what}: {problems[0].check}: {problems[0].detail}")
     for finding in problems:
         print(f"soc-async: {finding.check}: {finding.detail}", file=sys.stderr, flush=True)
     raise InputError(f"{what}: the preflight found {len(problems)} problem(s), above")
