@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU smoke test: one vLLM engine for MODEL on one GPU, 50 conversations, a short bench
-# sweep up to the engine's batch size; prints tokens/s, the prefix-cache hit rate and the
-# recommended concurrency, in about 10 minutes for an 8B model (`soc-async smoke`).
+# The GPU smoke test: the preflight (soc-async doctor's checks), one vLLM engine for MODEL on
+# one GPU, 50 conversations, a short bench sweep around the requests its KV cache holds;
+# prints tokens/s, the prefix-cache hit rate and the recommended concurrency within a time
+# budget (BUDGET_S, 600 s, engine start included), rewriting smoke.json after each phase.
 #
 # Launch:  MODEL=Qwen/Qwen3-8B bash deploy/smoke-gpu.sh          (on a GPU node)
 #          MODEL=Qwen/Qwen3-8B sbatch -p gpu -A myproject deploy/smoke-gpu.sh
@@ -9,8 +10,9 @@
 #          HF_HOME's cache (hf download "$MODEL" on a login node).
 # Dry-run: DRY_RUN=1 MODEL=... bash deploy/smoke-gpu.sh   (prints the command, starts nothing)
 #
-# Settings: MODEL (required), OUT (smoke-<date>), CHATS (50), SWEEP (default: 16,64,256,...
-# up to the batch), VLLM_ARGS (more vLLM flags), VENV (a virtualenv to activate), SOC_ASYNC.
+# Settings: MODEL (required), OUT (smoke-<date>), CHATS (50), SWEEP (default: around the KV
+# cache's capacity in requests), BUDGET_S (600), VLLM_ARGS (more vLLM flags), VENV (a
+# virtualenv to activate), SOC_ASYNC.
 #SBATCH --job-name=soc-async-smoke
 #SBATCH --nodes=1
 #SBATCH --ntasks=1
@@ -29,6 +31,7 @@ read -r -a vllm_args <<<"${VLLM_ARGS:-}"
 
 cmd=("${soc[@]}" smoke --model "$MODEL" --out "$OUT" --chats "${CHATS:-50}")
 if [[ -n ${SWEEP:-} ]]; then cmd+=(--sweep "$SWEEP"); fi
+if [[ -n ${BUDGET_S:-} ]]; then cmd+=(--budget-s "$BUDGET_S"); fi
 if ((${#vllm_args[@]})); then cmd+=(-- "${vllm_args[@]}"); fi
 
 if [[ ${DRY_RUN:-0} == 1 ]]; then

@@ -19,7 +19,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
@@ -419,63 +418,3 @@ def test_sigterm_while_the_server_starts_leaves_no_server(tmp_path: Path, model_
     while alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(grandchild)
-
-
-_PARSE = textwrap.dedent(
-    """\
-    import json, sys, warnings
-    warnings.simplefilter("ignore")
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-    parser = make_arg_parser(FlexibleArgumentParser())
-    out = []
-    for argv in json.load(sys.stdin):
-        a = parser.parse_args(argv)
-        out.append({k: getattr(a, k, None) for k in (
-            "model_tag", "model", "disable_uvicorn_access_log", "enable_log_requests",
-            "generation_config", "scheduling_policy", "max_num_seqs", "enforce_eager",
-            "tensor_parallel_size", "data_parallel_size")})
-    json.dump(out, sys.stdout)
-    """
-)
-
-
-@pytest.mark.slow
-def test_vllms_own_parser_takes_every_flag_of_a_managed_engine(
-    fake_node: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The installed vLLM (0.32, the CPU build in CI) parses the command line of a GPU
-    engine of the default layout, of vLLM data parallelism, and of the CPU default: no
-    flag of ours is unknown to it (its request-log switch was renamed once already).
-    vLLM is imported in a child process: its imports are heavy and change global state."""
-    if not server.vllm_available():
-        pytest.skip("vLLM is not installed: pip install 'soc-async[cpu]'")
-    from soc_async.config import ServerConfig
-    from soc_async.llm.plan import plan_engines
-
-    fake_node.apply(monkeypatch)
-    fake_node.model()
-    config = ServerConfig(model="Qwen/Qwen2.5-7B-Instruct", command=["vllm", "serve"])
-    engines = [
-        *plan_engines(config).engines[:1],
-        *plan_engines(config, dp_mode="vllm").engines,
-    ]
-    argvs = [ManagedServer(e.spec).command()[2:] for e in engines]  # after `vllm serve`
-    cpu = ManagedServer(ServerSpec(model="m", cpu=True, extra_args=[*server.CPU_DEFAULT_ARGS]))
-    argvs.append(cpu.command()[3:])  # after python -m module
-    result = subprocess.run(
-        [sys.executable, "-c", _PARSE],
-        input=json.dumps(argvs),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    gpu, dp, on_cpu = json.loads(result.stdout)
-    for parsed in (gpu, dp):
-        assert parsed["model_tag"] == "Qwen/Qwen2.5-7B-Instruct"
-        assert parsed["disable_uvicorn_access_log"] and parsed["enable_log_requests"] is False
-        assert parsed["generation_config"] == "vllm"
-        assert parsed["scheduling_policy"] == "priority" and parsed["max_num_seqs"] == 1024
-    assert dp["data_parallel_size"] == 8
-    assert on_cpu["model"] == "m" and on_cpu["enforce_eager"]

@@ -134,6 +134,8 @@ async def run_bench(
     Raises ServerError when the server cannot be reached at all, SeedError when the
     seed files are unusable.
     """
+    from soc_async.llm.preflight import require_open_files
+
     view = view or BenchView(enabled=False)
     found = found if found is not None else RunFacts.of(config)
     # The key, when the server wants one, guards /v1 (and /metrics on some deployments).
@@ -161,6 +163,9 @@ async def run_bench(
             settings = msgspec.structs.replace(settings, concurrency=values, sweep_source=source)
             sweep.settings = settings
         view.note("sweep", concurrency=settings.concurrency, source=settings.sweep_source)
+        # Each point holds its concurrency in sockets: refuse one the open-file limit,
+        # raised as far as it goes, cannot hold, before the sweep reaches it.
+        require_open_files(max(settings.concurrency, default=1))
         fixed = [
             config_mod.override(config, {"concurrency.fixed": c}) for c in settings.concurrency
         ]

@@ -14,6 +14,7 @@ from types import ModuleType
 from soc_async.commands import (
     annotate,
     bench,
+    doctor,
     export,
     generate,
     merge,
@@ -35,6 +36,7 @@ ALL: tuple[ModuleType, ...] = (
     report,
     annotate,
     smoke,
+    doctor,
 )
 
 __all__ = ["ALL"]

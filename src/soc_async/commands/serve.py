@@ -58,6 +58,13 @@ def register(sub: Any) -> None:
         "vllm: one server with --data-parallel-size",
     )
     p.add_argument(
+        "--device",
+        choices=["auto", "cpu"],
+        default="auto",
+        help="auto: the GPUs when there are any, else the CPU; cpu: vLLM's CPU build, even "
+        "beside GPUs (the same planner, endpoints file, readiness and restarts; default: auto)",
+    )
+    p.add_argument(
         "--gpus", metavar="IDS", help="the GPUs to use, e.g. 0,1 (default: every visible GPU)"
     )
     p.add_argument(
@@ -128,6 +135,8 @@ def handle(args: argparse.Namespace) -> int:
     from soc_async.run.app import serve
 
     extra = [a for a in args.vllm_args if a != "--"]
+    if args.device == "cpu" and (args.gpus or args.tp):
+        raise InputError("--device cpu: --gpus and --tp are for GPUs; leave them out")
     if args.tp is not None and args.tp < 1:
         raise InputError(f"--tp: expected a positive tensor-parallel size, got {args.tp}")
     server = ServerConfig(
@@ -145,6 +154,7 @@ def handle(args: argparse.Namespace) -> int:
         host=args.host,
         api_key=os.environ.get("SOC_ASYNC_API_KEY"),
         dp_mode=args.dp_mode,
+        device=args.device,
         gpus=args.gpus,
         gpu_memory_gib=args.gpu_memory_gib,
         endpoints_file=args.endpoints_file,

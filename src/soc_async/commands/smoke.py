@@ -1,4 +1,5 @@
-"""``soc-async smoke``: one engine on one GPU, 50 conversations, a short sweep, the figures."""
+"""``soc-async smoke``: the preflight, one engine on one GPU, 50 conversations, a short sweep
+around the KV cache's capacity, the figures, within a time budget."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "smoke",
         help="try a model on one GPU: a short run and sweep, tokens/s and concurrency",
-        description="Start one vLLM engine for --model on one GPU, run a small generation "
-        "against it and a short bench sweep up to the engine's batch size, then print "
-        "tokens/s, the prefix-cache hit rate and the recommended concurrency (about 10 "
-        "minutes for an 8B model on an H100). Arguments after -- go to vLLM.",
+        description="Check this machine (as soc-async doctor does), start one vLLM engine for "
+        "--model on one GPU, run a small generation against it and a short bench sweep "
+        "around the requests its KV cache holds, then print tokens/s, the prefix-cache hit "
+        "rate and the recommended concurrency, within --budget-s (a phase that would not "
+        "fit is stopped or left out; smoke.json is rewritten after each). Arguments after "
+        "-- go to vLLM.",
     )
     p.add_argument(
         "--model",
@@ -56,7 +59,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--sweep",
         metavar="N,N,...",
-        help="the concurrency levels of the sweep (default: sized from the engine's KV cache)",
+        help="the concurrency levels of the sweep (default: around the requests the KV cache "
+        "holds)",
     )
     p.add_argument(
         "--bench-turns",
@@ -75,8 +79,8 @@ def register(sub: Any) -> None:
         type=float,
         default=600.0,
         metavar="S",
-        help="seconds the whole smoke may take; phases that would not fit are left out "
-        "(default: 600)",
+        help="seconds the whole smoke may take, the engine's start included; phases that "
+        "would not fit are left out (default: 600)",
     )
     p.add_argument(
         "vllm_args",
@@ -89,8 +93,11 @@ def register(sub: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from soc_async.bench.session import parse_concurrency
-    from soc_async.errors import EXIT_OK
+    from soc_async.errors import EXIT_OK, InputError
     from soc_async.run.smoke import render, run_smoke
+
+    if args.budget_s <= 0:
+        raise InputError(f"--budget-s: expected a positive number of seconds, got {args.budget_s}")
 
     report = run_smoke(
         args.model,
@@ -103,8 +110,9 @@ def handle(args: argparse.Namespace) -> int:
         bench_turns=args.bench_turns,
         extra_args=[a for a in args.vllm_args if a != "--"],
         command=shlex.split(args.vllm_cmd) if args.vllm_cmd else None,
+        budget_s=args.budget_s,
     )
-    print(render(report, budget_s=args.budget_s), flush=True)
+    print(render(report), flush=True)
     print(f"wrote {Path(args.out) / 'smoke.json'}", flush=True)
     return EXIT_OK
 

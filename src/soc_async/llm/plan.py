@@ -37,16 +37,26 @@ from soc_async.llm.server import (
     ServerSpec,
     check_port_free,
     default_cpu_spec,
+    ephemeral_ports,
     flag_value,
     has_gpu,
     pick_free_port,
 )
 
-__all__ = ["PORT_STEP", "EnginePlan", "EngineSpec", "plan_engines"]
+__all__ = [
+    "ENGINE_SITE",
+    "PORT_STEP",
+    "EnginePlan",
+    "EngineSpec",
+    "grammar_env",
+    "job_cpus",
+    "plan_engines",
+]
 
 log = logs.get("plan")
 
 PORT_STEP = 10  # engine k listens on port + 10k; vLLM's internal ports start at +1
+ENGINE_SITE = Path(__file__).resolve().parent / "engine_site"
 
 
 class EngineSpec(msgspec.Struct, kw_only=True):
@@ -119,7 +129,7 @@ def plan_engines(
             startup_timeout_s=server.startup_timeout_s,
             log_path=_log(log_dir, tag, 0),
         )
-        spec.port = spec.port or pick_free_port(host)
+        spec.port = spec.port or pick_free_port(host)  # below the ephemeral range
         return _checked(EnginePlan(model="embedded", engines=[_cpu_engine(spec)]))
     if gpus is None:
         gpus = node.visible_gpus(env=env) if has_gpu() else GpuSet(ids=())
@@ -153,6 +163,8 @@ def plan_engines(
     given = flag_value(server.extra_args, "--max-num-seqs")
     batch = int(given) if given and given.isdigit() else default_max_num_seqs(gpus)
     caches = Path(cache_dir) if cache_dir else _cache_root(env)
+    # The job's CPUs shared by its servers (the client's share is small: one event loop).
+    grammar = grammar_env(job_cpus(env) // servers, env)
     engines = []
     for k in range(servers):
         if dp_mode == "vllm":
@@ -183,6 +195,7 @@ def plan_engines(
                 "VLLM_CACHE_ROOT": str(cache),
                 "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
                 "TRITON_CACHE_DIR": str(cache / "triton"),
+                **grammar,
             },
         )
         engines.append(
@@ -220,22 +233,48 @@ def _cache_root(env: Mapping[str, str]) -> Path:
 
 def _ports(host: str, first: int, count: int) -> list[int]:
     """``first + k * PORT_STEP`` for each engine, every one free now; with ``first`` 0, a
-    free block found here. InputError naming a port that is taken."""
+    free block below the ephemeral range found here. InputError naming a port that is
+    taken; a warning for a block that reaches into the ephemeral range."""
     if first == 0:
-        for _ in range(50):
-            base = pick_free_port(host)
-            if base + PORT_STEP * count >= 65536:
-                continue
-            try:
-                for k in range(count):
-                    check_port_free(host, base + k * PORT_STEP)
-            except InputError:
-                continue
-            return [base + k * PORT_STEP for k in range(count)]
-        raise InputError(f"found no free block of {count} ports on {host}")
+        base = pick_free_port(host, block=count, step=PORT_STEP)
+        return [base + k * PORT_STEP for k in range(count)]
     ports = [first + k * PORT_STEP for k in range(count)]
     if ports[-1] >= 65536:
         raise InputError(f"port {first}: {count} engines need ports up to {ports[-1]}")
+    low, high = ephemeral_ports()
+    if ports[-1] + PORT_STEP - 1 >= low and first <= high:
+        log.warning(
+            "engine ports reach into the kernel's ephemeral range: any outgoing connection "
+            "of the node may take one before vLLM binds it; choose a port below it",
+            ports=f"{first}-{ports[-1] + PORT_STEP - 1}",
+            ephemeral=f"{low}-{high}",
+        )
     for port in ports:
         check_port_free(host, port)
     return ports
+
+
+def job_cpus(env: Mapping[str, str]) -> int:
+    """The CPUs this job may use: SLURM's count for the node when set, else this
+    process's affinity (what cgroups and taskset leave), not the node's total."""
+    given = env.get("SLURM_CPUS_ON_NODE", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def grammar_env(cpus: int, env: Mapping[str, str]) -> dict[str, str]:
+    """What bounds one engine's structured-output thread pools to ``cpus``.
+
+    vLLM 0.32 sizes them from ``multiprocessing.cpu_count()`` (half the node's CPUs for
+    grammar compilation, up to 8 for bitmask filling: v1/structured_output/__init__.py);
+    on a 224-thread node 8 engines would start 8 x 112 compiler threads in a job given
+    64 CPUs. The hook in soc_async/llm/engine_site (a ``sitecustomize`` the engine's
+    Python imports at start) makes that one call answer ``cpus``; ``os.cpu_count()``
+    stays the node's (vLLM sizes NVML's CPU-affinity masks with it).
+    """
+    path = [str(ENGINE_SITE), *filter(None, [env.get("PYTHONPATH", "")])]
+    return {"SOC_ASYNC_ENGINE_CPUS": str(max(1, cpus)), "PYTHONPATH": os.pathsep.join(path)}

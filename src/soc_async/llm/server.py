@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import importlib.metadata
 import importlib.util
+import math
 import os
 import shlex
 import shutil
@@ -58,7 +59,7 @@ LOG_TAIL_LINES = 30
 # request log, off by default since 0.10 and said so here), the run's sampling settings
 # rather than the model's generation_config, cached-token counts in every reply's usage
 # (the prefix-cache figures), and the request's priority honoured (chats nearer their end
-# first). Flags checked against vLLM 0.32's parser (tests/llm/test_server.py).
+# first). Flags checked against vLLM 0.32's parsers (tests/llm/test_vllm_parser.py).
 QUIET_ARGS: tuple[str, ...] = (
     "--disable-uvicorn-access-log",
     "--no-enable-log-requests",
@@ -218,11 +219,44 @@ def redact(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def pick_free_port(host: str = "127.0.0.1") -> int:
-    """A port free on ``host`` now (another process could still take it before vLLM does)."""
+def ephemeral_ports(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux: 32768-60999).
+
+    A server listening inside it can find its port taken by any client socket of the
+    node (the engines' own, NCCL's, the client's thousands), so engines listen below.
+    """
+    try:
+        low, high = (int(v) for v in Path(path).read_text().split()[:2])
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def pick_free_port(host: str = "127.0.0.1", *, block: int = 1, step: int = 1) -> int:
+    """A port free on ``host`` now, below the ephemeral range (another process could
+    still take it before vLLM does); with ``block`` > 1, ``port + k * step`` free for
+    every k < block. The search starts at a random place so that parallel callers spread.
+    """
+    low = 1024
+    high = min(ephemeral_ports()[0], 65536) - (block - 1) * step
+    if high <= low:
+        raise InputError(f"{block} ports {step} apart do not fit below the ephemeral range")
+    start = low + int.from_bytes(os.urandom(4), "little") % (high - low)
+    for i in range(high - low):
+        base = low + (start - low + i) % (high - low)
+        if all(_bindable(host, base + k * step) for k in range(block)):
+            return base
+    raise InputError(f"found no free block of {block} ports on {host} below {high}")
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -316,6 +350,13 @@ class ManagedServer:
         # calling out, and on offline nodes the attempt only adds noise to the log.
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("VLLM_DO_NOT_TRACK", "1")
+        # vLLM gives its engine core VLLM_ENGINE_READY_TIMEOUT_S (600 s by default) to
+        # load, and fails the start after it whatever our own timeout says: a 70B model
+        # read from a parallel file system takes longer. Ours is the one the user set.
+        ready = math.ceil(self.spec.startup_timeout_s)
+        given = env.get("VLLM_ENGINE_READY_TIMEOUT_S", "")
+        if not (given.isdigit() and int(given) >= ready):
+            env["VLLM_ENGINE_READY_TIMEOUT_S"] = str(ready)
         return env
 
     # -- lifecycle --------------------------------------------------------------------

@@ -61,6 +61,9 @@ def execute(
     the run's figures for Prometheus there. ``found``: servers the caller started and
     knows (the smoke's engine); else the config's endpoints file, or managed engines.
     """
+    from soc_async.llm.preflight import raise_open_files
+
+    raise_open_files()  # SLURM passes the login shell's soft limit, often 1,024
     with _terminate_as_interrupt(), _exporter(config, metrics_at) as exporter:
         return _execute(
             config, imports or {}, resume, chats_from_imports, allow_torn, exporter, found
@@ -221,11 +224,15 @@ def _run_loop(
     reporter: Reporter,
     group: EngineGroup | None,
 ) -> None:
+    from soc_async.llm.preflight import require_open_files
+
     async def main() -> None:
         stop = StopSignal(grace_s=config.client.shutdown_grace_s)
         with stop.installed(), LiveView(counters, title=str(run_dir.path)) as view:
             gateway = ModelGateway(config, counters, facts)
             async with gateway, anyio.create_task_group() as tg:
+                bounds = config.concurrency
+                require_open_files(bounds.fixed or gateway.facts.max_in_flight)
                 log.info(
                     "requests in flight",
                     per_engine=gateway.limits,
@@ -326,6 +333,7 @@ def serve(
     host: str,
     api_key: str | None,
     dp_mode: Literal["engines", "vllm"] = "engines",
+    device: Literal["auto", "cpu"] = "auto",
     gpus: str | None = None,
     gpu_memory_gib: float | None = None,
     endpoints_file: str | None = None,
@@ -342,11 +350,22 @@ def serve(
     endpoints file, when asked for, is written before the first engine starts and
     removed at the end.
     """
+    from soc_async.llm import preflight
+    from soc_async.llm.layout import GpuSet
     from soc_async.llm.node import visible_gpus
     from soc_async.llm.server import has_gpu
 
+    on_cpu = device == "cpu" or not server.model
+    facts = preflight.gather(command=server.command, cpu=on_cpu)
+    if on_cpu:
+        facts.gpu = False  # the driver and torch's CUDA do not matter to vLLM's CPU build
+    preflight.enforce(
+        preflight.run_checks(facts, model=server.model, in_flight=None, host=host), "serve"
+    )
     chosen = None
-    if server.model and (gpus is not None or has_gpu()):
+    if device == "cpu":
+        chosen = GpuSet(ids=())
+    elif server.model and (gpus is not None or has_gpu()):
         chosen = visible_gpus(gpus, memory_gib=gpu_memory_gib)
     plan = plan_engines(
         server, host=host, api_key=api_key, gpus=chosen, dp_mode=dp_mode, log_dir=log_dir

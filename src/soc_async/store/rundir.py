@@ -9,6 +9,7 @@
     DIR/journal.jsonl       accepted steps of items still in progress
     DIR/metrics.jsonl       periodic throughput snapshots, for ``soc-async status``
     DIR/.lock               held (flock) by the one process writing the directory
+    DIR/.lock.excl          its stand-in where the file system has no flock (pid host)
 
 Crash safety: one writer task per file appends whole lines fed by a queue, and flushes
 and fsyncs on an interval and at close (``put(..., durable=True)`` waits for the fsync
@@ -19,8 +20,11 @@ writes an id twice.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -29,6 +33,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from soc_async import logs
 from soc_async.errors import RunDirError
 from soc_async.records import STAGES, Record, decode_line, encode_line, record_id
 from soc_async.store.files import (
@@ -59,6 +64,12 @@ from soc_async.store.lines import RecordWriter
 from soc_async.store.runinfo import RunIdentity, read_identity
 
 LOCK = ".lock"
+log = logs.get("rundir")
+
+
+# flock(2) answers these where the file system does not do it (Lustre mounted without
+# -o flock, some NFS and FUSE mounts): no lock was taken, and none will be.
+NO_FLOCK = frozenset({errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL})
 
 
 class _Lock:
@@ -67,9 +78,11 @@ class _Lock:
     The file holds the owner's pid so the refusal can name it; the OS drops the lock when
     the process dies, so a crashed run never leaves the directory locked. Within one
     process the lock is shared (counted), since flock would refuse a second descriptor.
+    Where the file system has no flock, a lock file of another kind stands in
+    (:class:`_ExclusiveFile`), with a warning naming what it cannot do.
     """
 
-    _held: ClassVar[dict[str, list[int]]] = {}  # real path -> [fd, holders]
+    _held: ClassVar[dict[str, list[Any]]] = {}  # real path -> [fd or _ExclusiveFile, holders]
 
     def __init__(self, directory: Path) -> None:
         self._key: str | None = os.path.realpath(directory)
@@ -87,6 +100,12 @@ class _Lock:
                 f"{directory}: in use by process {holder} (one process writes a run directory "
                 "at a time); wait for it to finish or stop it"
             ) from None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in NO_FLOCK:
+                raise RunDirError(f"{directory / LOCK}: cannot lock: {exc.strerror}") from exc
+            self._held[self._key] = [_ExclusiveFile(directory, exc), 1]
+            return
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._held[self._key] = [fd, 1]
@@ -98,8 +117,89 @@ class _Lock:
         held[1] -= 1
         if held[1] == 0:
             del self._held[self._key]
-            os.close(held[0])  # closing the descriptor drops the flock
+            if isinstance(held[0], _ExclusiveFile):
+                held[0].release()
+            else:
+                os.close(held[0])  # closing the descriptor drops the flock
         self._key = None
+
+
+EXCL_LOCK = ".lock.excl"
+
+
+class _ExclusiveFile:
+    """DIR/.lock.excl created with O_EXCL, holding "pid host": the lock where flock is not.
+
+    O_CREAT|O_EXCL is atomic on local file systems, Lustre and NFSv3+. What it cannot do is
+    go away with a process that is killed: a file left by a process of this host that no
+    longer runs is taken over; one from another host is refused, naming the host and the
+    file to remove once that run is known to be over.
+    """
+
+    def __init__(self, directory: Path, why: OSError) -> None:
+        self.path = directory / EXCL_LOCK
+        self.owner = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if not self._stale(directory):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                continue
+            try:
+                os.write(fd, f"{self.owner}\n".encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            log.warning(
+                "the run directory's file system has no flock: locked with a lock file "
+                "instead, which a killed run leaves behind (removed here when its process "
+                "is gone from this host; from another host, remove it by hand once that "
+                "run is over)",
+                directory=str(directory),
+                lock_file=str(self.path),
+                flock_error=why.strerror,
+            )
+            return
+        raise RunDirError(f"{directory}: cannot take the lock file {self.path}")
+
+    def _stale(self, directory: Path) -> bool:
+        """True when the file's owner is a process of this host that no longer runs;
+        RunDirError naming the owner when it runs or is on another host."""
+        try:
+            text = self.path.read_text(errors="replace").split()
+        except FileNotFoundError:
+            return False  # released in between: try again
+        pid, host = [*text, "", ""][:2]
+        if host == socket.gethostname() and pid.isdigit() and not _running(int(pid)):
+            return True
+        where = f"process {pid} on {host}" if host else "another process"
+        raise RunDirError(
+            f"{directory}: in use by {where} (lock file {self.path}; this file system has "
+            "no flock); wait for it to finish, or remove that file once it is known to "
+            "have ended"
+        )
+
+    def release(self) -> None:
+        try:
+            text = self.path.read_text(errors="replace").strip()
+        except FileNotFoundError:
+            return
+        if text == self.owner:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunDir:

@@ -339,6 +339,7 @@ def _parse_args(argv: list[str] | None) -> tuple[FakeConfig, str | None, bool]:
     p.add_argument("--tpot-s", type=float, default=0.0)
     p.add_argument("--batch-slowdown", type=float, default=0.0)
     p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--kv-capacity-tokens", type=int, default=FakeConfig().kv_capacity_tokens)
     p.add_argument(
         "--faults", type=float, default=0.0, help="total fault rate, spread evenly over every kind"
     )
@@ -369,6 +370,7 @@ def _parse_args(argv: list[str] | None) -> tuple[FakeConfig, str | None, bool]:
         tpot_s=a.tpot_s,
         batch_slowdown=a.batch_slowdown,
         max_num_seqs=a.max_num_seqs,
+        kv_capacity_tokens=a.kv_capacity_tokens,
         retry_after_s=a.retry_after_s,
         stall_s=a.stall_s,
         api_key=a.api_key,
