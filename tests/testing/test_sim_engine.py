@@ -9,7 +9,7 @@ from soc_async.llm.metrics import parse_metrics
 from soc_async.testing.simulator import PROFILES, SimEngine, SimRequest, step_time
 from soc_async.testing.simulator.kv import BlockPool
 from soc_async.testing.simulator.metrics import exposition
-from soc_async.testing.simulator.profiles import profile
+from soc_async.testing.simulator.profiles import profile, with_kv_levers
 
 H100 = PROFILES["h100-8b"]
 TINY = PROFILES["tiny"]
@@ -221,3 +221,28 @@ def test_refuses_a_request_that_can_never_run() -> None:
         engine.add(SimRequest(TINY.kv_tokens, 10), 0.0)
     with pytest.raises(ValueError, match="unknown simulator profile"):
         profile("a100-1t")
+
+
+def test_kv_levers_size_the_cache_as_vllm_would() -> None:
+    """An fp8 KV cache holds each token in half the bytes (twice the tokens, half the
+    bytes read per token of context); gpu_memory_utilization 0.95 gives the cache 5% more
+    of the GPU's memory; the profile's other figures stay; bad levers are refused."""
+    fp8 = with_kv_levers(H100, kv_cache_dtype="fp8")
+    assert fp8.kv_tokens == 2 * H100.kv_tokens
+    assert fp8.kv_bytes_per_token == H100.kv_bytes_per_token / 2
+    assert step_time(fp8, 100, 400_000) < step_time(H100, 100, 400_000)
+    more = with_kv_levers(H100, gpu_memory_utilization=0.95)
+    extra = 0.05 * H100.gpu_memory_bytes / H100.kv_bytes_per_token
+    assert more.kv_tokens == pytest.approx(H100.kv_tokens + extra, abs=H100.block_size)
+    both = with_kv_levers(H100, kv_cache_dtype="fp8", gpu_memory_utilization=0.95)
+    assert both.kv_tokens == pytest.approx(2 * more.kv_tokens, abs=2 * H100.block_size)
+    assert (both.params, both.max_num_seqs, both.bandwidth) == (
+        H100.params, H100.max_num_seqs, H100.bandwidth,
+    )  # fmt: skip
+    assert with_kv_levers(H100) == H100
+    with pytest.raises(ValueError, match="kv_cache_dtype"):
+        with_kv_levers(H100, kv_cache_dtype="int3")
+    with pytest.raises(ValueError, match="gpu_memory_utilization"):
+        with_kv_levers(H100, gpu_memory_utilization=1.2)
+    with pytest.raises(ValueError, match="memory is not known"):
+        with_kv_levers(TINY, kv_cache_dtype="fp8")

@@ -93,6 +93,9 @@ def with_kv_levers(
         raise ValueError(f"kv_cache_dtype: expected one of {known}, got {kv_cache_dtype!r}")
     if not 0.0 < gpu_memory_utilization <= 1.0:
         raise ValueError(f"gpu_memory_utilization: expected (0, 1], got {gpu_memory_utilization}")
+    same_dtype = KV_DTYPE_BYTES[kv_cache_dtype] == KV_DTYPE_BYTES[base.kv_cache_dtype]
+    if same_dtype and gpu_memory_utilization == base.gpu_memory_utilization:
+        return base
     if base.gpu_memory_bytes <= 0:
         raise ValueError(f"profile {base.name}: its GPUs' memory is not known")
     kv_bytes = base.num_gpu_blocks * base.block_size * base.kv_bytes_per_token
