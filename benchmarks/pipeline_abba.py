@@ -16,6 +16,11 @@ windows) and their median and range.
     python benchmarks/pipeline_abba.py --concurrency 8 --conversations 16 --max-turns 2
     python benchmarks/pipeline_abba.py --endpoint http://127.0.0.1:8000 --repeat 3
 
+Started without --endpoint it runs the embedded server with the config `soc-async run`
+gives it (the embedded-cpu profile: turns of at most three 200-character messages);
+`--profile default` measures the real-model defaults instead, whose 400-token turn cap
+a 135M model often runs into (cut replies are retried).
+
 Each phase rolls out its own conversations (none finds another's prompts cached) and
 each reference draws fresh prompts.
 """
@@ -79,7 +84,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[float]:
 async def _run(args: argparse.Namespace, url: str, pid: int | None, priority: bool) -> None:
     c = args.concurrency
     config = config_mod.override(
-        config_mod.RunConfig(),
+        config_mod.load(None, profile=args.profile),
         {
             "endpoints": [url],
             "concurrency.fixed": c,
@@ -142,7 +147,15 @@ def main() -> None:
     p.add_argument("--conversations", type=int, default=16, help="per pipeline phase")
     p.add_argument("--max-turns", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3, help="groups of P,R,R,P")
+    p.add_argument(
+        "--profile",
+        choices=config_mod.PROFILES,
+        help="the config's layer of defaults (default: embedded-cpu when the script starts "
+        "the embedded server, as `soc-async run` does, else default)",
+    )
     args = p.parse_args()
+    if args.profile is None:
+        args.profile = "default" if args.endpoint else config_mod.EMBEDDED_PROFILE
     with _server(args.endpoint) as (url, pid, priority):
         asyncio.run(_run(args, url, pid, priority))
 
