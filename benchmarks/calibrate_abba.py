@@ -70,10 +70,12 @@ def _server(endpoint: str | None) -> Iterator[tuple[str, int | None, bool]]:
     if endpoint:
         yield endpoint, None, False
         return
-    from soc_async.llm.server import ManagedServer, spec_for
+    from soc_async.run.app import managed_engines
 
-    with ManagedServer(spec_for(config_mod.RunConfig().server)) as server:
-        yield server.base_url, server.pid, server.priority_scheduling
+    with managed_engines(config_mod.RunConfig()) as (config, group):
+        server = group.slots[0].server if group is not None else None
+        pid = server.pid if server is not None else None
+        yield config.endpoints[0], pid, config.client.send_priority
 
 
 async def _run(args: argparse.Namespace, url: str, pid: int | None, priority: bool) -> None:

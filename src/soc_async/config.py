@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import Meta
@@ -36,6 +36,10 @@ CallKind = Literal["persona", "experience", "turn", "summary", "archetype"]
 # stage calls it.
 CALL_KINDS: tuple[str, ...] = ("persona", "experience", "turn", "summary", "archetype")
 GrammarBounds = Literal["shape", "max_tokens"]
+# vLLM's --kv-cache-dtype values for the models soc-async starts: "auto" is the model's
+# own dtype; the fp8 ones hold each token in half the bytes of BF16 (docs/deploy.md).
+KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"]
+KV_CACHE_DTYPES: tuple[str, ...] = get_args(KvCacheDtype)
 
 # Named layers of defaults under a config file (src/soc_async/profiles/NAME.toml):
 # "default" changes nothing (the built-in defaults are sized for an 8B-70B model on a
@@ -171,6 +175,9 @@ class ServerConfig(_Section):
     port: NonNegInt = 0  # the first engine's port (the next ones 10 apart); 0: free ports
     extra_args: list[str] = []  # passed to vLLM as they are, after ours (so they win)
     kvcache_gib: PosInt = 4  # VLLM_CPU_KVCACHE_SPACE on the CPU build
+    # vLLM's --kv-cache-dtype; "auto" passes nothing (the model's dtype). "fp8" about
+    # doubles the tokens the cache holds, at some accuracy (docs/deploy.md).
+    kv_cache_dtype: KvCacheDtype = "auto"
     startup_timeout_s: PosFloat = 900.0
     # GPU layout: None chooses from the model's config.json (docs/deploy.md): one engine
     # per GPU when the model fits one, else the smallest tensor-parallel size that fits.

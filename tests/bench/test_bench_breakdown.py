@@ -58,26 +58,45 @@ def test_the_ladder_multiplies_out_to_pipeline_over_reference() -> None:
         result("ceiling", 64.0, 64.0, "no-grammar"),
         result("pipeline", 30.0, 32.0, "no-summaries"),
         result("ceiling", 36.0, 36.0, "no-summaries"),
+        result("pipeline", 29.0, 31.0, "no-priority"),
+        result("pipeline", 24.0, 25.0, "lockstep"),
+        result("pipeline", 27.0, 29.0, "monitored"),
+        result("pipeline", 27.0, 30.0, "journaled"),
     ]
     rows = loss_steps(phases)
-    steps = [r.step.split(":")[0] for r in rows]
+    ladder = [r for r in rows if r.in_ladder]
+    steps = [r.step.split(":")[0] for r in ladder]
     assert steps == [
-        "vLLM's own benchmark", "method", "prompt-length spread", "conversations",
-        "turn grammar", "summary calls", "end-of-phase tail",
+        "vLLM's own benchmark", "method", "prompt-length spread",
+        "the priority field and the priority scheduler", "per-request sampling seeds",
+        "stop strings", "conversations", "turn grammar", "summary calls",
+        "end-of-phase tail",
     ]  # fmt: skip
-    factors = {r.step.split(":")[0]: r.factor for r in rows}
+    factors = {r.step.split(":")[0]: r.factor for r in ladder}
     assert factors["method"] == pytest.approx(39 / 40)
     assert factors["prompt-length spread"] == pytest.approx(37 / 39)
+    assert factors["the priority field and the priority scheduler"] == pytest.approx(30 / 31)
+    assert factors["per-request sampling seeds"] == pytest.approx(1.0)
+    assert factors["stop strings"] == pytest.approx(1.0)
     own = 30 / 37
     assert factors["turn grammar"] == pytest.approx(own / (60 / 64))
     assert factors["summary calls"] == pytest.approx(own / (32 / 36))
-    assert factors["conversations"] == pytest.approx(own / factors["turn grammar"]
-                                                     / factors["summary calls"])  # fmt: skip
+    assert factors["conversations"] == pytest.approx(
+        own / factors["turn grammar"] / factors["summary calls"] / (30 / 31)
+    )
     assert factors["end-of-phase tail"] == pytest.approx(27 / 30)
-    product = math.prod(r.factor for r in rows if r.factor is not None)
+    product = math.prod(r.factor for r in ladder if r.factor is not None)
     assert product == pytest.approx(27.0 / 40.0)
-    assert rows[-1].tokens_per_s == 27.0
-    assert "slots idle 3%" in rows[3].measured_by
+    assert ladder[-1].tokens_per_s == 27.0
+    assert "slots idle 3%" in ladder[6].measured_by
+    # The switches the pipeline figure does not hold: each against the pipeline, outside
+    # the product.
+    beside = {r.step.split(":")[1].strip(): r.factor for r in rows if not r.in_ladder}
+    assert beside == {
+        "all conversations started at once (the bench before)": pytest.approx(25 / 30),
+        "/metrics readings and the live panel (a run's)": pytest.approx(29 / 30),
+        "the journal's writes and fsyncs (a run's)": pytest.approx(1.0),
+    }
 
 
 def test_without_reference_summaries_or_grammar() -> None:
@@ -91,6 +110,9 @@ def test_without_reference_summaries_or_grammar() -> None:
     rows = loss_steps(phases, grammar=False)
     assert rows[0].step == "the bench's uniform load" and rows[0].tokens_per_s == 40.0
     by_step = {r.step.split(":")[0]: r for r in rows}
+    assert "none sent" in by_step["the priority field and the priority scheduler"].measured_by
+    assert "none sent" in by_step["per-request sampling seeds"].measured_by
+    assert not any(not r.in_ladder for r in rows)  # no switch phases, no rows beside
     assert by_step["turn grammar"].factor == pytest.approx(1.0)
     assert "--no-grammar" in by_step["turn grammar"].measured_by
     assert by_step["summary calls"].factor == pytest.approx(1.0)

@@ -163,15 +163,15 @@ async def test_reference_and_breakdown_without_vllm(
     fake_server: FakeServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With vLLM's benchmark missing, --reference is one note and the sweep runs on; the
-    breakdown's phases (no grammar, the pipeline's spread) follow each ceiling, and the
-    loss ladder starts at the ceiling."""
+    breakdown's phases (no grammar, the pipeline's spread, then the switches read against
+    the pipeline) follow each ceiling, and the loss ladder starts at the ceiling."""
     no_vllm_benchmark(monkeypatch)
     server = await fake_server(reply=ScriptedWriter(seed=1), ttft_s=0.002, tpot_s=0.0002)
     config = config_mod.override(
         config_mod.RunConfig(), {"endpoints": [server.url], "chat.max_turns": 2}
     )
     settings = BenchSettings(
-        concurrency=[2], conversations=2, max_turns=2, adaptive=False, reference=True,
+        concurrency=[2], conversations=4, max_turns=2, adaptive=False, reference=True,
         breakdown=True,
     )  # fmt: skip
     result = await run_bench(config, settings)
@@ -179,16 +179,20 @@ async def test_reference_and_breakdown_without_vllm(
     assert [(p.phase, p.variant) for p in result.phases] == [
         ("pipeline", ""), ("ceiling", ""), ("ceiling", "spread"),
         ("pipeline", "no-grammar"), ("ceiling", "no-grammar"),
+        ("pipeline", "lockstep"), ("pipeline", "monitored"), ("pipeline", "journaled"),
     ]  # fmt: skip
     (missing,) = [n for n in result.notes if n.startswith("no reference phase")]
     assert reference.MODULE in missing
     assert any("fitted, not exact" in n for n in result.notes)  # the fake has no /tokenize
     assert result.summary.points[0].reference_tokens_per_s is None
-    pipe, ceil, spread, no_grammar, its_load = result.phases
+    pipe, ceil, spread, no_grammar, its_load, *switches = result.phases
+    assert all(p.conversations_failed == 0 and p.requests >= 2 for p in switches)
     assert pipe.steady_tokens_per_s is not None and ceil.steady_tokens_per_s is not None
     assert spread.requests == ceil.requests and its_load.requests == no_grammar.requests
     assert result.breakdown and result.breakdown[0].step == "the bench's uniform load"
-    assert result.breakdown[-1].step == "end-of-phase tail"
+    ladder = [r for r in result.breakdown if r.in_ladder]
+    assert ladder[-1].step == "end-of-phase tail"
+    assert [r.step.split(":")[0] for r in result.breakdown if not r.in_ladder] == ["beside"] * 3
     console = Console(width=200, record=True)
     console.print(render_breakdown(result))
     assert "prompt-length spread" in console.export_text()

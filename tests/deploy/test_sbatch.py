@@ -130,6 +130,21 @@ def test_dry_run_a_given_tp_size_and_vllm_data_parallel(fake_node: FakeNode) -> 
     assert "--tensor-parallel-size 2" in engine and "--data-parallel-size 4" in engine
 
 
+def test_dry_run_kv_cache_dtype_reaches_every_engine(fake_node: FakeNode) -> None:
+    """KV_CACHE_DTYPE=fp8 goes to soc-async serve and from it to every vLLM engine;
+    unset, neither gets the flag (the model's own dtype)."""
+    result = _dry(fake_node, KV_CACHE_DTYPE="fp8", SLURM_GPUS_ON_NODE="2")
+    assert result.returncode == 0, result.stderr
+    serve, _ = _commands(result.stdout)
+    assert _after(serve, "--kv-cache-dtype") == "fp8"
+    engines = [line for line in result.stdout.splitlines() if "CUDA_VISIBLE_DEVICES=" in line]
+    assert len(engines) == 2 and all("--kv-cache-dtype fp8" in line for line in engines)
+    plain = _dry(fake_node, SLURM_GPUS_ON_NODE="2").stdout
+    assert "--kv-cache-dtype" not in plain
+    refused = _dry(fake_node, KV_CACHE_DTYPE="fp4")
+    assert refused.returncode == 2 and "--kv-cache-dtype" in refused.stderr
+
+
 def test_dry_run_metrics_port_is_opt_in(fake_node: FakeNode) -> None:
     """METRICS_PORT turns on soc-async's Prometheus endpoint (on 127.0.0.1 unless
     METRICS_HOST says otherwise); unset, the flag is not passed."""

@@ -8,8 +8,9 @@ import socket
 import pytest
 from conftest import FakeNode
 
+from soc_async import config as config_mod
 from soc_async.config import ServerConfig
-from soc_async.errors import InputError
+from soc_async.errors import ConfigError, InputError
 from soc_async.llm import node
 from soc_async.llm.layout import GIB, GpuSet, LayoutError
 from soc_async.llm.plan import PORT_STEP, plan_engines
@@ -104,6 +105,28 @@ def test_a_batch_size_given_to_vllm_is_the_one_reported(
     )
     assert plan.engines[0].spec.extra_args.count("--max-num-seqs") == 1
     assert plan.engines[0].max_num_seqs == 512
+
+
+def test_a_kv_cache_dtype_goes_to_every_engine_before_the_extra_arguments(
+    fake_node: FakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kv_cache_dtype "fp8" is passed to each GPU engine and to the CPU server, before
+    the extra arguments (a --kv-cache-dtype among those still wins: vLLM keeps the last);
+    "auto" passes nothing; an unknown dtype is a config error naming the choices."""
+    fake_node.apply(monkeypatch)
+    fake_node.model()
+    plan = plan_engines(ServerConfig(model="Qwen/Qwen2.5-7B-Instruct", kv_cache_dtype="fp8"))
+    for engine in plan.engines:
+        args = engine.spec.extra_args
+        assert args[args.index("--kv-cache-dtype") + 1] == "fp8"
+    assert len(plan.engines) == 8
+    cpu = plan_engines(ServerConfig(kv_cache_dtype="fp8", extra_args=["--kv-cache-dtype", "auto"]))
+    args = cpu.engines[0].spec.extra_args
+    assert args[-2:] == ["--kv-cache-dtype", "auto"] and args.count("--kv-cache-dtype") == 2
+    plain = plan_engines(ServerConfig(model="Qwen/Qwen2.5-7B-Instruct"))
+    assert all("--kv-cache-dtype" not in e.spec.extra_args for e in plain.engines)
+    with pytest.raises(ConfigError, match=r"server\.kv_cache_dtype"):
+        config_mod.from_dict({"server": {"kv_cache_dtype": "fp4"}}, "test")
 
 
 def test_smaller_gpus_get_vllms_smaller_default_batch(

@@ -9,7 +9,7 @@ from soc_async.llm.metrics import parse_metrics
 from soc_async.testing.simulator import PROFILES, SimEngine, SimRequest, step_time
 from soc_async.testing.simulator.kv import BlockPool
 from soc_async.testing.simulator.metrics import exposition
-from soc_async.testing.simulator.profiles import profile
+from soc_async.testing.simulator.profiles import profile, with_kv_levers
 
 H100 = PROFILES["h100-8b"]
 TINY = PROFILES["tiny"]
@@ -60,13 +60,16 @@ def test_step_time_is_flat_while_memory_bound_then_grows_with_tokens() -> None:
 
 
 def test_single_stream_and_saturated_throughput_match_the_published_figures() -> None:
-    """One request decodes at about 120 tokens/s (GPUStack's vLLM baseline: 1.66 s for a
-    ShareGPT request), and a saturated engine makes about 6,300 output tokens/s for
-    1,000-token prompts and 500-token replies (datatrove's 6,338 per H100)."""
+    """The model's two fitted parameters (bw_efficiency, mfu) against the two figures
+    they were fitted to: one request decodes at 121.8 tokens/s (GPUStack's vLLM
+    baseline: 1.66 s for a ShareGPT request of about 200 tokens, ~120/s), and a
+    saturated engine makes 6,172 output tokens/s for 1,000-token prompts and 500-token
+    replies over this window (datatrove's 6,338 per H100; 2.6% below). The bounds are
+    what the model computes, give or take 1-2%: a change to the model moves them."""
     single = closed_loop(SimEngine(H100), 1, 1000, 500, until=60)
-    assert 100 < single < 140
+    assert 120 < single < 124
     saturated = closed_loop(SimEngine(H100), 256, 1000, 500, until=120)
-    assert 5_700 < saturated < 7_000
+    assert 6_100 < saturated < 6_250
 
 
 def test_throughput_rises_with_the_batch_then_stops() -> None:
@@ -253,3 +256,28 @@ def test_grammar_masks_lengthen_each_step_and_warm_up_delays_the_first() -> None
     assert warm.running == 0 and warm.num_waiting == 1
     run_until_done(warm)
     assert waiting.first_token_at is not None and waiting.first_token_at >= 3.0
+
+
+def test_kv_levers_size_the_cache_as_vllm_would() -> None:
+    """An fp8 KV cache holds each token in half the bytes (twice the tokens, half the
+    bytes read per token of context); gpu_memory_utilization 0.95 gives the cache 5% more
+    of the GPU's memory; the profile's other figures stay; bad levers are refused."""
+    fp8 = with_kv_levers(H100, kv_cache_dtype="fp8")
+    assert fp8.kv_tokens == 2 * H100.kv_tokens
+    assert fp8.kv_bytes_per_token == H100.kv_bytes_per_token / 2
+    assert step_time(fp8, 100, 400_000) < step_time(H100, 100, 400_000)
+    more = with_kv_levers(H100, gpu_memory_utilization=0.95)
+    extra = 0.05 * H100.gpu_memory_bytes / H100.kv_bytes_per_token
+    assert more.kv_tokens == pytest.approx(H100.kv_tokens + extra, abs=H100.block_size)
+    both = with_kv_levers(H100, kv_cache_dtype="fp8", gpu_memory_utilization=0.95)
+    assert both.kv_tokens == pytest.approx(2 * more.kv_tokens, abs=2 * H100.block_size)
+    assert (both.params, both.max_num_seqs, both.bandwidth) == (
+        H100.params, H100.max_num_seqs, H100.bandwidth,
+    )  # fmt: skip
+    assert with_kv_levers(H100) == H100
+    with pytest.raises(ValueError, match="kv_cache_dtype"):
+        with_kv_levers(H100, kv_cache_dtype="int3")
+    with pytest.raises(ValueError, match="gpu_memory_utilization"):
+        with_kv_levers(H100, gpu_memory_utilization=1.2)
+    with pytest.raises(ValueError, match="memory is not known"):
+        with_kv_levers(TINY, kv_cache_dtype="fp8")

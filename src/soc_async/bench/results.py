@@ -42,7 +42,17 @@ __all__ = [
 PhaseName = Literal["pipeline", "ceiling", "adaptive", "reference"]
 # A phase run with one thing switched off, for the loss breakdown (bench/breakdown.py);
 # "" for the sweep's own phases.
-Variant = Literal["", "no-grammar", "no-summaries", "spread"]
+Variant = Literal[
+    "",
+    "no-grammar",
+    "no-summaries",
+    "spread",
+    "lockstep",
+    "no-priority",
+    "no-seeds",
+    "monitored",
+    "journaled",
+]
 
 
 class BenchSettings(msgspec.Struct, kw_only=True, frozen=True):
@@ -236,6 +246,10 @@ class LossStep(msgspec.Struct, kw_only=True, frozen=True):
     tokens_per_s: float | None
     factor: float | None  # tokens/s after the step over before it; None for the start
     measured_by: str  # which phases were compared, in words
+    # False: a switch the pipeline figure does not hold (a run's cost beside it, or the
+    # bench's old way); its factor is the variant's tokens/s over the pipeline's, and it
+    # stays out of the product that makes pipeline / reference.
+    in_ladder: bool = True
 
 
 class BenchResult(msgspec.Struct, kw_only=True):

@@ -11,14 +11,20 @@ counters. :func:`soc_async.bench.runner.run_bench` decides the order.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import random
 import secrets
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 import msgspec
+from rich.console import Console
 
 from soc_async import config as config_mod
 from soc_async.bench import load, reference
@@ -33,15 +39,17 @@ from soc_async.bench.metrics import (
     parse_histogram,
     time_weighted_mean,
 )
-from soc_async.bench.pipeline import ChatTally, run_chats
+from soc_async.bench.pipeline import ChatTally, Stagger, run_chats
 from soc_async.bench.recording import RecordingCompleter
 from soc_async.bench.results import BenchSettings, PhaseResult, Variant, phase_result
+from soc_async.chat.rollout import ChatEvent, encode_event
 from soc_async.config import CALL_KINDS, RunConfig, RunFacts
 from soc_async.llm.metrics import MetricsSnapshot, combine, parse_metrics
 from soc_async.llm.types import ChatRequest
 from soc_async.records import Experience, Persona
 from soc_async.run.gateway import ModelGateway
-from soc_async.run.progress import RunCounters
+from soc_async.run.progress import LiveView, RunCounters
+from soc_async.store.journal import Journal
 
 __all__ = ["ServerReading", "Sweep", "bench_endpoints", "changes", "read_servers"]
 
@@ -204,6 +212,15 @@ class Sweep:
     async def pipeline(
         self, concurrency: int | None, config: RunConfig, label: str, variant: Variant = ""
     ) -> PhaseResult:
+        """The chat stage under a fixed limit (``concurrency``) or the adaptive one (None).
+
+        Starts are staggered (bench/pipeline.py) except in the "lockstep" variant;
+        "no-priority" sends no priority field whatever the engines schedule by;
+        "monitored" adds what a run does beside its chats on the same machine (a /metrics
+        reading every ``concurrency.interval_s``, the controller's, and the live panel
+        drawn once a second to a terminal that discards it); "journaled" writes every
+        accepted turn to a journal in a temporary directory, fsynced as a run's is.
+        """
         limit = concurrency or config.concurrency.max or config.concurrency.initial
         n = self.settings.conversations_for(limit)
         experiences = self.experiences(n)
@@ -211,19 +228,55 @@ class Sweep:
         tally = ChatTally(n)
 
         async def work(recorder: RecordingCompleter, gateway: ModelGateway) -> None:
-            await run_chats(
-                recorder,
-                config,
-                experiences,
-                self.personas,
-                facts=gateway.facts,
-                tally=tally,
-            )
+            def first_turn_s() -> float | None:
+                return recorder.samples[0].latency_s if recorder.samples else None
+
+            facts = gateway.facts
+            if variant == "no-priority":
+                facts = msgspec.structs.replace(facts, priority_scheduling=False)
+            stagger = None if variant == "lockstep" else Stagger(limit, first_turn_s)
+            async with contextlib.AsyncExitStack() as stack:
+                journal, finished = None, None
+                if variant == "journaled":
+                    where = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-"))
+                    book = Journal.open(Path(where) / "journal.jsonl")
+                    await stack.enter_async_context(book)
+
+                    async def journal(chat_id: str, event: ChatEvent) -> None:
+                        await book.append(chat_id, encode_event(event))
+
+                    finished = book.done
+                tg = await stack.enter_async_context(anyio.create_task_group())
+                if variant == "monitored":
+                    tg.start_soon(self._monitor, gateway, config.concurrency.interval_s)
+                await run_chats(
+                    recorder,
+                    config,
+                    experiences,
+                    self.personas,
+                    facts=facts,
+                    tally=tally,
+                    stagger=stagger,
+                    journal=journal,
+                    finished=finished,
+                )
+                tg.cancel_scope.cancel()
 
         phase = "pipeline" if concurrency else "adaptive"
         return await self.measure(
             phase, concurrency, config, label, n, work, tally, variant=variant
         )
+
+    async def _monitor(self, gateway: ModelGateway, every_s: float) -> None:
+        """What a run does beside its chats: /metrics read every ``every_s`` and the
+        live panel drawn once a second, to a terminal whose output is discarded."""
+        console = Console(file=_Discard(), force_terminal=True, width=160)
+        with LiveView(gateway.counters, enabled=True, console=console) as view:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(view.run)
+                while True:
+                    await read_servers(self.session, self.endpoints)
+                    await anyio.sleep(every_s)
 
     async def ceiling(
         self,
@@ -287,11 +340,13 @@ class Sweep:
         fit: load.TokenFit,
         block: int | None,
     ) -> list[PhaseResult]:
-        """The phases that each switch one thing off (bench/breakdown.py): the pipeline's
+        """The phases that each switch one thing (bench/breakdown.py): the pipeline's
         own lengths as a load ("ceiling", "spread"); the pipeline without the turn
         grammar, and without summary calls when it made any, each followed by a load of
         its own lengths (a variant writes other lengths: a small model without a grammar
-        writes longer turns), so that each is read against the work it did."""
+        writes longer turns), so that each is read against the work it did; then the
+        pipeline without the priority field (when it sends one), without seeds (when it
+        sends them), started in lockstep, monitored as a run is, and journaling."""
         own = await self.spread(concurrency, config, pipeline, fit, block, "spread")
         out: list[PhaseResult | None] = [own]
         variants: list[tuple[Variant, dict[str, Any], str]] = []
@@ -305,6 +360,22 @@ class Sweep:
             label = f"pipeline C={concurrency} {words}"
             result = await self.pipeline(concurrency, off, label, variant)
             out += [result, await self.spread(concurrency, config, result, fit, block, variant)]
+        # Switches read straight against the pipeline: they change how the same work is
+        # sent, not what the model writes.
+        switches: list[tuple[Variant, dict[str, Any], str]] = []
+        if self.found.send_priority(config):
+            switches.append(("no-priority", {"client.send_priority": False}, "no priority"))
+        if config.client.send_seed:
+            switches.append(("no-seeds", {"client.send_seed": False}, "no seeds"))
+        switches += [
+            ("lockstep", {}, "lockstep"),
+            ("monitored", {}, "monitored"),
+            ("journaled", {}, "journaled"),
+        ]
+        for variant, changes, words in switches:
+            off = config_mod.override(config, changes) if changes else config
+            label = f"pipeline C={concurrency} {words}"
+            out.append(await self.pipeline(concurrency, off, label, variant))
         return [p for p in out if p is not None]
 
     async def spread(
@@ -339,3 +410,13 @@ def changes(steps: list[tuple[float, int]]) -> list[tuple[float, int]]:
         if not out or value != out[-1][1]:
             out.append((t, value))
     return out
+
+
+class _Discard(io.TextIOBase):
+    """A terminal that keeps nothing: the panel is drawn in full, its output dropped."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def isatty(self) -> bool:
+        return True

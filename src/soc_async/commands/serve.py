@@ -8,6 +8,7 @@ import shlex
 from typing import Any
 
 from soc_async.commands.options import add_verbose
+from soc_async.config import KV_CACHE_DTYPES
 
 
 def register(sub: Any) -> None:
@@ -56,6 +57,13 @@ def register(sub: Any) -> None:
         default="engines",
         help="engines: one server per engine, the client routes (default); "
         "vllm: one server with --data-parallel-size",
+    )
+    p.add_argument(
+        "--kv-cache-dtype",
+        choices=KV_CACHE_DTYPES,
+        default="auto",
+        help="vLLM's KV cache dtype (auto: the model's); fp8 holds about twice the tokens, "
+        "at some accuracy (docs/deploy.md; default: auto)",
     )
     p.add_argument(
         "--device",
@@ -143,6 +151,7 @@ def handle(args: argparse.Namespace) -> int:
         model=args.model,
         port=args.port,
         extra_args=extra,
+        kv_cache_dtype=args.kv_cache_dtype,
         startup_timeout_s=args.startup_timeout,
         tensor_parallel=args.tp,
         engines=args.engines,

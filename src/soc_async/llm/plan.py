@@ -119,12 +119,14 @@ def plan_engines(
     """The servers for ``server``; raises InputError (a LayoutError, a busy port) before
     anything starts. ``gpus`` None: the visible ones (none without nvidia-smi)."""
     env = os.environ if env is None else env
+    # Ours before the config's extra arguments, so that those still win.
+    kv = ["--kv-cache-dtype", server.kv_cache_dtype] if server.kv_cache_dtype != "auto" else []
     if not server.model:
         spec = default_cpu_spec(
             host=host,
             port=server.port,
             kvcache_gib=server.kvcache_gib,
-            extra_args=server.extra_args,
+            extra_args=[*kv, *server.extra_args],
             api_key=api_key,
             startup_timeout_s=server.startup_timeout_s,
             log_path=_log(log_dir, tag, 0),
@@ -138,7 +140,7 @@ def plan_engines(
             model=server.model,
             host=host,
             port=server.port or pick_free_port(host),
-            extra_args=[*QUIET_ARGS, *server.extra_args],
+            extra_args=[*QUIET_ARGS, *kv, *server.extra_args],
             api_key=api_key,
             cpu=True,
             kvcache_gib=server.kvcache_gib,
@@ -178,7 +180,7 @@ def plan_engines(
         args = ["--tensor-parallel-size", str(layout.tp), *parallel]
         if given is None:
             args += ["--max-num-seqs", str(batch)]
-        args += [*QUIET_ARGS, *server.extra_args]
+        args += [*QUIET_ARGS, *kv, *server.extra_args]
         cache = caches / f"engine-{k}"
         spec = ServerSpec(
             model=server.model,

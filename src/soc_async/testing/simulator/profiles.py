@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["PROFILES", "SimProfile", "profile", "step_time"]
+__all__ = ["KV_DTYPE_BYTES", "PROFILES", "SimProfile", "profile", "step_time", "with_kv_levers"]
 
 GB = 1e9
 TB = 1e12
@@ -47,6 +47,12 @@ class SimProfile(msgspec.Struct, kw_only=True, frozen=True):
     max_num_seqs: int = 1024  # vLLM's default on an H100/H200 (>= 70 GiB, not an A100)
     max_num_batched_tokens: int = 8192  # per step; chunked prefill splits longer prompts
     max_model_len: int = 32768
+    # For the KV levers (:func:`with_kv_levers`): the memory of the engine's GPUs as the
+    # driver reports it (bytes; 0: unknown), the share vLLM was given
+    # (gpu_memory_utilization) when num_gpu_blocks was sized, and the KV cache's dtype.
+    gpu_memory_bytes: float = 0.0
+    gpu_memory_utilization: float = 0.9
+    kv_cache_dtype: str = "auto"  # "auto": the model's dtype (BF16 here)
 
     def __post_init__(self) -> None:
         if self.max_num_batched_tokens < self.max_num_seqs:
@@ -62,6 +68,61 @@ class SimProfile(msgspec.Struct, kw_only=True, frozen=True):
     def kv_tokens(self) -> int:
         """Tokens the KV cache holds (what vLLM logs as "GPU KV cache size")."""
         return self.num_gpu_blocks * self.block_size
+
+
+# Bytes per element of the KV cache by vLLM's --kv-cache-dtype; "auto" is the model's
+# dtype, BF16 for every profile here.
+KV_DTYPE_BYTES: dict[str, float] = {"auto": 2.0, "bfloat16": 2.0, "fp8": 1.0, "fp8_e4m3": 1.0,
+                                    "fp8_e5m2": 1.0}  # fmt: skip
+
+
+def with_kv_levers(
+    base: SimProfile, *, kv_cache_dtype: str = "auto", gpu_memory_utilization: float = 0.9
+) -> SimProfile:
+    """``base`` as vLLM would size it with another KV-cache dtype and memory share.
+
+    The KV cache gets the memory it had (num_gpu_blocks x block x bytes per token) plus
+    (new share - old share) x the GPUs' memory; weights and activations stay as they
+    were. An fp8 cache holds each token in half the bytes of BF16, so the same memory
+    holds twice the tokens, and a decode step reads half the bytes per token of context
+    (the roofline's memory term). ValueError for an unknown dtype, a share outside
+    (0, 1], or a profile without its GPUs' memory.
+    """
+    if kv_cache_dtype not in KV_DTYPE_BYTES:
+        known = ", ".join(KV_DTYPE_BYTES)
+        raise ValueError(f"kv_cache_dtype: expected one of {known}, got {kv_cache_dtype!r}")
+    if not 0.0 < gpu_memory_utilization <= 1.0:
+        raise ValueError(f"gpu_memory_utilization: expected (0, 1], got {gpu_memory_utilization}")
+    same_dtype = KV_DTYPE_BYTES[kv_cache_dtype] == KV_DTYPE_BYTES[base.kv_cache_dtype]
+    if same_dtype and gpu_memory_utilization == base.gpu_memory_utilization:
+        return base
+    if base.gpu_memory_bytes <= 0:
+        raise ValueError(f"profile {base.name}: its GPUs' memory is not known")
+    kv_bytes = base.num_gpu_blocks * base.block_size * base.kv_bytes_per_token
+    kv_bytes += (gpu_memory_utilization - base.gpu_memory_utilization) * base.gpu_memory_bytes
+    per_token = (
+        base.kv_bytes_per_token
+        * KV_DTYPE_BYTES[kv_cache_dtype]
+        / KV_DTYPE_BYTES[base.kv_cache_dtype]
+    )
+    blocks = int(kv_bytes // (per_token * base.block_size))
+    name = base.name
+    if kv_cache_dtype != base.kv_cache_dtype:
+        name += f"-kv-{kv_cache_dtype}"
+    if gpu_memory_utilization != base.gpu_memory_utilization:
+        name += f"-mem{gpu_memory_utilization:g}"
+    return msgspec.structs.replace(
+        base,
+        name=name,
+        description=(
+            f"{base.description}; KV cache {kv_cache_dtype}, "
+            f"gpu_memory_utilization {gpu_memory_utilization:g}"
+        ),
+        kv_bytes_per_token=per_token,
+        num_gpu_blocks=blocks,
+        gpu_memory_utilization=gpu_memory_utilization,
+        kv_cache_dtype=kv_cache_dtype,
+    )
 
 
 def step_time(
@@ -81,6 +142,9 @@ def step_time(
 # compute. Qwen3-8B: 8.2 B parameters, 36 layers, 8 KV heads of 128 -> 147,456 bytes of
 # KV per token in BF16. Llama-3.3-70B: 70.6 B, 80 layers, 8 KV heads of 128 -> 327,680.
 _QWEN3_8B = {"params": 8.19e9, "weight_bytes": 16.4 * GB, "kv_bytes_per_token": 147_456.0}
+# Memory as nvidia-smi reports it: 81,559 MiB (H100 SXM 80 GB), 143,771 MiB (H200).
+H100_MEMORY = 81_559 * 2**20
+H200_MEMORY = 143_771 * 2**20
 _LLAMA_70B = {"params": 70.6e9, "weight_bytes": 141.2 * GB, "kv_bytes_per_token": 327_680.0}
 
 PROFILES: dict[str, SimProfile] = {
@@ -94,6 +158,7 @@ PROFILES: dict[str, SimProfile] = {
             bandwidth=3.35 * TB,
             peak_flops=989e12,
             num_gpu_blocks=24_000,  # 384k tokens: 0.9 x 80 GB - weights - activations
+            gpu_memory_bytes=H100_MEMORY,
             **_QWEN3_8B,
         ),
         SimProfile(
@@ -104,6 +169,7 @@ PROFILES: dict[str, SimProfile] = {
             bandwidth=4.8 * TB,
             peak_flops=989e12,
             num_gpu_blocks=45_000,  # 720k tokens
+            gpu_memory_bytes=H200_MEMORY,
             **_QWEN3_8B,
         ),
         SimProfile(
@@ -115,6 +181,7 @@ PROFILES: dict[str, SimProfile] = {
             peak_flops=4 * 989e12,
             step_overhead_s=0.004,  # two all-reduces per layer over NVLink
             num_gpu_blocks=28_000,  # 448k tokens
+            gpu_memory_bytes=4 * H100_MEMORY,
             **_LLAMA_70B,
         ),
         # A small engine for tests and the bench's end-to-end test: the same model of an
