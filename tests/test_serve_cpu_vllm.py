@@ -57,6 +57,27 @@ def _wait(what: str, check, limit: float, proc: subprocess.Popen[bytes], log: Pa
         time.sleep(0.5)
 
 
+def _lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines() if path.exists() else []
+
+
+def _written(out: Path) -> int:
+    """Experiences written: each is a chat to roll out."""
+    return len(_lines(out / "experiences.jsonl"))
+
+
+def _ended(out: Path) -> dict[str, int]:
+    """Items written or failed, per stage."""
+    ended = {
+        "personas": len(_lines(out / "personas.jsonl")),
+        "experiences": _written(out),
+        "chats": len(_lines(out / "conversations.jsonl")),
+    }
+    for row in _lines(out / "failures.jsonl"):
+        ended[json.loads(row)["stage"]] += 1
+    return ended
+
+
 def test_serve_on_the_cpu_restarts_a_killed_engine_and_the_run_finishes(tmp_path: Path) -> None:
     model = embedded.prepare_model()
     engines = tmp_path / "engines.json"
@@ -111,15 +132,12 @@ def test_serve_on_the_cpu_restarts_a_killed_engine_and_the_run_finishes(tmp_path
         )
         stdout, stderr = run.communicate(timeout=1200)
         assert run.returncode == 0, stderr.decode()[-4000:]
-        # The kill cut requests in flight; they were retried on the restarted engine, and
-        # the one chat ended (written, or failed with a reason: the 135M model's doing).
+        # The kill cut requests in flight; they were retried on the restarted engine and
+        # the run finished. Every item ended, written or failed with a reason (what the
+        # 135M model writes decides which): chat j follows experience j.
         last = json.loads(metrics.read_bytes().splitlines()[-1])
         assert last["finished"] and set(last["faults"]) & {"reset", "connect"}, last["faults"]
-        ended = (out / "conversations.jsonl").read_bytes().count(b"\n") + sum(
-            json.loads(row)["stage"] == "chats"
-            for row in (out / "failures.jsonl").read_bytes().splitlines()
-        )
-        assert ended == 1, stdout.decode()
+        assert _ended(out) == {"personas": 3, "experiences": 1, "chats": _written(out)}, stdout
         starts = (tmp_path / "logs" / "vllm-0.log").read_text().count("# soc-async starts:")
         assert starts == 2
         assert _children(serve.pid) and _children(serve.pid) != [vllm_pid]
