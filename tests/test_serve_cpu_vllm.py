@@ -61,16 +61,11 @@ def _lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines() if path.exists() else []
 
 
-def _written(out: Path) -> int:
-    """Experiences written: each is a chat to roll out."""
-    return len(_lines(out / "experiences.jsonl"))
-
-
 def _ended(out: Path) -> dict[str, int]:
     """Items written or failed, per stage."""
     ended = {
         "personas": len(_lines(out / "personas.jsonl")),
-        "experiences": _written(out),
+        "experiences": len(_lines(out / "experiences.jsonl")),
         "chats": len(_lines(out / "conversations.jsonl")),
     }
     for row in _lines(out / "failures.jsonl"):
@@ -107,8 +102,8 @@ def test_serve_on_the_cpu_restarts_a_killed_engine_and_the_run_finishes(tmp_path
         )
         run = subprocess.Popen(
             _soc("run", "--config", str(config), "--endpoints-file", str(engines),
-                 "--out", str(out), "--personas", "3", "--experiences", "1", "--chats", "1",
-                 "--max-turns", "2", "--concurrency", "4"),
+                 "--out", str(out), "--personas", "3", "--experiences", "0", "--chats", "0",
+                 "--concurrency", "4"),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         metrics = out / "metrics.jsonl"
@@ -134,10 +129,12 @@ def test_serve_on_the_cpu_restarts_a_killed_engine_and_the_run_finishes(tmp_path
         assert run.returncode == 0, stderr.decode()[-4000:]
         # The kill cut requests in flight; they were retried on the restarted engine and
         # the run finished. Every item ended, written or failed with a reason (what the
-        # 135M model writes decides which): chat j follows experience j.
+        # 135M model writes decides which: it may cut 2 of 3 cards at max_tokens, and
+        # experiences need 2 personas, so this run is personas only; test_e2e_vllm.py
+        # runs every stage against the embedded server).
         last = json.loads(metrics.read_bytes().splitlines()[-1])
         assert last["finished"] and set(last["faults"]) & {"reset", "connect"}, last["faults"]
-        assert _ended(out) == {"personas": 3, "experiences": 1, "chats": _written(out)}, stdout
+        assert _ended(out) == {"personas": 3, "experiences": 0, "chats": 0}, stdout
         starts = (tmp_path / "logs" / "vllm-0.log").read_text().count("# soc-async starts:")
         assert starts == 2
         assert _children(serve.pid) and _children(serve.pid) != [vllm_pid]
