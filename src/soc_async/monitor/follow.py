@@ -38,7 +38,7 @@ from soc_async.errors import ConfigError, InputError
 from soc_async.monitor.snapshot import Snapshot, StageFigures, decode_snapshot
 from soc_async.records import STAGES
 from soc_async.store import CONFIG, FAILURES, JOURNAL, METRICS, STAGE_FILES, RunDir
-from soc_async.store.files import entry_decoder
+from soc_async.store.files import entry_decoder, pid_alive
 from soc_async.store.inputs import header_decoder
 
 __all__ = ["FileTail", "Follower"]
@@ -84,16 +84,6 @@ class FileTail:
         lines = data[:end].split(b"\n")
         self.lineno += len(lines)
         return lines, restarted
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Follower:
@@ -225,7 +215,7 @@ class Follower:
         s = self.latest
         if s is None or s.finished or not s.pid or s.host != socket.gethostname():
             return False
-        return not _alive(s.pid)
+        return not pid_alive(s.pid)
 
     def age_s(self) -> float | None:
         """Seconds since the newest metrics line was written."""

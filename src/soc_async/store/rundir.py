@@ -52,6 +52,7 @@ from soc_async.store.files import (
     fsync_dir,
     good_lines,
     json_decoder,
+    pid_alive,
     write_all,
     write_atomic,
 )
@@ -173,7 +174,7 @@ class _ExclusiveFile:
         except FileNotFoundError:
             return False  # released in between: try again
         pid, host = [*text, "", ""][:2]
-        if host == socket.gethostname() and pid.isdigit() and not _running(int(pid)):
+        if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
             return True
         where = f"process {pid} on {host}" if host else "another process"
         raise RunDirError(
@@ -190,16 +191,6 @@ class _ExclusiveFile:
         if text == self.owner:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunDir:
