@@ -465,7 +465,10 @@
         renderList();
       }
     }
-    location.hash = link(list[i][F.id]);
+    // The hashchange that opens it comes as a later task, and a browser may take the
+    // next key press first: the next step must start from here, not from the old one.
+    S.current = list[i][F.id];
+    location.hash = link(S.current);
   }
 
   // ---- failures ----------------------------------------------------------------------
