@@ -46,7 +46,8 @@ from soc_async.bench.live import BenchView
 from soc_async.bench.results import BenchSettings, PhaseResult
 
 # The bench's own sweep state: the same pipeline and reference phases as `soc-async bench`.
-from soc_async.bench.runner import _calibrate, _Sweep, ceiling_shape
+from soc_async.bench.runner import _calibrate, ceiling_shape
+from soc_async.bench.sweep import Sweep
 from soc_async.run.gateway import ModelGateway
 from soc_async.run.progress import RunCounters
 
@@ -94,7 +95,7 @@ async def _run(args: argparse.Namespace, url: str, pid: int | None, priority: bo
     )
     settings = BenchSettings(concurrency=[c], conversations=args.conversations)
     async with aiohttp.ClientSession() as session:
-        sweep = _Sweep(config, settings, session, BenchView(enabled=False))
+        sweep = Sweep(config, settings, session, BenchView(enabled=False))
         async with ModelGateway(config, RunCounters()) as gateway:
             await _calibrate(  # the warm-up; the fit serves no load here
                 sweep, gateway, gateway.model

@@ -137,3 +137,18 @@ def test_client_parts_http_checks_run() -> None:
     )  # fmt: skip
     assert figures["requests"] == 20 and figures["cpu_ms_per_request"] > 0
     assert figures["settings"]["wake_batch_ms"] == 1 and figures["settings"]["pin"] == bool(pin)
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")))
+def test_every_benchmark_imports_and_describes_itself(script: str) -> None:
+    """Each script's imports still resolve against the package (a module renamed in src/
+    breaks a benchmark nothing else runs) and its --help prints."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage:" in result.stdout
