@@ -72,10 +72,11 @@ def _server(endpoint: str | None) -> Iterator[tuple[str, int | None, bool]]:
         return
     from soc_async.run.app import managed_engines
 
-    with managed_engines(config_mod.RunConfig()) as (config, group):
+    config = config_mod.RunConfig()
+    with managed_engines(config, config_mod.RunFacts.of(config)) as (facts, group):
         server = group.slots[0].server if group is not None else None
         pid = server.pid if server is not None else None
-        yield config.endpoints[0], pid, config.client.send_priority
+        yield facts.endpoints[0], pid, facts.send_priority(config)
 
 
 async def _run(args: argparse.Namespace, url: str, pid: int | None, priority: bool) -> None:
