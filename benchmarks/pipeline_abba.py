@@ -15,6 +15,12 @@ windows) and their median and range.
     python benchmarks/pipeline_abba.py                      # embedded CPU server, C=8
     python benchmarks/pipeline_abba.py --concurrency 8 --conversations 16 --max-turns 2
     python benchmarks/pipeline_abba.py --endpoint http://127.0.0.1:8000 --repeat 3
+    python benchmarks/pipeline_abba.py --against no-priority   # B: one switch thrown
+
+With ``--against`` B is the pipeline with one of `bench --breakdown`'s switches thrown
+(no priority field, lockstep starts, the run's monitoring, the run's journal) instead
+of vLLM's benchmark: a single breakdown run puts each variant at a different point of
+the machine's drift, and alternating sizes one switch at a time.
 
 Started without --endpoint it runs the embedded server with the config `soc-async run`
 gives it (the embedded-cpu profile: turns of at most three 200-character messages);
@@ -71,12 +77,13 @@ def _row(
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[float]:
-    """Pipeline / reference per group of four phases (steady tokens/s, mean of each)."""
+    """Pipeline / B per group of four phases (steady tokens/s, mean of each); B is the
+    reference or the pipeline variant alternated with it."""
     out = []
     for i in range(0, len(rows) - 3, 4):
         group = rows[i : i + 4]
         p = [r["steady_tokens_per_s"] for r in group if r["phase"] == "pipeline"]
-        r = [r["steady_tokens_per_s"] for r in group if r["phase"] == "reference"]
+        r = [r["steady_tokens_per_s"] for r in group if r["phase"] != "pipeline"]
         if p and r and statistics.mean(r) > 0:
             out.append(round(statistics.mean(p) / statistics.mean(r), 3))
     return out
@@ -114,6 +121,12 @@ async def _run(args: argparse.Namespace, url: str, pid: int | None, priority: bo
                     if shape is None and result is not None:
                         shape = ceiling_shape(result, c, True, block)
                     name = "pipeline"
+                elif args.against != "reference":
+                    # B is the pipeline with one switch thrown (bench --breakdown's
+                    # variant), alternated with A so the machine's drift cancels.
+                    label = f"pipeline C={c} {args.against}"
+                    result = await sweep.pipeline(c, config, label, args.against)
+                    name = args.against
                 else:
                     if shape is None:
                         raise SystemExit("the first pipeline phase answered no turn")
@@ -128,6 +141,7 @@ async def _run(args: argparse.Namespace, url: str, pid: int | None, priority: bo
         found = ratios(rows)
         summary = {
             "concurrency": c,
+            "against": args.against,
             "pipeline_over_reference": found,
             "median": statistics.median(found) if found else None,
             "range": [min(found), max(found)] if found else None,
@@ -148,6 +162,13 @@ def main() -> None:
     p.add_argument("--conversations", type=int, default=16, help="per pipeline phase")
     p.add_argument("--max-turns", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3, help="groups of P,R,R,P")
+    p.add_argument(
+        "--against",
+        choices=["reference", "no-priority", "lockstep", "monitored", "journaled"],
+        default="reference",
+        help="B: vLLM's own benchmark (default), or the pipeline with one bench "
+        "--breakdown switch thrown; the last line is then pipeline / that variant",
+    )
     p.add_argument(
         "--profile",
         choices=config_mod.PROFILES,
