@@ -130,7 +130,9 @@ async def test_a_limit_per_engine_reaches_the_sum_of_each_engines_best(
     assert len(gw.controllers) == ENGINES
 
 
-def test_bench_through_the_same_wiring(engines: list[str], tmp_path: Path) -> None:
+def test_bench_through_the_same_wiring(
+    engines: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`soc-async bench` against the same eight engines: its fixed limits are totals
     split over the engines (8 and 16 each), its adaptive phase a controller per engine
     over [min, max] of the sweep, and every phase does the same work.
@@ -148,9 +150,25 @@ def test_bench_through_the_same_wiring(engines: list[str], tmp_path: Path) -> No
     # conversations as the largest value, so every phase does the same work.
     argv += ["--concurrency", f"{8 * ENGINES},{16 * ENGINES}", "--max-turns", "4",
              "--conversations", str(16 * ENGINES), "--out", str(out)]  # fmt: skip
+    opened: list[ModelGateway] = []  # every gateway the bench opens, in order
+    enter = ModelGateway.__aenter__
+
+    async def recording(self: ModelGateway) -> ModelGateway:
+        opened.append(self)
+        return await enter(self)
+
+    monkeypatch.setattr(ModelGateway, "__aenter__", recording)
     args = argparse.ArgumentParser()
     bench_command.register(args.add_subparsers())
     assert bench_session.run(args.parse_args(["bench", *argv]), live=False) == 0
+    # Fixed phases: a limiter per engine holding its share and no controller; the
+    # adaptive phase (the last gateway): a controller per engine over [8, 16].
+    fixed = [g for g in opened if not g.controllers]
+    shares = {tuple(lim.capacity for lim in g.limiters.values()) for g in fixed}
+    assert {(8,) * ENGINES, (16,) * ENGINES} <= shares, shares
+    last = opened[-1]
+    assert list(last.controllers) == list(last.limiters) and len(last.controllers) == ENGINES
+    assert {(c.bounds.min, c.bounds.max) for c in last.controllers.values()} == {(8, 16)}
     data = json.loads((out / "bench.json").read_text())
     phases = [p for p in data["phases"] if p["phase"] in ("pipeline", "adaptive")]
     assert [(p["phase"], p["concurrency"]) for p in phases] == [
