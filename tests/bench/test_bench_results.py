@@ -185,3 +185,43 @@ def test_csv_and_table_carry_the_reference() -> None:
     lines = recommendation_text(result)
     assert "steady windows (no tail) at C=8: pipeline/ceiling 0.82" in lines
     assert "note: synthetic prompt lengths are fitted" in lines
+
+
+def test_the_adaptive_phase_has_a_steady_window_under_its_moving_limit() -> None:
+    """The adaptive phase's steady window follows its limit's steps; the summary sets it
+    against the fixed phase with the most steady tokens/s, which need not be the one
+    with the most tokens/s over the whole phase."""
+
+    def timed(start: float, end: float, completion: int) -> RequestSample:
+        return msgspec.structs.replace(
+            sample(completion=completion, latency=end - start), end_s=end
+        )
+
+    # Two at a time, raised to three at t=1 and filled at once; one alone at the end.
+    adaptive = [timed(0, 1, 10), timed(0, 1, 10)] + [timed(1, 2, 10) for _ in range(3)]
+    adaptive += [timed(2, 3, 10)]
+    a = phase_result(
+        "adaptive", None, adaptive, errors=0, duration_s=3.0, server=None, ttft=None,
+        limits=[(0.0, 2), (1.0, 3)],
+    )  # fmt: skip
+    assert (a.steady_s, a.steady_tokens_per_s) == (pytest.approx(2.0), pytest.approx(25.0))
+    fixed = [timed(0, 1, 10), timed(0, 1, 10), timed(1, 2, 10), timed(1, 2, 10), timed(2, 9, 50)]
+    f = phase_result("pipeline", 2, fixed, errors=0, duration_s=9.0, server=None, ttft=None)
+    assert f.steady_tokens_per_s == pytest.approx(20.0)
+    # One request alone: more over its whole phase (18 tok/s against 10), less steady.
+    one = phase_result(
+        "pipeline", 1, [timed(0, 1, 18)], errors=0, duration_s=1.0, server=None, ttft=None
+    )
+    s = summarize([f, one, a])
+    assert s.best_concurrency == 1 and s.adaptive_vs_best == pytest.approx((60 / 3) / 18)
+    assert s.best_steady_concurrency == 2
+    assert s.adaptive_steady_tokens_per_s == pytest.approx(25.0)
+    assert s.adaptive_steady_vs_best == pytest.approx(1.25)
+
+
+def test_no_adaptive_steady_figure_without_a_window() -> None:
+    """An adaptive phase without its limit's steps has no steady window, and the
+    summary no steady comparison."""
+    s = summarize([phase("pipeline", 1, 40), phase("adaptive", None, 30)])
+    assert s.adaptive_vs_best == pytest.approx(0.75)
+    assert s.adaptive_steady_tokens_per_s is None and s.adaptive_steady_vs_best is None

@@ -59,10 +59,16 @@ CSV_COLUMNS: tuple[str, ...] = (
     "occupancy",  # requests in flight / the full level, time-weighted in the steady window
     "steady_vs_ceiling",  # as vs_ceiling, over the steady windows
     "steady_vs_reference",  # as vs_reference, over the steady windows
+    "steady_vs_best_fixed",  # as vs_best_fixed, over the steady windows
+    "settled_tokens_per_s",  # the steady window less the controller's search (its start)
+    "settled_s",
+    "settled_vs_best_fixed",  # as vs_best_fixed, over the settled windows
 )
 _RATIOS = (
     "vs_ceiling",
     "vs_best_fixed",
+    "steady_vs_best_fixed",
+    "settled_vs_best_fixed",
     "vs_reference",
     "steady_vs_ceiling",
     "steady_vs_reference",
@@ -92,6 +98,9 @@ def csv_rows(result: BenchResult) -> list[dict[str, Any]]:
         ref = reference.get(p.concurrency) if p.phase in ("pipeline", "ceiling") else None  # type: ignore[arg-type]
         row["vs_ceiling"] = ratio(p.tokens_per_s, ceil.tokens_per_s) if ceil else None
         row["vs_best_fixed"] = result.summary.adaptive_vs_best if p.phase == "adaptive" else None
+        adaptive = p.phase == "adaptive"
+        row["steady_vs_best_fixed"] = result.summary.adaptive_steady_vs_best if adaptive else None
+        row["settled_vs_best_fixed"] = result.summary.adaptive_settled_vs_best if adaptive else None
         row["vs_reference"] = ratio(p.tokens_per_s, ref.tokens_per_s) if ref else None
         steady = p.steady_tokens_per_s
         row["steady_vs_ceiling"] = ratio(steady, ceil.steady_tokens_per_s) if ceil else None
@@ -305,6 +314,19 @@ def recommendation_text(result: BenchResult) -> str:
         lines.append(
             f"adaptive controller: {s.adaptive_tokens_per_s:.1f} tok/s, "
             f"{s.adaptive_vs_best:.2f}x the best fixed value{mean}"
+        )
+    if s.adaptive_steady_vs_best is not None:
+        lines.append(
+            f"adaptive controller over the steady windows (limit full, no tail): "
+            f"{s.adaptive_steady_tokens_per_s:.1f} tok/s, {s.adaptive_steady_vs_best:.2f}x "
+            f"the best fixed value's (C={s.best_steady_concurrency})"
+        )
+    if s.adaptive_settled_vs_best is not None:
+        lines.append(
+            f"adaptive controller over the settled windows (the steady ones less their "
+            f"first {result.settings.settle_s:g} s, its search): "
+            f"{s.adaptive_settled_tokens_per_s:.1f} tok/s, {s.adaptive_settled_vs_best:.2f}x "
+            f"the best fixed value's (C={s.best_settled_concurrency})"
         )
     lines += [f"note: {line}" for line in result.notes]
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from soc_async.bench.metrics import (
     tokens_per_s,
 )
 from soc_async.bench.recording import RequestSample
-from soc_async.bench.steady import Span, steady_window
+from soc_async.bench.steady import Limit, Span, steady_window
 
 __all__ = [
     "BenchResult",
@@ -68,6 +68,9 @@ class BenchSettings(msgspec.Struct, kw_only=True, frozen=True):
     sweep_source: str = ""  # where the sweep's values came from (bench/sizing.py)
     reference: bool = False  # also run vLLM's own serving benchmark at each value
     breakdown: bool = False  # also run the phases that size each loss against the reference
+    # Left out of the start of each settled window: the adaptive controller's first
+    # decisions (bench/sweep.py's SETTLE_DECISIONS), in real seconds; set by the run.
+    settle_s: float = 0.0
 
     def conversations_for(self, concurrency: int) -> int:
         """Conversations for one phase: at least ``concurrency`` of them, or the limit
@@ -102,6 +105,10 @@ class PhaseResult(msgspec.Struct, kw_only=True):
     steady_tokens_per_s: float | None = None
     steady_s: float | None = None  # the window's length
     occupancy: float | None = None  # requests in flight / the full level, in the window
+    # The steady window less its first ``warm_s`` seconds, the adaptive controller's
+    # search for its level (pipeline and adaptive phases, left out alike).
+    settled_tokens_per_s: float | None = None
+    settled_s: float | None = None
     variant: Variant = ""
     requests_by_kind: dict[str, int] = {}  # answered requests per call kind
     method: dict[str, Any] = {}  # how the phase was run where it matters (reference, load)
@@ -116,21 +123,22 @@ def phase_result(
     duration_s: float,
     server: CounterDelta | None,
     ttft: MetricHistogram | None,
+    limits: Sequence[tuple[float, int]] = (),
+    warm_s: float | None = None,
     **extra: Any,
 ) -> PhaseResult:
     """The figures of one phase from its per-request samples and /metrics deltas.
 
-    The steady window is taken under the fixed limit ``concurrency`` (none for the
-    adaptive run, whose limit moves).
+    The steady window is taken under the fixed limit ``concurrency``, or for the
+    adaptive run (``concurrency`` None) under its moving limit, ``limits``: the
+    controller's steps, (time.monotonic(), limit), the samples' clock. With ``warm_s``,
+    the settled window too: the steady window less its first ``warm_s`` seconds.
     """
     turns = [s for s in samples if s.kind == "turn"]
-    window = (
-        steady_window(
-            [Span(s.end_s - s.latency_s, s.end_s, s.completion) for s in samples], concurrency
-        )
-        if concurrency
-        else None
-    )
+    limit: Limit | None = concurrency or (list(limits) if limits else None)
+    spans = [Span(s.end_s - s.latency_s, s.end_s, s.completion) for s in samples]
+    window = steady_window(spans, limit) if limit else None
+    settled = steady_window(spans, limit, warm_s=warm_s) if limit and warm_s is not None else None
     output = sum(s.completion for s in samples)
     prompt = sum(s.prompt for s in samples)
     return PhaseResult(
@@ -154,6 +162,8 @@ def phase_result(
         steady_tokens_per_s=window.tokens_per_s if window else None,
         steady_s=window.seconds if window else None,
         occupancy=window.occupancy if window else None,
+        settled_tokens_per_s=settled.tokens_per_s if settled else None,
+        settled_s=settled.seconds if settled else None,
         requests_by_kind=dict(Counter(s.kind for s in samples)),
         **extra,
     )
@@ -180,6 +190,17 @@ class Summary(msgspec.Struct, kw_only=True, frozen=True):
     adaptive_tokens_per_s: float | None
     adaptive_vs_best: float | None  # adaptive / best fixed
     recommended: int | None  # smallest value within ``tolerance`` of the best
+    # The same over the steady windows (no tail): the adaptive phase's (under its moving
+    # limit) against the fixed phase with the most steady tokens/s. A phase of a few
+    # hundred turns is mostly ramp and tail, which a run of thousands of chats is not.
+    best_steady_concurrency: int | None = None
+    adaptive_steady_tokens_per_s: float | None = None
+    adaptive_steady_vs_best: float | None = None
+    # ... and over the settled windows (the steady ones less the controller's search,
+    # the same seconds left out of every phase): what a long run's adaptive limit holds.
+    best_settled_concurrency: int | None = None
+    adaptive_settled_tokens_per_s: float | None = None
+    adaptive_settled_vs_best: float | None = None
 
 
 def by_concurrency(
@@ -227,6 +248,12 @@ def summarize(phases: Sequence[PhaseResult], tolerance: float = 0.05) -> Summary
     best_rate = rates[best] if best is not None else None
     adaptive = next((p for p in phases if p.phase == "adaptive"), None)
     adaptive_rate = adaptive.tokens_per_s if adaptive else None
+    steady = {c: r for c, p in pipeline.items() if (r := p.steady_tokens_per_s) is not None}
+    best_steady = max(steady, key=lambda c: steady[c]) if steady else None
+    adaptive_steady = _steady(adaptive)
+    settled = {c: r for c, p in pipeline.items() if (r := p.settled_tokens_per_s) is not None}
+    best_settled = max(settled, key=lambda c: settled[c]) if settled else None
+    adaptive_settled = adaptive.settled_tokens_per_s if adaptive else None
     return Summary(
         points=points,
         best_concurrency=best,
@@ -234,6 +261,16 @@ def summarize(phases: Sequence[PhaseResult], tolerance: float = 0.05) -> Summary
         adaptive_tokens_per_s=adaptive_rate,
         adaptive_vs_best=ratio(adaptive_rate, best_rate),
         recommended=recommend(rates, tolerance),
+        best_steady_concurrency=best_steady,
+        adaptive_steady_tokens_per_s=adaptive_steady,
+        adaptive_steady_vs_best=(
+            ratio(adaptive_steady, steady[best_steady]) if best_steady is not None else None
+        ),
+        best_settled_concurrency=best_settled,
+        adaptive_settled_tokens_per_s=adaptive_settled,
+        adaptive_settled_vs_best=(
+            ratio(adaptive_settled, settled[best_settled]) if best_settled is not None else None
+        ),
     )
 
 

@@ -26,7 +26,13 @@ from soc_async.bench import calibrate, load, reference, sizing
 from soc_async.bench.breakdown import loss_steps
 from soc_async.bench.live import BenchView
 from soc_async.bench.results import BenchResult, BenchSettings, PhaseResult, summarize
-from soc_async.bench.sweep import ServerReading, Sweep, bench_endpoints, read_servers
+from soc_async.bench.sweep import (
+    SETTLE_DECISIONS,
+    ServerReading,
+    Sweep,
+    bench_endpoints,
+    read_servers,
+)
 from soc_async.config import RunConfig, RunFacts
 from soc_async.errors import ServerError
 from soc_async.llm.http import open_session
@@ -143,6 +149,11 @@ async def run_bench(
         sweep = Sweep(config, settings, session, view, found)
         await check_reachable(session, sweep.endpoints, config.client.ready_timeout_s)
         facts = await sizing.read_server_facts(session, sweep.endpoints[0])
+        # A simulated server runs faster than real time: so does its controller.
+        interval = max(0.01, config.concurrency.interval_s / (facts.time_scale or 1.0))
+        sweep.settle_s = SETTLE_DECISIONS * interval
+        settings = msgspec.structs.replace(settings, settle_s=sweep.settle_s)
+        sweep.settings = settings
         if not settings.concurrency:
             # The batch soc-async serve started the engines with (its endpoints file, or
             # managed engines), where the server itself does not say it.
@@ -205,18 +216,24 @@ async def run_bench(
         if settings.adaptive:
             lo, hi = min(settings.concurrency), max(settings.concurrency)
             initial = min(hi, max(lo, config.concurrency.initial))
-            # A simulated server runs faster than real time: so does its controller.
-            interval = config.concurrency.interval_s / (facts.time_scale or 1.0)
             limits = msgspec.structs.replace(
                 config.concurrency,
                 fixed=None,
                 min=lo,
                 max=hi,
                 initial=initial,
-                interval_s=max(0.01, interval),
+                interval_s=interval,
             )
             adaptive = msgspec.structs.replace(config, concurrency=limits)
             phases.append(await sweep.pipeline(None, adaptive, "adaptive"))
+            steady = phases[-1].steady_s
+            if steady is not None and phases[-1].settled_s is None:
+                sweep.note(
+                    f"the adaptive phase's steady window ({steady:.1f} s) is no longer than "
+                    f"the controller's search left out of a settled window "
+                    f"({sweep.settle_s:g} s): no settled comparison; more --conversations "
+                    "or --max-turns lengthen it"
+                )
     data = msgspec.to_builtins(config)
     data.pop("api_key", None)
     return BenchResult(

@@ -91,6 +91,12 @@ def bench_endpoints(config: RunConfig, found: RunFacts) -> list[str]:
     return urls
 
 
+# The adaptive controller's decisions a phase's settled window leaves out (bench/
+# steady.py): from the lower end of a sweep it has reached its level and, past a knee,
+# found the edge and come back within about four (tests/test_gateway_sim.py's engines).
+SETTLE_DECISIONS = 5
+
+
 class Sweep:
     """The state one bench run carries from phase to phase."""
 
@@ -117,6 +123,9 @@ class Sweep:
         self.draws = 0
         self.notes: list[str] = []
         self.last_turns: list[tuple[int, int, int]] = []  # the last pipeline's turns
+        # Left out of every pipeline and adaptive phase's settled window: the adaptive
+        # controller's first SETTLE_DECISIONS decisions (set once the server is read).
+        self.settle_s = SETTLE_DECISIONS * config.concurrency.interval_s
 
     def fresh_seed(self, tag: str) -> int:
         """A seed of this bench run's own for the load called ``tag``, another at every
@@ -192,6 +201,7 @@ class Sweep:
             extra.update(
                 capacity_history=steps,
                 mean_capacity=time_weighted_mean(steps, duration),
+                limits=[(started + t, cap) for t, cap in steps],
             )
         if phase == "pipeline":
             self.last_turns = [
@@ -206,6 +216,7 @@ class Sweep:
             server=server,
             ttft=ttft,
             variant=variant,
+            warm_s=self.settle_s if phase in ("pipeline", "adaptive") else None,
             **extra,
         )
 
