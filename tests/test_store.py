@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -254,6 +255,18 @@ def test_metrics_lines_and_the_last_snapshot(tmp_path: Path) -> None:
         f.write(b'{"tokens_per_s": 3')  # a torn snapshot
     last = run.last_metrics()
     assert last is not None and last["tokens_per_s"] == 20.0 and "time" in last
+
+
+def test_a_run_directory_gone_under_a_run_is_named(tmp_path: Path) -> None:
+    """A run directory deleted (or moved) while the run writes: the next metrics line
+    ends the run with a RunDirError naming the directory, not a traceback."""
+    run = new_run(tmp_path / "run")
+    run.append_metrics({"tokens_per_s": 10.0})
+    shutil.rmtree(tmp_path / "run")
+    with pytest.raises(
+        RunDirError, match=r"run: gone while the run was writing .*moved or deleted"
+    ):
+        run.append_metrics({"tokens_per_s": 20.0})
 
 
 async def test_writers_route_by_kind_and_close_everything(tmp_path: Path) -> None:

@@ -26,7 +26,13 @@ import msgspec
 from soc_async import config as config_mod
 from soc_async import logs, loop
 from soc_async.config import RunConfig, RunFacts, ServerConfig
-from soc_async.errors import ConfigError, Interrupted, ServerStartError, first_error
+from soc_async.errors import (
+    ConfigError,
+    Interrupted,
+    RunDirError,
+    ServerStartError,
+    first_error,
+)
 from soc_async.llm.engines import EngineGroup
 from soc_async.llm.plan import plan_engines
 from soc_async.monitor.exporter import MetricsServer
@@ -139,7 +145,7 @@ def _execute(
     finally:
         try:
             reporter.final(outcome)
-        except OSError as exc:  # advisory figures must not hide how the run ended
+        except (OSError, RunDirError) as exc:  # advisory figures must not hide how it ended
             log.warning("cannot write the last metrics line", error=str(exc))
     return _summary(run_dir, counters)
 

@@ -376,11 +376,20 @@ class RunDir:
         """Append one metrics snapshot (``time`` added when missing); not fsynced, as
         the figures are advisory and the next snapshot supersedes this one."""
         path = self.file(METRICS)
-        if not self._metrics_repaired:
-            repair_tail(path, CHECKS[METRICS])
-            self._metrics_repaired = True
+        try:
+            if not self._metrics_repaired:
+                repair_tail(path, CHECKS[METRICS])
+                self._metrics_repaired = True
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            # The records' files stay open and take their lines wherever the directory
+            # went; this file is opened afresh each time, so it is the first to notice.
+            raise RunDirError(
+                f"{self.path}: gone while the run was writing ({exc.strerror}): the run "
+                "directory was moved or deleted; stopping (resume from where it went "
+                "with --resume)"
+            ) from exc
         data = {"time": time.time(), **snapshot}
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             write_all(fd, msgspec.json.encode(data) + b"\n")
         finally:
