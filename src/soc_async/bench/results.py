@@ -248,12 +248,8 @@ def summarize(phases: Sequence[PhaseResult], tolerance: float = 0.05) -> Summary
     best_rate = rates[best] if best is not None else None
     adaptive = next((p for p in phases if p.phase == "adaptive"), None)
     adaptive_rate = adaptive.tokens_per_s if adaptive else None
-    steady = {c: r for c, p in pipeline.items() if (r := p.steady_tokens_per_s) is not None}
-    best_steady = max(steady, key=lambda c: steady[c]) if steady else None
-    adaptive_steady = _steady(adaptive)
-    settled = {c: r for c, p in pipeline.items() if (r := p.settled_tokens_per_s) is not None}
-    best_settled = max(settled, key=lambda c: settled[c]) if settled else None
-    adaptive_settled = adaptive.settled_tokens_per_s if adaptive else None
+    best_steady, adaptive_steady, steady_vs = _against_best(pipeline, adaptive, "steady")
+    best_settled, adaptive_settled, settled_vs = _against_best(pipeline, adaptive, "settled")
     return Summary(
         points=points,
         best_concurrency=best,
@@ -263,15 +259,23 @@ def summarize(phases: Sequence[PhaseResult], tolerance: float = 0.05) -> Summary
         recommended=recommend(rates, tolerance),
         best_steady_concurrency=best_steady,
         adaptive_steady_tokens_per_s=adaptive_steady,
-        adaptive_steady_vs_best=(
-            ratio(adaptive_steady, steady[best_steady]) if best_steady is not None else None
-        ),
+        adaptive_steady_vs_best=steady_vs,
         best_settled_concurrency=best_settled,
         adaptive_settled_tokens_per_s=adaptive_settled,
-        adaptive_settled_vs_best=(
-            ratio(adaptive_settled, settled[best_settled]) if best_settled is not None else None
-        ),
+        adaptive_settled_vs_best=settled_vs,
     )
+
+
+def _against_best(
+    pipeline: dict[int, PhaseResult], adaptive: PhaseResult | None, window: str
+) -> tuple[int | None, float | None, float | None]:
+    """Over one kind of window ("steady" or "settled"): the fixed value with the most
+    tokens/s in it, the adaptive phase's tokens/s in it, and adaptive / that best."""
+    field = f"{window}_tokens_per_s"
+    rates = {c: r for c, p in pipeline.items() if (r := getattr(p, field)) is not None}
+    best = max(rates, key=lambda c: rates[c]) if rates else None
+    mine = getattr(adaptive, field) if adaptive is not None else None
+    return best, mine, ratio(mine, rates[best]) if best is not None else None
 
 
 class LossStep(msgspec.Struct, kw_only=True, frozen=True):

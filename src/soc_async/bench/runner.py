@@ -151,8 +151,7 @@ async def run_bench(
         facts = await sizing.read_server_facts(session, sweep.endpoints[0])
         # A simulated server runs faster than real time: so does its controller.
         interval = max(0.01, config.concurrency.interval_s / (facts.time_scale or 1.0))
-        sweep.settle_s = SETTLE_DECISIONS * interval
-        settings = msgspec.structs.replace(settings, settle_s=sweep.settle_s)
+        settings = msgspec.structs.replace(settings, settle_s=SETTLE_DECISIONS * interval)
         sweep.settings = settings
         if not settings.concurrency:
             # The batch soc-async serve started the engines with (its endpoints file, or
@@ -231,7 +230,7 @@ async def run_bench(
                 sweep.note(
                     f"the adaptive phase's steady window ({steady:.1f} s) is no longer than "
                     f"the controller's search left out of a settled window "
-                    f"({sweep.settle_s:g} s): no settled comparison; more --conversations "
+                    f"({settings.settle_s:g} s): no settled comparison; more --conversations "
                     "or --max-turns lengthen it"
                 )
     data = msgspec.to_builtins(config)

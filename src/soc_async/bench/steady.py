@@ -124,10 +124,11 @@ def steady_window(spans: Sequence[Span], limit: Limit, *, warm_s: float = 0.0) -
     (every request sent at once and the first one ending at once), or held for no more
     than ``warm_s``.
     """
+    # A fixed limit is one step: the first step's limit holds from the start anyway.
     steps = [(0.0, limit)] if isinstance(limit, int) else list(limit)
     if not spans or not steps or min(cap for _, cap in steps) < 1:
         return None
-    events = _events(spans, [] if isinstance(limit, int) else steps)
+    events = _events(spans, steps)
     n = len(spans)
     found = _bounds(events, steps[0][1], n)
     if found is None or found[1] <= found[0] + warm_s:

@@ -123,9 +123,6 @@ class Sweep:
         self.draws = 0
         self.notes: list[str] = []
         self.last_turns: list[tuple[int, int, int]] = []  # the last pipeline's turns
-        # Left out of every pipeline and adaptive phase's settled window: the adaptive
-        # controller's first SETTLE_DECISIONS decisions (set once the server is read).
-        self.settle_s = SETTLE_DECISIONS * config.concurrency.interval_s
 
     def fresh_seed(self, tag: str) -> int:
         """A seed of this bench run's own for the load called ``tag``, another at every
@@ -216,7 +213,7 @@ class Sweep:
             server=server,
             ttft=ttft,
             variant=variant,
-            warm_s=self.settle_s if phase in ("pipeline", "adaptive") else None,
+            warm_s=self.settings.settle_s if phase in ("pipeline", "adaptive") else None,
             **extra,
         )
 
